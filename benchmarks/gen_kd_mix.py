@@ -16,11 +16,53 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = (
-    "the model answer question reason step first then because therefore value total number "
-    "compute result check sum each time we so it is of and to in a that for with as on this "
-    "gradient token teacher student loss sample batch layer weight attention vector"
-).split()
+WORDS = [
+    "the",
+    "model",
+    "answer",
+    "question",
+    "reason",
+    "step",
+    "first",
+    "then",
+    "because",
+    "therefore",
+    "value",
+    "total",
+    "number",
+    "compute",
+    "result",
+    "check",
+    "sum",
+    "each",
+    "time",
+    "we",
+    "so",
+    "it",
+    "is",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "that",
+    "for",
+    "with",
+    "as",
+    "on",
+    "this",
+    "gradient",
+    "token",
+    "teacher",
+    "student",
+    "loss",
+    "sample",
+    "batch",
+    "layer",
+    "weight",
+    "attention",
+    "vector",
+]
 
 
 def make_record(rng: np.random.Generator, index: int, top_k: int, vocab_size: int) -> dict:

@@ -1,0 +1,45 @@
+# One-command set-up: `make demo` builds the environment and packs/validates/benchmarks the sample;
+# `make test` runs the test suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+OUT ?= out
+DATASET ?= data/gsm8k_sample.jsonl
+PACKED_DATASET ?= $(OUT)/gsm8k_sample.packed
+PACK_OPTS ?= --compression zstd
+
+.PHONY: venv demo test test-fast lint build-dataset bench clean
+
+venv: $(VENV)/.installed
+
+# torch is installed first and pinned so no dependency can pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	echo "torch==$(TORCH_VERSION)" > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,torch,remote,plot]"
+	touch $@
+
+demo: venv
+	$(PY) -m shardpack pack $(DATASET) --output $(OUT)/gsm8k_sample.packed --compression lz4 --validate
+	$(PY) -m shardpack info $(OUT)/gsm8k_sample.packed
+	$(PY) -m shardpack validate $(OUT)/gsm8k_sample.packed --deep
+	$(PY) -m shardpack bench $(OUT)/gsm8k_sample.packed --jsonl $(DATASET) --repeats 3
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+lint: venv
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+build-dataset: venv
+	$(PY) -m shardpack pack $(DATASET) --output $(PACKED_DATASET) $(PACK_OPTS) --validate
+
+clean:
+	rm -rf $(OUT) .pytest_cache

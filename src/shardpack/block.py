@@ -1,0 +1,162 @@
+"""The raw (uncompressed) block: a few records' payloads plus their arena. Pure, no file I/O.
+
+    u32 record_count n
+    u32 arena_offset                 from block start, 64-byte aligned
+    u32 payload_offsets[n + 1]       into the payload region
+    u32 arena_starts[n + 1]          record j's arrays lie in [starts[j], starts[j+1])
+    payload region                   a msgpack array32 header for n items, then the n payloads
+    zero padding to arena_offset
+    arena                            array elements, little-endian, each 8-byte aligned
+
+Framing the payloads as one msgpack array lets a sequential reader decode a whole block in a
+single call, while the offset table still gives O(1) access to any one record.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from .encoding import ArenaCursor, RecordEncoder, make_decoder
+from .format import align
+
+BLOCK_HEADER = struct.Struct("<II")
+ARENA_ALIGN = 64
+MAX_BLOCK_BYTES = 2**32 - 1  # offsets are u32
+
+
+class BlockBuilder:
+    """Accumulates encoded records until the block is full, then lays out its raw bytes."""
+
+    def __init__(self, encoder: RecordEncoder) -> None:
+        self.encoder = encoder
+        self.payloads: list[bytes] = []
+        self.arena = bytearray()
+        self.arena_starts = [0]
+        self.payload_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @property
+    def size(self) -> int:
+        """Approximate raw size so far (payloads plus arena)."""
+        return self.payload_bytes + len(self.arena)
+
+    def add(self, value: Any) -> int:
+        """Encode one record into the block; returns its content digest (64-bit xxh3).
+
+        The digest covers the payload and the record's own arena bytes, neither of which depends
+        on the record's position, so it identifies the record's content under any block layout.
+        """
+        start = self.arena_starts[-1]
+        payload = self.encoder.encode(value, self.arena)
+        pad = -len(self.arena) % 8
+        if pad:
+            self.arena += b"\0" * pad
+        self.arena_starts.append(len(self.arena))
+        self.payloads.append(payload)
+        self.payload_bytes += len(payload)
+        digest = xxhash.xxh3_64(payload)
+        digest.update(memoryview(self.arena)[start:])
+        return digest.intdigest()
+
+    def build(self) -> bytes:
+        """The raw block bytes; resets the builder for the next block."""
+        n = len(self.payloads)
+        region_start = BLOCK_HEADER.size + 8 * (n + 1)
+        offsets = np.zeros(n + 1, dtype="<u4")
+        np.cumsum([len(p) for p in self.payloads], out=offsets[1:])
+        offsets += 5  # after the msgpack array32 header
+        region_end = region_start + 5 + self.payload_bytes
+        arena_offset = align(region_end, ARENA_ALIGN)
+        total = arena_offset + len(self.arena)
+        if total > MAX_BLOCK_BYTES:
+            raise ValueError(f"a block of {total} bytes exceeds the format's 4 GiB block limit")
+        parts = [
+            BLOCK_HEADER.pack(n, arena_offset),
+            offsets.tobytes(),
+            np.asarray(self.arena_starts, dtype="<u4").tobytes(),
+            b"\xdd" + n.to_bytes(4, "big"),
+            *self.payloads,
+            b"\0" * (arena_offset - region_end),
+            self.arena,
+        ]
+        raw = b"".join(parts)
+        self.payloads = []
+        self.arena = bytearray()
+        self.arena_starts = [0]
+        self.payload_bytes = 0
+        return raw
+
+
+class BlockView:
+    """Read access to the records of one raw block. Raises ValueError on inconsistent bytes."""
+
+    __slots__ = ("_arena_starts", "_offsets", "_region_start", "arena_offset", "count", "raw")
+
+    def __init__(self, raw: bytes | memoryview, expected_count: int) -> None:
+        if len(raw) < BLOCK_HEADER.size:
+            raise ValueError("block shorter than its header")
+        count, arena_offset = BLOCK_HEADER.unpack_from(raw)
+        if count != expected_count:
+            raise ValueError(f"block holds {count} records, index says {expected_count}")
+        region_start = BLOCK_HEADER.size + 8 * (count + 1)
+        if region_start + 5 > arena_offset or arena_offset > len(raw):
+            raise ValueError("block tables overrun the block")
+        tables = np.frombuffer(raw, "<u4", 2 * (count + 1), BLOCK_HEADER.size)
+        offsets = tables[: count + 1].astype(np.int64)
+        starts = tables[count + 1 :].astype(np.int64)
+        arena_size = len(raw) - arena_offset
+        if (
+            offsets[0] != 5
+            or np.any(np.diff(offsets) < 0)
+            or region_start + offsets[-1] > arena_offset
+            or starts[0] != 0
+            or np.any(np.diff(starts) < 0)
+            or starts[-1] > arena_size
+        ):
+            raise ValueError("block offset tables are inconsistent")
+        self.raw = raw
+        self.count = count
+        self.arena_offset = arena_offset
+        self._region_start = region_start
+        self._offsets = offsets.tolist()
+        self._arena_starts = starts.tolist()
+
+    def record(self, j: int) -> Any:
+        """Decode record ``j`` of the block (0 <= j < count)."""
+        cursor = ArenaCursor(self.raw, self.arena_offset, len(self.raw))
+        cursor.position = self._arena_starts[j]
+        begin = self._region_start + self._offsets[j]
+        end = self._region_start + self._offsets[j + 1]
+        value = make_decoder(cursor).decode(memoryview(self.raw)[begin:end])
+        if cursor.position > self._arena_starts[j + 1]:
+            raise ValueError(f"record {j} reads arrays beyond its arena range")
+        return value
+
+    def records(self) -> list[Any]:
+        """Decode every record of the block in one call."""
+        cursor = ArenaCursor(self.raw, self.arena_offset, len(self.raw))
+        end = self._region_start + self._offsets[-1]
+        values = make_decoder(cursor).decode(memoryview(self.raw)[self._region_start : end])
+        if not isinstance(values, list) or len(values) != self.count:
+            raise ValueError("block payload region does not hold its records")
+        if cursor.position > self._arena_starts[-1]:
+            raise ValueError("records read arrays beyond the block's arena")
+        return values
+
+    def check_arrays(self) -> None:
+        """Deep check: each record's arrays exactly fill its own arena range."""
+        for j in range(self.count):
+            cursor = ArenaCursor(self.raw, self.arena_offset, len(self.raw))
+            cursor.position = self._arena_starts[j]
+            begin = self._region_start + self._offsets[j]
+            end = self._region_start + self._offsets[j + 1]
+            make_decoder(cursor).decode(memoryview(self.raw)[begin:end])
+            used = cursor.position + (-cursor.position % 8)
+            if used != self._arena_starts[j + 1] and cursor.position != self._arena_starts[j + 1]:
+                raise ValueError(f"record {j}'s arrays do not match its arena range")

@@ -1,0 +1,320 @@
+"""The ``shardpack`` command: parse arguments, call the library, print. Nothing else.
+
+Exit status: 0 success, 1 bad data (invalid input, damaged or failing packed files), 2 bad usage.
+Errors are one line on stderr (``--debug`` shows the traceback). Progress bars appear only when
+stderr is a terminal and ``CI`` is not set; ``--json`` prints machine-readable results on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .codecs import available_codecs
+from .errors import OptionError, ShardpackError
+
+EXIT_OK, EXIT_BAD_DATA, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"shardpack: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and the documented exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except OptionError as exc:
+            if debug:
+                raise
+            _fail(str(exc), EXIT_USAGE)
+        except ShardpackError as exc:
+            if debug:
+                raise
+            _fail(str(exc), EXIT_BAD_DATA)
+        except BrokenPipeError:
+            sys.stderr.close()  # e.g. `shardpack head ... | head -1`
+            raise SystemExit(EXIT_OK) from None
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except OSError as exc:
+            if debug:
+                raise
+            _fail(
+                f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", EXIT_BAD_DATA
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shardpack")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Pack JSONL datasets into fast, checked binary files, and read them back."""
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def _progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A callback advancing a progress bar to ``done`` units; a no-op when disabled."""
+    if not enabled:
+        yield lambda done: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+    columns += [TransferSpeedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _parse_dtypes(pairs: tuple[str, ...]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        field, sep, dtype = pair.partition("=")
+        if not sep or not field or not dtype:
+            raise OptionError(
+                f"--dtype expects FIELD=DTYPE (e.g. teacher_topk_logprobs=float16), got {pair!r}"
+            )
+        result[field] = dtype
+    return result
+
+
+def _input_size(paths: list[str]) -> int | None:
+    try:
+        return sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        return None  # stdin or something unsized
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option(
+    "--input",
+    "-i",
+    "extra_inputs",
+    multiple=True,
+    metavar="PATH",
+    help="An input (same as a positional INPUT; may repeat). '-' reads stdin.",
+)
+@click.option("--output", "-o", required=True, metavar="OUT", help="The packed file to write.")
+@click.option(
+    "--compression",
+    "-c",
+    type=click.Choice(available_codecs(), case_sensitive=False),
+    default="lz4",
+    show_default=True,
+    help="Block codec.",
+)
+@click.option("--level", type=int, default=None, help="Compression level (zstd -7..22, lz4 0..12).")
+@click.option(
+    "--block-size",
+    default="64K",
+    show_default=True,
+    help="Raw bytes per block before compression (e.g. 64K, 1M).",
+)
+@click.option(
+    "--dtype",
+    "dtypes",
+    multiple=True,
+    metavar="FIELD=DTYPE",
+    help="Lossy opt-in: store FIELD's float arrays as float16, bfloat16 or float32.",
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes (0 = all cores). Output is identical for any value.",
+)
+@click.option(
+    "--validate", is_flag=True, help="Re-read and deep-validate the output before success."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def pack(
+    inputs: tuple[str, ...],
+    extra_inputs: tuple[str, ...],
+    output: str,
+    compression: str,
+    level: int | None,
+    block_size: str,
+    dtypes: tuple[str, ...],
+    workers: int,
+    validate: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Pack JSONL files (.jsonl, .jsonl.gz, .jsonl.zst, or - for stdin) into OUT."""
+    from .pack import DatasetPacker
+
+    paths = list(inputs) + list(extra_inputs)
+    if not paths:
+        raise click.UsageError("give at least one INPUT (or --input PATH)")
+    packer = DatasetPacker()
+    with _progress_bar("packing", _input_size(paths), _show_progress(quiet or as_json)) as advance:
+        result = packer.pack(
+            paths,
+            output,
+            compression=compression.lower(),
+            level=level,
+            block_size=block_size,
+            dtypes=_parse_dtypes(dtypes),
+            workers=workers,
+            validate=validate,
+            progress=lambda done, _records: advance(done),
+        )
+    summary = {
+        "output": result.output_path,
+        "records": result.record_count,
+        "blocks": result.block_count,
+        "input_bytes": result.input_bytes,
+        "output_bytes": result.output_bytes,
+        "ratio": round(result.ratio, 4),
+        "seconds": round(result.seconds, 3),
+        "content_hash": result.content_hash,
+        "validated": bool(validate),
+    }
+    if as_json:
+        _print_json(summary)
+    elif not quiet:
+        mb_s = result.input_bytes / 1e6 / result.seconds if result.seconds else 0.0
+        click.echo(
+            f"packed {result.record_count} records into {result.output_path} "
+            f"({result.output_bytes:,} bytes, {result.ratio:.3f} of input, "
+            f"{result.seconds:.2f} s, {mb_s:.0f} MB/s)" + (", validated" if validate else "")
+        )
+
+
+@cli.command()
+@click.argument("packed")
+@click.option("--output", "-o", required=True, help="JSONL file to write ('-' for stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def unpack(packed: str, output: str, quiet: bool) -> None:
+    """Write the records of PACKED back out as JSONL."""
+    from .dataset import open_dataset
+    from .unpack import write_jsonl
+
+    with open_dataset(packed) as ds:
+        show = _show_progress(quiet) and output != "-"
+        with _progress_bar("unpacking", len(ds), show) as advance:
+            count = write_jsonl(ds, output, progress=advance)
+    if not quiet and output != "-":
+        click.echo(f"wrote {count} records to {output}", err=True)
+
+
+@cli.command()
+@click.argument("packed")
+@click.option("--json", "as_json", is_flag=True, help="Print the full metadata as JSON.")
+def info(packed: str, as_json: bool) -> None:
+    """Describe PACKED: records, blocks, codec, sizes, fields."""
+    from .dataset import open_dataset
+    from .report import describe
+
+    with open_dataset(packed) as ds:
+        facts = describe(ds)
+    if as_json:
+        _print_json(facts)
+        return
+    from .report import render_info
+
+    render_info(facts)
+
+
+@cli.command()
+@click.argument("packed")
+@click.option(
+    "-n",
+    "--records",
+    "count",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="How many records to print.",
+)
+def head(packed: str, count: int) -> None:
+    """Print the first records of PACKED as JSON lines."""
+    from .dataset import open_dataset
+    from .unpack import dumps_record
+
+    with open_dataset(packed) as ds:
+        for i, record in enumerate(ds):
+            if i >= count:
+                break
+            click.echo(dumps_record(record))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--deep", is_flag=True, help="Also decode every record and check array layout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(paths: tuple[str, ...], deep: bool, as_json: bool) -> None:
+    """Check packed files: header, footer, index and every block's checksum. Exit 1 if invalid."""
+    from .validate import validate_path
+
+    reports = [validate_path(path, deep=deep) for path in paths]
+    ok = all(report.ok for report in reports)
+    if as_json:
+        _print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
+    else:
+        for report in reports:
+            for problem in report.problems:
+                click.echo(f"INVALID {problem}", err=True)
+            if report.ok:
+                click.echo(
+                    f"OK {report.paths[0]}: {report.blocks_checked} blocks"
+                    + (f", {report.records_checked} records decoded" if deep else "")
+                )
+    raise SystemExit(EXIT_OK if ok else EXIT_BAD_DATA)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    try:
+        cli.main(args=argv, prog_name="shardpack", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        click.echo(f"shardpack: usage error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("shardpack: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"shardpack: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return EXIT_OK

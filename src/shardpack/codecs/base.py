@@ -1,0 +1,79 @@
+"""The codec contract and the registry that maps codec ids to classes.
+
+Contract: ``encode(raw) -> stored`` and ``decode(stored, raw_size) -> raw`` are pure functions of
+their input and the codec's settings; ``decode`` must never return more than ``raw_size`` bytes
+and must raise ``CodecError`` (never crash or over-allocate) on damaged input. Settings
+round-trip through ``to_dict``/``from_dict`` and are stored in the file's metadata.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from ..errors import OptionError, UnknownCodecError
+
+
+class Codec(ABC):
+    """Compresses and decompresses whole blocks."""
+
+    codec_id: ClassVar[str]
+
+    @abstractmethod
+    def encode(self, raw: bytes | memoryview) -> bytes:
+        """Compress one block."""
+
+    @abstractmethod
+    def decode(self, stored: bytes | memoryview, raw_size: int) -> bytes | memoryview:
+        """Decompress one block whose uncompressed size is ``raw_size``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The codec id and settings, as recorded in the packed file."""
+        return {"id": self.codec_id}
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> Codec:
+        return cls()
+
+    def train(self, samples: list[bytes]) -> None:  # noqa: B027 - optional hook
+        """Optionally learn from sample blocks before encoding (e.g. a compression dictionary)."""
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "id")
+        return f"{type(self).__name__}({settings})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.to_dict().items())))
+
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+
+def register_codec(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: make ``cls`` available under ``cls.codec_id``."""
+    _REGISTRY[cls.codec_id] = cls
+    return cls
+
+
+def available_codecs() -> list[str]:
+    """The ids of all registered codecs, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_codec(config: str | dict[str, Any], level: int | None = None) -> Codec:
+    """A codec from an id (``"zstd"``) or a recorded config (``{"id": "zstd", "level": 3}``)."""
+    if isinstance(config, str):
+        config = {"id": config} if level is None else {"id": config, "level": level}
+    if not isinstance(config, dict) or not isinstance(config.get("id"), str):
+        raise OptionError(f"codec config must name an id, got {config!r}")
+    codec_id = config["id"].lower()
+    try:
+        cls = _REGISTRY[codec_id]
+    except KeyError:
+        raise UnknownCodecError(
+            f"unknown codec {config['id']!r}; available: {', '.join(available_codecs())}"
+        ) from None
+    return cls.from_dict(config)

@@ -1,0 +1,120 @@
+"""A packed dataset as one sequence of records, over one or several packed files.
+
+``shardpack.open(path)`` is the entry point: ``len(ds)``, ``ds[i]`` (negative indices, slices),
+iteration in order and ``ds.iter_batches(n)``. A global index maps to (file, record) by binary
+search over cumulative record counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .reader import DEFAULT_CACHE_BLOCKS, PackedFile
+
+PathLike = str | os.PathLike[str]
+
+
+class Dataset:
+    """Random access and iteration over the records of packed files."""
+
+    def __init__(self, files: Sequence[PackedFile]) -> None:
+        self.files = list(files)
+        counts = [len(f) for f in self.files]
+        self._starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+        self._length = int(self._starts[-1])
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _locate(self, i: int) -> tuple[PackedFile, int]:
+        if len(self.files) == 1:
+            return self.files[0], i
+        f = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self.files[f], i - int(self._starts[f])
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, slice):
+            return [self[i] for i in range(*key.indices(self._length))]
+        try:
+            i = int(key)  # accepts numpy integers; refuses floats below
+        except TypeError:
+            raise TypeError(
+                f"indices must be integers or slices, not {type(key).__name__}"
+            ) from None
+        if i != key or isinstance(key, bool):
+            raise TypeError(f"indices must be integers or slices, not {type(key).__name__}")
+        if i < 0:
+            i += self._length
+        if not 0 <= i < self._length:
+            raise IndexError(f"record {key} out of range for a dataset of {self._length}")
+        packed, local = self._locate(i)
+        return packed.record(local)
+
+    def __iter__(self) -> Iterator[Any]:
+        for packed in self.files:
+            yield from packed.iter_records()
+
+    def iter_batches(self, batch_size: int, *, drop_last: bool = False) -> Iterator[list[Any]]:
+        """Records in order, ``batch_size`` at a time (the last batch may be short)."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batch: list[Any] = []
+        for record in self:
+            batch.append(record)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch and not drop_last:
+            yield batch
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The dataset's metadata (of its only file, or of its first file)."""
+        return self.files[0].metadata if self.files else {}
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.metadata.get("stats", {})
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    def close(self) -> None:
+        for packed in self.files:
+            packed.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Dataset(records={self._length}, files={len(self.files)})"
+
+
+def open_dataset(
+    path: PathLike | Sequence[PathLike],
+    *,
+    verify: bool = True,
+    cache_blocks: int = DEFAULT_CACHE_BLOCKS,
+) -> Dataset:
+    """Open packed data: a file, or a list of files read as one dataset.
+
+    ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    files: list[PackedFile] = []
+    try:
+        for p in paths:
+            files.append(PackedFile(p, verify=verify, cache_blocks=cache_blocks))
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
+    return Dataset(files)

@@ -1,0 +1,288 @@
+"""JSON values <-> record payloads: msgpack for structure, typed numeric arrays in a block arena.
+
+A record payload is the record's JSON value encoded as msgpack, except that every homogeneous
+numeric list (ints, floats or bools; 1-D or rectangular N-D) becomes an extension value holding
+only its dtype and shape, while its elements go to the block's arena, 8-byte aligned, in the
+order the extension values appear. A reader walks the payloads in order with a cursor into the
+arena, so arrays come back as zero-copy numpy views and no payload holds a block position: a
+record's bytes do not depend on where it lands, which keeps content hashes independent of the
+block size.
+
+Lossless rules: ints stay ints (int32 when every value fits, else int64/uint64), floats stay
+floats (float32 when every value round-trips bit-exactly, else float64), bools stay bools; a list
+mixing types, a ragged list and an empty list stay msgpack lists. Integers beyond 64 bits and
+strings holding unpaired surrogates (both legal in JSON) use their own extension types.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from itertools import chain
+from typing import Any
+
+import ml_dtypes
+import msgspec
+import numpy as np
+
+from .errors import OptionError
+
+EXT_ARRAY = 1
+EXT_BIGINT = 2  # decimal ASCII digits of an integer outside [-2**63, 2**64)
+EXT_RAW_STR = 3  # a str with unpaired surrogates, as UTF-8 with 'surrogatepass'
+
+ARRAY_ALIGN = 8
+
+# dtype codes are part of the file format: never renumber, only append
+DTYPE_BY_CODE: dict[int, np.dtype] = {
+    1: np.dtype(np.bool_),
+    2: np.dtype("<i4"),
+    3: np.dtype("<i8"),
+    4: np.dtype("<u8"),
+    5: np.dtype("<f4"),
+    6: np.dtype("<f8"),
+    7: np.dtype("<f2"),
+    8: np.dtype(ml_dtypes.bfloat16),
+}
+CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
+DTYPE_NAMES = {dtype: dtype.name for dtype in DTYPE_BY_CODE.values()}
+
+# the opt-in lossy storage types a field's float arrays can be forced to
+LOSSY_DTYPES = {
+    "float16": DTYPE_BY_CODE[7],
+    "bfloat16": DTYPE_BY_CODE[8],
+    "float32": DTYPE_BY_CODE[5],
+}
+
+_INT32 = np.iinfo(np.int32)
+_DIMS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # array ext data: code, ndim, dims
+_NUMERIC_KINDS = {"b": bool, "i": int, "u": int, "f": float}
+MAX_NDIM = 32
+
+
+def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.dtype]:
+    """Validate ``{"field.path": "float16"}`` options into numpy dtypes."""
+    result: dict[str, np.dtype] = {}
+    for field, name in (overrides or {}).items():
+        if name not in LOSSY_DTYPES:
+            raise OptionError(
+                f"--dtype {field}={name}: choose one of {', '.join(sorted(LOSSY_DTYPES))}"
+            )
+        result[field] = LOSSY_DTYPES[name]
+    return result
+
+
+def _element_types(values: list, ndim: int) -> set[type]:
+    """The exact Python types of the scalars in a rectangular nested list of depth ``ndim``."""
+    flat: Any = values
+    for _ in range(ndim - 1):
+        flat = chain.from_iterable(flat)
+    return set(map(type, flat))
+
+
+def _narrowest(array: np.ndarray) -> np.ndarray:
+    """The same values in the narrowest lossless dtype of the format (int32, float32, ...)."""
+    kind = array.dtype.kind
+    if kind == "i":
+        if array.size and _INT32.min <= array.min() and array.max() <= _INT32.max:
+            return array.astype(np.int32)
+        return array
+    if kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrow = array.astype(np.float32)
+        # compare bits, not values: keeps NaN payloads, -0.0 and inf exact
+        if np.array_equal(narrow.astype(np.float64).view(np.uint64), array.view(np.uint64)):
+            return narrow
+        return array
+    return array
+
+
+def to_typed_array(values: list) -> np.ndarray | None:
+    """A homogeneous numeric (nested) list as a typed array, or None if it must stay a list."""
+    try:
+        array = np.array(values)
+    except (ValueError, OverflowError, TypeError, RecursionError):
+        return None  # ragged, or values numpy cannot hold
+    expected = _NUMERIC_KINDS.get(array.dtype.kind)
+    if expected is None or array.size == 0 or array.ndim > MAX_NDIM:
+        return None
+    # numpy quietly turns [1, 2.5] into floats and [True, 2] into ints: only exact types pass
+    if expected is not bool and _element_types(values, array.ndim) != {expected}:
+        return None
+    return _narrowest(array)
+
+
+class RecordEncoder:
+    """Encodes parsed JSON values into payloads, appending their arrays to a block's arena.
+
+    Tracks which dtypes each field's arrays were stored with (``array_dtypes``), so the file can
+    record one dtype per field and readers can promote the rare record stored narrower.
+    """
+
+    def __init__(self, dtype_overrides: Mapping[str, np.dtype] | None = None) -> None:
+        self.dtype_overrides = dict(dtype_overrides or {})
+        self.array_dtypes: dict[str, dict[str, int]] = {}  # path -> {dtype name: count}
+        self.lossy_fields: dict[str, str] = {}
+        self._arena = bytearray()
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=self._append_array)
+
+    def encode(self, value: Any, arena: bytearray) -> bytes:
+        """The payload of ``value``; its arrays are appended to ``arena`` (8-byte aligned)."""
+        self._arena = arena
+        start = len(arena)
+        converted = self._convert(value, "")
+        try:
+            return self._encoder.encode(converted)
+        except (OverflowError, UnicodeEncodeError):
+            # rare: an integer beyond 64 bits or an unpaired surrogate; re-encode the slow way
+            del arena[start:]
+            return self._encoder.encode(_escape_unencodable(converted))
+
+    def _convert(self, value: Any, path: str) -> Any:
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                item_kind = type(item)
+                if item_kind is list or item_kind is dict:
+                    value[key] = self._convert(item, f"{path}.{key}" if path else key)
+            return value
+        if kind is list and value:
+            first = type(value[0])
+            if first is int or first is float or first is list or first is bool:
+                array = to_typed_array(value)
+                if array is not None:
+                    return self._typed(array, path)
+            for i, item in enumerate(value):
+                item_kind = type(item)
+                if item_kind is list or item_kind is dict:
+                    value[i] = self._convert(item, path)
+        return value
+
+    def _typed(self, array: np.ndarray, path: str) -> np.ndarray:
+        forced = self.dtype_overrides.get(path)
+        if forced is not None:
+            if array.dtype.kind != "f":
+                raise OptionError(
+                    f"--dtype {path}={forced.name} applies to float arrays, "
+                    f"but {path!r} holds {array.dtype.name} values"
+                )
+            with np.errstate(over="ignore"):
+                array = array.astype(forced)
+            self.lossy_fields[path] = forced.name
+        seen = self.array_dtypes.setdefault(path, {})
+        name = DTYPE_NAMES[array.dtype]
+        seen[name] = seen.get(name, 0) + 1
+        return array
+
+    def _append_array(self, obj: Any) -> msgspec.msgpack.Ext:
+        if not isinstance(obj, np.ndarray):
+            raise TypeError(f"cannot encode {type(obj).__name__}")
+        arena = self._arena
+        pad = -len(arena) % ARRAY_ALIGN
+        if pad:
+            arena += b"\0" * pad
+        arena += np.ascontiguousarray(obj).data.cast("B")
+        code = CODE_BY_DTYPE[obj.dtype]
+        return msgspec.msgpack.Ext(EXT_ARRAY, _DIMS[obj.ndim].pack(code, obj.ndim, *obj.shape))
+
+
+def _escape_unencodable(value: Any) -> Any:
+    """Replace values msgpack cannot carry (huge ints, unpaired surrogates) by extension values."""
+    kind = type(value)
+    if kind is int and not -(2**63) <= value < 2**64:
+        return msgspec.msgpack.Ext(EXT_BIGINT, str(value).encode("ascii"))
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return msgspec.msgpack.Ext(EXT_RAW_STR, value.encode("utf-8", "surrogatepass"))
+        return value
+    if kind is list:
+        return [_escape_unencodable(item) for item in value]
+    if kind is dict:
+        escaped = {}
+        for key, item in value.items():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise OptionError(
+                    f"object key {key!r} holds an unpaired surrogate; keys must be valid Unicode"
+                ) from None
+            escaped[key] = _escape_unencodable(item)
+        return escaped
+    return value
+
+
+class ArenaCursor:
+    """Decodes extension values of one block, handing out arrays from its arena in order.
+
+    ``buffer`` is the whole raw block; arrays are views into it (read-only when it is bytes).
+    """
+
+    __slots__ = ("arena_end", "arena_start", "buffer", "position")
+
+    def __init__(self, buffer: bytes | memoryview, arena_start: int, arena_end: int) -> None:
+        self.buffer = buffer
+        self.arena_start = arena_start
+        self.arena_end = arena_end
+        self.position = 0  # relative to arena_start
+
+    def ext_hook(self, code: int, data: memoryview) -> Any:
+        if code == EXT_ARRAY:
+            if len(data) < 2:
+                raise ValueError("array header too short")
+            ndim = data[1]
+            if ndim == 0 or ndim > MAX_NDIM or len(data) != 2 + 4 * ndim:
+                raise ValueError(f"bad array header (ndim {ndim}, {len(data)} bytes)")
+            dims = _DIMS[ndim].unpack(data)[2:]
+            dtype = DTYPE_BY_CODE.get(data[0])
+            if dtype is None:
+                raise ValueError(f"unknown dtype code {data[0]}")
+            count = math.prod(dims)
+            start = self.position + (-self.position % ARRAY_ALIGN)
+            end = start + count * dtype.itemsize
+            if self.arena_start + end > self.arena_end:
+                raise ValueError("array runs past the end of the block's arena")
+            self.position = end
+            array = np.frombuffer(self.buffer, dtype, count, self.arena_start + start)
+            return array.reshape(dims) if ndim > 1 else array
+        if code == EXT_BIGINT:
+            text = bytes(data)
+            if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():
+                raise ValueError("bad big-integer extension")
+            return int(text)
+        if code == EXT_RAW_STR:
+            return bytes(data).decode("utf-8", "surrogatepass")
+        raise ValueError(f"unknown extension type {code}")
+
+
+def make_decoder(cursor: ArenaCursor) -> msgspec.msgpack.Decoder:
+    return msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook)
+
+
+def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") -> Any:
+    """Cast arrays of the given fields to their dataset-wide dtype (for rare mixed-dtype fields)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(item) in (dict, list, np.ndarray):
+                value[key] = promote_arrays(item, targets, f"{path}.{key}" if path else key)
+    elif kind is list:
+        for i, item in enumerate(value):
+            if type(item) in (dict, list, np.ndarray):
+                value[i] = promote_arrays(item, targets, path)
+    elif kind is np.ndarray:
+        target = targets.get(path)
+        if target is not None and value.dtype != target:
+            return value.astype(target)
+    return value
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``default`` hook for JSON writers: arrays become lists of Python scalars."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.itemsize == 2 and obj.dtype.kind != "i":
+            obj = obj.astype(np.float32)  # float16/bfloat16 have no Python scalar of their own
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")

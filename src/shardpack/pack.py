@@ -1,0 +1,270 @@
+"""DatasetPacker: the one orchestration entry point for packing JSONL into a packed file.
+
+It reads inputs, splits them into work units (see ``units``), encodes units in this process or a
+pool of worker processes (in order, with a bounded number in flight), writes the blocks, and
+seals the file with its metadata. The CLI is a thin layer over this class.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from . import __version__
+from .codecs import get_codec
+from .errors import OptionError
+from .format import FORMAT_MAJOR, FORMAT_MINOR
+from .jsonl import iter_lines, open_input
+from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
+from .writer import PackedFileWriter
+
+DEFAULT_BLOCK_SIZE = 64 * 1024
+DEFAULT_COMPRESSION = "lz4"
+
+ProgressCallback = Callable[[int, int], None]  # (input bytes done, records done)
+
+
+@dataclass
+class PackResult:
+    """What a pack produced."""
+
+    output_path: str
+    record_count: int
+    block_count: int
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    content_hash: str
+    validation: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """Packed size over JSONL size."""
+        return self.output_bytes / self.input_bytes if self.input_bytes else 0.0
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from ``65536``, ``"64K"``, ``"64KiB"``, ``"1M"``, ``"1.5MB"`` (powers of 1024)."""
+    if isinstance(size, int):
+        value = size
+    else:
+        text = str(size).strip().upper().removesuffix("IB").removesuffix("B")
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        number = text[:-1] if scale > 1 else text
+        try:
+            value = int(float(number) * scale)
+        except ValueError:
+            raise OptionError(f"not a size: {size!r} (use e.g. 65536, 64K, 1M)") from None
+    if value <= 0:
+        raise OptionError(f"size must be positive, got {size!r}")
+    return value
+
+
+class DatasetPacker:
+    """Packs JSONL into shardpack's binary format (and validates packed data).
+
+    Defaults set here apply to every ``pack`` call; each call may override them.
+    """
+
+    def __init__(
+        self,
+        *,
+        compression: str = DEFAULT_COMPRESSION,
+        level: int | None = None,
+        block_size: int | str = DEFAULT_BLOCK_SIZE,
+        dtypes: Mapping[str, str] | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.compression = compression
+        self.level = level
+        self.block_size = parse_size(block_size)
+        self.dtypes = dict(dtypes or {})
+        self.workers = workers
+
+    def pack(
+        self,
+        input_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        output_path: str | os.PathLike[str],
+        *,
+        compression: str | None = None,
+        level: int | None = None,
+        block_size: int | str | None = None,
+        dtypes: Mapping[str, str] | None = None,
+        workers: int | None = None,
+        validate: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> PackResult:
+        """Pack one or more JSONL inputs (``-`` for stdin) into the packed file ``output_path``."""
+        started = time.perf_counter()
+        inputs = _as_inputs(input_path)
+        output = os.fspath(output_path)
+        _refuse_overwriting_inputs(inputs, output)
+        codec = get_codec(
+            compression or self.compression, level if level is not None else self.level
+        )
+        options = EncodeOptions(
+            codec=codec.to_dict(),
+            block_size=parse_size(block_size) if block_size is not None else self.block_size,
+            dtype_overrides=dict(dtypes if dtypes is not None else self.dtypes),
+        )
+        n_workers = _resolve_workers(workers if workers is not None else self.workers)
+        UnitEncoder(options)  # fail fast on bad options, before any output exists
+
+        collector = _Collector()
+        with PackedFileWriter(output) as writer:
+            for encoded in _encode_all(_iter_units(inputs), options, n_workers):
+                for block in encoded.blocks:
+                    writer.write_block(
+                        block.stored, block.raw_size, block.record_count, block.checksum
+                    )
+                collector.add(encoded)
+                if progress is not None:
+                    progress(collector.input_bytes, writer.record_count)
+            metadata = collector.metadata(options, writer, inputs)
+            size = writer.finish(metadata)
+
+        result = PackResult(
+            output_path=output,
+            record_count=metadata["record_count"],
+            block_count=metadata["block_count"],
+            input_bytes=collector.input_bytes,
+            output_bytes=size,
+            seconds=time.perf_counter() - started,
+            content_hash=metadata["content_hash"],
+            metadata=metadata,
+        )
+        if validate:
+            from .validate import validate_path
+
+            result.validation = validate_path(output, deep=True)
+            result.validation.raise_if_failed()
+        return result
+
+    def validate(self, path: str | os.PathLike[str], *, deep: bool = False) -> Any:
+        """Check a packed file; returns a ValidationReport (``.ok``, ``.problems``, counts)."""
+        from .validate import validate_path
+
+        return validate_path(os.fspath(path), deep=deep)
+
+
+class _Collector:
+    """Merges what the units report, in order, into the file's metadata."""
+
+    def __init__(self) -> None:
+        self.content = xxhash.xxh3_128()
+        self.input_bytes = 0
+        self.array_dtypes: dict[str, dict[str, int]] = {}
+        self.lossy_fields: dict[str, str] = {}
+
+    def add(self, encoded: EncodedUnit) -> None:
+        self.content.update(encoded.record_digests.astype("<u8").tobytes())
+        self.input_bytes += encoded.input_bytes
+        for path, seen in encoded.array_dtypes.items():
+            merged = self.array_dtypes.setdefault(path, {})
+            for name, count in seen.items():
+                merged[name] = merged.get(name, 0) + count
+        self.lossy_fields.update(encoded.lossy_fields)
+
+    def metadata(
+        self, options: EncodeOptions, writer: PackedFileWriter, inputs: list[str]
+    ) -> dict[str, Any]:
+        from .reader import promotion_targets
+
+        arrays = {
+            path: {"stored": dict(sorted(seen.items()))} for path, seen in self.array_dtypes.items()
+        }
+        targets = promotion_targets(arrays)
+        for path, info in arrays.items():
+            info["dtype"] = targets[path].name if path in targets else next(iter(info["stored"]))
+        return {
+            "format": "shardpack",
+            "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+            "created_by": f"shardpack {__version__}",
+            "codec": options.codec,
+            "block_size": options.block_size,
+            "unit_input_bytes": UNIT_INPUT_BYTES,
+            "record_count": writer.record_count,
+            "block_count": writer.block_count,
+            "max_block_raw_size": writer.max_raw_size,
+            "stored_bytes": writer.stored_bytes,
+            "input_bytes": self.input_bytes,
+            "arrays": dict(sorted(arrays.items())),
+            "lossy": dict(sorted(self.lossy_fields.items())),
+            "content_hash": "xxh3_128:" + self.content.hexdigest(),
+            "inputs": [{"path": p} for p in inputs],
+        }
+
+
+def _as_inputs(input_path: Any) -> list[str]:
+    paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
+    if not paths:
+        raise OptionError("no input given")
+    return [os.fspath(p) for p in paths]
+
+
+def _refuse_overwriting_inputs(inputs: list[str], output: str) -> None:
+    out = Path(output)
+    for p in inputs:
+        if p != "-" and out.exists() and Path(p).exists() and out.samefile(p):
+            raise OptionError(f"output {output} is one of the inputs; refusing to overwrite it")
+
+
+def _resolve_workers(workers: int) -> int:
+    if workers < 0:
+        raise OptionError(f"workers must be >= 0, got {workers}")
+    return workers or os.cpu_count() or 1
+
+
+def _iter_units(inputs: list[str]) -> Iterator[Unit]:
+    for path in inputs:
+        with open_input(path) as stream:
+            yield from split_units(iter_lines(stream, path), path, UNIT_INPUT_BYTES)
+
+
+_worker_encoder: UnitEncoder | None = None
+
+
+def _init_worker(options: EncodeOptions) -> None:
+    global _worker_encoder
+    _worker_encoder = UnitEncoder(options)
+
+
+def _encode_in_worker(unit: Unit) -> EncodedUnit:
+    assert _worker_encoder is not None  # set by _init_worker
+    return _worker_encoder.encode(unit)
+
+
+def _encode_all(
+    units: Iterable[Unit], options: EncodeOptions, workers: int
+) -> Iterator[EncodedUnit]:
+    """Encoded units in input order; in this process or in ``workers`` processes."""
+    if workers <= 1:
+        encoder = UnitEncoder(options)
+        for unit in units:
+            yield encoder.encode(unit)
+        return
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(options,)
+    ) as pool:
+        pending: deque[cf.Future[EncodedUnit]] = deque()
+        try:
+            for unit in units:
+                pending.append(pool.submit(_encode_in_worker, unit))
+                if len(pending) >= 2 * workers:  # bounded memory: a few units in flight
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -1,0 +1,56 @@
+"""Packed records back to JSONL that ``json.loads`` reads to the same values."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .encoding import to_jsonable
+
+
+def dumps_record(record: Any) -> str:
+    """One JSON line; keeps NaN/Infinity and unpaired surrogates as Python's json writes them."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=to_jsonable)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate: only an escape can carry it
+        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=to_jsonable)
+    return text
+
+
+def write_jsonl(
+    records: Iterable[Any], output: str, progress: Callable[[int], None] | None = None
+) -> int:
+    """Write records as JSONL to ``output`` ('-' is stdout), atomically for files."""
+    if output == "-":
+        return _write_lines(records, sys.stdout, progress)
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
+            count = _write_lines(records, stream, progress)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_lines(
+    records: Iterable[Any], stream: Any, progress: Callable[[int], None] | None
+) -> int:
+    count = 0
+    for record in records:
+        stream.write(dumps_record(record))
+        stream.write("\n")
+        count += 1
+        if progress is not None and count % 1024 == 0:
+            progress(count)
+    return count

@@ -1,0 +1,123 @@
+"""Writes one packed file: blocks, then index, metadata and trailer, under a temporary name.
+
+The file only appears at its final path, complete, after ``finish()``: data is written to a
+temporary file in the same folder, fsynced, then renamed over the destination. A crash at any
+moment leaves either the old file or nothing, never a partial file that could pass validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .format import (
+    BLOCK_ALIGN,
+    BLOCK_ENTRY,
+    HEADER_SIZE,
+    INDEX_ALIGN,
+    TRAILER_SIZE,
+    Trailer,
+    align,
+    checksum,
+    encode_header,
+)
+
+
+class PackedFileWriter:
+    """Appends compressed blocks to a new packed file and seals it with its footer."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        self._tmp_path = Path(tmp)
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._file.write(encode_header())
+        self._position = HEADER_SIZE
+        self._entries: list[tuple[int, int, int, int, int, int, int]] = []
+        self.record_count = 0
+        self.max_raw_size = 0
+        self.stored_bytes = 0
+
+    def write_block(self, stored: bytes, raw_size: int, record_count: int, block_sum: int) -> None:
+        """Append one compressed block (``block_sum`` is the checksum of ``stored``)."""
+        start = align(self._position, BLOCK_ALIGN)
+        if start > self._position:
+            self._file.write(b"\0" * (start - self._position))
+        self._file.write(stored)
+        self._position = start + len(stored)
+        self._entries.append(
+            (start, len(stored), raw_size, self.record_count, record_count, 0, block_sum)
+        )
+        self.record_count += record_count
+        self.max_raw_size = max(self.max_raw_size, raw_size)
+        self.stored_bytes += len(stored)
+
+    @property
+    def block_count(self) -> int:
+        return len(self._entries)
+
+    def finish(self, metadata: dict[str, Any]) -> int:
+        """Write index, metadata and trailer, then move the file into place. Returns its size."""
+        index_offset = align(self._position, INDEX_ALIGN)
+        index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
+        meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        trailer = Trailer(
+            index_offset=index_offset,
+            index_size=len(index),
+            metadata_offset=index_offset + len(index),
+            metadata_size=len(meta),
+            record_count=self.record_count,
+            footer_checksum=checksum(index + meta),
+        )
+        self._file.write(b"\0" * (index_offset - self._position))
+        self._file.write(index)
+        self._file.write(meta)
+        self._file.write(trailer.encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.chmod(self._tmp_path, 0o666 & ~_umask())  # mkstemp made it 0600
+        os.replace(self._tmp_path, self.path)
+        _fsync_dir(self.path.parent)
+        return index_offset + len(index) + len(meta) + TRAILER_SIZE
+
+    def abort(self) -> None:
+        """Drop the temporary file; the destination is left as it was."""
+        if not self._file.closed:
+            self._file.close()
+        self._tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> PackedFileWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None or not self._file.closed:
+            self.abort()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,82 @@
+"""Shared fixtures: small real and synthetic JSONL inputs, and a strict JSON comparison."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K_SAMPLE = ROOT / "data" / "gsm8k_sample.jsonl"
+
+
+def _load_generator() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "gen_kd_mix", ROOT / "benchmarks" / "gen_kd_mix.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gen_kd_mix"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_kd_mix = _load_generator()
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kd_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small knowledge-distillation mix (about 3 MB, a few dozen records)."""
+    path = tmp_path_factory.mktemp("kd") / "kd_mix.jsonl"
+    gen_kd_mix.generate(path, target_bytes=3_000_000, seed=1, top_k=8, vocab_size=32_000)
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_jsonl() -> Path:
+    return GSM8K_SAMPLE
+
+
+def plain(value: Any) -> Any:
+    """A decoded record with numpy arrays turned into Python lists (elements as Python scalars)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.itemsize == 2 and value.dtype.kind != "i":
+            value = value.astype(np.float32)
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def assert_same_json(actual: Any, expected: Any, where: str = "$") -> None:
+    """Strict equality: same types (int is not float, bool is not int), key order, float bits."""
+    actual = plain(actual)
+    assert type(actual) is type(expected), f"{where}: {type(actual)} != {type(expected)}"
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{where}: keys/order differ"
+        for key in expected:
+            assert_same_json(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), f"{where}: length {len(actual)} != {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_json(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        same = (math.isnan(actual) and math.isnan(expected)) or (
+            actual == expected and math.copysign(1, actual) == math.copysign(1, expected)
+        )
+        assert same, f"{where}: {actual!r} != {expected!r}"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
