@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from collections.abc import Mapping
 from itertools import chain
 from typing import Any
@@ -257,8 +258,20 @@ class ArenaCursor:
         raise ValueError(f"unknown extension type {code}")
 
 
-def make_decoder(cursor: ArenaCursor) -> msgspec.msgpack.Decoder:
-    return msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook)
+_thread_state = threading.local()
+
+
+def thread_decoder() -> tuple[ArenaCursor, msgspec.msgpack.Decoder]:
+    """This thread's reusable (cursor, decoder) pair; point the cursor at a block, then decode.
+
+    Creating a decoder costs more than decoding a small record, so each thread keeps one.
+    """
+    try:
+        return _thread_state.pair
+    except AttributeError:
+        cursor = ArenaCursor(b"", 0, 0)
+        _thread_state.pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
+        return _thread_state.pair
 
 
 def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") -> Any:
