@@ -58,7 +58,6 @@ LOSSY_DTYPES = {
 
 _INT32 = np.iinfo(np.int32)
 _DIMS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # array ext data: code, ndim, dims
-_NUMERIC_KINDS = {"b": bool, "i": int, "u": int, "f": float}
 MAX_NDIM = 32
 
 
@@ -76,10 +75,30 @@ def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.d
 
 def _element_types(values: list, ndim: int) -> set[type]:
     """The exact Python types of the scalars in a rectangular nested list of depth ``ndim``."""
+    return set(map(type, _flatten(values, ndim)))
+
+
+def _flatten(values: list, ndim: int) -> Any:
     flat: Any = values
     for _ in range(ndim - 1):
         flat = chain.from_iterable(flat)
-    return set(map(type, flat))
+    return flat
+
+
+def _nested_list_type(scalar: type, ndim: int) -> Any:
+    """``list[list[...[scalar]]]`` for msgspec's strict type check (cached)."""
+    key = (scalar, ndim)
+    found = _LIST_TYPES.get(key)
+    if found is None:
+        found = scalar
+        for _ in range(ndim):
+            found = list[found]
+        _LIST_TYPES[key] = found
+    return found
+
+
+_LIST_TYPES: dict[tuple[type, int], Any] = {}
+_WIDE_DTYPES = {int: np.dtype(np.int64), float: np.dtype(np.float64), bool: np.dtype(np.bool_)}
 
 
 def _narrowest(array: np.ndarray) -> np.ndarray:
@@ -100,17 +119,51 @@ def _narrowest(array: np.ndarray) -> np.ndarray:
 
 
 def to_typed_array(values: list) -> np.ndarray | None:
-    """A homogeneous numeric (nested) list as a typed array, or None if it must stay a list."""
+    """A homogeneous numeric (nested) list as a typed array, or None if it must stay a list.
+
+    The first scalar decides the candidate type; msgspec's strict conversion then checks every
+    element in C (ints: exactly int, no bool or float; floats: float or int). A float array
+    with integral values might hide ints (``[0.5, 1]``), so only then are exact types checked.
+    """
+    ndim, leaf = 1, values[0]
+    while type(leaf) is list:
+        if not leaf or ndim >= MAX_NDIM:
+            return None
+        leaf, ndim = leaf[0], ndim + 1
+    scalar = type(leaf)
+    dtype = _WIDE_DTYPES.get(scalar)
+    if dtype is None:
+        return None
     try:
-        array = np.array(values)
-    except (ValueError, OverflowError, TypeError, RecursionError):
-        return None  # ragged, or values numpy cannot hold
-    expected = _NUMERIC_KINDS.get(array.dtype.kind)
-    if expected is None or array.size == 0 or array.ndim > MAX_NDIM:
+        msgspec.convert(values, _nested_list_type(scalar, ndim), strict=True)
+    except msgspec.ValidationError:
+        return None  # mixed types or uneven nesting
+    shape = [len(values)]
+    level = values
+    for _ in range(ndim - 1):
+        width = len(level[0])
+        # every row of this level has the same length, and so on down: a rectangle
+        if width == 0 or set(map(len, level)) != {width}:
+            return None
+        shape.append(width)
+        level = list(chain.from_iterable(level)) if len(shape) < ndim else level
+    try:
+        array = np.fromiter(_flatten(values, ndim), dtype, math.prod(shape)).reshape(shape)
+    except OverflowError:
+        if scalar is not int:
+            return None
+        try:  # ints in [2**63, 2**64) fit uint64 when none is negative
+            array = np.fromiter(_flatten(values, ndim), np.uint64, math.prod(shape))
+        except OverflowError:
+            return None  # beyond 64 bits: stays a list of Python ints
+        array = array.reshape(shape)
+    except (ValueError, TypeError):
         return None
-    # numpy quietly turns [1, 2.5] into floats and [True, 2] into ints: only exact types pass
-    if expected is not bool and _element_types(values, array.ndim) != {expected}:
-        return None
+    if scalar is float:
+        with np.errstate(invalid="ignore"):
+            maybe_ints = bool(np.any(array == np.floor(array)))
+        if maybe_ints and _element_types(values, ndim) != {float}:
+            return None
     return _narrowest(array)
 
 
