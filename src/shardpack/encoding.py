@@ -236,7 +236,7 @@ class RecordEncoder:
         pad = -len(arena) % ARRAY_ALIGN
         if pad:
             arena += b"\0" * pad
-        arena += np.ascontiguousarray(obj).data.cast("B")
+        arena += np.ascontiguousarray(obj).view(np.uint8).data  # a byte view works for any dtype
         code = CODE_BY_DTYPE[obj.dtype]
         return msgspec.msgpack.Ext(EXT_ARRAY, _DIMS[obj.ndim].pack(code, obj.ndim, *obj.shape))
 
