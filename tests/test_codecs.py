@@ -81,7 +81,9 @@ class TestZstdWithDictionary(CodecTests):
 
     def codec(self) -> Codec:
         codec = get_codec(self.config)
-        codec.train([(b'{"question": "%d apples", "answer": "%d"}' % (i, i * 7)) * 20 for i in range(200)])
+        codec.train(
+            [(b'{"question": "%d apples", "answer": "%d"}' % (i, i * 7)) * 20 for i in range(200)]
+        )
         assert "dictionary" in codec.to_dict()
         return codec
 

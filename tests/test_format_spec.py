@@ -52,7 +52,9 @@ def read_packed_by_the_spec(path: Path) -> list[Any]:
             raw = lz4.block.decompress(stored, uncompressed_size=raw_size)
         elif codec["id"] == "zstd":
             dictionary = codec.get("dictionary")
-            zdict = zstandard.ZstdCompressionDict(base64.b64decode(dictionary)) if dictionary else None
+            zdict = (
+                zstandard.ZstdCompressionDict(base64.b64decode(dictionary)) if dictionary else None
+            )
             raw = zstandard.ZstdDecompressor(dict_data=zdict).decompress(stored)
         else:
             raw = stored
@@ -66,7 +68,13 @@ def read_packed_by_the_spec(path: Path) -> list[Any]:
         for j in range(n):
             cursor = [starts[j]]
 
-            def ext_hook(code: int, ext: memoryview, cursor: list[int] = cursor) -> Any:
+            def ext_hook(
+                code: int,
+                ext: memoryview,
+                cursor: list[int] = cursor,
+                raw: bytes = raw,
+                arena_offset: int = arena_offset,
+            ) -> Any:
                 if code == 1:
                     dtype, ndim = ext[0], ext[1]
                     dims = struct.unpack_from(f"<{ndim}I", ext, 2)
@@ -89,7 +97,9 @@ def read_packed_by_the_spec(path: Path) -> list[Any]:
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
-def test_spec_reader_reads_what_shardpack_writes(codec: str, kd_jsonl: Path, tmp_path: Path) -> None:
+def test_spec_reader_reads_what_shardpack_writes(
+    codec: str, kd_jsonl: Path, tmp_path: Path
+) -> None:
     records = [
         {"ids": [1, 2, 3], "lp": [[0.5, -0.25]], "big": 2**70, "s": "\ud800", "u": [2**63]},
         {"mixed": [1, 2.5], "flags": [True, False], "nested": {"x": [[1], [2]]}},

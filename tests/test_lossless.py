@@ -20,15 +20,24 @@ CODECS = ["lz4", "zstd", "none"]
 
 EDGE_CASES: list[Any] = [
     {"nested": {"a": {"b": {"c": [1, {"d": None}]}}}, "z": 1, "a": 2},  # key order kept
-    {"text": "astral 𝄞 😀, escapes \" \\ / \b \f \n \r \t, nul \u0000 inside, é ß 中文"},
+    {"text": 'astral 𝄞 😀, escapes " \\ / \b \f \n \r \t, nul \u0000 inside, é ß 中文'},
     {"big": 123456789012345678901234567890, "neg": -(2**70), "edge": [2**63 - 1, -(2**63)]},
     {"u64": [2**63, 2**64 - 1], "mixed_big": [1, 2**64]},
     {"floats": [-0.0, 1e308, 5e-324, 2.5, 0.1], "zero": -0.0, "tiny": 5e-324, "huge": 1e308},
     {"empty_list": [], "empty_obj": {}, "nested_empty": [[], {}], "null": None},
-    {"mixed": [1, 2.5, "x", None, True, [1], {"k": 1}], "int_float": [1, 2.5], "bool_int": [True, 1]},
+    {
+        "mixed": [1, 2.5, "x", None, True, [1], {"k": 1}],
+        "int_float": [1, 2.5],
+        "bool_int": [True, 1],
+    },
     {"ragged": [[1, 2, 3], [4], []], "ragged_floats": [[0.5], [1.5, 2.5]]},
     {"bools": [True, False, True], "bool2d": [[True], [False]]},
-    {"ints": [1, 2, 3], "floats": [1.0, 2.0], "f2d": [[0.1, 0.2], [0.3, 0.4]], "i3d": [[[1, 2]], [[3, 4]]]},
+    {
+        "ints": [1, 2, 3],
+        "floats": [1.0, 2.0],
+        "f2d": [[0.1, 0.2], [0.3, 0.4]],
+        "i3d": [[[1, 2]], [[3, 4]]],
+    },
     {"float_with_int": [0.5, 1], "ints_as_floats": [1.0, 2.0, 3.0]},
     {"deep": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]], "deep_obj": {"a": {"b": {"c": {"d": {}}}}}},
     [1, 2, 3],
@@ -151,13 +160,17 @@ numeric_lists = (
 )
 json_values = st.recursive(
     scalars | numeric_lists,
-    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(), children, max_size=6)
+    ),
     max_leaves=40,
 )
 
 
 @pytest.mark.parametrize("codec", CODECS)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(values=st.lists(json_values, min_size=1, max_size=12))
 def test_arbitrary_json_round_trips(codec: str, values: list[Any], tmp_path: Path) -> None:
     out = _pack_values(values, tmp_path, codec, block_size=128)

@@ -248,5 +248,11 @@ class PackedFile:
         self._cache.clear()
         self._source.close()
 
+    def __enter__(self) -> PackedFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"PackedFile({self.path!r}, records={self.record_count}, blocks={self.block_count})"
