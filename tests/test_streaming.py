@@ -11,7 +11,8 @@ import pytest
 from .conftest import gen_kd_mix
 
 MEASURE = """
-import resource, sys, shardpack
+import sys, shardpack
+from shardpack.benchmark import peak_rss_kb
 mode, source, out = sys.argv[1:4]
 if mode == "pack":
     shardpack.DatasetPacker().pack(source, out, compression="lz4")
@@ -19,7 +20,7 @@ else:
     with shardpack.open(out) as ds:
         for batch in ds.iter_batches(8):
             pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(peak_rss_kb() // 1024)
 """
 
 

@@ -284,23 +284,22 @@ class ArenaCursor:
 
     def ext_hook(self, code: int, data: memoryview) -> Any:
         if code == EXT_ARRAY:
-            if len(data) < 2:
-                raise ValueError("array header too short")
-            ndim = data[1]
-            if ndim == 0 or ndim > MAX_NDIM or len(data) != 2 + 4 * ndim:
-                raise ValueError(f"bad array header (ndim {ndim}, {len(data)} bytes)")
-            dims = _DIMS[ndim].unpack(data)[2:]
-            dtype = DTYPE_BY_CODE.get(data[0])
+            size = len(data)
+            ndim = (size - 2) >> 2
+            if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
+                raise ValueError(f"bad array header ({size} bytes)")
+            header = _DIMS[ndim].unpack(data)
+            dtype = DTYPE_BY_CODE.get(header[0])
             if dtype is None:
-                raise ValueError(f"unknown dtype code {data[0]}")
-            count = math.prod(dims)
-            start = self.position + (-self.position % ARRAY_ALIGN)
-            end = start + count * dtype.itemsize
+                raise ValueError(f"unknown dtype code {header[0]}")
+            shape = header[2:]
+            start = (self.position + 7) & ~7  # ARRAY_ALIGN
+            end = start + dtype.itemsize * (shape[0] if ndim == 1 else math.prod(shape))
             if self.arena_start + end > self.arena_end:
                 raise ValueError("array runs past the end of the block's arena")
             self.position = end
-            array = np.frombuffer(self.buffer, dtype, count, self.arena_start + start)
-            return array.reshape(dims) if ndim > 1 else array
+            # one constructor call: a read-only view when the block is bytes
+            return np.ndarray(shape, dtype, self.buffer, self.arena_start + start)
         if code == EXT_BIGINT:
             text = bytes(data)
             if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():

@@ -71,3 +71,98 @@ def render_info(facts: dict[str, Any]) -> None:
             lossy = meta.get("lossy", {}).get(path)
             table.add_row(path, field.get("dtype", "?") + (" (lossy)" if lossy else ""), stored)
         console.print(table)
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        text = f"{value:,.{digits}f}" if value >= 0.1 or value == 0 else f"{value:.2g}"
+    else:
+        text = f"{value:,}"
+    return f"{text}{unit}"
+
+
+def render_bench(result: dict[str, Any]) -> None:
+    """Print ``benchmark_loading`` results as tables: packed vs JSONL side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    packed = result["packed"]
+    console.print(
+        f"[bold]{result['dataset']}[/]: {result['records']:,} records, "
+        f"{result['json_bytes'] / 1e6:,.1f} MB of JSON, "
+        f"{result['packed_bytes'] / 1e6:,.1f} MB packed, "
+        f"{result['tokens']:,} tokens ({result['token_field'] or 'no token field'}), "
+        f"medians of {result['repeats']} runs"
+    )
+    table = Table(title="full scan", title_justify="left")
+    for column in ("reader", "seconds", "records/s", "JSON MB/s", "tokens/s", "speed-up"):
+        table.add_column(column, justify="right" if column != "reader" else "left")
+    scan = packed["scan_seconds"]
+    rows = [("shardpack", packed)] + [
+        (f"{name}.loads per line", r) for name, r in result["jsonl"].items()
+    ]
+    for name, rates in rows:
+        table.add_row(
+            name,
+            _fmt(rates["scan_seconds"], " s", 3),
+            _fmt(rates["records_per_s"], "", 0),
+            _fmt(rates["json_mb_per_s"], "", 0),
+            _fmt(rates["tokens_per_s"], "", 0),
+            _fmt(rates["scan_seconds"] / scan, "x", 1) if name != "shardpack" else "1.0x",
+        )
+    console.print(table)
+    details = Table(show_header=False, box=None, title="shardpack details", title_justify="left")
+    breakdown = packed["breakdown_seconds"]
+    total = sum(breakdown.values()) or 1.0
+    lines = [
+        ("open", _fmt(packed["open_seconds"] * 1e3, " ms", 2)),
+        ("time to first batch", _fmt(packed["first_batch_seconds"] * 1e3, " ms", 2)),
+        ("scan without checksums", _fmt(packed["scan_unverified_seconds"], " s", 3)),
+        (
+            "random access p50 / p99",
+            f"{packed['random_access_p50_us']:.0f} / {packed['random_access_p99_us']:.0f} µs",
+        ),
+        (
+            f"DataLoader batches/s (batch {result['batch_size']}, "
+            f"{packed['dataloader_workers']} workers)",
+            _fmt(packed["dataloader_batches_per_s"], "", 0),
+        ),
+        ("peak RSS, scan", _fmt(packed["peak_rss_mb"], " MB", 0)),
+        ("where time goes", ", ".join(f"{k} {v / total:.0%}" for k, v in breakdown.items())),
+    ]
+    if "json" in result["jsonl"] and result["jsonl"]["json"].get("peak_rss_mb"):
+        lines.append(
+            ("peak RSS, json.loads scan", _fmt(result["jsonl"]["json"]["peak_rss_mb"], " MB", 0))
+        )
+    for key, value in lines:
+        details.add_row(key, value)
+    console.print(details)
+
+
+def plot_bench(result: dict[str, Any], path: str) -> None:
+    """A bar chart of full-scan throughput (JSON MB/s) for shardpack and the JSONL parsers."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        from .errors import OptionError
+
+        raise OptionError("--plot needs matplotlib: pip install 'shardpack[plot]'") from exc
+    names = ["shardpack"] + [f"{name}.loads" for name in result["jsonl"]]
+    values = [result["packed"]["json_mb_per_s"]] + [
+        r["json_mb_per_s"] for r in result["jsonl"].values()
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bars = ax.barh(names[::-1], values[::-1], color=["#999999"] * (len(names) - 1) + ["#2a6ebb"])
+    ax.bar_label(bars, fmt="%.0f MB/s", padding=3)
+    ax.set_xlabel("full scan, MB of JSON per second (higher is better)")
+    ax.set_title(f"{os.path.basename(result['dataset'])}: {result['records']:,} records")
+    ax.set_xlim(0, max(values) * 1.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
