@@ -58,6 +58,8 @@ def render_info(facts: dict[str, Any]) -> None:
     for key, value in rows:
         summary.add_row(key, str(value))
     console.print(summary)
+    _render_provenance(console, meta.get("provenance"))
+    _render_fields(console, meta.get("stats"))
     arrays = meta.get("arrays", {})
     if arrays:
         table = Table(title="numeric arrays", title_justify="left")
@@ -71,6 +73,90 @@ def render_info(facts: dict[str, Any]) -> None:
             lossy = meta.get("lossy", {}).get(path)
             table.add_row(path, field.get("dtype", "?") + (" (lossy)" if lossy else ""), stored)
         console.print(table)
+
+
+def _render_provenance(console: Any, provenance: dict[str, Any] | None) -> None:
+    if not provenance:
+        return
+    from rich.table import Table
+
+    table = Table(title="provenance", title_justify="left", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for source in provenance.get("inputs", []):
+        line = f"{source.get('size', 0):,} bytes, {source.get('lines', 0):,} lines"
+        if source.get("sha256"):
+            line += f", sha256 {source['sha256'][:16]}…"
+        git = source.get("git")
+        if git:
+            line += f", git {git['commit'][:10]}{' (dirty)' if git.get('dirty') else ''}"
+        table.add_row(f"input {source.get('path')}", line)
+    table.add_row("created", str(provenance.get("created", "")))
+    versions = provenance.get("versions", {})
+    table.add_row("built with", ", ".join(f"{k} {v}" for k, v in versions.items()))
+    options = provenance.get("options", {})
+    if options:
+        table.add_row("options", ", ".join(f"{k}={v}" for k, v in options.items()))
+    for key, value in provenance.get("meta", {}).items():
+        table.add_row(f"meta {key}", str(value))
+    console.print(table)
+
+
+def _render_fields(console: Any, stats: dict[str, Any] | None) -> None:
+    if not stats or not stats.get("fields"):
+        return
+    from rich.table import Table
+
+    table = Table(title=f"fields ({stats.get('records', 0):,} records)", title_justify="left")
+    for column in ("field", "present", "nulls", "types", "length min / mean / p95 / max", "values"):
+        table.add_column(column, justify="left" if column in ("field", "types") else "right")
+    for path, field in stats["fields"].items():
+        lengths = field.get("string_length") or field.get("array_length")
+        length_text = ""
+        if lengths and lengths.get("count"):
+            length_text = " / ".join(
+                (
+                    f"{lengths['min']:,}",
+                    f"{lengths['mean']:,.1f}",
+                    f"{lengths['p95']:,}",
+                    f"{lengths['max']:,}",
+                )
+            )
+        values = field.get("number") or field.get("array_values")
+        value_text = f"{values['min']:.4g} … {values['max']:.4g}" if values else ""
+        types = ", ".join(f"{k} {v:,}" for k, v in field.get("types", {}).items())
+        if field.get("array_dtypes"):
+            types += " (" + ", ".join(field["array_dtypes"]) + ")"
+        table.add_row(
+            path, f"{field['present']:,}", f"{field['nulls']:,}", types, length_text, value_text
+        )
+    console.print(table)
+    token_field = stats.get("token_field")
+    if token_field and token_field in stats["fields"]:
+        lengths = stats["fields"][token_field].get("array_length", {})
+        console.print(_token_histogram(token_field, lengths))
+
+
+def _token_histogram(field: str, lengths: dict[str, Any], rows: int = 10, width: int = 40) -> str:
+    """A terminal bar chart of a token field's length distribution."""
+    buckets = lengths.get("histogram") or []
+    if not buckets:
+        return ""
+    low, high = buckets[0][0], buckets[-1][1]
+    step = max(1, -(-(high - low + 1) // rows))
+    counts = [0] * rows
+    for lo, hi, n in buckets:
+        counts[min(rows - 1, ((lo + hi) // 2 - low) // step)] += n
+    peak = max(counts) or 1
+    lines = [
+        f"{field} length: total {lengths.get('total', 0):,} tokens, "
+        f"p50 {lengths.get('p50')}, p95 {lengths.get('p95')}, max {lengths.get('max')}"
+    ]
+    for i, n in enumerate(counts):
+        start = low + i * step
+        bar = "█" * round(n / peak * width)
+        lines.append(f"  {start:>7,}-{start + step - 1:<7,} {bar} {n:,}")
+    return "\n".join(lines)
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:

@@ -88,9 +88,7 @@ class LengthHistogram:
             "p50": self.percentile(50),
             "p95": self.percentile(95),
             "p99": self.percentile(99),
-            "histogram": [
-                [*bucket_bounds(b), n] for b, n in sorted(self.buckets.items())
-            ],
+            "histogram": [[*bucket_bounds(b), n] for b, n in sorted(self.buckets.items())],
         }
 
 
