@@ -35,7 +35,7 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         yield sys.stdin.buffer
         return
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
+        raw = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below; big lines
     except OSError as exc:
         raise InputError(f"cannot open input: {exc.strerror or exc}", path=path) from exc
     try:
