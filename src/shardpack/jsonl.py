@@ -73,8 +73,8 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
     """The JSON value of one line, or an InputError with its line and column."""
     try:
         return _decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        pass
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        pass  # msgspec raises a bare UnicodeDecodeError on invalid UTF-8: located below
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
