@@ -124,7 +124,9 @@ class BlockView:
         begin = self._region_start + tables[j]
         end = self._region_start + tables[j + 1]
         start, stop = tables[n + j], tables[n + j + 1]
-        if not (begin <= end <= self.arena_offset and start <= stop <= len(self.raw)):
+        if not (
+            begin <= end <= self.arena_offset and start <= stop <= len(self.raw) - self.arena_offset
+        ):
             raise ValueError(f"offset table entry for record {j} is out of bounds")
         return begin, end, start, stop
 
@@ -139,6 +141,12 @@ class BlockView:
             return decoder.decode(memoryview(self.raw)[begin:end]), cursor.position
         finally:
             cursor.buffer = b""  # do not keep the block alive through the thread's cursor
+
+    def record_bytes(self, j: int) -> tuple[memoryview, memoryview]:
+        """Record j's payload bytes and its own arena range: what its content digest covers."""
+        begin, end, start, stop = self._record_span(j)
+        raw = memoryview(self.raw)
+        return raw[begin:end], raw[self.arena_offset + start : self.arena_offset + stop]
 
     def record(self, j: int) -> Any:
         """Decode record ``j`` of the block (0 <= j < count)."""

@@ -164,6 +164,21 @@ def _input_size(paths: list[str]) -> int | None:
 @click.option(
     "--validate", is_flag=True, help="Re-read and deep-validate the output before success."
 )
+@click.option(
+    "--schema",
+    "schema_path",
+    metavar="SCHEMA.json",
+    help="JSON Schema (2020-12) every record must meet; stored in OUT. Default: inferred.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="skip: leave bad lines out and list them in the rejects file.",
+)
+@click.option("--rejects", metavar="PATH", help="Rejects file (default OUT.rejects.jsonl).")
+@click.option("--allow-empty", is_flag=True, help="Write OUT even when no record is left.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def pack(
@@ -176,6 +191,10 @@ def pack(
     dtypes: tuple[str, ...],
     workers: int,
     validate: bool,
+    schema_path: str | None,
+    on_error: str,
+    rejects: str | None,
+    allow_empty: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -197,6 +216,10 @@ def pack(
             workers=workers,
             validate=validate,
             progress=lambda done, _records: advance(done),
+            schema=schema_path,
+            on_error=on_error,
+            rejects_path=rejects,
+            allow_empty=allow_empty,
         )
     summary = {
         "output": result.output_path,
@@ -208,6 +231,8 @@ def pack(
         "seconds": round(result.seconds, 3),
         "content_hash": result.content_hash,
         "validated": bool(validate),
+        "rejected": result.rejected_count,
+        "rejects_path": result.rejects_path,
     }
     if as_json:
         _print_json(summary)
@@ -218,6 +243,8 @@ def pack(
             f"({result.output_bytes:,} bytes, {result.ratio:.3f} of input, "
             f"{result.seconds:.2f} s, {mb_s:.0f} MB/s)" + (", validated" if validate else "")
         )
+        if result.rejects_path is not None:
+            click.echo(f"rejected {result.rejected_count} lines, listed in {result.rejects_path}")
 
 
 @cli.command()
@@ -280,13 +307,25 @@ def head(packed: str, count: int) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--deep", is_flag=True, help="Also decode every record and check array layout.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also decode every record, check arrays and content hash, re-check the stored schema.",
+)
+@click.option(
+    "--schema",
+    "schema_path",
+    metavar="SCHEMA.json",
+    help="Check every record against this JSON Schema instead (implies --deep).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate(paths: tuple[str, ...], deep: bool, as_json: bool) -> None:
+def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_json: bool) -> None:
     """Check packed files: header, footer, index and every block's checksum. Exit 1 if invalid."""
+    from .schema import load_schema
     from .validate import validate_path
 
-    reports = [validate_path(path, deep=deep) for path in paths]
+    schema = load_schema(schema_path) if schema_path is not None else None
+    reports = [validate_path(path, deep=deep, schema=schema) for path in paths]
     ok = all(report.ok for report in reports)
     if as_json:
         _print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
@@ -300,6 +339,18 @@ def validate(paths: tuple[str, ...], deep: bool, as_json: bool) -> None:
                     + (f", {report.records_checked} records decoded" if deep else "")
                 )
     raise SystemExit(EXIT_OK if ok else EXIT_BAD_DATA)
+
+
+@cli.command()
+@click.argument("packed")
+def schema(packed: str) -> None:
+    """Print PACKED's JSON Schema (stored, or inferred from its records), ready for --schema."""
+    from .dataset import open_dataset
+    from .schema import infer_schema
+
+    with open_dataset(packed) as ds:
+        stored = ds.metadata.get("schema")
+        _print_json(stored if stored is not None else infer_schema(ds))
 
 
 @cli.command()

@@ -193,6 +193,11 @@ class RecordEncoder:
             del arena[start:]
             return self._encoder.encode(_escape_unencodable(converted))
 
+    def convert(self, value: Any) -> Any:
+        """``value`` with its numeric lists as typed arrays (in place where it can), as ``encode``
+        would store it; encoding the result again converts nothing twice."""
+        return self._convert(value, "")
+
     def _convert(self, value: Any, path: str) -> Any:
         kind = type(value)
         if kind is dict:

@@ -74,7 +74,7 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
     try:
         return _decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        pass  # the slower parser below either accepts the line or says where it breaks
+        pass  # msgspec raises a bare UnicodeDecodeError on invalid UTF-8: located below
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -24,6 +24,14 @@ from .codecs import get_codec
 from .errors import OptionError
 from .format import FORMAT_MAJOR, FORMAT_MINOR
 from .jsonl import iter_lines, open_input
+from .pack_checks import (
+    check_not_empty,
+    check_written,
+    open_rejects,
+    resolve_schema,
+    schema_metadata,
+)
+from .schema import SchemaInferrer
 from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
 from .writer import PackedFileWriter
 
@@ -46,6 +54,8 @@ class PackResult:
     content_hash: str
     validation: Any = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    rejected_count: int = 0  # input lines left out under on_error="skip"
+    rejects_path: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -103,8 +113,18 @@ class DatasetPacker:
         workers: int | None = None,
         validate: bool = False,
         progress: ProgressCallback | None = None,
+        schema: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        on_error: str = "fail",
+        rejects_path: str | os.PathLike[str] | None = None,
+        allow_empty: bool = False,
     ) -> PackResult:
-        """Pack one or more JSONL inputs (``-`` for stdin) into the packed file ``output_path``."""
+        """Pack one or more JSONL inputs (``-`` for stdin) into the packed file ``output_path``.
+
+        ``schema`` (a JSON Schema or its file) rejects non-compliant records; without it a
+        schema is inferred. ``on_error="skip"`` leaves bad lines out and lists them in
+        ``rejects_path`` (default ``OUTPUT.rejects.jsonl``). Empty output fails unless
+        ``allow_empty``. See docs/VALIDATION.md.
+        """
         started = time.perf_counter()
         inputs = _as_inputs(input_path)
         output = os.fspath(output_path)
@@ -116,22 +136,31 @@ class DatasetPacker:
             codec=codec.to_dict(),
             block_size=parse_size(block_size) if block_size is not None else self.block_size,
             dtype_overrides=dict(dtypes if dtypes is not None else self.dtypes),
+            schema=resolve_schema(schema),
+            on_error=on_error,
         )
         n_workers = _resolve_workers(workers if workers is not None else self.workers)
         UnitEncoder(options)  # fail fast on bad options, before any output exists
 
         collector = _Collector()
-        with PackedFileWriter(output) as writer:
+        rejects = open_rejects(output, rejects_path, on_error)
+        checked: list[Any] = []
+        with PackedFileWriter(output) as writer, rejects:
             for encoded in _encode_all(_iter_units(inputs), options, n_workers):
                 for block in encoded.blocks:
                     writer.write_block(
                         block.stored, block.raw_size, block.record_count, block.checksum
                     )
                 collector.add(encoded)
+                rejects.write(encoded.rejects)
                 if progress is not None:
                     progress(collector.input_bytes, writer.record_count)
+            check_not_empty(writer.record_count, rejects.count, inputs, allow_empty)
             metadata = collector.metadata(options, writer, inputs)
-            size = writer.finish(metadata)
+            metadata.update(schema_metadata(options, collector.inferred, rejects.count))
+            hook = (lambda tmp: checked.append(check_written(tmp, output))) if validate else None
+            size = writer.finish(metadata, before_commit=hook)
+            rejects.commit()
 
         result = PackResult(
             output_path=output,
@@ -142,19 +171,27 @@ class DatasetPacker:
             seconds=time.perf_counter() - started,
             content_hash=metadata["content_hash"],
             metadata=metadata,
+            validation=checked[0] if checked else None,
+            rejected_count=rejects.count,
+            rejects_path=rejects.final_path,
         )
-        if validate:
-            from .validate import validate_path
-
-            result.validation = validate_path(output, deep=True)
-            result.validation.raise_if_failed()
         return result
 
-    def validate(self, path: str | os.PathLike[str], *, deep: bool = False) -> Any:
-        """Check a packed file; returns a ValidationReport (``.ok``, ``.problems``, counts)."""
+    def validate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        deep: bool = False,
+        schema: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Check a packed file; returns a ValidationReport (``.ok``, ``.problems``, counts).
+
+        ``deep`` decodes every record (and re-checks the stored schema); ``schema`` checks the
+        records against that schema instead, and implies ``deep``.
+        """
         from .validate import validate_path
 
-        return validate_path(os.fspath(path), deep=deep)
+        return validate_path(os.fspath(path), deep=deep, schema=resolve_schema(schema))
 
 
 class _Collector:
@@ -165,8 +202,11 @@ class _Collector:
         self.input_bytes = 0
         self.array_dtypes: dict[str, dict[str, int]] = {}
         self.lossy_fields: dict[str, str] = {}
+        self.inferred = SchemaInferrer()
 
     def add(self, encoded: EncodedUnit) -> None:
+        if encoded.inferred is not None:
+            self.inferred.merge(encoded.inferred)
         self.content.update(encoded.record_digests.astype("<u8").tobytes())
         self.input_bytes += encoded.input_bytes
         for path, seen in encoded.array_dtypes.items():
