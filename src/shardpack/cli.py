@@ -179,6 +179,18 @@ def _input_size(paths: list[str]) -> int | None:
 )
 @click.option("--rejects", metavar="PATH", help="Rejects file (default OUT.rejects.jsonl).")
 @click.option("--allow-empty", is_flag=True, help="Write OUT even when no record is left.")
+@click.option(
+    "--meta",
+    "meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="User provenance stored in OUT (e.g. teacher=..., generator=...). May repeat.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild even when OUT is up to date (same input hashes and options).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def pack(
@@ -195,6 +207,8 @@ def pack(
     on_error: str,
     rejects: str | None,
     allow_empty: bool,
+    meta: tuple[str, ...],
+    force: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -220,6 +234,8 @@ def pack(
             on_error=on_error,
             rejects_path=rejects,
             allow_empty=allow_empty,
+            meta=list(meta),
+            force=force,
         )
     summary = {
         "output": result.output_path,
@@ -233,9 +249,13 @@ def pack(
         "validated": bool(validate),
         "rejected": result.rejected_count,
         "rejects_path": result.rejects_path,
+        "up_to_date": result.up_to_date,
     }
     if as_json:
         _print_json(summary)
+    elif result.up_to_date:
+        if not quiet:
+            click.echo(f"up to date: {result.output_path} ({result.record_count} records)")
     elif not quiet:
         mb_s = result.input_bytes / 1e6 / result.seconds if result.seconds else 0.0
         click.echo(
@@ -409,6 +429,30 @@ def bench(
         _print_json(report.to_dict())
     else:
         render_bench(report.to_dict())
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def diff(a: str, b: str, as_json: bool) -> None:
+    """Compare two packed datasets (counts, schema, statistics, content hash).
+
+    Exit 0 when their content is the same (codec and block size may differ), 1 when it differs.
+    """
+    from .dataset import open_dataset
+    from .diffing import diff_datasets
+
+    with open_dataset(a) as left, open_dataset(b) as right:
+        result = diff_datasets(left, right)
+    if as_json:
+        _print_json(result)
+    else:
+        verdict = "same content" if result["same_content"] else "content differs"
+        click.echo(f"{verdict}: {a} vs {b}")
+        for item in result["differences"]:
+            click.echo(f"  {item['what']}: {item['a']!r} != {item['b']!r}")
+    raise SystemExit(EXIT_OK if result["same_content"] else EXIT_BAD_DATA)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import os
 import platform
 import subprocess
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
-from typing import IO, Any
+from typing import Any
 
 from .errors import OptionError
 
 KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
-
-
-class HashingReader(io.RawIOBase):
-    """Wraps a binary stream, hashing (sha256) and counting the bytes read through it."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        if n:
-            view = memoryview(buffer)[:n]
-            self.sha256.update(view)
-            self.bytes_read += n
-        return n or 0
 
 
 def hash_file(path: str, chunk_size: int = 1 << 22) -> tuple[str, int]:

@@ -46,13 +46,17 @@ class LengthHistogram:
 
     def add(self, length: int) -> None:
         b = length if length < 32 else bucket_of(length)
-        self.buckets[b] = self.buckets.get(b, 0) + 1
+        buckets = self.buckets
+        buckets[b] = buckets.get(b, 0) + 1
+        if self.count:
+            if length < self.min:  # type: ignore[operator]
+                self.min = length
+            elif length > self.max:  # type: ignore[operator]
+                self.max = length
+        else:
+            self.min = self.max = length
         self.count += 1
         self.total += length
-        if self.min is None or length < self.min:
-            self.min = length
-        if self.max is None or length > self.max:
-            self.max = length
 
     def merge(self, other: LengthHistogram) -> None:
         for b, n in other.buckets.items():
@@ -125,7 +129,7 @@ class FieldStats:
 
     def __init__(self) -> None:
         self.present = 0
-        self.types: dict[str, int] = {}
+        self.types: dict[Any, int] = {}  # Python type (name in to_dict) -> count
         self.children: dict[str, FieldStats] = {}
         self.string_lengths = LengthHistogram()
         self.array_lengths = LengthHistogram()
@@ -146,8 +150,8 @@ class FieldStats:
 
     def merge(self, other: FieldStats) -> None:
         self.present += other.present
-        for name, n in other.types.items():
-            self.types[name] = self.types.get(name, 0) + n
+        for kind, n in other.types.items():
+            self.types[kind] = self.types.get(kind, 0) + n
         for key, stats in other.children.items():
             self.child(key).merge(stats)
         self.string_lengths.merge(other.string_lengths)
@@ -163,8 +167,12 @@ class FieldStats:
         self.value_max = _max(self.value_max, other.value_max)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"present": self.present, "types": dict(sorted(self.types.items()))}
-        out["nulls"] = self.types.get("null", 0)
+        types: dict[str, int] = {}
+        for kind, n in self.types.items():
+            name = _TYPE_NAMES.get(kind, "other")
+            types[name] = types.get(name, 0) + n
+        out: dict[str, Any] = {"present": self.present, "types": dict(sorted(types.items()))}
+        out["nulls"] = types.get("null", 0)
         if self.string_lengths.count:
             out["string_length"] = self.string_lengths.to_dict()
         if self.numbers:
@@ -206,8 +214,8 @@ class StatsCollector:
     def _observe(self, value: Any, stats: FieldStats) -> None:
         kind = type(value)
         stats.present += 1
-        name = _TYPE_NAMES.get(kind, "other")
-        stats.types[name] = stats.types.get(name, 0) + 1
+        types = stats.types
+        types[kind] = types.get(kind, 0) + 1
         if kind is str:
             stats.string_lengths.add(len(value))
         elif kind is dict:

@@ -22,6 +22,7 @@ from .format import checksum
 from .jsonl import parse_line
 from .rejects import ON_ERROR_CHOICES, Rejection
 from .schema import RecordChecker, SchemaInferrer
+from .stats import StatsCollector
 
 UNIT_INPUT_BYTES = 8 * 1024 * 1024
 
@@ -65,6 +66,7 @@ class EncodedUnit:
     input_bytes: int
     rejects: list[Rejection] = field(default_factory=list)
     inferred: SchemaInferrer | None = None  # the unit's records' shape, when no schema is given
+    stats: StatsCollector = field(default_factory=StatsCollector)
 
 
 def split_units(
@@ -111,11 +113,14 @@ class UnitEncoder:
         rejects: list[Rejection] = []
         checker = self.checker
         inferred = SchemaInferrer() if checker is None else None
+        stats = StatsCollector()
         for number, line in zip(unit.line_numbers, unit.lines, strict=True):
             input_bytes += len(line) + 1
             try:
                 value = parse_line(line, unit.source, number)
-                if checker is not None:
+                if checker is None:
+                    value = encoder.convert(value)  # typed arrays, as statistics describe them
+                else:
                     # check the record as it will be stored (arrays typed) before it joins a block;
                     # a rejected record must not count in the fields' dtype statistics
                     seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
@@ -134,6 +139,7 @@ class UnitEncoder:
                 rejects.append(Rejection.from_error(exc, unit.source, number, line))
                 continue
             kept += 1
+            stats.observe(value)
             if inferred is not None:
                 inferred.add(value)
             if builder.size >= block_size:
@@ -148,6 +154,7 @@ class UnitEncoder:
             input_bytes,
             rejects,
             inferred,
+            stats,
         )
 
     def _seal(self, builder: BlockBuilder) -> EncodedBlock:

@@ -61,6 +61,10 @@ class PackedFileWriter:
         self.max_raw_size = max(self.max_raw_size, raw_size)
         self.stored_bytes += len(stored)
 
+    def block_sizes(self) -> tuple[list[int], list[int]]:
+        """Raw and stored size of every block written so far."""
+        return [e[2] for e in self._entries], [e[1] for e in self._entries]
+
     @property
     def block_count(self) -> int:
         return len(self._entries)
