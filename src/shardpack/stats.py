@@ -8,6 +8,7 @@ addition: statistics come out the same for any number of worker processes.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -69,14 +70,14 @@ class LengthHistogram:
             self.max = other.max
 
     def percentile(self, q: float) -> int | None:
-        """The upper bound of the bucket holding the q-th percentile (capped at the max)."""
+        """Nearest-rank q-th percentile, as the upper bound of its bucket (capped at the max)."""
         if not self.count:
             return None
-        rank = q / 100 * (self.count - 1)
+        rank = max(1, math.ceil(q / 100 * self.count))
         seen = 0
         for b in sorted(self.buckets):
             seen += self.buckets[b]
-            if seen > rank:
+            if seen >= rank:
                 return min(bucket_bounds(b)[1], self.max or 0)
         return self.max
 
