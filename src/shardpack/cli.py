@@ -187,6 +187,12 @@ def _input_size(paths: list[str]) -> int | None:
     help="User provenance stored in OUT (e.g. teacher=..., generator=...). May repeat.",
 )
 @click.option(
+    "--dictionary",
+    "zstd_dictionary",
+    is_flag=True,
+    help="zstd only: train a dictionary on the first 8 MiB and store it in OUT.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Rebuild even when OUT is up to date (same input hashes and options).",
@@ -208,6 +214,7 @@ def pack(
     rejects: str | None,
     allow_empty: bool,
     meta: tuple[str, ...],
+    zstd_dictionary: bool,
     force: bool,
     as_json: bool,
     quiet: bool,
@@ -236,6 +243,7 @@ def pack(
             allow_empty=allow_empty,
             meta=list(meta),
             force=force,
+            zstd_dictionary=zstd_dictionary,
         )
     summary = {
         "output": result.output_path,
