@@ -199,17 +199,27 @@ def dataloader_batches_per_second(path: str, batch_size: int, num_workers: int) 
         from .torch import PackedIterableDataset, PadCollate, make_loader
     except ImportError:
         return None
-    dataset = PackedIterableDataset(path, shuffle=True, seed=0)
-    loader = make_loader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=PadCollate(),
-        stateful=False,
-    )
-    started = time.perf_counter()
-    batches = sum(1 for _ in loader)
-    return batches / (time.perf_counter() - started)
+    # padded tensors when records share their fields (a training batch), else plain lists
+    for collate in (PadCollate(), _records_as_list):
+        dataset = PackedIterableDataset(path, shuffle=True, seed=0)
+        loader = make_loader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate,
+            stateful=False,
+        )
+        started = time.perf_counter()
+        try:
+            batches = sum(1 for _ in loader)
+        except (ValueError, TypeError):
+            continue
+        return batches / (time.perf_counter() - started)
+    return None
+
+
+def _records_as_list(batch: list[Any]) -> list[Any]:
+    return batch
 
 
 @dataclass
