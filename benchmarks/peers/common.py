@@ -229,6 +229,7 @@ def child_pack(peer: Peer, args: argparse.Namespace, schema: Schema) -> Record:
     out_dir = Path(args.packed)
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     peer.pack(Path(args.input), out_dir, args.variant, schema)
     seconds = time.perf_counter() - start
