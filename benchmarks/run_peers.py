@@ -102,6 +102,12 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def one_line(message: str, limit: int = 220) -> str:
+    """An error message fit for one markdown cell: its last line(s), no pipes or newlines."""
+    text = " / ".join(line.strip() for line in message.splitlines() if line.strip())
+    return text[-limit:].replace("|", "/")
+
+
 def table_rows(dataset: str, input_bytes: int, results: list[dict[str, Any]]) -> list[str]:
     """Markdown rows of one dataset's results (one per peer variant, or per failed peer)."""
     lines = []
@@ -111,7 +117,7 @@ def table_rows(dataset: str, input_bytes: int, results: list[dict[str, Any]]) ->
             if "error" in row:
                 lines.append(
                     f"| {dataset} | {row['peer']} | {row.get('variant', '-')} | "
-                    f"error: {row['error'][:200].replace('|', '/')} |" + " |" * 9
+                    f"error: {one_line(row['error'])} |" + " |" * 9
                 )
                 continue
             size = row["size_bytes"]
