@@ -42,7 +42,7 @@ def read_packed_by_the_spec(path: Path) -> list[Any]:
     codec = meta["codec"]
     records: list[Any] = []
     for b in range(idx_size // 48):
-        offset, stored_size, raw_size, first, count, _flags, block_sum = struct.unpack_from(
+        offset, stored_size, raw_size, first, count, flags, block_sum = struct.unpack_from(
             "<QQQQIIQ", data, idx_off + 48 * b
         )
         assert first == len(records) and offset % 64 == 0
@@ -58,8 +58,13 @@ def read_packed_by_the_spec(path: Path) -> list[Any]:
             raw = zstandard.ZstdDecompressor(dict_data=zdict).decompress(stored)
         else:
             raw = stored
-        assert len(raw) == raw_size
+        assert len(raw) == raw_size and flags in (0, 1)
         n, arena_offset = struct.unpack_from("<II", raw)
+        if flags & 1:  # arena stored as byte planes of 4-byte words: interleave them back
+            planes = raw[arena_offset:]
+            quarter = len(planes) // 4
+            words = bytes(planes[k * quarter + i] for i in range(quarter) for k in range(4))
+            raw = raw[:arena_offset] + words
         assert n == count and arena_offset % 64 == 0
         offsets = struct.unpack_from(f"<{n + 1}I", raw, 8)
         starts = struct.unpack_from(f"<{n + 1}I", raw, 8 + 4 * (n + 1))
@@ -96,18 +101,19 @@ def read_packed_by_the_spec(path: Path) -> list[Any]:
     return records
 
 
+@pytest.mark.parametrize("shuffle", [False, True], ids=["plain", "shuffled"])
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
 def test_spec_reader_reads_what_shardpack_writes(
-    codec: str, kd_jsonl: Path, tmp_path: Path
+    codec: str, shuffle: bool, kd_jsonl: Path, tmp_path: Path
 ) -> None:
     records = [
         {"ids": [1, 2, 3], "lp": [[0.5, -0.25]], "big": 2**70, "s": "\ud800", "u": [2**63]},
         {"mixed": [1, 2.5], "flags": [True, False], "nested": {"x": [[1], [2]]}},
-        *[json.loads(line) for line in kd_jsonl.read_text().splitlines()[:5]],
+        *[json.loads(line) for line in kd_jsonl.read_text().splitlines()[:2]],
     ]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "out.packed"
-    DatasetPacker().pack(source, out, compression=codec, block_size=4096)
+    DatasetPacker().pack(source, out, compression=codec, block_size=4096, shuffle=shuffle)
     for got, expected in zip(read_packed_by_the_spec(out), records, strict=True):
         assert_same_json(got, expected)

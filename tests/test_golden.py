@@ -19,7 +19,10 @@ def _expected(folder: Path) -> list[object]:
     return [json.loads(line) for line in (folder / "records.jsonl").read_text("utf-8").splitlines()]
 
 
-@pytest.mark.parametrize("name", ["v1.0/lz4.packed", "v1.0/zstd.packed", "v1.0/none.packed"])
+@pytest.mark.parametrize(
+    "name",
+    ["v1.0/lz4.packed", "v1.0/zstd.packed", "v1.0/none.packed", "v1.0/zstd-shuffled.packed"],
+)
 def test_golden_files_read_back_exactly(name: str) -> None:
     path = GOLDEN / name
     expected = _expected(path.parent)
@@ -44,7 +47,7 @@ def test_golden_lossy_file_keeps_its_dtype() -> None:
 
 def test_golden_content_hash_is_codec_independent() -> None:
     hashes = set()
-    for codec in ("lz4", "zstd", "none"):
-        with shardpack.open(GOLDEN / "v1.0" / f"{codec}.packed") as ds:
+    for name in ("lz4", "zstd", "none", "zstd-shuffled"):
+        with shardpack.open(GOLDEN / "v1.0" / f"{name}.packed") as ds:
             hashes.add(ds.metadata["content_hash"])
     assert len(hashes) == 1

@@ -63,9 +63,10 @@ def _pack_values(values: list[Any], tmp_path: Path, codec: str, **options: Any) 
     return out
 
 
+@pytest.mark.parametrize("shuffle", [False, True], ids=["plain", "shuffled"])
 @pytest.mark.parametrize("codec", CODECS)
-def test_edge_cases_round_trip(codec: str, tmp_path: Path) -> None:
-    out = _pack_values(EDGE_CASES, tmp_path, codec, block_size=256)
+def test_edge_cases_round_trip(codec: str, shuffle: bool, tmp_path: Path) -> None:
+    out = _pack_values(EDGE_CASES, tmp_path, codec, block_size=256, shuffle=shuffle)
     with shardpack.open(out) as ds:
         assert len(ds) == len(EDGE_CASES)
         for i, expected in enumerate(EDGE_CASES):

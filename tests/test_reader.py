@@ -95,6 +95,27 @@ def test_damaged_files_are_refused_on_open(mutate, message: str, packed: Path) -
     assert str(packed) in str(caught.value)
 
 
+def test_unknown_block_flags_are_refused(packed: Path) -> None:
+    import struct
+
+    import xxhash
+
+    from shardpack.format import TRAILER, TRAILER_SIZE
+
+    data = bytearray(packed.read_bytes())
+    trailer = TRAILER.unpack(bytes(data[-TRAILER_SIZE:]))
+    index_offset, _index_size, meta_offset, meta_size = trailer[:4]
+    struct.pack_into("<I", data, index_offset + 36, 2)  # block 0: an unknown flag bit
+    footer = bytes(data[index_offset : meta_offset + meta_size])
+    struct.pack_into("<Q", data, len(data) - TRAILER_SIZE + 40, xxhash.xxh3_64_intdigest(footer))
+    body = bytes(data[-TRAILER_SIZE:])
+    own = xxhash.xxh3_64_intdigest(body[:52] + body[56:]) & 0xFFFFFFFF
+    struct.pack_into("<I", data, len(data) - TRAILER_SIZE + 52, own)
+    packed.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="flags this reader does not know"):
+        shardpack.open(packed)
+
+
 def test_footer_damage_is_caught(packed: Path) -> None:
     with PackedFile(packed) as f:
         metadata_offset = f.trailer.metadata_offset

@@ -187,6 +187,12 @@ def _input_size(paths: list[str]) -> int | None:
     help="User provenance stored in OUT (e.g. teacher=..., generator=...). May repeat.",
 )
 @click.option(
+    "--shuffle/--no-shuffle",
+    default=None,
+    help="Store numeric arrays as byte planes: smaller, slightly slower to read "
+    "(default: on for zstd, off for lz4/none).",
+)
+@click.option(
     "--dictionary",
     "zstd_dictionary",
     is_flag=True,
@@ -214,6 +220,7 @@ def pack(
     rejects: str | None,
     allow_empty: bool,
     meta: tuple[str, ...],
+    shuffle: bool | None,
     zstd_dictionary: bool,
     force: bool,
     as_json: bool,
@@ -244,6 +251,7 @@ def pack(
             meta=list(meta),
             force=force,
             zstd_dictionary=zstd_dictionary,
+            shuffle=shuffle,
         )
     summary = {
         "output": result.output_path,

@@ -43,6 +43,9 @@ BLOCK_ENTRY = np.dtype(
     ]
 )
 
+BLOCK_SHUFFLED = 1  # index flag: the block's arena is stored as 4-byte-word byte planes
+KNOWN_BLOCK_FLAGS = BLOCK_SHUFFLED
+
 # Trailer: fixed size at the very end so a reader finds everything with one seek from the end.
 TRAILER = struct.Struct("<QQQQQQHHI8s")
 TRAILER_SIZE = TRAILER.size  # 64
@@ -169,5 +172,7 @@ def check_index(
         problems.append("record numbering in the index does not add up")
     if np.any(index["raw_size"] > max_raw_size):
         problems.append("a block claims a raw size above the file's maximum")
+    if np.any(index["flags"] & ~np.uint32(KNOWN_BLOCK_FLAGS)):
+        problems.append("a block has flags this reader does not know (newer format?)")
     if problems:
         raise FormatError("inconsistent block index: " + "; ".join(problems), path=path)

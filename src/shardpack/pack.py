@@ -126,6 +126,7 @@ class DatasetPacker:
         meta: Mapping[str, str] | Sequence[str] | None = None,
         force: bool = False,
         zstd_dictionary: bool = False,
+        shuffle: bool | None = None,
     ) -> PackResult:
         """Pack one or more JSONL inputs (``-`` for stdin) into the packed file ``output_path``.
 
@@ -137,8 +138,10 @@ class DatasetPacker:
         ``meta`` adds user provenance (``{"teacher": "..."}`` or ``["teacher=..."]``). When the
         output exists, validates, and was built from inputs with the same sha256 and the same
         options, nothing is done (``result.up_to_date``) unless ``force``.
-        ``zstd_dictionary`` trains a zstd dictionary on the first work unit and stores it in the
-        file: better ratios for small blocks of repetitive text (see docs/BENCHMARKS.md).
+        ``shuffle`` stores numeric arrays as byte planes before compression (smaller, a copy
+        on read); by default on for zstd, off for lz4 and none. ``zstd_dictionary`` trains a
+        zstd dictionary on the first work unit and stores it in the file: better ratios for
+        small blocks of repetitive text (see docs/BENCHMARKS.md).
         """
         started = time.perf_counter()
         inputs = _as_inputs(input_path)
@@ -153,6 +156,7 @@ class DatasetPacker:
             dtype_overrides=dict(dtypes if dtypes is not None else self.dtypes),
             schema=resolve_schema(schema),
             on_error=on_error,
+            shuffle=codec.codec_id == "zstd" if shuffle is None else shuffle,
         )
         n_workers = _resolve_workers(workers if workers is not None else self.workers)
         UnitEncoder(options)  # fail fast on bad options, before any output exists
@@ -177,7 +181,11 @@ class DatasetPacker:
             for encoded in _encode_all(units, options, n_workers):
                 for block in encoded.blocks:
                     writer.write_block(
-                        block.stored, block.raw_size, block.record_count, block.checksum
+                        block.stored,
+                        block.raw_size,
+                        block.record_count,
+                        block.checksum,
+                        block.flags,
                     )
                 collector.add(encoded)
                 rejects.write(encoded.rejects)
@@ -281,6 +289,7 @@ class _Collector:
             "created_by": f"shardpack {__version__}",
             "codec": options.codec,
             "block_size": options.block_size,
+            "shuffle": options.shuffle,
             "unit_input_bytes": UNIT_INPUT_BYTES,
             "record_count": writer.record_count,
             "block_count": writer.block_count,
@@ -362,6 +371,7 @@ def _build_options(options: EncodeOptions, on_error: str, allow_empty: bool) -> 
         "schema": options.schema,
         "on_error": on_error,
         "allow_empty": allow_empty,
+        "shuffle": options.shuffle,
         "unit_input_bytes": UNIT_INPUT_BYTES,
     }
 

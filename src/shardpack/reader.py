@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .block import BlockView
+from .block import BlockView, unshuffle_block
 from .codecs import Codec, get_codec
 from .encoding import DTYPE_BY_CODE, promote_arrays
 from .errors import CodecError, CorruptBlockError, FormatError
 from .format import (
+    BLOCK_SHUFFLED,
     HEADER_SIZE,
     TRAILER_SIZE,
     Trailer,
@@ -156,6 +157,7 @@ class PackedFile:
         self._raw_sizes = self.index["raw_size"].astype(np.int64)
         self._checksums = self.index["checksum"].copy()
         self._counts = self.index["record_count"].astype(np.int64)
+        self._flags = self.index["flags"].copy()
         self._promote = promotion_targets(metadata.get("arrays", {}))
 
     @property
@@ -193,9 +195,12 @@ class PackedFile:
                     block, "checksum mismatch", expected=f"{expected:016x}", actual=f"{actual:016x}"
                 )
         try:
-            return self.codec.decode(stored, int(self._raw_sizes[block]))
-        except CodecError as exc:
+            raw = self.codec.decode(stored, int(self._raw_sizes[block]))
+            if self._flags[block] & BLOCK_SHUFFLED:
+                raw = unshuffle_block(raw)
+        except (CodecError, ValueError) as exc:
             raise self._corrupt(block, str(exc)) from None
+        return raw
 
     def view_block(self, block: int) -> BlockView:
         """Parse a block's tables (uncached)."""

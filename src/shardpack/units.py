@@ -18,7 +18,7 @@ from .block import BlockBuilder
 from .codecs import Codec, get_codec
 from .encoding import RecordEncoder
 from .errors import InputError, OptionError, SchemaError
-from .format import checksum
+from .format import BLOCK_SHUFFLED, checksum
 from .jsonl import parse_line
 from .rejects import ON_ERROR_CHOICES, Rejection
 from .schema import RecordChecker, SchemaInferrer
@@ -36,6 +36,7 @@ class EncodeOptions:
     dtype_overrides: Mapping[str, str] = field(default_factory=dict)
     schema: Mapping[str, Any] | None = None  # a user's JSON Schema every record must meet
     on_error: str = "fail"  # "skip": a bad line becomes a Rejection instead of failing the pack
+    shuffle: bool = False  # store block arenas as byte planes (BLOCK_SHUFFLED)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class EncodedBlock:
     raw_size: int
     record_count: int
     checksum: int
+    flags: int = 0
 
 
 @dataclass
@@ -159,6 +161,9 @@ class UnitEncoder:
 
     def _seal(self, builder: BlockBuilder) -> EncodedBlock:
         count = len(builder)
-        raw = builder.build()
+        shuffle = self.options.shuffle
+        raw = builder.build(shuffle=shuffle)
         stored = self.codec.encode(raw)
-        return EncodedBlock(stored, len(raw), count, checksum(stored))
+        return EncodedBlock(
+            stored, len(raw), count, checksum(stored), BLOCK_SHUFFLED if shuffle else 0
+        )

@@ -47,7 +47,9 @@ class PackedFileWriter:
         self.max_raw_size = 0
         self.stored_bytes = 0
 
-    def write_block(self, stored: bytes, raw_size: int, record_count: int, block_sum: int) -> None:
+    def write_block(
+        self, stored: bytes, raw_size: int, record_count: int, block_sum: int, flags: int = 0
+    ) -> None:
         """Append one compressed block (``block_sum`` is the checksum of ``stored``)."""
         start = align(self._position, BLOCK_ALIGN)
         if start > self._position:
@@ -55,7 +57,7 @@ class PackedFileWriter:
         self._file.write(stored)
         self._position = start + len(stored)
         self._entries.append(
-            (start, len(stored), raw_size, self.record_count, record_count, 0, block_sum)
+            (start, len(stored), raw_size, self.record_count, record_count, flags, block_sum)
         )
         self.record_count += record_count
         self.max_raw_size = max(self.max_raw_size, raw_size)
