@@ -71,17 +71,22 @@ class ValidationReport:
         }
 
 
-def validate_path(path: str | os.PathLike[str], *, deep: bool = False) -> ValidationReport:
-    """Validate one packed file; every problem found goes into the report."""
+def validate_path(
+    path: str | os.PathLike[str], *, deep: bool = False, source: Any = None
+) -> ValidationReport:
+    """Validate one packed file; every problem found goes into the report.
+
+    ``source`` reads the file's bytes from elsewhere (e.g. a remote shard); see PackedFile.
+    """
     path = os.fspath(path)
     report = ValidationReport(paths=[path], deep=deep)
-    _validate_file(path, deep, report)
+    _validate_file(path, deep, report, source)
     return report
 
 
-def _validate_file(path: str, deep: bool, report: ValidationReport) -> None:
+def _validate_file(path: str, deep: bool, report: ValidationReport, source: Any = None) -> None:
     try:
-        packed = PackedFile(path, verify=True, cache_blocks=1)
+        packed = PackedFile(path, verify=True, cache_blocks=1, source=source)
     except ShardpackError as exc:
         report.problems.append(Problem(path, _without_path(str(exc), path)))
         return

@@ -1,0 +1,214 @@
+"""Shard planning: inputs (paths, URLs, globs) -> shard tasks, each "these input byte ranges become
+this shard". Planning reads the inputs once to find line boundaries; the plan depends only on the
+inputs and the options, so every engine (local processes, Dask) packs exactly the same shards.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+from .errors import InputError, OptionError
+from .jsonl import BOM, iter_lines, open_input
+from .remote import is_url, open_url_input, url_to_fs
+from .units import UNIT_INPUT_BYTES, EncodeOptions, Unit, UnitEncoder, split_units
+
+SAMPLE_INPUT_BYTES = 4 << 20  # input sampled to estimate packed size per input byte
+
+
+@dataclass(frozen=True)
+class InputSlice:
+    """Lines of one input: bytes [start, end) of its decompressed content, from line first_line."""
+
+    path: str
+    start: int
+    end: int
+    first_line: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSlice:
+        return cls(str(data["path"]), int(data["start"]), int(data["end"]), int(data["first_line"]))
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """The unit of work of a sharded pack: these input slices, in order, become shard ``name``."""
+
+    index: int
+    name: str
+    slices: tuple[InputSlice, ...]
+    records: int
+    input_bytes: int
+
+
+def expand_inputs(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    storage_options: dict[str, Any] | None = None,
+) -> list[str]:
+    """Paths and URLs with globs (``*``, ``?``, ``[..]``, ``**``) expanded, each sorted, in order.
+
+    A glob that matches nothing is an error (a typo must not silently pack less data).
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise OptionError("no input given")
+    result: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if not glob.has_magic(text) or text == "-":
+            result.append(text)
+            continue
+        if is_url(text):
+            fs, pattern = url_to_fs(text, storage_options)
+            matches = [fs.unstrip_protocol(p) for p in sorted(fs.glob(pattern)) if fs.isfile(p)]
+        else:
+            matches = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+        if not matches:
+            raise OptionError(f"no input matches {text!r}")
+        result.extend(matches)
+    return result
+
+
+@contextmanager
+def open_any_input(path: str, storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
+    """The decompressed byte stream of a local path or URL."""
+    if is_url(path):
+        with open_url_input(path, storage_options) as stream:
+            yield stream
+    else:
+        with open_input(path) as stream:
+            yield stream
+
+
+def iter_slice_lines(
+    item: InputSlice, storage_options: dict[str, Any] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines in one slice, numbered as in the whole input."""
+    with open_any_input(item.path, storage_options) as stream:
+        _skip(stream, item.start, item.path)
+        yield from iter_lines(_raw_lines(stream, item.end - item.start), item.path, item.first_line)
+
+
+def slice_units(
+    slices: Sequence[InputSlice], storage_options: dict[str, Any] | None = None
+) -> Iterator[Unit]:
+    """The work units of a shard: each slice split exactly as a single-file pack splits it."""
+    for item in slices:
+        yield from split_units(iter_slice_lines(item, storage_options), item.path, UNIT_INPUT_BYTES)
+
+
+def plan_shards(
+    inputs: Sequence[str],
+    *,
+    shard_input_bytes: int | None = None,
+    records_per_shard: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[ShardTask]:
+    """Cut the inputs, in order, into shards at line boundaries.
+
+    A shard closes once it holds ``records_per_shard`` records or ``shard_input_bytes`` bytes of
+    input, whichever comes first; a shard may span the end of one input and the start of the next.
+    """
+    if shard_input_bytes is None and records_per_shard is None:
+        raise OptionError("a sharded pack needs a shard size or a record count per shard")
+    if records_per_shard is not None and records_per_shard <= 0:
+        raise OptionError(f"records per shard must be positive, got {records_per_shard}")
+    from .manifest import shard_name
+
+    tasks: list[ShardTask] = []
+    slices: list[InputSlice] = []
+    records = size = 0
+
+    def close_shard() -> None:
+        nonlocal slices, records, size
+        if records:
+            tasks.append(
+                ShardTask(len(tasks), shard_name(len(tasks)), tuple(slices), records, size)
+            )
+        slices, records, size = [], 0, 0
+
+    for path in inputs:
+        if path == "-":
+            raise OptionError("a sharded pack cannot read stdin (it plans over the inputs first)")
+        with open_any_input(path, storage_options) as stream:
+            offset, start, first_line, slice_records = 0, 0, 1, 0
+            try:
+                for number, line in enumerate(stream, start=1):
+                    offset += len(line)
+                    body = line[3:] if number == 1 and line.startswith(BOM) else line
+                    if not body or body.isspace():
+                        continue  # blank lines hold no record: never end a shard on one
+                    slice_records += 1
+                    records += 1
+                    size += len(line)
+                    full = (records_per_shard is not None and records >= records_per_shard) or (
+                        shard_input_bytes is not None and size >= shard_input_bytes
+                    )
+                    if full:
+                        slices.append(InputSlice(path, start, offset, first_line))
+                        close_shard()
+                        start, first_line, slice_records = offset, number + 1, 0
+            except (OSError, EOFError, ValueError) as exc:
+                raise InputError(f"cannot read input: {exc}", path=path) from exc
+            if slice_records:
+                slices.append(InputSlice(path, start, offset, first_line))
+    close_shard()
+    return tasks
+
+
+def estimate_packed_ratio(
+    inputs: Sequence[str], options: EncodeOptions, storage_options: dict[str, Any] | None = None
+) -> float:
+    """Packed bytes per input byte, measured by encoding the first few MiB of the inputs."""
+    encoder = UnitEncoder(options)
+    lines: list[tuple[int, bytes]] = []
+    taken = 0
+    for path in inputs:
+        with open_any_input(path, storage_options) as stream:
+            for number, line in iter_lines(stream, path):
+                lines.append((number, line))
+                taken += len(line) + 1
+                if taken >= SAMPLE_INPUT_BYTES:
+                    break
+        if taken >= SAMPLE_INPUT_BYTES:
+            break
+    if not taken:
+        return 1.0
+    stored = 0
+    for unit in split_units(lines, "sample", UNIT_INPUT_BYTES):
+        stored += sum(len(block.stored) for block in encoder.encode(unit).blocks)
+    return max(stored / taken, 1e-3)
+
+
+def _raw_lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
+    """Raw lines (with endings) of the next ``limit`` bytes of ``stream``."""
+    remaining = limit
+    for line in stream:
+        if remaining <= 0:
+            return
+        remaining -= len(line)
+        yield line
+
+
+def _skip(stream: IO[bytes], count: int, path: str) -> None:
+    if count == 0:
+        return
+    try:
+        if stream.seekable():
+            stream.seek(count)
+            return
+    except (OSError, ValueError):
+        pass
+    # compressed inputs cannot seek: read past the bytes before the slice
+    while count > 0:
+        chunk = stream.read(min(count, 8 << 20))
+        if not chunk:
+            raise InputError("input is shorter than planned (changed during the pack?)", path=path)
+        count -= len(chunk)
