@@ -494,3 +494,23 @@ def _remove_stale_shards(storage: Storage, keep: set[str]) -> None:
 def slices_of(entry: ShardEntry) -> list[InputSlice]:
     """The input slices a shard was packed from (its provenance)."""
     return [InputSlice.from_dict(item) for item in entry.inputs]
+
+
+def pack_file(
+    packer: ShardedPacker,
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str,
+) -> ShardResult:
+    """Pack inputs into one packed file where inputs or output are URLs (no manifest)."""
+    from .storage import split_location
+
+    paths = expand_inputs(inputs, packer.storage_options)
+    folder, name = split_location(output)
+    tasks = plan_shards(paths, records_per_shard=2**62, storage_options=packer.storage_options)
+    if not tasks:
+        raise OptionError("the inputs hold no records")
+    task = ShardTask(0, name, tasks[0].slices, tasks[0].records, tasks[0].input_bytes)
+    options = packer.options()
+    run = local_runner(_resolve_workers(packer.workers))
+    results = list(run([task], options, folder, packer.storage_options))
+    return results[0]

@@ -100,8 +100,8 @@ class Storage:
     def hash_file(self, name: str) -> str:
         raise NotImplementedError
 
-    def copy_from(self, other: Storage, name: str, new_name: str) -> None:
-        """Put ``other``'s file ``name`` here as ``new_name``, byte for byte (never re-encoded)."""
+    def copy_in(self, source: str, new_name: str) -> None:
+        """Put the file at ``source`` (path or URL) here as ``new_name``, byte for byte."""
         raise NotImplementedError
 
 
@@ -165,25 +165,19 @@ class LocalStorage(Storage):
     def hash_file(self, name: str) -> str:
         return file_hash(self.location(name))
 
-    def copy_from(self, other: Storage, name: str, new_name: str) -> None:
+    def copy_in(self, source: str, new_name: str) -> None:
         target = Path(self.location(new_name))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
-        if isinstance(other, LocalStorage):
-            source = other.location(name)
+        if not is_url(source) or source.startswith("file://"):
+            source = source.removeprefix("file://")
             try:
                 os.link(source, target)  # free, and the bytes are the very same
-                return
             except OSError:
                 shutil.copyfile(source, target)
-                return
-        with other._open_read(name) as src, open(target, "wb") as dst:  # type: ignore[attr-defined]
-            shutil.copyfileobj(src, dst, HASH_CHUNK)
-
-    @contextmanager
-    def _open_read(self, name: str) -> Iterator[Any]:
-        with open(self.location(name), "rb") as file:
-            yield file
+            return
+        fs, path = url_to_fs(source)
+        fs.get_file(path, os.fspath(target))
 
 
 class UrlStorage(Storage):
@@ -250,18 +244,17 @@ class UrlStorage(Storage):
                 digest.update(chunk)
         return "xxh3_128:" + digest.hexdigest()
 
-    def copy_from(self, other: Storage, name: str, new_name: str) -> None:
+    def copy_in(self, source: str, new_name: str) -> None:
         target = self._fs_path(new_name)
-        if isinstance(other, UrlStorage) and type(other._fs) is type(self._fs):
-            self._fs.copy(other._fs_path(name), target)  # server-side copy where supported
+        if not is_url(source) or source.startswith("file://"):
+            self._fs.put_file(source.removeprefix("file://"), target)
             return
-        with other._open_read(name) as src, self._fs.open(target, "wb") as dst:  # type: ignore[attr-defined]
+        fs, path = url_to_fs(source, self.storage_options)
+        if type(fs) is type(self._fs):
+            self._fs.copy(path, target)  # server-side copy where the store supports it
+            return
+        with fs.open(path, "rb") as src, self._fs.open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, HASH_CHUNK)
-
-    @contextmanager
-    def _open_read(self, name: str) -> Iterator[Any]:
-        with self._fs.open(self._fs_path(name), "rb", block_size=HASH_CHUNK) as file:
-            yield file
 
 
 def open_storage(
