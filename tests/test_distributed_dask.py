@@ -1,0 +1,39 @@
+"""Packing on a Dask LocalCluster with several worker processes equals a local pack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import shardpack
+from shardpack.sharding import ShardedPacker
+from shardpack.validate_shards import validate_dataset
+
+distributed = pytest.importorskip("distributed")
+
+
+def test_dask_pack_equals_local_pack(kd_jsonl: Path, text_jsonl: Path, tmp_path: Path) -> None:
+    from shardpack.distributed import pack_distributed
+
+    inputs = [kd_jsonl, text_jsonl]
+    local = ShardedPacker(workers=1).pack(inputs, tmp_path / "local", shard_size="250K")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        result = pack_distributed(inputs, tmp_path / "dask", client=client, shard_size="250K")
+        pids = set(client.run(lambda: __import__("os").getpid()).values())
+    assert len(pids) == 2
+    assert len(result.manifest.shards) >= 4
+    assert result.manifest.provenance["engine"]["name"] == "dask"
+    assert result.content_hash == local.content_hash
+    for entry in local.manifest.shards:
+        assert (tmp_path / "dask" / entry.file).read_bytes() == (
+            tmp_path / "local" / entry.file
+        ).read_bytes()
+    assert validate_dataset(tmp_path / "dask", deep=True).ok
+    with shardpack.open(tmp_path / "dask") as a, shardpack.open(tmp_path / "local") as b:
+        assert len(a) == len(b) and a[len(a) - 1] == b[len(b) - 1]
