@@ -316,3 +316,21 @@ def test_cli_sharded_pack_info_validate(text_jsonl: Path, tmp_path: Path) -> Non
     assert run.returncode == 0 and run.stdout.startswith("OK ")
     run = _cli("pack", str(text_jsonl), "-o", str(tmp_path / "x"), "--shard-size", "lots")
     assert run.returncode == 2 and "not a size" in run.stderr
+
+
+def test_errors_in_worker_processes_reach_the_caller_intact(tmp_path: Path) -> None:
+    import pickle
+
+    error = shardpack.InputError("invalid JSON", path="a.jsonl", line=3, column=4, excerpt="x")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is shardpack.InputError and str(again) == str(error) and again.line == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n' * 50 + '{"a": 2,}\n', encoding="utf-8")
+    for packer in (DatasetPacker(workers=2), ShardedPacker(workers=2)):
+        with pytest.raises(shardpack.InputError, match=r"bad\.jsonl:51:"):
+            if isinstance(packer, ShardedPacker):
+                packer.pack(bad, tmp_path / "ds", records_per_shard=20)
+            else:
+                packer.pack(bad, tmp_path / "bad.packed")
+    # finished shards stay for a resume, but the dataset is not complete
+    assert not (tmp_path / "ds" / MANIFEST_NAME).exists() and not list(tmp_path.glob("ds/.*.tmp"))
