@@ -334,3 +334,35 @@ def test_errors_in_worker_processes_reach_the_caller_intact(tmp_path: Path) -> N
                 packer.pack(bad, tmp_path / "bad.packed")
     # finished shards stay for a resume, but the dataset is not complete
     assert not (tmp_path / "ds" / MANIFEST_NAME).exists() and not list(tmp_path.glob("ds/.*.tmp"))
+
+
+def test_planned_units_cut_where_a_sequential_read_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gzip
+
+    from shardpack.planning import plan_shards, read_unit, slice_units
+
+    monkeypatch.setattr("shardpack.planning.UNIT_INPUT_BYTES", 300)
+    lines = []
+    for i in range(400):
+        record = json.dumps({"i": i, "t": "x" * (i * 7 % 90)})
+        lines.append(record + ("\r\n" if i % 3 == 0 else "\n") + ("\n  \n" if i % 11 == 0 else ""))
+    src = tmp_path / "mixed.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + "".join(lines).encode())
+    tasks = plan_shards([str(src)], records_per_shard=70)
+    assert sum(t.records for t in tasks) == 400
+    for task in tasks:
+        sequential = list(slice_units(task.slices))
+        planned = [read_unit(u) for units in task.units for u in units]
+        assert len(planned) == len(sequential) > 1
+        for a, b in zip(planned, sequential, strict=True):
+            assert (a.line_numbers, a.lines) == (b.line_numbers, b.lines)
+    # gzip input: read by the driver in one pass; same records and content hash
+    gz = tmp_path / "mixed.jsonl.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    plain = ShardedPacker(workers=2).pack(src, tmp_path / "a", records_per_shard=70)
+    zipped = ShardedPacker(workers=2).pack(gz, tmp_path / "b", records_per_shard=70)
+    assert plain.content_hash == zipped.content_hash
+    with shardpack.open(tmp_path / "b") as ds:
+        assert ds[399] == json.loads(lines[399])

@@ -46,6 +46,9 @@ class ShardTask:
     slices: tuple[InputSlice, ...]
     records: int
     input_bytes: int
+    # per slice, its work units as sub-slices: cut exactly where ``split_units`` cuts, so a
+    # worker can read and encode a unit itself and the bytes stay those of a sequential pack
+    units: tuple[tuple[InputSlice, ...], ...] = ()
 
 
 def expand_inputs(
@@ -124,21 +127,23 @@ def plan_shards(
 
     tasks: list[ShardTask] = []
     slices: list[InputSlice] = []
+    units: list[tuple[InputSlice, ...]] = []
     records = size = 0
 
     def close_shard() -> None:
-        nonlocal slices, records, size
+        nonlocal slices, units, records, size
         if records:
-            tasks.append(
-                ShardTask(len(tasks), shard_name(len(tasks)), tuple(slices), records, size)
-            )
-        slices, records, size = [], 0, 0
+            name = shard_name(len(tasks))
+            tasks.append(ShardTask(len(tasks), name, tuple(slices), records, size, tuple(units)))
+        slices, units, records, size = [], [], 0, 0
 
     for path in inputs:
         if path == "-":
             raise OptionError("a sharded pack cannot read stdin (it plans over the inputs first)")
         with open_any_input(path, storage_options) as stream:
             offset, start, first_line, slice_records = 0, 0, 1, 0
+            slice_units_: list[InputSlice] = []
+            unit_start, unit_first, unit_size = 0, 1, 0
             try:
                 for number, line in enumerate(stream, start=1):
                     offset += len(line)
@@ -148,19 +153,55 @@ def plan_shards(
                     slice_records += 1
                     records += 1
                     size += len(line)
+                    # the same unit cut as split_units: line length without its ending, plus 1
+                    ending = 2 if body.endswith(b"\r\n") else 1 if body.endswith(b"\n") else 0
+                    unit_size += len(body) - ending + 1
+                    if unit_size >= UNIT_INPUT_BYTES:
+                        slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
+                        unit_start, unit_first, unit_size = offset, number + 1, 0
                     full = (records_per_shard is not None and records >= records_per_shard) or (
                         shard_input_bytes is not None and size >= shard_input_bytes
                     )
                     if full:
+                        if unit_size:
+                            slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
                         slices.append(InputSlice(path, start, offset, first_line))
+                        units.append(tuple(slice_units_))
                         close_shard()
                         start, first_line, slice_records = offset, number + 1, 0
+                        slice_units_ = []
+                        unit_start, unit_first, unit_size = offset, number + 1, 0
             except (OSError, EOFError, ValueError) as exc:
                 raise InputError(f"cannot read input: {exc}", path=path) from exc
             if slice_records:
+                if unit_size:
+                    slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
                 slices.append(InputSlice(path, start, offset, first_line))
+                units.append(tuple(slice_units_))
     close_shard()
     return tasks
+
+
+def read_unit(item: InputSlice, storage_options: dict[str, Any] | None = None) -> Unit:
+    """One planned unit, read from its input by whoever encodes it."""
+    numbers: list[int] = []
+    lines: list[bytes] = []
+    for number, line in iter_slice_lines(item, storage_options):
+        numbers.append(number)
+        lines.append(line)
+    return Unit(item.path, numbers, lines)
+
+
+def is_compressed(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """True for gzip/zstd inputs, where reading from the middle means decompressing up to it."""
+    if is_url(path):
+        fs, fs_path = url_to_fs(path, storage_options)
+        with fs.open(fs_path, "rb") as file:
+            head = file.read(4)
+    else:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    return head.startswith((b"\x1f\x8b", b"\x28\xb5\x2f\xfd"))
 
 
 def estimate_packed_ratio(
