@@ -122,7 +122,13 @@ class DatasetPacker:
 
         collector = _Collector()
         with PackedFileWriter(output) as writer:
-            for encoded in _encode_all(_iter_units(inputs), options, n_workers):
+            if n_workers > 1 and "-" not in inputs:
+                from .parallel import encode_inputs  # workers read their own byte ranges
+
+                encoded_units = encode_inputs(inputs, options, n_workers)
+            else:
+                encoded_units = _encode_all(_iter_units(inputs), options, n_workers)
+            for encoded in encoded_units:
                 for block in encoded.blocks:
                     writer.write_block(
                         block.stored, block.raw_size, block.record_count, block.checksum

@@ -8,10 +8,8 @@ validate, packs the rest (in a local process pool, or through a runner such as
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime
 import json
-import multiprocessing
 import os
 import time
 from collections import deque
@@ -32,19 +30,18 @@ from .pack import (
     _resolve_workers,
     parse_size,
 )
+from .parallel import encode_items, planned_items
 from .planning import (
     InputSlice,
     ShardTask,
     estimate_packed_ratio,
     expand_inputs,
-    is_compressed,
     plan_shards,
-    read_unit,
     slice_units,
 )
 from .remote import BytesSource, is_url, url_to_fs
 from .storage import Storage, file_hash, open_storage
-from .units import EncodedUnit, EncodeOptions, Unit, UnitEncoder
+from .units import EncodedUnit, EncodeOptions, UnitEncoder
 from .writer import PackedFileWriter
 
 PLAN_NAME = "unfinished-pack.json"  # present only while a pack is unfinished; drives resume
@@ -169,59 +166,6 @@ def pack_shard(
         raise
 
 
-_worker_encoder: UnitEncoder | None = None
-_worker_storage_options: dict[str, Any] | None = None
-
-
-def _init_worker(options: EncodeOptions, storage_options: dict[str, Any] | None) -> None:
-    global _worker_encoder, _worker_storage_options
-    _worker_encoder = UnitEncoder(options)
-    _worker_storage_options = storage_options
-
-
-def _encode_item(item: Unit | InputSlice) -> EncodedUnit:
-    """In a worker: read a planned unit (or take one read by the driver) and encode it."""
-    if _worker_encoder is None:
-        raise RuntimeError("worker not initialised")  # only reachable through misuse
-    unit = item if isinstance(item, Unit) else read_unit(item, _worker_storage_options)
-    return _worker_encoder.encode(unit)
-
-
-def _encode_items(
-    items: Iterable[Unit | InputSlice],
-    options: EncodeOptions,
-    workers: int,
-    storage_options: dict[str, Any] | None,
-) -> Iterator[EncodedUnit]:
-    """Encoded units in order; in this process or in ``workers`` processes.
-
-    Workers read their own units from the input (only byte ranges travel to them), so the
-    driver does not read, copy and pickle all input: that kept a 2-core pack well below 2x.
-    """
-    if workers <= 1:
-        _init_worker(options, storage_options)
-        for item in items:
-            yield _encode_item(item)
-        return
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    if os.name == "posix":
-        context.set_forkserver_preload(["shardpack.sharding"])  # import once, fork workers
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(options, storage_options)
-    ) as pool:
-        pending: deque[cf.Future[EncodedUnit]] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(_encode_item, item))
-                if len(pending) >= 2 * workers:  # bounded memory: a few units in flight
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-
 def local_runner(workers: int, progress: ProgressCallback | None = None) -> Runner:
     """Runs shard tasks on this machine: the units of all shards flow through one process pool,
     in order, so every core stays busy across shard boundaries; one writer per shard."""
@@ -234,27 +178,12 @@ def local_runner(workers: int, progress: ProgressCallback | None = None) -> Runn
     ) -> Iterator[ShardResult]:
         storage = open_storage(output, storage_options)
         owners: deque[ShardTask] = deque()  # the task of each unit in flight, in order
-        compressed: dict[str, bool] = {}
-
-        def items() -> Iterator[Unit | InputSlice]:
-            for task in tasks:
-                planned = task.units or tuple(() for _ in task.slices)
-                for item, units in zip(task.slices, planned, strict=True):
-                    if item.path not in compressed:
-                        compressed[item.path] = is_compressed(item.path, storage_options)
-                    if units and not compressed[item.path]:
-                        for unit_slice in units:
-                            owners.append(task)
-                            yield unit_slice
-                    else:  # compressed input: read it once, here, from start to end
-                        for unit in slice_units([item], storage_options):
-                            owners.append(task)
-                            yield unit
+        items = planned_items(tasks, storage_options, owners)
 
         sink: _ShardSink | None = None
         done_bytes = done_records = 0
         try:
-            for encoded in _encode_items(items(), options, workers, storage_options):
+            for encoded in encode_items(items, options, workers, storage_options):
                 task = owners.popleft()
                 if sink is None or sink.task is not task:
                     if sink is not None:
