@@ -181,6 +181,13 @@ def _input_size(paths: list[str]) -> int | None:
     help="Write a sharded dataset folder OUT with at most N records per shard.",
 )
 @click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Sharded packs: run one task per shard on the Dask scheduler at ADDRESS.",
+)
+@click.option(
     "--no-resume",
     is_flag=True,
     help="Sharded packs: repack every shard instead of keeping finished ones of a previous run.",
@@ -201,6 +208,7 @@ def pack(
     workers: int,
     shard_size: str | None,
     records_per_shard: int | None,
+    dask_address: str | None,
     no_resume: bool,
     validate: bool,
     as_json: bool,
@@ -230,6 +238,7 @@ def pack(
             shard_size=shard_size,
             records_per_shard=records_per_shard,
             resume=not no_resume,
+            dask_address=dask_address,
             options={
                 "compression": compression.lower(),
                 "level": level,
@@ -284,12 +293,30 @@ def _pack_sharded(
     shard_size: str | None,
     records_per_shard: int | None,
     resume: bool,
+    dask_address: str | None,
     options: dict[str, Any],
     validate: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     from .sharding import ShardedPacker, pack_file
+
+    if dask_address is not None:
+        from .distributed import pack_distributed
+
+        options = {key: value for key, value in options.items() if key != "workers"}
+        result = pack_distributed(
+            paths,
+            output,
+            address=dask_address,
+            shard_size=shard_size,
+            records_per_shard=records_per_shard,
+            resume=resume,
+            validate=validate,
+            **options,
+        )
+        _print_sharded(result, validate, as_json, quiet)
+        return
 
     packer = ShardedPacker(**options)
     if shard_size is None and records_per_shard is None:  # URLs, one packed file
@@ -315,6 +342,10 @@ def _pack_sharded(
             validate=validate,
             progress=lambda done, _records: advance(done),
         )
+    _print_sharded(result, validate, as_json, quiet)
+
+
+def _print_sharded(result: Any, validate: bool, as_json: bool, quiet: bool) -> None:
     summary = {
         "output": result.output_path,
         "shards": len(result.manifest.shards),
