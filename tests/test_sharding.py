@@ -366,3 +366,31 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
     assert plain.content_hash == zipped.content_hash
     with shardpack.open(tmp_path / "b") as ds:
         assert ds[399] == json.loads(lines[399])
+
+
+def test_killed_cli_pack_resumes(kd_jsonl: Path, text_jsonl: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "shardpack", "pack", str(kd_jsonl), str(text_jsonl)]
+    args += ["-o", str(out), "--records-per-shard", "20", "-j", "1", "--json"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / "shard-00003.packed").exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)  # no cleanup at all: as a lost node or an OOM kill
+    proc.communicate()
+    if (out / MANIFEST_NAME).exists():
+        pytest.skip("the pack finished before it could be killed")
+    kept = {p.name for p in out.glob("shard-*.packed")}
+    assert kept and (out / PLAN_NAME).exists()
+    run = _cli(*args[3:])
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["shards_reused"] == len(kept)  # shards appear whole (temp file + rename)
+    assert summary["shards_packed"] + summary["shards_reused"] == summary["shards"]
+    fresh = ShardedPacker().pack([kd_jsonl, text_jsonl], tmp_path / "fresh", records_per_shard=20)
+    assert summary["content_hash"] == fresh.content_hash
+    assert _shard_bytes(out) == _shard_bytes(tmp_path / "fresh")
+    assert not list(out.glob(".*")) and validate_dataset(out).ok
