@@ -22,10 +22,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,torch,remote,plot]"
 	touch $@
 
+# Pack, validate and benchmark the shipped text sample and a generated 50 MB KD mix.
 demo: venv
+	mkdir -p $(OUT)
 	$(PY) -m shardpack pack $(DATASET) --output $(OUT)/gsm8k_sample.packed --compression lz4 --validate
 	$(PY) -m shardpack info $(OUT)/gsm8k_sample.packed
-	$(PY) -m shardpack validate $(OUT)/gsm8k_sample.packed --deep
+	$(PY) benchmarks/gen_kd_mix.py --output $(OUT)/kd_mix.jsonl --target-mb 50
+	$(PY) -m shardpack pack $(OUT)/kd_mix.jsonl --output $(OUT)/kd_mix.packed --compression lz4 --validate
+	$(PY) -m shardpack info $(OUT)/kd_mix.packed
+	$(PY) -m shardpack validate $(OUT)/gsm8k_sample.packed $(OUT)/kd_mix.packed --deep
+	$(PY) -m shardpack bench $(OUT)/kd_mix.packed --jsonl $(OUT)/kd_mix.jsonl --repeats 3
 	$(PY) -m shardpack bench $(OUT)/gsm8k_sample.packed --jsonl $(DATASET) --repeats 3
 
 test: venv

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from .encoding import ArenaCursor, RecordEncoder, make_decoder
+from .encoding import RecordEncoder, thread_decoder
 from .format import align
 
 BLOCK_HEADER = struct.Struct("<II")
@@ -94,9 +94,13 @@ class BlockBuilder:
 
 
 class BlockView:
-    """Read access to the records of one raw block. Raises ValueError on inconsistent bytes."""
+    """Read access to the records of one raw block. Raises ValueError on inconsistent bytes.
 
-    __slots__ = ("_arena_starts", "_offsets", "_region_start", "arena_offset", "count", "raw")
+    Opening a view reads only the fixed header; the offset tables are bounds-checked per record
+    as it is decoded, so the cost of a random access does not grow with the block's record count.
+    """
+
+    __slots__ = ("_region_start", "_tables", "arena_offset", "count", "raw")
 
     def __init__(self, raw: bytes | memoryview, expected_count: int) -> None:
         if len(raw) < BLOCK_HEADER.size:
@@ -107,56 +111,70 @@ class BlockView:
         region_start = BLOCK_HEADER.size + 8 * (count + 1)
         if region_start + 5 > arena_offset or arena_offset > len(raw):
             raise ValueError("block tables overrun the block")
-        tables = np.frombuffer(raw, "<u4", 2 * (count + 1), BLOCK_HEADER.size)
-        offsets = tables[: count + 1].astype(np.int64)
-        starts = tables[count + 1 :].astype(np.int64)
-        arena_size = len(raw) - arena_offset
-        if (
-            offsets[0] != 5
-            or np.any(np.diff(offsets) < 0)
-            or region_start + offsets[-1] > arena_offset
-            or starts[0] != 0
-            or np.any(np.diff(starts) < 0)
-            or starts[-1] > arena_size
-        ):
-            raise ValueError("block offset tables are inconsistent")
         self.raw = raw
         self.count = count
         self.arena_offset = arena_offset
         self._region_start = region_start
-        self._offsets = offsets.tolist()
-        self._arena_starts = starts.tolist()
+        # payload offsets then arena starts, each count + 1 entries
+        self._tables = memoryview(raw)[BLOCK_HEADER.size : region_start].cast("I")
+
+    def _record_span(self, j: int) -> tuple[int, int, int, int]:
+        """Payload [begin, end) and arena [start, stop) of record j, bounds-checked."""
+        tables, n = self._tables, self.count + 1
+        begin = self._region_start + tables[j]
+        end = self._region_start + tables[j + 1]
+        start, stop = tables[n + j], tables[n + j + 1]
+        if not (
+            begin <= end <= self.arena_offset and start <= stop <= len(self.raw) - self.arena_offset
+        ):
+            raise ValueError(f"offset table entry for record {j} is out of bounds")
+        return begin, end, start, stop
+
+    def _decode(self, begin: int, end: int, arena_position: int) -> tuple[Any, int]:
+        """Decode payload bytes [begin, end); returns the value and the arena cursor after it."""
+        cursor, decoder = thread_decoder()
+        cursor.buffer = self.raw
+        cursor.arena_start = self.arena_offset
+        cursor.arena_end = len(self.raw)
+        cursor.position = arena_position
+        try:
+            return decoder.decode(memoryview(self.raw)[begin:end]), cursor.position
+        finally:
+            cursor.buffer = b""  # do not keep the block alive through the thread's cursor
+
+    def record_bytes(self, j: int) -> tuple[memoryview, memoryview]:
+        """Record j's payload bytes and its own arena range: what its content digest covers."""
+        begin, end, start, stop = self._record_span(j)
+        raw = memoryview(self.raw)
+        return raw[begin:end], raw[self.arena_offset + start : self.arena_offset + stop]
 
     def record(self, j: int) -> Any:
         """Decode record ``j`` of the block (0 <= j < count)."""
-        cursor = ArenaCursor(self.raw, self.arena_offset, len(self.raw))
-        cursor.position = self._arena_starts[j]
-        begin = self._region_start + self._offsets[j]
-        end = self._region_start + self._offsets[j + 1]
-        value = make_decoder(cursor).decode(memoryview(self.raw)[begin:end])
-        if cursor.position > self._arena_starts[j + 1]:
+        begin, end, start, stop = self._record_span(j)
+        value, position = self._decode(begin, end, start)
+        if position > stop:
             raise ValueError(f"record {j} reads arrays beyond its arena range")
         return value
 
     def records(self) -> list[Any]:
         """Decode every record of the block in one call."""
-        cursor = ArenaCursor(self.raw, self.arena_offset, len(self.raw))
-        end = self._region_start + self._offsets[-1]
-        values = make_decoder(cursor).decode(memoryview(self.raw)[self._region_start : end])
-        if not isinstance(values, list) or len(values) != self.count:
+        tables, n = self._tables, self.count + 1
+        end = self._region_start + tables[n - 1]
+        if tables[0] != 5 or end > self.arena_offset:
+            raise ValueError("block payload region is out of bounds")
+        values, position = self._decode(self._region_start, end, 0)
+        if type(values) is not list or len(values) != self.count:
             raise ValueError("block payload region does not hold its records")
-        if cursor.position > self._arena_starts[-1]:
+        if position > tables[2 * n - 1]:
             raise ValueError("records read arrays beyond the block's arena")
         return values
 
     def check_arrays(self) -> None:
-        """Deep check: each record's arrays exactly fill its own arena range."""
+        """Deep check: tables are monotonic and each record's arrays fill its own arena range."""
         for j in range(self.count):
-            cursor = ArenaCursor(self.raw, self.arena_offset, len(self.raw))
-            cursor.position = self._arena_starts[j]
-            begin = self._region_start + self._offsets[j]
-            end = self._region_start + self._offsets[j + 1]
-            make_decoder(cursor).decode(memoryview(self.raw)[begin:end])
-            used = cursor.position + (-cursor.position % 8)
-            if used != self._arena_starts[j + 1] and cursor.position != self._arena_starts[j + 1]:
-                raise ValueError(f"record {j}'s arrays do not match its arena range")
+            begin, end, start, stop = self._record_span(j)
+            if j == 0 and (begin != self._region_start + 5 or start != 0):
+                raise ValueError("offset tables do not start at the payload region and arena")
+            _, position = self._decode(begin, end, start)
+            if position + (-position % 8) != stop:
+                raise ValueError(f"record {j}'s arrays do not fill its arena range")

@@ -195,6 +195,33 @@ def _input_size(paths: list[str]) -> int | None:
 @click.option(
     "--validate", is_flag=True, help="Re-read and deep-validate the output before success."
 )
+@click.option(
+    "--schema",
+    "schema_path",
+    metavar="SCHEMA.json",
+    help="JSON Schema (2020-12) every record must meet; stored in OUT. Default: inferred.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="skip: leave bad lines out and list them in the rejects file.",
+)
+@click.option("--rejects", metavar="PATH", help="Rejects file (default OUT.rejects.jsonl).")
+@click.option("--allow-empty", is_flag=True, help="Write OUT even when no record is left.")
+@click.option(
+    "--meta",
+    "meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="User provenance stored in OUT (e.g. teacher=..., generator=...). May repeat.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild even when OUT is up to date (same input hashes and options).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def pack(
@@ -211,6 +238,12 @@ def pack(
     dask_address: str | None,
     no_resume: bool,
     validate: bool,
+    schema_path: str | None,
+    on_error: str,
+    rejects: str | None,
+    allow_empty: bool,
+    meta: tuple[str, ...],
+    force: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -263,6 +296,12 @@ def pack(
             workers=workers,
             validate=validate,
             progress=lambda done, _records: advance(done),
+            schema=schema_path,
+            on_error=on_error,
+            rejects_path=rejects,
+            allow_empty=allow_empty,
+            meta=list(meta),
+            force=force,
         )
     summary = {
         "output": result.output_path,
@@ -274,9 +313,15 @@ def pack(
         "seconds": round(result.seconds, 3),
         "content_hash": result.content_hash,
         "validated": bool(validate),
+        "rejected": result.rejected_count,
+        "rejects_path": result.rejects_path,
+        "up_to_date": result.up_to_date,
     }
     if as_json:
         _print_json(summary)
+    elif result.up_to_date:
+        if not quiet:
+            click.echo(f"up to date: {result.output_path} ({result.record_count} records)")
     elif not quiet:
         mb_s = result.input_bytes / 1e6 / result.seconds if result.seconds else 0.0
         click.echo(
@@ -284,6 +329,8 @@ def pack(
             f"({result.output_bytes:,} bytes, {result.ratio:.3f} of input, "
             f"{result.seconds:.2f} s, {mb_s:.0f} MB/s)" + (", validated" if validate else "")
         )
+        if result.rejects_path is not None:
+            click.echo(f"rejected {result.rejected_count} lines, listed in {result.rejects_path}")
 
 
 def _pack_sharded(
@@ -451,17 +498,32 @@ def head(packed: str, count: int) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--deep", is_flag=True, help="Also decode every record and check array layout.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also decode every record, check arrays and content hash, re-check the stored schema.",
+)
+@click.option(
+    "--schema",
+    "schema_path",
+    metavar="SCHEMA.json",
+    help="Check every record against this JSON Schema instead (implies --deep).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate(paths: tuple[str, ...], deep: bool, as_json: bool) -> None:
-    """Check packed files or sharded datasets (every shard, and the manifest against the shards:
-    missing, extra, swapped or truncated shards are named). Exit 1 if invalid."""
+def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_json: bool) -> None:
+    """Check packed files or sharded datasets: header, footer, index and every block's checksum;
+    for a dataset also the manifest against its shards (missing, extra, swapped or truncated
+    shards are named). Exit 1 if invalid."""
     from .locate import is_dataset
+    from .schema import load_schema
     from .validate import validate_path
     from .validate_shards import validate_dataset
 
+    schema = load_schema(schema_path) if schema_path is not None else None
     reports = [
-        validate_dataset(path, deep=deep) if is_dataset(path) else validate_path(path, deep=deep)
+        validate_dataset(path, deep=deep)
+        if is_dataset(path)
+        else validate_path(path, deep=deep, schema=schema)
         for path in paths
     ]
     ok = all(report.ok for report in reports)
@@ -477,6 +539,100 @@ def validate(paths: tuple[str, ...], deep: bool, as_json: bool) -> None:
                     + (f", {report.records_checked} records decoded" if deep else "")
                 )
     raise SystemExit(EXIT_OK if ok else EXIT_BAD_DATA)
+
+
+@cli.command()
+@click.argument("packed")
+def schema(packed: str) -> None:
+    """Print PACKED's JSON Schema (stored, or inferred from its records), ready for --schema."""
+    from .dataset import open_dataset
+    from .schema import infer_schema
+
+    with open_dataset(packed) as ds:
+        stored = ds.metadata.get("schema")
+        _print_json(stored if stored is not None else infer_schema(ds))
+
+
+@cli.command()
+@click.argument("packed")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--jsonl",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The original JSONL: also measure json.loads / orjson.loads on it, side by side.",
+)
+@click.option(
+    "--repeats",
+    "-r",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Repeats per measurement; medians are reported.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes for the batches/s figure.",
+)
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory subprocess runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the comparison to a PNG file.")
+def bench(
+    packed: str,
+    batch_size: int,
+    jsonl: str | None,
+    repeats: int,
+    workers: int,
+    no_memory: bool,
+    as_json: bool,
+    plot: str | None,
+) -> None:
+    """Measure loading PACKED (and its original JSONL with --jsonl): speed, latency, memory."""
+    from .benchmark import benchmark_loading
+    from .report import render_bench
+
+    report = benchmark_loading(
+        packed,
+        batch_size=batch_size,
+        jsonl=jsonl,
+        repeats=repeats,
+        num_workers=workers,
+        measure_memory=not no_memory,
+    )
+    if plot:
+        from .report import plot_bench
+
+        plot_bench(report.to_dict(), plot)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        render_bench(report.to_dict())
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def diff(a: str, b: str, as_json: bool) -> None:
+    """Compare two packed datasets (counts, schema, statistics, content hash).
+
+    Exit 0 when their content is the same (codec and block size may differ), 1 when it differs.
+    """
+    from .dataset import open_dataset
+    from .diffing import diff_datasets
+
+    with open_dataset(a) as left, open_dataset(b) as right:
+        result = diff_datasets(left, right)
+    if as_json:
+        _print_json(result)
+    else:
+        verdict = "same content" if result["same_content"] else "content differs"
+        click.echo(f"{verdict}: {a} vs {b}")
+        for item in result["differences"]:
+            click.echo(f"  {item['what']}: {item['a']!r} != {item['b']!r}")
+    raise SystemExit(EXIT_OK if result["same_content"] else EXIT_BAD_DATA)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from collections.abc import Mapping
 from itertools import chain
 from typing import Any
@@ -57,7 +58,6 @@ LOSSY_DTYPES = {
 
 _INT32 = np.iinfo(np.int32)
 _DIMS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # array ext data: code, ndim, dims
-_NUMERIC_KINDS = {"b": bool, "i": int, "u": int, "f": float}
 MAX_NDIM = 32
 
 
@@ -75,10 +75,30 @@ def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.d
 
 def _element_types(values: list, ndim: int) -> set[type]:
     """The exact Python types of the scalars in a rectangular nested list of depth ``ndim``."""
+    return set(map(type, _flatten(values, ndim)))
+
+
+def _flatten(values: list, ndim: int) -> Any:
     flat: Any = values
     for _ in range(ndim - 1):
         flat = chain.from_iterable(flat)
-    return set(map(type, flat))
+    return flat
+
+
+def _nested_list_type(scalar: type, ndim: int) -> Any:
+    """``list[list[...[scalar]]]`` for msgspec's strict type check (cached)."""
+    key = (scalar, ndim)
+    found = _LIST_TYPES.get(key)
+    if found is None:
+        found = scalar
+        for _ in range(ndim):
+            found = list[found]
+        _LIST_TYPES[key] = found
+    return found
+
+
+_LIST_TYPES: dict[tuple[type, int], Any] = {}
+_WIDE_DTYPES = {int: np.dtype(np.int64), float: np.dtype(np.float64), bool: np.dtype(np.bool_)}
 
 
 def _narrowest(array: np.ndarray) -> np.ndarray:
@@ -99,17 +119,51 @@ def _narrowest(array: np.ndarray) -> np.ndarray:
 
 
 def to_typed_array(values: list) -> np.ndarray | None:
-    """A homogeneous numeric (nested) list as a typed array, or None if it must stay a list."""
+    """A homogeneous numeric (nested) list as a typed array, or None if it must stay a list.
+
+    The first scalar decides the candidate type; msgspec's strict conversion then checks every
+    element in C (ints: exactly int, no bool or float; floats: float or int). A float array
+    with integral values might hide ints (``[0.5, 1]``), so only then are exact types checked.
+    """
+    ndim, leaf = 1, values[0]
+    while type(leaf) is list:
+        if not leaf or ndim >= MAX_NDIM:
+            return None
+        leaf, ndim = leaf[0], ndim + 1
+    scalar = type(leaf)
+    dtype = _WIDE_DTYPES.get(scalar)
+    if dtype is None:
+        return None
     try:
-        array = np.array(values)
-    except (ValueError, OverflowError, TypeError, RecursionError):
-        return None  # ragged, or values numpy cannot hold
-    expected = _NUMERIC_KINDS.get(array.dtype.kind)
-    if expected is None or array.size == 0 or array.ndim > MAX_NDIM:
+        msgspec.convert(values, _nested_list_type(scalar, ndim), strict=True)
+    except msgspec.ValidationError:
+        return None  # mixed types or uneven nesting
+    shape = [len(values)]
+    level = values
+    for _ in range(ndim - 1):
+        width = len(level[0])
+        # every row of this level has the same length, and so on down: a rectangle
+        if width == 0 or set(map(len, level)) != {width}:
+            return None
+        shape.append(width)
+        level = list(chain.from_iterable(level)) if len(shape) < ndim else level
+    try:
+        array = np.fromiter(_flatten(values, ndim), dtype, math.prod(shape)).reshape(shape)
+    except OverflowError:
+        if scalar is not int:
+            return None
+        try:  # ints in [2**63, 2**64) fit uint64 when none is negative
+            array = np.fromiter(_flatten(values, ndim), np.uint64, math.prod(shape))
+        except OverflowError:
+            return None  # beyond 64 bits: stays a list of Python ints
+        array = array.reshape(shape)
+    except (ValueError, TypeError):
         return None
-    # numpy quietly turns [1, 2.5] into floats and [True, 2] into ints: only exact types pass
-    if expected is not bool and _element_types(values, array.ndim) != {expected}:
-        return None
+    if scalar is float:
+        with np.errstate(invalid="ignore"):
+            maybe_ints = bool(np.any(array == np.floor(array)))
+        if maybe_ints and _element_types(values, ndim) != {float}:
+            return None
     return _narrowest(array)
 
 
@@ -138,6 +192,11 @@ class RecordEncoder:
             # rare: an integer beyond 64 bits or an unpaired surrogate; re-encode the slow way
             del arena[start:]
             return self._encoder.encode(_escape_unencodable(converted))
+
+    def convert(self, value: Any) -> Any:
+        """``value`` with its numeric lists as typed arrays (in place where it can), as ``encode``
+        would store it; encoding the result again converts nothing twice."""
+        return self._convert(value, "")
 
     def _convert(self, value: Any, path: str) -> Any:
         kind = type(value)
@@ -182,7 +241,7 @@ class RecordEncoder:
         pad = -len(arena) % ARRAY_ALIGN
         if pad:
             arena += b"\0" * pad
-        arena += np.ascontiguousarray(obj).data.cast("B")
+        arena += np.ascontiguousarray(obj).view(np.uint8).data  # a byte view works for any dtype
         code = CODE_BY_DTYPE[obj.dtype]
         return msgspec.msgpack.Ext(EXT_ARRAY, _DIMS[obj.ndim].pack(code, obj.ndim, *obj.shape))
 
@@ -230,23 +289,22 @@ class ArenaCursor:
 
     def ext_hook(self, code: int, data: memoryview) -> Any:
         if code == EXT_ARRAY:
-            if len(data) < 2:
-                raise ValueError("array header too short")
-            ndim = data[1]
-            if ndim == 0 or ndim > MAX_NDIM or len(data) != 2 + 4 * ndim:
-                raise ValueError(f"bad array header (ndim {ndim}, {len(data)} bytes)")
-            dims = _DIMS[ndim].unpack(data)[2:]
-            dtype = DTYPE_BY_CODE.get(data[0])
+            size = len(data)
+            ndim = (size - 2) >> 2
+            if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
+                raise ValueError(f"bad array header ({size} bytes)")
+            header = _DIMS[ndim].unpack(data)
+            dtype = DTYPE_BY_CODE.get(header[0])
             if dtype is None:
-                raise ValueError(f"unknown dtype code {data[0]}")
-            count = math.prod(dims)
-            start = self.position + (-self.position % ARRAY_ALIGN)
-            end = start + count * dtype.itemsize
+                raise ValueError(f"unknown dtype code {header[0]}")
+            shape = header[2:]
+            start = (self.position + 7) & ~7  # ARRAY_ALIGN
+            end = start + dtype.itemsize * (shape[0] if ndim == 1 else math.prod(shape))
             if self.arena_start + end > self.arena_end:
                 raise ValueError("array runs past the end of the block's arena")
             self.position = end
-            array = np.frombuffer(self.buffer, dtype, count, self.arena_start + start)
-            return array.reshape(dims) if ndim > 1 else array
+            # one constructor call: a read-only view when the block is bytes
+            return np.ndarray(shape, dtype, self.buffer, self.arena_start + start)
         if code == EXT_BIGINT:
             text = bytes(data)
             if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():
@@ -257,8 +315,20 @@ class ArenaCursor:
         raise ValueError(f"unknown extension type {code}")
 
 
-def make_decoder(cursor: ArenaCursor) -> msgspec.msgpack.Decoder:
-    return msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook)
+_thread_state = threading.local()
+
+
+def thread_decoder() -> tuple[ArenaCursor, msgspec.msgpack.Decoder]:
+    """This thread's reusable (cursor, decoder) pair; point the cursor at a block, then decode.
+
+    Creating a decoder costs more than decoding a small record, so each thread keeps one.
+    """
+    try:
+        return _thread_state.pair
+    except AttributeError:
+        cursor = ArenaCursor(b"", 0, 0)
+        _thread_state.pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
+        return _thread_state.pair
 
 
 def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") -> Any:

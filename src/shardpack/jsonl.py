@@ -9,6 +9,8 @@ file, line and column.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -29,15 +31,21 @@ _decode = msgspec.json.decode
 
 
 @contextmanager
-def open_input(path: str) -> Iterator[IO[bytes]]:
-    """A binary stream of the decompressed input; ``-`` is stdin. Sniffs gzip/zstd by magic."""
-    if path == "-":
-        yield sys.stdin.buffer
-        return
+def open_input(path: str, digest: InputDigest | None = None) -> Iterator[IO[bytes]]:
+    """A binary stream of the decompressed input; ``-`` is stdin. Sniffs gzip/zstd by magic.
+
+    With ``digest``, the input's bytes as stored (before decompression) are hashed on the way.
+    """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
+        if path == "-":
+            source: IO[bytes] = sys.stdin.buffer
+        else:
+            source = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise InputError(f"cannot open input: {exc.strerror or exc}", path=path) from exc
+    counted = HashingReader(source, digest) if digest is not None else source
+    # a large buffer: KD lines are tens of KB, and small reads make line splitting slow
+    raw = io.BufferedReader(counted, buffer_size=1 << 20)  # type: ignore[arg-type]
     try:
         head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
         if head.startswith(GZIP_MAGIC):
@@ -45,13 +53,39 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
                 yield stream  # type: ignore[misc]
         elif head.startswith(ZSTD_MAGIC):
             with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-                import io
-
                 yield io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
         else:
             yield raw
     finally:
-        raw.close()
+        if path != "-":
+            source.close()
+
+
+class InputDigest:
+    """sha256, size and line count of one input, filled in while it is read."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.lines = 0
+
+
+class HashingReader(io.RawIOBase):
+    """A raw stream that feeds every byte read through it into an InputDigest."""
+
+    def __init__(self, raw: IO[bytes], digest: InputDigest) -> None:
+        self._raw = raw
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._digest.sha256.update(memoryview(buffer)[:n])
+            self._digest.size += n
+        return n or 0
 
 
 def iter_lines(
@@ -78,8 +112,8 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
     """The JSON value of one line, or an InputError with its line and column."""
     try:
         return _decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        pass
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        pass  # msgspec raises a bare UnicodeDecodeError on invalid UTF-8: located below
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

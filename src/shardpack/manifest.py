@@ -225,8 +225,8 @@ def schema_of(metadata: dict[str, Any]) -> dict[str, Any]:
         "lossy": metadata.get("lossy", {}),
         "codecs": [metadata.get("codec", {})],
     }
-    if "schema" in metadata:
-        schema["json_schema"] = metadata["schema"]
+    if "schema" in metadata and metadata.get("schema_source") == "user":
+        schema["json_schema"] = metadata["schema"]  # inferred schemas differ per shard by nature
     return schema
 
 

@@ -8,6 +8,7 @@ seals the file with its metadata. The CLI is a thin layer over this class.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
 import time
@@ -21,9 +22,19 @@ import xxhash
 
 from . import __version__
 from .codecs import get_codec
-from .errors import OptionError
+from .errors import OptionError, ShardpackError
 from .format import FORMAT_MAJOR, FORMAT_MINOR
-from .jsonl import iter_lines, open_input
+from .jsonl import InputDigest, iter_lines, open_input
+from .pack_checks import (
+    check_not_empty,
+    check_written,
+    open_rejects,
+    resolve_schema,
+    schema_metadata,
+)
+from .provenance import creation_time, git_state, hash_file, library_versions, parse_meta
+from .schema import SchemaInferrer
+from .stats import StatsCollector, block_size_stats
 from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
 from .writer import PackedFileWriter
 
@@ -46,6 +57,9 @@ class PackResult:
     content_hash: str
     validation: Any = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    rejected_count: int = 0  # input lines left out under on_error="skip"
+    rejects_path: str | None = None
+    up_to_date: bool = False  # nothing was done: the output already matched inputs and options
 
     @property
     def ratio(self) -> float:
@@ -103,8 +117,24 @@ class DatasetPacker:
         workers: int | None = None,
         validate: bool = False,
         progress: ProgressCallback | None = None,
+        schema: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        on_error: str = "fail",
+        rejects_path: str | os.PathLike[str] | None = None,
+        allow_empty: bool = False,
+        meta: Mapping[str, str] | Sequence[str] | None = None,
+        force: bool = False,
     ) -> PackResult:
-        """Pack one or more JSONL inputs (``-`` for stdin) into the packed file ``output_path``."""
+        """Pack one or more JSONL inputs (``-`` for stdin) into the packed file ``output_path``.
+
+        ``schema`` (a JSON Schema or its file) rejects non-compliant records; without it a
+        schema is inferred. ``on_error="skip"`` leaves bad lines out and lists them in
+        ``rejects_path`` (default ``OUTPUT.rejects.jsonl``). Empty output fails unless
+        ``allow_empty``. See docs/VALIDATION.md.
+
+        ``meta`` adds user provenance (``{"teacher": "..."}`` or ``["teacher=..."]``). When the
+        output exists, validates, and was built from inputs with the same sha256 and the same
+        options, nothing is done (``result.up_to_date``) unless ``force``.
+        """
         started = time.perf_counter()
         inputs = _as_inputs(input_path)
         output = os.fspath(output_path)
@@ -116,28 +146,46 @@ class DatasetPacker:
             codec=codec.to_dict(),
             block_size=parse_size(block_size) if block_size is not None else self.block_size,
             dtype_overrides=dict(dtypes if dtypes is not None else self.dtypes),
+            schema=resolve_schema(schema),
+            on_error=on_error,
         )
         n_workers = _resolve_workers(workers if workers is not None else self.workers)
         UnitEncoder(options)  # fail fast on bad options, before any output exists
+        build_options = _build_options(options, on_error, allow_empty)
+        user_meta = parse_meta(meta)
+        if not force:
+            current = _up_to_date(output, inputs, build_options, user_meta, started)
+            if current is not None:
+                return current
 
         collector = _Collector()
-        with PackedFileWriter(output) as writer:
+        digests = {path: InputDigest() for path in inputs}
+        rejects = open_rejects(output, rejects_path, on_error)
+        checked: list[Any] = []
+        with PackedFileWriter(output) as writer, rejects:
             if n_workers > 1 and "-" not in inputs:
                 from .parallel import encode_inputs  # workers read their own byte ranges
 
-                encoded_units = encode_inputs(inputs, options, n_workers)
+                encoded_units = encode_inputs(inputs, options, n_workers, digests, UNIT_INPUT_BYTES)
             else:
-                encoded_units = _encode_all(_iter_units(inputs), options, n_workers)
+                encoded_units = _encode_all(_iter_units(inputs, digests), options, n_workers)
             for encoded in encoded_units:
                 for block in encoded.blocks:
                     writer.write_block(
                         block.stored, block.raw_size, block.record_count, block.checksum
                     )
                 collector.add(encoded)
+                rejects.write(encoded.rejects)
                 if progress is not None:
                     progress(collector.input_bytes, writer.record_count)
+            check_not_empty(writer.record_count, rejects.count, inputs, allow_empty)
             metadata = collector.metadata(options, writer, inputs)
-            size = writer.finish(metadata)
+            metadata.update(schema_metadata(options, collector.inferred, rejects.count))
+            metadata["stats"] = collector.stats_metadata(writer)
+            metadata["provenance"] = _provenance(inputs, digests, build_options, user_meta)
+            hook = (lambda tmp: checked.append(check_written(tmp, output))) if validate else None
+            size = writer.finish(metadata, before_commit=hook)
+            rejects.commit()
 
         result = PackResult(
             output_path=output,
@@ -148,19 +196,27 @@ class DatasetPacker:
             seconds=time.perf_counter() - started,
             content_hash=metadata["content_hash"],
             metadata=metadata,
+            validation=checked[0] if checked else None,
+            rejected_count=rejects.count,
+            rejects_path=rejects.final_path,
         )
-        if validate:
-            from .validate import validate_path
-
-            result.validation = validate_path(output, deep=True)
-            result.validation.raise_if_failed()
         return result
 
-    def validate(self, path: str | os.PathLike[str], *, deep: bool = False) -> Any:
-        """Check a packed file; returns a ValidationReport (``.ok``, ``.problems``, counts)."""
+    def validate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        deep: bool = False,
+        schema: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Check a packed file; returns a ValidationReport (``.ok``, ``.problems``, counts).
+
+        ``deep`` decodes every record (and re-checks the stored schema); ``schema`` checks the
+        records against that schema instead, and implies ``deep``.
+        """
         from .validate import validate_path
 
-        return validate_path(os.fspath(path), deep=deep)
+        return validate_path(os.fspath(path), deep=deep, schema=resolve_schema(schema))
 
 
 class _Collector:
@@ -171,8 +227,13 @@ class _Collector:
         self.input_bytes = 0
         self.array_dtypes: dict[str, dict[str, int]] = {}
         self.lossy_fields: dict[str, str] = {}
+        self.inferred = SchemaInferrer()
+        self.stats = StatsCollector()
 
     def add(self, encoded: EncodedUnit) -> None:
+        self.stats.merge(encoded.stats)
+        if encoded.inferred is not None:
+            self.inferred.merge(encoded.inferred)
         self.content.update(encoded.record_digests.astype("<u8").tobytes())
         self.input_bytes += encoded.input_bytes
         for path, seen in encoded.array_dtypes.items():
@@ -180,6 +241,23 @@ class _Collector:
             for name, count in seen.items():
                 merged[name] = merged.get(name, 0) + count
         self.lossy_fields.update(encoded.lossy_fields)
+
+    def stats_metadata(self, writer: PackedFileWriter) -> dict[str, Any]:
+        """Record and field statistics plus block sizes (computed in the same single pass)."""
+        from .benchmark import token_field
+
+        stats = self.stats.to_dict()
+        raw_sizes, stored_sizes = writer.block_sizes()
+        stats["blocks"] = block_size_stats(raw_sizes, stored_sizes)
+        stats["raw_bytes"] = int(sum(raw_sizes))
+        stats["stored_bytes"] = int(sum(stored_sizes))
+        stats["input_bytes"] = self.input_bytes
+        stats["compression_ratio"] = (
+            round(self.input_bytes / stats["stored_bytes"], 4) if stats["stored_bytes"] else None
+        )
+        arrays = {path: {"dtype": next(iter(seen))} for path, seen in self.array_dtypes.items()}
+        stats["token_field"] = token_field({"arrays": arrays})
+        return stats
 
     def metadata(
         self, options: EncodeOptions, writer: PackedFileWriter, inputs: list[str]
@@ -231,10 +309,121 @@ def _resolve_workers(workers: int) -> int:
     return workers or os.cpu_count() or 1
 
 
-def _iter_units(inputs: list[str]) -> Iterator[Unit]:
+def _iter_units(
+    inputs: list[str], digests: Mapping[str, InputDigest] | None = None
+) -> Iterator[Unit]:
     for path in inputs:
-        with open_input(path) as stream:
-            yield from split_units(iter_lines(stream, path), path, UNIT_INPUT_BYTES)
+        digest = digests.get(path) if digests else None
+        with open_input(path, digest) as stream:
+            lines = iter_lines(stream, path)
+            if digest is not None:
+                lines = _counting(lines, digest)
+            yield from split_units(lines, path, UNIT_INPUT_BYTES)
+
+
+def _counting(
+    lines: Iterator[tuple[int, bytes]], digest: InputDigest
+) -> Iterator[tuple[int, bytes]]:
+    for number, line in lines:
+        digest.lines = number
+        yield number, line
+
+
+def _build_options(options: EncodeOptions, on_error: str, allow_empty: bool) -> dict[str, Any]:
+    """Every option that decides the output, JSON-ready (worker count never changes output)."""
+    return {
+        "codec": options.codec,
+        "block_size": options.block_size,
+        "dtypes": dict(sorted(options.dtype_overrides.items())),
+        "schema": options.schema,
+        "on_error": on_error,
+        "allow_empty": allow_empty,
+        "unit_input_bytes": UNIT_INPUT_BYTES,
+    }
+
+
+def _provenance(
+    inputs: list[str],
+    digests: Mapping[str, InputDigest],
+    build_options: dict[str, Any],
+    user_meta: dict[str, str],
+) -> dict[str, Any]:
+    sources = []
+    for path in inputs:
+        digest = digests[path]
+        source: dict[str, Any] = {
+            "path": path,
+            "size": digest.size,
+            "sha256": digest.sha256.hexdigest(),
+            "lines": digest.lines,
+        }
+        git = git_state(path)
+        if git is not None:
+            source["git"] = git
+        sources.append(source)
+    return {
+        "inputs": sources,
+        "created": creation_time(),
+        "tool": f"shardpack {__version__}",
+        "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+        "versions": library_versions(),
+        "options": {k: v for k, v in build_options.items() if k != "schema"},
+        "meta": dict(sorted(user_meta.items())),
+    }
+
+
+def _up_to_date(
+    output: str,
+    inputs: list[str],
+    build_options: dict[str, Any],
+    user_meta: dict[str, str],
+    started: float,
+) -> PackResult | None:
+    """The existing output's result if it validates and was built from the same inputs/options."""
+    if "-" in inputs or not os.path.isfile(output):
+        return None
+    from .reader import PackedFile
+    from .validate import validate_path
+
+    try:
+        with PackedFile(output) as existing:
+            metadata = existing.metadata
+            size = existing.size
+    except (OSError, ShardpackError):
+        return None
+    provenance = metadata.get("provenance") or {}
+    recorded = provenance.get("inputs") or []
+    options = {k: v for k, v in build_options.items() if k != "schema"}
+    if (
+        [s.get("path") for s in recorded] != inputs
+        or provenance.get("options") != json.loads(json.dumps(options))
+        or provenance.get("meta", {}) != dict(sorted(user_meta.items()))
+        or (
+            metadata.get("schema_source") == "user"
+            and metadata.get("schema") != build_options["schema"]
+        )
+    ):
+        return None
+    for source, path in zip(recorded, inputs, strict=True):
+        try:
+            sha256, _ = hash_file(path)
+        except OSError:
+            return None
+        if sha256 != source.get("sha256"):
+            return None
+    if not validate_path(output).ok:
+        return None
+    return PackResult(
+        output_path=output,
+        record_count=int(metadata.get("record_count", 0)),
+        block_count=int(metadata.get("block_count", 0)),
+        input_bytes=int(metadata.get("input_bytes", 0)),
+        output_bytes=size,
+        seconds=time.perf_counter() - started,
+        content_hash=str(metadata.get("content_hash", "")),
+        metadata=metadata,
+        up_to_date=True,
+    )
 
 
 _worker_encoder: UnitEncoder | None = None

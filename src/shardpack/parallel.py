@@ -9,9 +9,10 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from .jsonl import InputDigest
 from .planning import InputSlice, ShardTask, is_compressed, plan_shards, read_unit, slice_units
 from .units import EncodedUnit, EncodeOptions, Unit, UnitEncoder
 
@@ -95,8 +96,14 @@ def planned_items(
 
 
 def encode_inputs(
-    inputs: Sequence[str], options: EncodeOptions, workers: int
+    inputs: Sequence[str],
+    options: EncodeOptions,
+    workers: int,
+    digests: Mapping[str, InputDigest] | None = None,
+    unit_bytes: int | None = None,
 ) -> Iterator[EncodedUnit]:
-    """The encoded units of whole inputs (a single-file pack) on ``workers`` processes."""
-    tasks = plan_shards(inputs, records_per_shard=2**62)
+    """The encoded units of whole inputs (a single-file pack) on ``workers`` processes.
+
+    The plan reads each input once in this process, filling ``digests`` (sha256, size, lines)."""
+    tasks = plan_shards(inputs, records_per_shard=2**62, digests=digests, unit_bytes=unit_bytes)
     return encode_items(planned_items(tasks), options, workers, None)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from .errors import InputError, OptionError
-from .jsonl import BOM, iter_lines, open_input
+from .jsonl import BOM, InputDigest, iter_lines, open_input
 from .remote import is_url, open_url_input, url_to_fs
 from .units import UNIT_INPUT_BYTES, EncodeOptions, Unit, UnitEncoder, split_units
 
@@ -80,13 +80,15 @@ def expand_inputs(
 
 
 @contextmanager
-def open_any_input(path: str, storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
-    """The decompressed byte stream of a local path or URL."""
+def open_any_input(
+    path: str, storage_options: dict[str, Any] | None = None, digest: InputDigest | None = None
+) -> Iterator[IO[bytes]]:
+    """The decompressed byte stream of a local path or URL (``digest``: hash a local input)."""
     if is_url(path):
         with open_url_input(path, storage_options) as stream:
             yield stream
     else:
-        with open_input(path) as stream:
+        with open_input(path, digest) as stream:
             yield stream
 
 
@@ -113,6 +115,8 @@ def plan_shards(
     shard_input_bytes: int | None = None,
     records_per_shard: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    digests: Mapping[str, InputDigest] | None = None,
+    unit_bytes: int | None = None,
 ) -> list[ShardTask]:
     """Cut the inputs, in order, into shards at line boundaries.
 
@@ -124,6 +128,8 @@ def plan_shards(
     if records_per_shard is not None and records_per_shard <= 0:
         raise OptionError(f"records per shard must be positive, got {records_per_shard}")
     from .manifest import shard_name
+
+    unit_bytes = unit_bytes or UNIT_INPUT_BYTES
 
     tasks: list[ShardTask] = []
     slices: list[InputSlice] = []
@@ -140,7 +146,8 @@ def plan_shards(
     for path in inputs:
         if path == "-":
             raise OptionError("a sharded pack cannot read stdin (it plans over the inputs first)")
-        with open_any_input(path, storage_options) as stream:
+        digest = digests.get(path) if digests else None
+        with open_any_input(path, storage_options, digest) as stream:
             offset, start, first_line, slice_records = 0, 0, 1, 0
             slice_units_: list[InputSlice] = []
             unit_start, unit_first, unit_size = 0, 1, 0
@@ -153,10 +160,12 @@ def plan_shards(
                     slice_records += 1
                     records += 1
                     size += len(line)
+                    if digest is not None:
+                        digest.lines = number  # as a single-file pack counts them
                     # the same unit cut as split_units: line length without its ending, plus 1
                     ending = 2 if body.endswith(b"\r\n") else 1 if body.endswith(b"\n") else 0
                     unit_size += len(body) - ending + 1
-                    if unit_size >= UNIT_INPUT_BYTES:
+                    if unit_size >= unit_bytes:
                         slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
                         unit_start, unit_first, unit_size = offset, number + 1, 0
                     full = (records_per_shard is not None and records >= records_per_shard) or (

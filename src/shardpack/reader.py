@@ -35,29 +35,52 @@ _DTYPES_BY_NAME = {dtype.name: dtype for dtype in DTYPE_BY_CODE.values()}
 
 
 class LocalSource:
-    """Byte ranges of a local file through a read-only memory map (zero-copy slices)."""
+    """Byte ranges of a local file: copied with pread, or zero-copy views of a memory map.
+
+    Compressed blocks are read with ``pread`` (they are decompressed into new memory anyway, and
+    copies keep the resident set bounded on a full scan); uncompressed blocks are served as views
+    of a read-only map, so their arrays point straight into the page cache.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            with open(path, "rb") as file:  # the map keeps its own handle
-                self.size = os.fstat(file.fileno()).st_size
-                self._map = (
-                    mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
-                )
+            self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            self.size = os.fstat(self._fd).st_size
         except OSError as exc:
             raise FormatError(f"cannot open: {exc.strerror or exc}", path=path) from exc
-        self._view = memoryview(self._map) if self._map is not None else memoryview(b"")
+        self._view: memoryview | None = None
 
-    def read(self, offset: int, length: int) -> memoryview:
+    def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise FormatError(f"read of {length} bytes at {offset} is past the end", path=self.path)
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        data = os.pread(self._fd, length, offset)  # type: ignore[arg-type]
+        if len(data) != length:
+            raise FormatError(f"file shrank while reading at byte {offset}", path=self.path)
+        return data
+
+    def view(self, offset: int, length: int) -> memoryview:
+        self._check(offset, length)
+        if self._view is None:
+            mapped = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self.size else b""  # type: ignore[arg-type]
+            self._view = memoryview(mapped)
         return self._view[offset : offset + length]
 
     def close(self) -> None:
-        # arrays handed out may still view the map: let the last of them release it
-        self._view = memoryview(b"")
-        self._map = None
+        # arrays handed out may still view the map: the last of them releases it
+        self._view = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            self.close()
 
 
 def promotion_targets(arrays: dict[str, Any]) -> dict[str, np.dtype]:
@@ -128,11 +151,18 @@ class PackedFile:
             self.codec: Codec = get_codec(metadata.get("codec", {}))
         except (CodecError, ValueError) as exc:
             raise FormatError(f"cannot use the file's codec: {exc}", path=path) from exc
+        self._zero_copy = self.codec.codec_id == "none" and hasattr(source, "view")
         self.trailer = trailer
         self.metadata: dict[str, Any] = metadata
         self.record_count = trailer.record_count
         self.block_count = len(self.index)
+        # plain columns: indexing these is several times cheaper than a structured row
         self._first_records = self.index["first_record"].astype(np.int64)
+        self._offsets = self.index["offset"].astype(np.int64)
+        self._stored_sizes = self.index["stored_size"].astype(np.int64)
+        self._raw_sizes = self.index["raw_size"].astype(np.int64)
+        self._checksums = self.index["checksum"].copy()
+        self._counts = self.index["record_count"].astype(np.int64)
         self._promote = promotion_targets(metadata.get("arrays", {}))
 
     @property
@@ -160,19 +190,17 @@ class PackedFile:
 
     def read_raw_block(self, block: int, *, verify: bool | None = None) -> bytes | memoryview:
         """The decompressed bytes of ``block``, its checksum verified first (unless disabled)."""
-        entry = self.index[block]
-        stored = self._source.read(int(entry["offset"]), int(entry["stored_size"]))
+        read = self._source.view if self._zero_copy else self._source.read
+        stored = read(int(self._offsets[block]), int(self._stored_sizes[block]))
         if self.verify if verify is None else verify:
             actual = checksum(stored)
-            if actual != int(entry["checksum"]):
+            expected = int(self._checksums[block])
+            if actual != expected:
                 raise self._corrupt(
-                    block,
-                    "checksum mismatch",
-                    expected=f"{int(entry['checksum']):016x}",
-                    actual=f"{actual:016x}",
+                    block, "checksum mismatch", expected=f"{expected:016x}", actual=f"{actual:016x}"
                 )
         try:
-            return self.codec.decode(stored, int(entry["raw_size"]))
+            return self.codec.decode(stored, int(self._raw_sizes[block]))
         except CodecError as exc:
             raise self._corrupt(block, str(exc)) from None
 
@@ -180,7 +208,7 @@ class PackedFile:
         """Parse a block's tables (uncached)."""
         raw = self.read_raw_block(block)
         try:
-            return BlockView(raw, int(self.index[block]["record_count"]))
+            return BlockView(raw, int(self._counts[block]))
         except ValueError as exc:
             raise self._corrupt(block, f"bad block layout: {exc}") from None
 
@@ -226,6 +254,12 @@ class PackedFile:
     def close(self) -> None:
         self._cache.clear()
         self._source.close()
+
+    def __enter__(self) -> PackedFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"PackedFile({self.path!r}, records={self.record_count}, blocks={self.block_count})"

@@ -30,6 +30,7 @@ from .pack import (
     _resolve_workers,
     parse_size,
 )
+from .pack_checks import schema_metadata
 from .parallel import encode_items, planned_items
 from .planning import (
     InputSlice,
@@ -120,6 +121,8 @@ class _ShardSink:
         inputs = [s.path for s in task.slices]
         metadata = self.collector.metadata(self.options, self.writer, inputs)
         metadata["inputs"] = [s.to_dict() for s in task.slices]
+        metadata.update(schema_metadata(self.options, self.collector.inferred, 0))
+        metadata["stats"] = self.collector.stats_metadata(self.writer)
         size = self.writer.finish(metadata)
         digest = file_hash(self.local)
         self._stack.close()  # uploads remote shards

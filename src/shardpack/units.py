@@ -17,9 +17,12 @@ import numpy as np
 from .block import BlockBuilder
 from .codecs import Codec, get_codec
 from .encoding import RecordEncoder
-from .errors import InputError, OptionError
+from .errors import InputError, OptionError, SchemaError
 from .format import checksum
 from .jsonl import parse_line
+from .rejects import ON_ERROR_CHOICES, Rejection
+from .schema import RecordChecker, SchemaInferrer
+from .stats import StatsCollector
 
 UNIT_INPUT_BYTES = 8 * 1024 * 1024
 
@@ -31,6 +34,8 @@ class EncodeOptions:
     codec: dict[str, Any]
     block_size: int
     dtype_overrides: Mapping[str, str] = field(default_factory=dict)
+    schema: Mapping[str, Any] | None = None  # a user's JSON Schema every record must meet
+    on_error: str = "fail"  # "skip": a bad line becomes a Rejection instead of failing the pack
 
 
 @dataclass
@@ -59,6 +64,9 @@ class EncodedUnit:
     array_dtypes: dict[str, dict[str, int]]
     lossy_fields: dict[str, str]
     input_bytes: int
+    rejects: list[Rejection] = field(default_factory=list)
+    inferred: SchemaInferrer | None = None  # the unit's records' shape, when no schema is given
+    stats: StatsCollector = field(default_factory=StatsCollector)
 
 
 def split_units(
@@ -90,6 +98,9 @@ class UnitEncoder:
         self.options = options
         self.codec = codec if codec is not None else get_codec(options.codec)
         self.overrides = parse_dtype_overrides(options.dtype_overrides)
+        if options.on_error not in ON_ERROR_CHOICES:
+            raise OptionError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+        self.checker = RecordChecker(options.schema) if options.schema is not None else None
 
     def encode(self, unit: Unit) -> EncodedUnit:
         encoder = RecordEncoder(self.overrides)
@@ -98,18 +109,53 @@ class UnitEncoder:
         digests = np.empty(len(unit.lines), dtype=np.uint64)
         block_size = self.options.block_size
         input_bytes = 0
-        for i, (number, line) in enumerate(zip(unit.line_numbers, unit.lines, strict=True)):
-            value = parse_line(line, unit.source, number)
+        kept = 0
+        rejects: list[Rejection] = []
+        checker = self.checker
+        inferred = SchemaInferrer() if checker is None else None
+        stats = StatsCollector()
+        for number, line in zip(unit.line_numbers, unit.lines, strict=True):
             input_bytes += len(line) + 1
             try:
-                digests[i] = builder.add(value)
-            except OptionError as exc:
-                raise InputError(str(exc), path=unit.source, line=number) from None
+                value = parse_line(line, unit.source, number)
+                if checker is None:
+                    value = encoder.convert(value)  # typed arrays, as statistics describe them
+                else:
+                    # check the record as it will be stored (arrays typed) before it joins a block;
+                    # a rejected record must not count in the fields' dtype statistics
+                    seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
+                    value = encoder.convert(value)
+                    try:
+                        checker.check(value, path=unit.source, line=number)
+                    except SchemaError:
+                        encoder.array_dtypes = seen
+                        raise
+                digests[kept] = builder.add(value)
+            except (InputError, SchemaError, OptionError) as exc:
+                if self.options.on_error != "skip":
+                    if isinstance(exc, OptionError):
+                        raise InputError(str(exc), path=unit.source, line=number) from None
+                    raise
+                rejects.append(Rejection.from_error(exc, unit.source, number, line))
+                continue
+            kept += 1
+            stats.observe(value)
+            if inferred is not None:
+                inferred.add(value)
             if builder.size >= block_size:
                 blocks.append(self._seal(builder))
         if len(builder):
             blocks.append(self._seal(builder))
-        return EncodedUnit(blocks, digests, encoder.array_dtypes, encoder.lossy_fields, input_bytes)
+        return EncodedUnit(
+            blocks,
+            digests[:kept],
+            encoder.array_dtypes,
+            encoder.lossy_fields,
+            input_bytes,
+            rejects,
+            inferred,
+            stats,
+        )
 
     def _seal(self, builder: BlockBuilder) -> EncodedBlock:
         count = len(builder)

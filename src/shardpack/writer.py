@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,22 @@ class PackedFileWriter:
         self.max_raw_size = max(self.max_raw_size, raw_size)
         self.stored_bytes += len(stored)
 
+    def block_sizes(self) -> tuple[list[int], list[int]]:
+        """Raw and stored size of every block written so far."""
+        return [e[2] for e in self._entries], [e[1] for e in self._entries]
+
     @property
     def block_count(self) -> int:
         return len(self._entries)
 
-    def finish(self, metadata: dict[str, Any]) -> int:
-        """Write index, metadata and trailer, then move the file into place. Returns its size."""
+    def finish(
+        self, metadata: dict[str, Any], before_commit: Callable[[Path], None] | None = None
+    ) -> int:
+        """Write index, metadata and trailer, then move the file into place. Returns its size.
+
+        ``before_commit(temporary_path)`` may check the complete file; if it raises, the file
+        never reaches its destination.
+        """
         index_offset = align(self._position, INDEX_ALIGN)
         index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
         meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -84,6 +95,8 @@ class PackedFileWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        if before_commit is not None:
+            before_commit(self._tmp_path)
         os.chmod(self._tmp_path, 0o666 & ~_umask())  # mkstemp made it 0600
         os.replace(self._tmp_path, self.path)
         _fsync_dir(self.path.parent)

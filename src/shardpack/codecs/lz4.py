@@ -32,6 +32,10 @@ class LZ4Codec(Codec):
         )
 
     def decode(self, stored: bytes | memoryview, raw_size: int) -> bytes:
+        # LZ4 cannot expand more than ~255x: refuse a claimed size it could never produce before
+        # allocating it (a forged index could otherwise ask for gigabytes)
+        if raw_size > 255 * len(stored) + 64:
+            raise CodecError(f"lz4 block of {len(stored)} bytes cannot hold {raw_size} raw bytes")
         try:
             raw = lz4.block.decompress(stored, uncompressed_size=raw_size)
         except Exception as exc:  # lz4 raises a bare LZ4BlockError / ValueError

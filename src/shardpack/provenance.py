@@ -1,0 +1,96 @@
+"""Provenance: where a packed dataset came from and how it was built.
+
+Inputs (path, size, sha256, line count), tool and library versions, all pack options, creation
+time (``SOURCE_DATE_EPOCH`` when set, for reproducible builds), the git commit of the repository
+holding each input, and user metadata (``--meta KEY=VALUE``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from .errors import OptionError
+
+KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
+
+
+def hash_file(path: str, chunk_size: int = 1 << 22) -> tuple[str, int]:
+    """(sha256 hex, size) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def creation_time() -> str:
+    """ISO 8601 UTC time of the build: ``SOURCE_DATE_EPOCH`` when set (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.timezone.utc)
+        except ValueError as exc:
+            raise OptionError(f"SOURCE_DATE_EPOCH must be an integer, got {epoch!r}") from exc
+    else:
+        moment = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in KEY_LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_state(path: str) -> dict[str, Any] | None:
+    """Commit and dirty flag of the git repository holding ``path``, if any."""
+    if path == "-" or "://" in path:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        top = _git(folder, "rev-parse", "--show-toplevel")
+        commit = _git(folder, "rev-parse", "HEAD")
+        status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"repository": top, "commit": commit, "dirty": bool(status)}
+
+
+def _git(folder: str, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", folder, *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc.stdout.strip()
+
+
+def parse_meta(pairs: Mapping[str, str] | list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """User metadata from ``{"k": "v"}`` or ``["k=v", ...]`` (``--meta KEY=VALUE``)."""
+    if not pairs:
+        return {}
+    if isinstance(pairs, Mapping):
+        return {str(k): str(v) for k, v in pairs.items()}
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--meta expects KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result

@@ -1,0 +1,282 @@
+"""Dataset statistics gathered while packing, in one pass, mergeable across work units.
+
+Per field (dotted path; list levels are transparent): how often present, null count, JSON type
+counts, string lengths, numeric ranges, array lengths and dtypes. Lengths go into log-linear
+histograms (16 sub-buckets per power of two, so percentiles are within ~6%), which merge by
+addition: statistics come out the same for any number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+SUB_BUCKETS = 16  # per power of two: relative bucket width 1/16
+
+
+def bucket_of(length: int) -> int:
+    """Histogram bucket of a non-negative length: exact below 32, log-linear above."""
+    if length < 2 * SUB_BUCKETS:
+        return length
+    shift = length.bit_length() - 5  # keep 5 significant bits: 16 sub-buckets per octave
+    return 2 * SUB_BUCKETS + (shift - 1) * SUB_BUCKETS + (length >> shift) - SUB_BUCKETS
+
+
+def bucket_bounds(bucket: int) -> tuple[int, int]:
+    """The [low, high] lengths that fall into ``bucket``."""
+    if bucket < 2 * SUB_BUCKETS:
+        return bucket, bucket
+    shift, mantissa = divmod(bucket - 2 * SUB_BUCKETS, SUB_BUCKETS)
+    low = (mantissa + SUB_BUCKETS) << (shift + 1)
+    return low, low + (1 << (shift + 1)) - 1
+
+
+class LengthHistogram:
+    """Counts of lengths in log-linear buckets, with exact min, max and total."""
+
+    __slots__ = ("buckets", "count", "max", "min", "total")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.count = 0
+        self.total = 0
+        self.min: int | None = None
+        self.max: int | None = None
+
+    def add(self, length: int) -> None:
+        b = length if length < 32 else bucket_of(length)
+        buckets = self.buckets
+        buckets[b] = buckets.get(b, 0) + 1
+        if self.count:
+            if length < self.min:  # type: ignore[operator]
+                self.min = length
+            elif length > self.max:  # type: ignore[operator]
+                self.max = length
+        else:
+            self.min = self.max = length
+        self.count += 1
+        self.total += length
+
+    def merge(self, other: LengthHistogram) -> None:
+        for b, n in other.buckets.items():
+            self.buckets[b] = self.buckets.get(b, 0) + n
+        self.count += other.count
+        self.total += other.total
+        if other.min is not None and (self.min is None or other.min < self.min):
+            self.min = other.min
+        if other.max is not None and (self.max is None or other.max > self.max):
+            self.max = other.max
+
+    def percentile(self, q: float) -> int | None:
+        """Nearest-rank q-th percentile, as the upper bound of its bucket (capped at the max)."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q / 100 * self.count))
+        seen = 0
+        for b in sorted(self.buckets):
+            seen += self.buckets[b]
+            if seen >= rank:
+                return min(bucket_bounds(b)[1], self.max or 0)
+        return self.max
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.count:
+            return {"count": 0}
+        return {
+            "count": self.count,
+            "total": self.total,
+            "min": self.min,
+            "mean": self.total / self.count,
+            "max": self.max,
+            "p50": self.percentile(50),
+            "p95": self.percentile(95),
+            "p99": self.percentile(99),
+            "histogram": [[*bucket_bounds(b), n] for b, n in sorted(self.buckets.items())],
+        }
+
+
+_TYPE_NAMES = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "string",
+    dict: "object",
+    list: "array",
+    np.ndarray: "array",
+}
+
+
+class FieldStats:
+    """What one field path held across the records seen."""
+
+    __slots__ = (
+        "array_dtypes",
+        "array_lengths",
+        "children",
+        "elements",
+        "number_max",
+        "number_min",
+        "number_sum",
+        "numbers",
+        "present",
+        "string_lengths",
+        "types",
+        "value_max",
+        "value_min",
+    )
+
+    def __init__(self) -> None:
+        self.present = 0
+        self.types: dict[Any, int] = {}  # Python type (name in to_dict) -> count
+        self.children: dict[str, FieldStats] = {}
+        self.string_lengths = LengthHistogram()
+        self.array_lengths = LengthHistogram()
+        self.array_dtypes: dict[str, int] = {}
+        self.elements = 0
+        self.numbers = 0
+        self.number_sum = 0.0
+        self.number_min: float | None = None
+        self.number_max: float | None = None
+        self.value_min: float | None = None  # over numeric array elements
+        self.value_max: float | None = None
+
+    def child(self, key: str) -> FieldStats:
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = FieldStats()
+        return found
+
+    def merge(self, other: FieldStats) -> None:
+        self.present += other.present
+        for kind, n in other.types.items():
+            self.types[kind] = self.types.get(kind, 0) + n
+        for key, stats in other.children.items():
+            self.child(key).merge(stats)
+        self.string_lengths.merge(other.string_lengths)
+        self.array_lengths.merge(other.array_lengths)
+        for name, n in other.array_dtypes.items():
+            self.array_dtypes[name] = self.array_dtypes.get(name, 0) + n
+        self.elements += other.elements
+        self.numbers += other.numbers
+        self.number_sum += other.number_sum
+        self.number_min = _min(self.number_min, other.number_min)
+        self.number_max = _max(self.number_max, other.number_max)
+        self.value_min = _min(self.value_min, other.value_min)
+        self.value_max = _max(self.value_max, other.value_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        types: dict[str, int] = {}
+        for kind, n in self.types.items():
+            name = _TYPE_NAMES.get(kind, "other")
+            types[name] = types.get(name, 0) + n
+        out: dict[str, Any] = {"present": self.present, "types": dict(sorted(types.items()))}
+        out["nulls"] = types.get("null", 0)
+        if self.string_lengths.count:
+            out["string_length"] = self.string_lengths.to_dict()
+        if self.numbers:
+            out["number"] = {
+                "count": self.numbers,
+                "min": self.number_min,
+                "mean": self.number_sum / self.numbers,
+                "max": self.number_max,
+            }
+        if self.array_lengths.count:
+            out["array_length"] = self.array_lengths.to_dict()
+        if self.array_dtypes:
+            out["array_dtypes"] = dict(sorted(self.array_dtypes.items()))
+            out["array_elements"] = self.elements
+            if self.value_min is not None:
+                out["array_values"] = {"min": self.value_min, "max": self.value_max}
+        return out
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class StatsCollector:
+    """Observes encoded records (numeric lists already numpy arrays) and summarises them."""
+
+    def __init__(self) -> None:
+        self.root = FieldStats()
+        self.records = 0
+
+    def observe(self, value: Any) -> None:
+        self.records += 1
+        self._observe(value, self.root)
+
+    def _observe(self, value: Any, stats: FieldStats) -> None:
+        kind = type(value)
+        stats.present += 1
+        types = stats.types
+        types[kind] = types.get(kind, 0) + 1
+        if kind is str:
+            stats.string_lengths.add(len(value))
+        elif kind is dict:
+            for key, item in value.items():
+                self._observe(item, stats.child(key))
+        elif kind is np.ndarray:
+            stats.array_lengths.add(len(value))
+            dtype = value.dtype.name
+            stats.array_dtypes[dtype] = stats.array_dtypes.get(dtype, 0) + 1
+            stats.elements += value.size
+            if value.size and value.dtype.kind in "iuf":
+                low, high = value.min(), value.max()
+                stats.value_min = _min(stats.value_min, float(low))
+                stats.value_max = _max(stats.value_max, float(high))
+        elif kind is list:
+            stats.array_lengths.add(len(value))
+            for item in value:  # list levels are transparent: items share the field's path
+                item_kind = type(item)
+                if item_kind is dict or item_kind is list or item_kind is np.ndarray:
+                    self._observe_item(item, stats)
+        elif kind is int or kind is float:
+            stats.numbers += 1
+            stats.number_sum += value
+            stats.number_min = _min(stats.number_min, value)
+            stats.number_max = _max(stats.number_max, value)
+
+    def _observe_item(self, item: Any, stats: FieldStats) -> None:
+        if type(item) is dict:
+            for key, child in item.items():
+                self._observe(child, stats.child(key))
+        else:  # nested arrays: count their lengths under the same path
+            self._observe(item, stats.child("[]"))
+
+    def merge(self, other: StatsCollector) -> None:
+        self.records += other.records
+        self.root.merge(other.root)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"records": n, "fields": {dotted path: field stats}}``, paths sorted."""
+        fields: dict[str, Any] = {}
+        self._flatten(self.root, "", fields)
+        return {"records": self.records, "fields": dict(sorted(fields.items()))}
+
+    def _flatten(self, stats: FieldStats, path: str, out: dict[str, Any]) -> None:
+        for key, child in stats.children.items():
+            child_path = f"{path}.{key}" if path else key
+            out[child_path] = child.to_dict()
+            self._flatten(child, child_path, out)
+
+
+def block_size_stats(raw_sizes: list[int], stored_sizes: list[int]) -> dict[str, Any]:
+    """Per-block raw and stored sizes, summarised."""
+    raw = LengthHistogram()
+    stored = LengthHistogram()
+    for r, s in zip(raw_sizes, stored_sizes, strict=True):
+        raw.add(r)
+        stored.add(s)
+    summary = {}
+    for name, hist in (("raw", raw), ("stored", stored)):
+        data = hist.to_dict()
+        data.pop("histogram", None)
+        summary[name] = data
+    return summary
