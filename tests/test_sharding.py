@@ -394,3 +394,15 @@ def test_killed_cli_pack_resumes(kd_jsonl: Path, text_jsonl: Path, tmp_path: Pat
     assert summary["content_hash"] == fresh.content_hash
     assert _shard_bytes(out) == _shard_bytes(tmp_path / "fresh")
     assert not list(out.glob(".*")) and validate_dataset(out).ok
+
+
+def test_a_field_has_one_dtype_across_shards(tmp_path: Path) -> None:
+    small = [{"ids": [1, 2, 3], "p": [0.5, 0.25]} for _ in range(5)]
+    big = [{"ids": [1, 2**40], "p": [0.1, 0.2]} for _ in range(5)]
+    write_jsonl(tmp_path / "a.jsonl", small + big)
+    ShardedPacker().pack(tmp_path / "a.jsonl", tmp_path / "ds", records_per_shard=5)
+    with shardpack.open(tmp_path / "ds") as ds:
+        assert ds.manifests[0].schema["arrays"]["ids"]["dtype"] == "int64"
+        assert {str(ds[i]["ids"].dtype) for i in range(10)} == {"int64"}
+        assert [r["ids"].tolist() for r in ds] == [r["ids"] for r in small + big]
+        assert {str(ds[i]["p"].dtype) for i in range(10)} == {"float64"}

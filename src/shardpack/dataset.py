@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ManifestError
-from .reader import DEFAULT_CACHE_BLOCKS, PackedFile
+from .reader import DEFAULT_CACHE_BLOCKS, PackedFile, promotion_targets
 
 PathLike = str | os.PathLike[str]
 
@@ -125,8 +125,10 @@ def open_dataset(
     try:
         for p in paths:
             located = locate(p, storage_options)
+            targets: dict[str, Any] = {}
             if located.manifest is not None:
                 manifests.append(located.manifest)
+                targets = promotion_targets(located.manifest.schema.get("arrays", {}))
             for where in located.locations:
                 packed = PackedFile(
                     where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)
@@ -137,6 +139,10 @@ def open_dataset(
                         f"{where.path}: holds {len(packed)} records but the manifest lists "
                         f"{where.records} (shards swapped or replaced?)"
                     )
+                if targets:
+                    # one dtype per field across all shards, as within one file: a shard that
+                    # only saw int32 ids reads them as int64 when another shard needed int64
+                    packed._promote = {**packed._promote, **targets}
     except BaseException:
         for f in files:
             f.close()
