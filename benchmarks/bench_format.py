@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gen_kd_mix  # noqa: E402
+import gen_kd_mix
 
-import shardpack  # noqa: E402
-from shardpack.benchmark import (  # noqa: E402
+import shardpack
+from shardpack.benchmark import (
     median_seconds,
     random_access_latencies,
     scan_jsonl,

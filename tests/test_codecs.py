@@ -96,3 +96,31 @@ def test_registry_lists_codecs_and_rejects_unknown() -> None:
         get_codec("zstd", level=99)
     with pytest.raises(OptionError):
         get_codec("none", level=3)
+
+
+def test_pack_with_a_trained_zstd_dictionary(text_jsonl, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import shardpack
+
+    out = tmp_path / "dict.packed"
+    result = shardpack.DatasetPacker().pack(
+        text_jsonl, out, compression="zstd", block_size="4K", zstd_dictionary=True, validate=True
+    )
+    plain = shardpack.DatasetPacker().pack(
+        text_jsonl, tmp_path / "plain.packed", compression="zstd", block_size="4K"
+    )
+    assert "dictionary" in result.metadata["codec"]
+    assert result.output_bytes < 0.9 * plain.output_bytes  # small blocks: the dictionary pays off
+    assert result.content_hash == plain.content_hash
+    expected = [json.loads(line) for line in text_jsonl.read_text().splitlines()]
+    with shardpack.open(out) as ds:
+        assert list(ds) == expected
+    again = shardpack.DatasetPacker().pack(
+        text_jsonl, out, compression="zstd", block_size="4K", zstd_dictionary=True
+    )
+    assert again.up_to_date
+    with pytest.raises(OptionError, match="needs --compression zstd"):
+        shardpack.DatasetPacker().pack(
+            text_jsonl, tmp_path / "x.packed", compression="lz4", zstd_dictionary=True
+        )

@@ -23,6 +23,7 @@ import shardpack.pack, shardpack.validate, shardpack.writer
 from shardpack import DatasetPacker, InputError
 
 src, out, point = sys.argv[1:4]
+os.environ["SOURCE_DATE_EPOCH"] = "1700000000"  # every run writes the same bytes
 shardpack.pack.UNIT_INPUT_BYTES = 256 * 1024  # several units, so a kill can land between them
 
 def die(*_args, **_kwargs):

@@ -219,6 +219,7 @@ def test_workers_give_identical_files_with_schema(
     import shardpack.pack as pack_module
 
     monkeypatch.setattr(pack_module, "UNIT_INPUT_BYTES", 256 * 1024)  # several units
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the creation time is in the file
     one = DatasetPacker().pack(kd_jsonl, tmp_path / "one.packed", workers=1)
     two = DatasetPacker().pack(kd_jsonl, tmp_path / "two.packed", workers=2)
     assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()

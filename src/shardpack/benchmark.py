@@ -196,18 +196,30 @@ def peak_rss_mb(kind: str, path: str) -> float | None:
 def dataloader_batches_per_second(path: str, batch_size: int, num_workers: int) -> float | None:
     """Batches/s through a real torch DataLoader over the packed data, or None without torch."""
     try:
-        from torch.utils.data import DataLoader
-
-        from .torch import PackedIterableDataset, pad_collate
+        from .torch import PackedIterableDataset, PadCollate, make_loader
     except ImportError:
         return None
-    dataset = PackedIterableDataset(path, shuffle=False)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=pad_collate
-    )
-    started = time.perf_counter()
-    batches = sum(1 for _ in loader)
-    return batches / (time.perf_counter() - started)
+    # padded tensors when records share their fields (a training batch), else plain lists
+    for collate in (PadCollate(), _records_as_list):
+        dataset = PackedIterableDataset(path, shuffle=True, seed=0)
+        loader = make_loader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate,
+            stateful=False,
+        )
+        started = time.perf_counter()
+        try:
+            batches = sum(1 for _ in loader)
+        except (ValueError, TypeError):
+            continue
+        return batches / (time.perf_counter() - started)
+    return None
+
+
+def _records_as_list(batch: list[Any]) -> list[Any]:
+    return batch
 
 
 @dataclass

@@ -218,6 +218,12 @@ def _input_size(paths: list[str]) -> int | None:
     help="User provenance stored in OUT (e.g. teacher=..., generator=...). May repeat.",
 )
 @click.option(
+    "--dictionary",
+    "zstd_dictionary",
+    is_flag=True,
+    help="zstd only: train a dictionary on the first 8 MiB and store it in OUT.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Rebuild even when OUT is up to date (same input hashes and options).",
@@ -243,6 +249,7 @@ def pack(
     rejects: str | None,
     allow_empty: bool,
     meta: tuple[str, ...],
+    zstd_dictionary: bool,
     force: bool,
     as_json: bool,
     quiet: bool,
@@ -302,6 +309,7 @@ def pack(
             allow_empty=allow_empty,
             meta=list(meta),
             force=force,
+            zstd_dictionary=zstd_dictionary,
         )
     summary = {
         "output": result.output_path,

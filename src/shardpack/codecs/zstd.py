@@ -55,7 +55,7 @@ class ZstdCodec(Codec):
             raise CodecError(f"zstd block decompressed to {len(raw)} bytes, expected {raw_size}")
         return raw
 
-    def train(self, samples: list[bytes], dict_size: int = 64 * 1024) -> None:
+    def train(self, samples: list[bytes], dict_size: int = 16 * 1024) -> None:
         """Train a dictionary from sample blocks (needs a handful of samples to be worth it)."""
         if len(samples) < 8:
             return

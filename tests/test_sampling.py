@@ -1,0 +1,171 @@
+"""Epoch order and rank/worker partitioning (shardpack.sampling) and batch padding (collate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardpack.collate import Collater, pad_arrays
+from shardpack.errors import OptionError
+from shardpack.sampling import EpochOrder, Partition
+
+COUNTS = [7, 3, 12, 1, 9, 9, 4, 11, 2, 6] * 3  # 30 blocks of uneven sizes
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch() -> None:
+    order = EpochOrder(COUNTS, seed=5, epoch=0, window_blocks=4).all_records()
+    assert sorted(order.tolist()) == list(range(sum(COUNTS)))
+    again = EpochOrder(COUNTS, seed=5, epoch=0, window_blocks=4).all_records()
+    assert np.array_equal(order, again)
+    assert not np.array_equal(
+        order, EpochOrder(COUNTS, seed=5, epoch=1, window_blocks=4).all_records()
+    )
+    assert not np.array_equal(
+        order, EpochOrder(COUNTS, seed=6, epoch=0, window_blocks=4).all_records()
+    )
+
+
+def test_unshuffled_order_is_file_order() -> None:
+    order = EpochOrder(COUNTS, shuffle=False, window_blocks=3).all_records()
+    assert order.tolist() == list(range(sum(COUNTS)))
+
+
+def test_each_window_holds_exactly_its_blocks_records() -> None:
+    order = EpochOrder(COUNTS, seed=1, window_blocks=4)
+    records = order.all_records()
+    for w in range(order.window_count):
+        span = records[order.window_starts[w] : order.window_starts[w + 1]]
+        blocks = set(order.block_of(span).tolist())
+        assert blocks == set(order.window_blocks_of(w).tolist())
+    # the blocks themselves are permuted, not left in file order
+    assert order.block_order.tolist() != sorted(order.block_order.tolist())
+
+
+def test_window_of_one_block_keeps_blocks_contiguous() -> None:
+    order = EpochOrder(COUNTS, seed=2, window_blocks=1)
+    blocks = order.block_of(order.all_records())
+    changes = int(np.count_nonzero(np.diff(blocks))) + 1
+    assert changes == len(COUNTS)  # each block read in one go
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(OptionError):
+        EpochOrder(COUNTS, window_blocks=0)
+    with pytest.raises(OptionError):
+        EpochOrder(COUNTS, seed=-1)
+    with pytest.raises(OptionError):
+        Partition(total=10, rank=2, world_size=2)
+    with pytest.raises(OptionError):
+        Partition(total=10, uneven="wrap")
+    with pytest.raises(OptionError):
+        Partition(total=10, chunk=0)
+
+
+def _consumer_positions(total: int, start: int, world: int, workers: int, chunk: int, uneven: str):
+    out = {}
+    for rank in range(world):
+        for worker in range(workers):
+            part = Partition(total, start, rank, world, worker, workers, chunk, uneven)
+            out[rank, worker] = part.positions(np.arange(len(part))).tolist()
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    total=st.integers(0, 60),
+    start_frac=st.floats(0, 1),
+    world=st.integers(1, 5),
+    workers=st.integers(1, 4),
+    chunk=st.integers(1, 7),
+)
+def test_ranks_and_workers_cover_every_position_exactly_once(
+    total: int, start_frac: float, world: int, workers: int, chunk: int
+) -> None:
+    start = int(total * start_frac)
+    remaining = list(range(start, total))
+    # exactly once
+    got = _consumer_positions(total, start, world, workers, chunk, "none")
+    flat = sorted(p for ps in got.values() for p in ps)
+    assert flat == remaining
+    # pad: equal shares per rank, all covered, fewer than world_size extras
+    got = _consumer_positions(total, start, world, workers, chunk, "pad")
+    per_rank = [sum(len(got[r, w]) for w in range(workers)) for r in range(world)]
+    assert len(set(per_rank)) == 1
+    flat = [p for ps in got.values() for p in ps]
+    assert set(flat) >= set(remaining) and len(flat) - len(remaining) < world
+    # drop: equal shares, disjoint, fewer than world_size missing
+    got = _consumer_positions(total, start, world, workers, chunk, "drop")
+    per_rank = [sum(len(got[r, w]) for w in range(workers)) for r in range(world)]
+    assert len(set(per_rank)) == 1
+    flat = [p for ps in got.values() for p in ps]
+    assert len(flat) == len(set(flat)) and set(flat) <= set(remaining)
+    assert len(remaining) - len(flat) < world
+
+
+@settings(max_examples=100, deadline=None)
+@given(total=st.integers(0, 80), workers=st.integers(1, 4), chunk=st.integers(1, 6))
+def test_workers_taking_turns_by_chunk_rebuild_the_rank_stream(
+    total: int, workers: int, chunk: int
+) -> None:
+    """A DataLoader collects one batch from each worker in turn: the result is worker-blind."""
+    rank_stream = Partition(total, 0, 1, 3).positions(np.arange(len(Partition(total, 0, 1, 3))))
+    streams = [
+        Partition(total, 0, 1, 3, w, workers, chunk)
+        .positions(np.arange(len(Partition(total, 0, 1, 3, w, workers, chunk))))
+        .tolist()
+        for w in range(workers)
+    ]
+    batches = [[s[i : i + chunk] for i in range(0, len(s), chunk)] for s in streams]
+    merged = []
+    for turn in range(max((len(b) for b in batches), default=0)):
+        for b in batches:
+            if turn < len(b):
+                merged.extend(b[turn])
+    assert merged == rank_stream.tolist()
+
+
+def test_consumed_prefix_lets_a_new_world_size_carry_on() -> None:
+    total, k = 103, 9
+    old = [Partition(total, 0, r, 4) for r in range(4)]
+    seen = [p for part in old for p in part.positions(np.arange(k)).tolist()]
+    positions = {part.consumed_after(k) for part in old}
+    assert positions == {4 * k}  # every rank agrees on the consumed prefix
+    (start,) = positions
+    new = [Partition(total, start, r, 3, uneven="none") for r in range(3)]
+    rest = [p for part in new for p in part.positions(np.arange(len(part))).tolist()]
+    assert sorted(seen + rest) == list(range(total))
+
+
+def test_pad_arrays_right_left_and_multiple() -> None:
+    a, b = np.array([1, 2, 3], np.int32), np.array([4], np.int32)
+    right = pad_arrays([a, b], pad_value=-1)
+    assert right.tolist() == [[1, 2, 3], [4, -1, -1]] and right.dtype == np.int32
+    left = pad_arrays([a, b], pad_value=0, side="left", multiple_of=4)
+    assert left.tolist() == [[0, 1, 2, 3], [0, 0, 0, 4]]
+    two_d = pad_arrays([np.ones((2, 3), np.float32), np.ones((1, 2), np.float32)])
+    assert two_d.shape == (2, 2, 3) and two_d[1].tolist() == [[1, 1, 0], [0, 0, 0]]
+    assert right.flags.writeable
+
+
+def test_collater_batches_fields_by_kind() -> None:
+    records = [
+        {"ids": np.array([1, 2], np.int32), "w": 0.5, "n": 1, "ok": True, "t": "a", "m": {"x": []}},
+        {"ids": [], "w": 1, "n": 2, "ok": False, "t": "b", "m": {"x": np.array([7], np.int64)}},
+    ]
+    batch = Collater(pad_values={"ids": 9}, with_lengths=True)(records)
+    assert batch["ids"].tolist() == [[1, 2], [9, 9]]
+    assert batch["ids_lengths"].tolist() == [2, 0]
+    assert batch["w"].dtype == np.float64 and batch["w"].tolist() == [0.5, 1.0]
+    assert batch["n"].dtype == np.int64 and batch["ok"].dtype == np.bool_
+    assert batch["t"] == ["a", "b"]
+    assert batch["m"]["x"].tolist() == [[0], [7]]
+    assert batch["m"]["x_lengths"].tolist() == [0, 1]
+
+
+def test_collater_refuses_records_with_different_fields() -> None:
+    with pytest.raises(OptionError, match="record 1 of the batch differs"):
+        Collater()([{"a": 1}, {"b": 1}])
+    with pytest.raises(OptionError):
+        Collater(side="middle")
