@@ -406,3 +406,21 @@ def test_a_field_has_one_dtype_across_shards(tmp_path: Path) -> None:
         assert {str(ds[i]["ids"].dtype) for i in range(10)} == {"int64"}
         assert [r["ids"].tolist() for r in ds] == [r["ids"] for r in small + big]
         assert {str(ds[i]["p"].dtype) for i in range(10)} == {"float64"}
+
+
+def test_torch_loaders_read_a_sharded_folder(text_jsonl: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from shardpack.torch import PackedDataset, PackedIterableDataset
+
+    out = tmp_path / "ds"
+    ShardedPacker().pack(text_jsonl, out, records_per_shard=600)
+    expected = _lines(text_jsonl)
+    mapped = PackedDataset(str(out), columns=["question"])
+    assert len(mapped) == 2000 and mapped[1999]["question"] == expected[1999]["question"]
+    loader = torch.utils.data.DataLoader(
+        PackedIterableDataset(str(out), columns=["question"]),
+        batch_size=None,
+        num_workers=2,
+    )
+    seen = sorted(record["question"] for record in loader)
+    assert seen == sorted(record["question"] for record in expected)
