@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -63,6 +64,11 @@ def main() -> None:
         "median_seconds": medians,
         "speedup_single": round(medians["single_w1"] / medians[f"single_w{args.workers}"], 2),
         "speedup_sharded": round(medians["sharded_w1"] / medians[f"sharded_w{args.workers}"], 2),
+        # peak resident memory: bounded by a unit or two per worker, not by the input size
+        "max_rss_mb": {
+            "driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            "largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
+        },
         "byte_identical": {key: len(values) == 1 for key, values in digests.items()},
         "all_seconds": {key: [round(v, 3) for v in values] for key, values in times.items()},
     }
