@@ -25,7 +25,9 @@ def _digest(path: Path) -> str:
     files = sorted(path.glob("shard-*.packed")) if path.is_dir() else [path]
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file.read_bytes())
+        with open(file, "rb") as stream:
+            while chunk := stream.read(8 << 20):  # streamed: keeps the driver's peak memory honest
+                digest.update(chunk)
     return digest.hexdigest()
 
 
