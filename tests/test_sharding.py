@@ -119,6 +119,7 @@ def test_workers_give_byte_identical_output(
     assert len(one.manifest.shards) >= 2
     assert _shard_bytes(tmp_path / "w1") == _shard_bytes(tmp_path / "w2")
     assert one.content_hash == two.content_hash
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
     a = DatasetPacker(workers=1).pack(kd_jsonl, tmp_path / "a.packed")
     b = DatasetPacker(workers=2).pack(kd_jsonl, tmp_path / "b.packed")
     assert a.metadata["block_count"] > 4
@@ -341,7 +342,9 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
 ) -> None:
     import gzip
 
-    from shardpack.planning import plan_shards, read_unit, slice_units
+    from shardpack.jsonl import iter_lines
+    from shardpack.planning import iter_unit_slices, plan_shards, read_unit, slice_units
+    from shardpack.units import split_units
 
     monkeypatch.setattr("shardpack.planning.UNIT_INPUT_BYTES", 300)
     lines = []
@@ -358,6 +361,12 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
         assert len(planned) == len(sequential) > 1
         for a, b in zip(planned, sequential, strict=True):
             assert (a.line_numbers, a.lines) == (b.line_numbers, b.lines)
+    whole = [read_unit(u) for u in iter_unit_slices(str(src))]
+    with open(src, "rb") as stream:
+        sequential = list(split_units(iter_lines(stream, str(src)), str(src), 300))
+    assert [(u.line_numbers, u.lines) for u in whole] == [
+        (u.line_numbers, u.lines) for u in sequential
+    ]
     # gzip input: read by the driver in one pass; same records and content hash
     gz = tmp_path / "mixed.jsonl.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))
@@ -366,6 +375,14 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
     assert plain.content_hash == zipped.content_hash
     with shardpack.open(tmp_path / "b") as ds:
         assert ds[399] == json.loads(lines[399])
+    # single files: one worker or two, plain or gzip in one pack, the same bytes
+    monkeypatch.setattr("shardpack.pack.UNIT_INPUT_BYTES", 300)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
+    one = DatasetPacker(workers=1).pack([src, gz], tmp_path / "one.packed")
+    two = DatasetPacker(workers=2).pack([src, gz], tmp_path / "two.packed")
+    assert one.metadata["block_count"] > 10
+    assert one.metadata["provenance"]["inputs"] == two.metadata["provenance"]["inputs"]
+    assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()
 
 
 def test_killed_cli_pack_resumes(kd_jsonl: Path, text_jsonl: Path, tmp_path: Path) -> None:

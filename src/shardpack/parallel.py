@@ -12,9 +12,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .jsonl import InputDigest
-from .planning import InputSlice, ShardTask, is_compressed, plan_shards, read_unit, slice_units
-from .units import EncodedUnit, EncodeOptions, Unit, UnitEncoder
+from .jsonl import InputDigest, iter_lines, open_input
+from .planning import (
+    InputSlice,
+    ShardTask,
+    is_compressed,
+    iter_unit_slices,
+    read_unit,
+    slice_units,
+)
+from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
 
 _worker_encoder: UnitEncoder | None = None
 _worker_storage_options: dict[str, Any] | None = None
@@ -104,6 +111,28 @@ def encode_inputs(
 ) -> Iterator[EncodedUnit]:
     """The encoded units of whole inputs (a single-file pack) on ``workers`` processes.
 
-    The plan reads each input once in this process, filling ``digests`` (sha256, size, lines)."""
-    tasks = plan_shards(inputs, records_per_shard=2**62, digests=digests, unit_bytes=unit_bytes)
-    return encode_items(planned_items(tasks), options, workers, None)
+    This process scans each input once for unit boundaries (filling ``digests``: sha256, size,
+    lines) while the workers already encode the units found so far."""
+
+    unit_bytes = unit_bytes or UNIT_INPUT_BYTES
+
+    def items() -> Iterator[Unit | InputSlice]:
+        for path in inputs:
+            digest = digests.get(path) if digests else None
+            if is_compressed(path):
+                with open_input(path, digest) as stream:
+                    lines = iter_lines(stream, path)
+                    yield from split_units(_counting(lines, digest), path, unit_bytes)
+            else:
+                yield from iter_unit_slices(path, unit_bytes=unit_bytes, digest=digest)
+
+    return encode_items(items(), options, workers, None)
+
+
+def _counting(
+    lines: Iterator[tuple[int, bytes]], digest: InputDigest | None
+) -> Iterator[tuple[int, bytes]]:
+    for number, line in lines:
+        if digest is not None:
+            digest.lines = number
+        yield number, line

@@ -151,37 +151,26 @@ def plan_shards(
             offset, start, first_line, slice_records = 0, 0, 1, 0
             slice_units_: list[InputSlice] = []
             unit_start, unit_first, unit_size = 0, 1, 0
-            try:
-                for number, line in enumerate(stream, start=1):
-                    offset += len(line)
-                    body = line[3:] if number == 1 and line.startswith(BOM) else line
-                    if not body or body.isspace():
-                        continue  # blank lines hold no record: never end a shard on one
-                    slice_records += 1
-                    records += 1
-                    size += len(line)
-                    if digest is not None:
-                        digest.lines = number  # as a single-file pack counts them
-                    # the same unit cut as split_units: line length without its ending, plus 1
-                    ending = 2 if body.endswith(b"\r\n") else 1 if body.endswith(b"\n") else 0
-                    unit_size += len(body) - ending + 1
-                    if unit_size >= unit_bytes:
+            for number, offset, unit_length, raw_length in scan_records(stream, path, digest):
+                slice_records += 1
+                records += 1
+                size += raw_length
+                unit_size += unit_length
+                if unit_size >= unit_bytes:
+                    slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
+                    unit_start, unit_first, unit_size = offset, number + 1, 0
+                full = (records_per_shard is not None and records >= records_per_shard) or (
+                    shard_input_bytes is not None and size >= shard_input_bytes
+                )
+                if full:
+                    if unit_size:
                         slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
-                        unit_start, unit_first, unit_size = offset, number + 1, 0
-                    full = (records_per_shard is not None and records >= records_per_shard) or (
-                        shard_input_bytes is not None and size >= shard_input_bytes
-                    )
-                    if full:
-                        if unit_size:
-                            slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
-                        slices.append(InputSlice(path, start, offset, first_line))
-                        units.append(tuple(slice_units_))
-                        close_shard()
-                        start, first_line, slice_records = offset, number + 1, 0
-                        slice_units_ = []
-                        unit_start, unit_first, unit_size = offset, number + 1, 0
-            except (OSError, EOFError, ValueError) as exc:
-                raise InputError(f"cannot read input: {exc}", path=path) from exc
+                    slices.append(InputSlice(path, start, offset, first_line))
+                    units.append(tuple(slice_units_))
+                    close_shard()
+                    start, first_line, slice_records = offset, number + 1, 0
+                    slice_units_ = []
+                    unit_start, unit_first, unit_size = offset, number + 1, 0
             if slice_records:
                 if unit_size:
                     slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
@@ -189,6 +178,51 @@ def plan_shards(
                 units.append(tuple(slice_units_))
     close_shard()
     return tasks
+
+
+def scan_records(
+    stream: IO[bytes], path: str, digest: InputDigest | None = None
+) -> Iterator[tuple[int, int, int, int]]:
+    """(line number, byte offset after the line, unit length, raw length) of each record line.
+
+    Blank lines are skipped as ``iter_lines`` skips them; the unit length is what
+    ``split_units`` counts (the line without its ending, plus 1), so units planned from a scan
+    cut exactly where a sequential read cuts.
+    """
+    offset = 0
+    try:
+        for number, line in enumerate(stream, start=1):
+            offset += len(line)
+            body = line[3:] if number == 1 and line.startswith(BOM) else line
+            if not body or body.isspace():
+                continue  # blank lines hold no record: never end a shard or unit on one
+            if digest is not None:
+                digest.lines = number  # as a single-file pack counts them
+            ending = 2 if body.endswith(b"\r\n") else 1 if body.endswith(b"\n") else 0
+            yield number, offset, len(body) - ending + 1, len(line)
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputError(f"cannot read input: {exc}", path=path) from exc
+
+
+def iter_unit_slices(
+    path: str,
+    *,
+    unit_bytes: int | None = None,
+    digest: InputDigest | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[InputSlice]:
+    """The work units of one whole input as byte ranges, yielded while the input is scanned (so
+    workers start on the first unit while the rest is still being read)."""
+    unit_bytes = unit_bytes or UNIT_INPUT_BYTES
+    with open_any_input(path, storage_options, digest) as stream:
+        start, first, size, offset = 0, 1, 0, 0
+        for number, offset, unit_length, _ in scan_records(stream, path, digest):
+            size += unit_length
+            if size >= unit_bytes:
+                yield InputSlice(path, start, offset, first)
+                start, first, size = offset, number + 1, 0
+        if size:
+            yield InputSlice(path, start, offset, first)
 
 
 def read_unit(item: InputSlice, storage_options: dict[str, Any] | None = None) -> Unit:
