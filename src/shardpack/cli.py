@@ -130,7 +130,13 @@ def _input_size(paths: list[str]) -> int | None:
     metavar="PATH",
     help="An input (same as a positional INPUT; may repeat). '-' reads stdin.",
 )
-@click.option("--output", "-o", required=True, metavar="OUT", help="The packed file to write.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    metavar="OUT",
+    help="The packed file to write (a folder with --shard-size/--records-per-shard).",
+)
 @click.option(
     "--compression",
     "-c",
@@ -157,9 +163,34 @@ def _input_size(paths: list[str]) -> int | None:
     "--workers",
     "-j",
     type=int,
-    default=1,
+    default=0,
     show_default=True,
     help="Worker processes (0 = all cores). Output is identical for any value.",
+)
+@click.option(
+    "--shard-size",
+    default=None,
+    metavar="SIZE",
+    help="Write a sharded dataset folder OUT with shards of about SIZE packed bytes (e.g. 512M).",
+)
+@click.option(
+    "--records-per-shard",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Write a sharded dataset folder OUT with at most N records per shard.",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Sharded packs: run one task per shard on the Dask scheduler at ADDRESS.",
+)
+@click.option(
+    "--no-resume",
+    is_flag=True,
+    help="Sharded packs: repack every shard instead of keeping finished ones of a previous run.",
 )
 @click.option(
     "--validate", is_flag=True, help="Re-read and deep-validate the output before success."
@@ -214,6 +245,10 @@ def pack(
     block_size: str,
     dtypes: tuple[str, ...],
     workers: int,
+    shard_size: str | None,
+    records_per_shard: int | None,
+    dask_address: str | None,
+    no_resume: bool,
     validate: bool,
     schema_path: str | None,
     on_error: str,
@@ -226,12 +261,43 @@ def pack(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Pack JSONL files (.jsonl, .jsonl.gz, .jsonl.zst, or - for stdin) into OUT."""
+    """Pack JSONL files (.jsonl, .jsonl.gz, .jsonl.zst, or - for stdin) into OUT.
+
+    INPUT and OUT may be fsspec URLs (s3://, gs://, ...) and INPUT may be a glob.
+    """
     from .pack import DatasetPacker
+    from .planning import expand_inputs
+    from .remote import is_url
 
     paths = list(inputs) + list(extra_inputs)
     if not paths:
         raise click.UsageError("give at least one INPUT (or --input PATH)")
+    paths = expand_inputs(paths)
+    if (
+        shard_size is not None
+        or records_per_shard is not None
+        or is_url(output)
+        or any(is_url(p) for p in paths)
+    ):
+        _pack_sharded(
+            paths,
+            output,
+            shard_size=shard_size,
+            records_per_shard=records_per_shard,
+            resume=not no_resume,
+            dask_address=dask_address,
+            options={
+                "compression": compression.lower(),
+                "level": level,
+                "block_size": block_size,
+                "dtypes": _parse_dtypes(dtypes),
+                "workers": workers,
+            },
+            validate=validate,
+            as_json=as_json,
+            quiet=quiet,
+        )
+        return
     packer = DatasetPacker()
     with _progress_bar("packing", _input_size(paths), _show_progress(quiet or as_json)) as advance:
         result = packer.pack(
@@ -281,6 +347,111 @@ def pack(
         )
         if result.rejects_path is not None:
             click.echo(f"rejected {result.rejected_count} lines, listed in {result.rejects_path}")
+
+
+def _pack_sharded(
+    paths: list[str],
+    output: str,
+    *,
+    shard_size: str | None,
+    records_per_shard: int | None,
+    resume: bool,
+    dask_address: str | None,
+    options: dict[str, Any],
+    validate: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    from .sharding import ShardedPacker, pack_file
+
+    if dask_address is not None:
+        from .distributed import pack_distributed
+
+        options = {key: value for key, value in options.items() if key != "workers"}
+        result = pack_distributed(
+            paths,
+            output,
+            address=dask_address,
+            shard_size=shard_size,
+            records_per_shard=records_per_shard,
+            resume=resume,
+            validate=validate,
+            **options,
+        )
+        _print_sharded(result, validate, as_json, quiet)
+        return
+
+    packer = ShardedPacker(**options)
+    if shard_size is None and records_per_shard is None:  # URLs, one packed file
+        one = pack_file(packer, paths, output)
+        if validate:
+            from .validate_shards import validate_dataset
+
+            validate_dataset(output, deep=True).raise_if_failed()
+        summary = {"output": output, "records": one.entry.records, "blocks": one.entry.blocks}
+        summary |= {"output_bytes": one.entry.bytes, "content_hash": one.entry.content_hash}
+        if as_json:
+            _print_json(summary)
+        elif not quiet:
+            click.echo(f"packed {one.entry.records} records into {output}")
+        return
+    with _progress_bar("packing", _input_size(paths), _show_progress(quiet or as_json)) as advance:
+        result = packer.pack(
+            paths,
+            output,
+            shard_size=shard_size,
+            records_per_shard=records_per_shard,
+            resume=resume,
+            validate=validate,
+            progress=lambda done, _records: advance(done),
+        )
+    _print_sharded(result, validate, as_json, quiet)
+
+
+def _print_sharded(result: Any, validate: bool, as_json: bool, quiet: bool) -> None:
+    summary = {
+        "output": result.output_path,
+        "shards": len(result.manifest.shards),
+        "shards_packed": result.shards_packed,
+        "shards_reused": result.shards_reused,
+        "records": result.record_count,
+        "input_bytes": result.input_bytes,
+        "output_bytes": result.output_bytes,
+        "ratio": round(result.ratio, 4),
+        "seconds": round(result.seconds, 3),
+        "content_hash": result.content_hash,
+        "validated": bool(validate),
+    }
+    if as_json:
+        _print_json(summary)
+    elif not quiet:
+        reused = (
+            f", {result.shards_reused} kept from a previous run" if result.shards_reused else ""
+        )
+        click.echo(
+            f"packed {result.record_count} records into {summary['shards']} shards in "
+            f"{result.output_path} ({result.output_bytes:,} bytes, {result.ratio:.3f} of input, "
+            f"{result.seconds:.2f} s{reused})" + (", validated" if validate else "")
+        )
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="DATASET...")
+@click.option("--output", "-o", required=True, help="The new dataset folder (path or URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new manifest's totals as JSON.")
+def merge(inputs: tuple[str, ...], output: str, as_json: bool) -> None:
+    """Merge packed datasets into one dataset folder, keeping every shard byte for byte."""
+    from .merge import merge_datasets
+
+    manifest = merge_datasets(list(inputs), output)
+    totals = manifest.to_dict()["totals"]
+    if as_json:
+        _print_json({"output": output, **totals})
+    else:
+        click.echo(
+            f"merged {len(inputs)} datasets into {output}: {totals['shards']} shards, "
+            f"{totals['records']} records"
+        )
 
 
 @cli.command()
@@ -356,12 +527,21 @@ def head(packed: str, count: int) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_json: bool) -> None:
-    """Check packed files: header, footer, index and every block's checksum. Exit 1 if invalid."""
+    """Check packed files or sharded datasets: header, footer, index and every block's checksum;
+    for a dataset also the manifest against its shards (missing, extra, swapped or truncated
+    shards are named). Exit 1 if invalid."""
+    from .locate import is_dataset
     from .schema import load_schema
     from .validate import validate_path
+    from .validate_shards import validate_dataset
 
     schema = load_schema(schema_path) if schema_path is not None else None
-    reports = [validate_path(path, deep=deep, schema=schema) for path in paths]
+    reports = [
+        validate_dataset(path, deep=deep)
+        if is_dataset(path)
+        else validate_path(path, deep=deep, schema=schema)
+        for path in paths
+    ]
     ok = all(report.ok for report in reports)
     if as_json:
         _print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])

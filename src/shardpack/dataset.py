@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .reader import DEFAULT_CACHE_BLOCKS, PackedFile
+from .errors import ManifestError
+from .reader import DEFAULT_CACHE_BLOCKS, PackedFile, promotion_targets
 
 PathLike = str | os.PathLike[str]
 
@@ -21,8 +22,9 @@ PathLike = str | os.PathLike[str]
 class Dataset:
     """Random access and iteration over the records of packed files."""
 
-    def __init__(self, files: Sequence[PackedFile]) -> None:
+    def __init__(self, files: Sequence[PackedFile], manifests: Sequence[Any] = ()) -> None:
         self.files = list(files)
+        self.manifests = list(manifests)  # of the sharded datasets among the inputs
         counts = [len(f) for f in self.files]
         self._starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
         self._length = int(self._starts[-1])
@@ -103,18 +105,46 @@ def open_dataset(
     *,
     verify: bool = True,
     cache_blocks: int = DEFAULT_CACHE_BLOCKS,
+    storage_options: dict[str, Any] | None = None,
+    block_cache_bytes: int = 0,
 ) -> Dataset:
-    """Open packed data: a file, or a list of files read as one dataset.
+    """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
+    of either, or a list of these, read as one dataset.
 
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
+    Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
+    fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
     """
+    from .locate import locate
+    from .remote import BlockCache
+
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    cache = BlockCache(block_cache_bytes) if block_cache_bytes > 0 else None
     files: list[PackedFile] = []
+    manifests = []
     try:
         for p in paths:
-            files.append(PackedFile(p, verify=verify, cache_blocks=cache_blocks))
+            located = locate(p, storage_options)
+            targets: dict[str, Any] = {}
+            if located.manifest is not None:
+                manifests.append(located.manifest)
+                targets = promotion_targets(located.manifest.schema.get("arrays", {}))
+            for where in located.locations:
+                packed = PackedFile(
+                    where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)
+                )
+                files.append(packed)
+                if where.records is not None and len(packed) != where.records:
+                    raise ManifestError(
+                        f"{where.path}: holds {len(packed)} records but the manifest lists "
+                        f"{where.records} (shards swapped or replaced?)"
+                    )
+                if targets:
+                    # one dtype per field across all shards, as within one file: a shard that
+                    # only saw int32 ids reads them as int64 when another shard needed int64
+                    packed._promote = {**packed._promote, **targets}
     except BaseException:
         for f in files:
             f.close()
         raise
-    return Dataset(files)
+    return Dataset(files, manifests)

@@ -19,6 +19,20 @@ from __future__ import annotations
 class ShardpackError(Exception):
     """Base class of every error shardpack raises on purpose."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # keyword-only constructors cannot be re-called from args: rebuild from the state, so
+        # errors raised in worker processes (pool, Dask) reach the caller intact
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(
+    cls: type[ShardpackError], args: tuple[object, ...], state: dict[str, object]
+) -> Exception:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class FormatError(ShardpackError, ValueError):
     """The bytes are not a valid packed file (bad magic, version, footer or index)."""

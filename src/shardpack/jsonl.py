@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -88,10 +88,15 @@ class HashingReader(io.RawIOBase):
         return n or 0
 
 
-def iter_lines(stream: IO[bytes], path: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, line bytes without line ending) for each non-blank line."""
+def iter_lines(
+    stream: IO[bytes] | Iterable[bytes], path: str, first_line: int = 1
+) -> Iterator[tuple[int, bytes]]:
+    """(line number, line bytes without line ending) for each non-blank line.
+
+    ``first_line`` numbers lines of a slice that starts inside an input (sharded packs).
+    """
     try:
-        for number, line in enumerate(stream, start=1):
+        for number, line in enumerate(stream, start=first_line):
             if number == 1 and line.startswith(BOM):
                 line = line[len(BOM) :]
             if line.endswith(b"\n"):

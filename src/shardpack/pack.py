@@ -175,10 +175,16 @@ class DatasetPacker:
         rejects = open_rejects(output, rejects_path, on_error)
         checked: list[Any] = []
         with PackedFileWriter(output) as writer, rejects:
-            units: Iterator[Unit] = _iter_units(inputs, digests)
-            if zstd_dictionary:
-                units, options = _train_dictionary(units, options)
-            for encoded in _encode_all(units, options, n_workers):
+            if n_workers > 1 and "-" not in inputs and not zstd_dictionary:
+                from .parallel import encode_inputs  # workers read their own byte ranges
+
+                encoded_units = encode_inputs(inputs, options, n_workers, digests, UNIT_INPUT_BYTES)
+            else:
+                units: Iterator[Unit] = _iter_units(inputs, digests)
+                if zstd_dictionary:
+                    units, options = _train_dictionary(units, options)
+                encoded_units = _encode_all(units, options, n_workers)
+            for encoded in encoded_units:
                 for block in encoded.blocks:
                     writer.write_block(
                         block.stored,

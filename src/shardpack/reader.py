@@ -100,11 +100,18 @@ class PackedFile:
     """One packed file, opened from its footer."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, verify: bool = True, cache_blocks: int = 8
+        self,
+        path: str | os.PathLike[str],
+        *,
+        verify: bool = True,
+        cache_blocks: int = 8,
+        source: Any = None,
     ) -> None:
+        """``source``: anything with ``size``, ``read(offset, length)`` and ``close()`` (e.g. a
+        remote byte-range source); by default the local file at ``path`` is memory-mapped."""
         self.path = os.fspath(path)
         self.verify = verify
-        self._source = LocalSource(self.path)
+        self._source = source if source is not None else LocalSource(self.path)
         try:
             self._open()
         except BaseException:

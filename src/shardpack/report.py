@@ -11,8 +11,10 @@ from .dataset import Dataset
 def describe(ds: Dataset) -> dict[str, Any]:
     """Facts about a dataset, JSON-ready: its files, sizes and the metadata of its first file."""
     meta = ds.metadata
-    file_bytes = sum(os.path.getsize(p) for p in ds.paths)
+    file_bytes = sum(f.size for f in ds.files)  # works for remote files too
     input_bytes = meta.get("input_bytes") or 0
+    if ds.manifests and len(ds.files) > 1:  # a sharded dataset: the first shard is not the whole
+        input_bytes = sum(m.stats.get("input_bytes") or 0 for m in ds.manifests)
     return {
         "paths": ds.paths,
         "records": len(ds),

@@ -89,25 +89,34 @@ class ValidationReport:
 
 
 def validate_path(
-    path: str | os.PathLike[str], *, deep: bool = False, schema: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str],
+    *,
+    deep: bool = False,
+    schema: Mapping[str, Any] | None = None,
+    source: Any = None,
 ) -> ValidationReport:
     """Validate one packed file; every problem found goes into the report.
 
     ``schema`` checks every record against that JSON Schema (and implies ``deep``); otherwise
-    ``deep`` checks records against the schema stored in the file, if any.
+    ``deep`` checks records against the schema stored in the file, if any. ``source`` reads the
+    file's bytes from elsewhere (e.g. a remote shard); see PackedFile.
     """
     path = os.fspath(path)
     deep = deep or schema is not None
     report = ValidationReport(paths=[path], deep=deep)
-    _validate_file(path, deep, report, schema)
+    _validate_file(path, deep, report, schema, source)
     return report
 
 
 def _validate_file(
-    path: str, deep: bool, report: ValidationReport, schema: Mapping[str, Any] | None = None
+    path: str,
+    deep: bool,
+    report: ValidationReport,
+    schema: Mapping[str, Any] | None = None,
+    source: Any = None,
 ) -> None:
     try:
-        packed = PackedFile(path, verify=True, cache_blocks=1)
+        packed = PackedFile(path, verify=True, cache_blocks=1, source=source)
     except ShardpackError as exc:
         report.problems.append(Problem(path, _without_path(str(exc), path)))
         return
@@ -174,7 +183,7 @@ def _check_layout(packed: PackedFile, report: ValidationReport) -> None:
     together with the checksums, this leaves no byte of the file unchecked."""
     path, trailer, index = packed.path, packed.trailer, packed.index
     problems = report.problems
-    with open(path, "rb") as file:
+    with _SourceReader(packed) as file:  # the bytes as the reader sees them, local or remote
         _magic, major, minor, reserved = HEADER.unpack(file.read(HEADER_SIZE))
         if (major, minor) != (trailer.major, trailer.minor) or reserved != 0:
             problems.append(
@@ -206,6 +215,28 @@ def _check_layout(packed: PackedFile, report: ValidationReport) -> None:
             file.seek(gap_start)
             if file.read(gap_end - gap_start).strip(b"\0"):
                 problems.append(Problem(path, f"non-zero padding {where}", offset=gap_start))
+
+
+class _SourceReader:
+    """``seek``/``read`` over a packed file's byte source (a local map or remote ranges)."""
+
+    def __init__(self, packed: PackedFile) -> None:
+        self._source = packed._source
+        self._position = 0
+
+    def __enter__(self) -> _SourceReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def seek(self, position: int) -> None:
+        self._position = position
+
+    def read(self, length: int) -> bytes:
+        data = bytes(self._source.read(self._position, length))
+        self._position += length
+        return data
 
 
 def _record_checker(
