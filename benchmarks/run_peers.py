@@ -24,7 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "benchmarks" / "peers"
 VENVS = ROOT / ".bench" / "venvs"
-PEERS = ["hf_datasets", "mosaic_mds", "litdata", "parquet", "array_record"]
+PEERS = ["shardpack", "hf_datasets", "mosaic_mds", "litdata", "parquet", "array_record"]
+# shardpack runs in the project's own environment (make venv); the peers each in their own
+PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 
 Row = dict[str, Any]
 
@@ -68,7 +70,7 @@ def setup_envs(peers: list[str]) -> dict[str, str]:
 
 def run_peer(peer: str, dataset: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run one peer's runner in its venv; on failure return an error result instead."""
-    python = VENVS / peer / "bin" / "python"
+    python = PROJECT_PYTHON if peer == "shardpack" else VENVS / peer / "bin" / "python"
     if not python.exists():
         return {"peer": peer, "error": f"no venv at {python.parent.parent} (run with --setup)"}
     cmd = [
@@ -175,7 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.workdir = args.workdir.resolve()
-    setup_errors = setup_envs(args.peers) if args.setup else {}
+    peer_envs = [p for p in args.peers if p != "shardpack"]
+    setup_errors = setup_envs(peer_envs) if args.setup and peer_envs else {}
     inputs = {name: path for name, path in (("kd", args.kd), ("text", args.text)) if path}
     report: dict[str, Any] = {
         "machine": machine_info(),
