@@ -122,6 +122,52 @@ def open_seconds(path: str, repeats: int) -> float:
     return median_seconds(run, repeats)
 
 
+def machine_ceilings(path: str, repeats: int = 3) -> dict[str, float]:
+    """What this machine can do on this file's bytes, to judge how close a scan gets.
+
+    - ``read_mb_s``: reading every stored block (page cache, pread);
+    - ``decompress_mb_s``: the codec alone on every stored block (MB of raw output per second);
+    - ``memcpy_mb_s``: copying a buffer the size of the raw data;
+    - ``ceiling_scan_seconds``: read + checksum + decompress of all blocks, no decoding: the
+      fastest any scan of this file could be in this process.
+    """
+    with PackedFile(path) as packed:
+        entries = [
+            (int(e["offset"]), int(e["stored_size"]), int(e["raw_size"])) for e in packed.index
+        ]
+        codec = get_codec(packed.codec.to_dict())
+        source = packed._source
+        stored = [source.read(offset, size) for offset, size, _ in entries]
+        raw_total = sum(raw for _, _, raw in entries)
+        stored_total = sum(size for _, size, _ in entries)
+
+        def read_all() -> None:
+            for offset, size, _ in entries:
+                source.read(offset, size)
+
+        def decompress_all() -> None:
+            for data, (_, _, raw) in zip(stored, entries, strict=True):
+                codec.decode(data, raw)
+
+        def read_check_decompress() -> None:
+            for offset, size, raw in entries:
+                data = source.read(offset, size)
+                checksum(data)
+                codec.decode(data, raw)
+
+        read_s = median_seconds(read_all, repeats)
+        decompress_s = median_seconds(decompress_all, repeats)
+        ceiling_s = median_seconds(read_check_decompress, repeats)
+    buffer = np.ones(max(raw_total, 1), dtype=np.uint8)
+    copy_s = median_seconds(lambda: buffer.copy(), repeats)
+    return {
+        "read_mb_s": stored_total / 1e6 / read_s,
+        "decompress_mb_s": raw_total / 1e6 / decompress_s,
+        "memcpy_mb_s": raw_total / 1e6 / copy_s,
+        "ceiling_scan_seconds": ceiling_s,
+    }
+
+
 def time_breakdown(path: str) -> dict[str, float]:
     """Seconds spent reading, checksumming, decompressing and decoding, over one full pass."""
     spent = {"read": 0.0, "checksum": 0.0, "decompress": 0.0, "unshuffle": 0.0, "decode": 0.0}
@@ -307,6 +353,7 @@ def benchmark_loading(
         "dataloader_batches_per_s": dataloader_batches_per_second(path, batch_size, num_workers),
         "dataloader_workers": num_workers,
         "breakdown_seconds": time_breakdown(path),
+        "ceilings": machine_ceilings(path, repeats),
         "peak_rss_mb": peak_rss_mb("packed", path) if measure_memory else None,
     }
     if jsonl:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
-import json
 import multiprocessing
 import os
 import time
@@ -23,8 +22,9 @@ import xxhash
 
 from . import __version__
 from .codecs import get_codec
-from .errors import OptionError, ShardpackError
+from .errors import OptionError
 from .format import FORMAT_MAJOR, FORMAT_MINOR
+from .incremental import find_up_to_date
 from .jsonl import InputDigest, iter_lines, open_input
 from .pack_checks import (
     check_not_empty,
@@ -33,7 +33,7 @@ from .pack_checks import (
     resolve_schema,
     schema_metadata,
 )
-from .provenance import creation_time, git_state, hash_file, library_versions, parse_meta
+from .provenance import build_provenance, parse_meta
 from .schema import SchemaInferrer
 from .stats import StatsCollector, block_size_stats
 from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
@@ -166,9 +166,20 @@ class DatasetPacker:
         build_options["zstd_dictionary"] = zstd_dictionary
         user_meta = parse_meta(meta)
         if not force:
-            current = _up_to_date(output, inputs, build_options, user_meta, started)
-            if current is not None:
-                return current
+            existing = find_up_to_date(output, inputs, build_options, user_meta)
+            if existing is not None:
+                metadata, size = existing
+                return PackResult(
+                    output_path=output,
+                    record_count=int(metadata.get("record_count", 0)),
+                    block_count=int(metadata.get("block_count", 0)),
+                    input_bytes=int(metadata.get("input_bytes", 0)),
+                    output_bytes=size,
+                    seconds=time.perf_counter() - started,
+                    content_hash=str(metadata.get("content_hash", "")),
+                    metadata=metadata,
+                    up_to_date=True,
+                )
 
         collector = _Collector()
         digests = {path: InputDigest() for path in inputs}
@@ -201,7 +212,7 @@ class DatasetPacker:
             metadata = collector.metadata(options, writer, inputs)
             metadata.update(schema_metadata(options, collector.inferred, rejects.count))
             metadata["stats"] = collector.stats_metadata(writer)
-            metadata["provenance"] = _provenance(inputs, digests, build_options, user_meta)
+            metadata["provenance"] = build_provenance(inputs, digests, build_options, user_meta)
             hook = (lambda tmp: checked.append(check_written(tmp, output))) if validate else None
             size = writer.finish(metadata, before_commit=hook)
             rejects.commit()
@@ -380,90 +391,6 @@ def _build_options(options: EncodeOptions, on_error: str, allow_empty: bool) -> 
         "shuffle": options.shuffle,
         "unit_input_bytes": UNIT_INPUT_BYTES,
     }
-
-
-def _provenance(
-    inputs: list[str],
-    digests: Mapping[str, InputDigest],
-    build_options: dict[str, Any],
-    user_meta: dict[str, str],
-) -> dict[str, Any]:
-    sources = []
-    for path in inputs:
-        digest = digests[path]
-        source: dict[str, Any] = {
-            "path": path,
-            "size": digest.size,
-            "sha256": digest.sha256.hexdigest(),
-            "lines": digest.lines,
-        }
-        git = git_state(path)
-        if git is not None:
-            source["git"] = git
-        sources.append(source)
-    return {
-        "inputs": sources,
-        "created": creation_time(),
-        "tool": f"shardpack {__version__}",
-        "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
-        "versions": library_versions(),
-        "options": {k: v for k, v in build_options.items() if k != "schema"},
-        "meta": dict(sorted(user_meta.items())),
-    }
-
-
-def _up_to_date(
-    output: str,
-    inputs: list[str],
-    build_options: dict[str, Any],
-    user_meta: dict[str, str],
-    started: float,
-) -> PackResult | None:
-    """The existing output's result if it validates and was built from the same inputs/options."""
-    if "-" in inputs or not os.path.isfile(output):
-        return None
-    from .reader import PackedFile
-    from .validate import validate_path
-
-    try:
-        with PackedFile(output) as existing:
-            metadata = existing.metadata
-            size = existing.size
-    except (OSError, ShardpackError):
-        return None
-    provenance = metadata.get("provenance") or {}
-    recorded = provenance.get("inputs") or []
-    options = {k: v for k, v in build_options.items() if k != "schema"}
-    if (
-        [s.get("path") for s in recorded] != inputs
-        or provenance.get("options") != json.loads(json.dumps(options))
-        or provenance.get("meta", {}) != dict(sorted(user_meta.items()))
-        or (
-            metadata.get("schema_source") == "user"
-            and metadata.get("schema") != build_options["schema"]
-        )
-    ):
-        return None
-    for source, path in zip(recorded, inputs, strict=True):
-        try:
-            sha256, _ = hash_file(path)
-        except OSError:
-            return None
-        if sha256 != source.get("sha256"):
-            return None
-    if not validate_path(output).ok:
-        return None
-    return PackResult(
-        output_path=output,
-        record_count=int(metadata.get("record_count", 0)),
-        block_count=int(metadata.get("block_count", 0)),
-        input_bytes=int(metadata.get("input_bytes", 0)),
-        output_bytes=size,
-        seconds=time.perf_counter() - started,
-        content_hash=str(metadata.get("content_hash", "")),
-        metadata=metadata,
-        up_to_date=True,
-    )
 
 
 _worker_encoder: UnitEncoder | None = None

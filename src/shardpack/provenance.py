@@ -16,7 +16,10 @@ from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from typing import Any
 
+from . import __version__
 from .errors import OptionError
+from .format import FORMAT_MAJOR, FORMAT_MINOR
+from .jsonl import InputDigest
 
 KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
 
@@ -94,3 +97,39 @@ def parse_meta(pairs: Mapping[str, str] | list[str] | tuple[str, ...] | None) ->
             raise OptionError(f"--meta expects KEY=VALUE, got {pair!r}")
         result[key] = value
     return result
+
+
+def build_provenance(
+    inputs: list[str],
+    digests: Mapping[str, InputDigest],
+    build_options: dict[str, Any],
+    user_meta: dict[str, str],
+) -> dict[str, Any]:
+    """The ``provenance`` section of a packed file's metadata."""
+    sources = []
+    for path in inputs:
+        digest = digests[path]
+        source: dict[str, Any] = {
+            "path": path,
+            "size": digest.size,
+            "sha256": digest.sha256.hexdigest(),
+            "lines": digest.lines,
+        }
+        git = git_state(path)
+        if git is not None:
+            source["git"] = git
+        sources.append(source)
+    return {
+        "inputs": sources,
+        "created": creation_time(),
+        "tool": f"shardpack {__version__}",
+        "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+        "versions": library_versions(),
+        "options": recorded_options(build_options),
+        "meta": dict(sorted(user_meta.items())),
+    }
+
+
+def recorded_options(build_options: dict[str, Any]) -> dict[str, Any]:
+    """The build options as provenance records them (the schema is stored on its own)."""
+    return {k: v for k, v in build_options.items() if k != "schema"}

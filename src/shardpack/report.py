@@ -204,6 +204,7 @@ def render_bench(result: dict[str, Any]) -> None:
     console.print(table)
     details = Table(show_header=False, box=None, title="shardpack details", title_justify="left")
     breakdown = packed["breakdown_seconds"]
+    ceilings = packed["ceilings"]
     total = sum(breakdown.values()) or 1.0
     lines = [
         ("open", _fmt(packed["open_seconds"] * 1e3, " ms", 2)),
@@ -220,6 +221,16 @@ def render_bench(result: dict[str, Any]) -> None:
         ),
         ("peak RSS, scan", _fmt(packed["peak_rss_mb"], " MB", 0)),
         ("where time goes", ", ".join(f"{k} {v / total:.0%}" for k, v in breakdown.items())),
+        (
+            "machine ceilings",
+            f"read {ceilings['read_mb_s']:,.0f} MB/s, decompress {ceilings['decompress_mb_s']:,.0f}"
+            f" MB/s, memcpy {ceilings['memcpy_mb_s']:,.0f} MB/s",
+        ),
+        (
+            "scan vs ceiling",
+            f"{ceilings['ceiling_scan_seconds']:.3f} s to read+check+decompress = "
+            f"{ceilings['ceiling_scan_seconds'] / scan:.0%} of the full scan",
+        ),
     ]
     if "json" in result["jsonl"] and result["jsonl"]["json"].get("peak_rss_mb"):
         lines.append(
