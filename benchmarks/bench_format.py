@@ -63,6 +63,29 @@ def bench_dataset(name: str, jsonl: Path, workdir: Path, codecs: list[str], repe
     return result
 
 
+def stats_overhead(jsonl: Path, workdir: Path, repeats: int) -> dict[str, float]:
+    """Pack time with statistics vs with the statistics pass switched off (A/B, medians)."""
+    from shardpack.stats import StatsCollector
+
+    out = workdir / "stats-ab.packed"
+
+    def pack() -> None:
+        shardpack.DatasetPacker().pack(jsonl, out, compression="lz4", force=True)
+
+    with_stats = median_seconds(pack, repeats)
+    observe = StatsCollector.observe
+    StatsCollector.observe = lambda self, value: None  # type: ignore[method-assign]
+    try:
+        without = median_seconds(pack, repeats)
+    finally:
+        StatsCollector.observe = observe  # type: ignore[method-assign]
+    return {
+        "with_stats_s": with_stats,
+        "without_stats_s": without,
+        "overhead": with_stats / without - 1,
+    }
+
+
 def render(results: list[dict]) -> str:
     lines = [
         "| dataset | codec | pack MB/s | size / JSONL | full scan | vs json.loads | vs orjson "
@@ -104,13 +127,23 @@ def main(argv: list[str] | None = None) -> int:
             bench_dataset("kd_mix", kd, workdir, codecs, args.repeats),
             bench_dataset("text", args.text, workdir, codecs, args.repeats),
         ]
+        overhead = {
+            "kd_mix": stats_overhead(kd, workdir, args.repeats),
+            "text": stats_overhead(args.text, workdir, args.repeats),
+        }
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "shardpack": shardpack.__version__,
         "command": " ".join(["python", *sys.argv]),
         "results": results,
+        "stats_overhead": overhead,
     }
     print(render(results))
+    for name, o in overhead.items():
+        print(
+            f"statistics pass, {name}: pack {o['with_stats_s']:.3f} s with, "
+            f"{o['without_stats_s']:.3f} s without ({o['overhead']:+.1%})"
+        )
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))
     return 0
