@@ -441,3 +441,19 @@ def test_torch_loaders_read_a_sharded_folder(text_jsonl: Path, tmp_path: Path) -
     )
     seen = sorted(record["question"] for record in loader)
     assert seen == sorted(record["question"] for record in expected)
+
+
+def test_sharded_dataset_metadata_is_dataset_wide(kd_jsonl: Path, tmp_path: Path) -> None:
+    """ds.stats of a sharded dataset describe all its records, as a single-file pack would."""
+    from shardpack.sharding import ShardedPacker
+
+    single = tmp_path / "single.packed"
+    DatasetPacker().pack(kd_jsonl, single)
+    result = ShardedPacker().pack([str(kd_jsonl)], str(tmp_path / "sharded"), records_per_shard=7)
+    assert len(result.manifest.shards) > 2
+    with shardpack.open(single) as one, shardpack.open(tmp_path / "sharded") as many:
+        assert many.metadata["record_count"] == len(one) == len(many)
+        assert many.metadata["shards"] == len(result.manifest.shards)
+        assert many.stats["fields"] == one.stats["fields"]
+        assert many.stats["token_field"] == "input_ids"
+        assert many.metadata["arrays"]["input_ids"]["dtype"] == "int32"

@@ -75,7 +75,10 @@ class Dataset:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The dataset's metadata (of its only file, or of its first file)."""
+        """The dataset's metadata: of its only file, or from the manifest of a sharded dataset
+        (dataset-wide statistics, schema, provenance, content hash); else of its first file."""
+        if len(self.manifests) == 1 and len(self.files) == len(self.manifests[0].shards):
+            return _manifest_metadata(self.manifests[0], self.files)
         return self.files[0].metadata if self.files else {}
 
     @property
@@ -98,6 +101,30 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"Dataset(records={self._length}, files={len(self.files)})"
+
+
+def _manifest_metadata(manifest: Any, files: Sequence[PackedFile]) -> dict[str, Any]:
+    """A sharded dataset's metadata in the shape of one file's, for ``info`` and ``ds.stats``."""
+    first = files[0].metadata if files else {}
+    schema = manifest.schema
+    return {
+        "format": "shardpack",
+        "format_version": first.get("format_version"),
+        "created_by": first.get("created_by"),
+        "sharded": True,
+        "shards": len(manifest.shards),
+        "codec": first.get("codec", {}),
+        "block_size": first.get("block_size"),
+        "record_count": manifest.records,
+        "block_count": sum(f.block_count for f in files),
+        "input_bytes": manifest.stats.get("input_bytes"),
+        "arrays": schema.get("arrays", {}),
+        "lossy": schema.get("lossy", {}),
+        "schema": schema.get("json_schema"),
+        "content_hash": manifest.content_hash,
+        "stats": manifest.stats,
+        "provenance": manifest.provenance,
+    }
 
 
 def open_dataset(

@@ -8,7 +8,6 @@ validate, packs the rest (in a local process pool, or through a runner such as
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import time
@@ -40,7 +39,9 @@ from .planning import (
     plan_shards,
     slice_units,
 )
+from .provenance import creation_time
 from .remote import BytesSource, is_url, url_to_fs
+from .stats import merge_stats
 from .storage import Storage, file_hash, open_storage
 from .units import EncodedUnit, EncodeOptions, UnitEncoder
 from .writer import PackedFileWriter
@@ -458,6 +459,7 @@ def _build_manifest(
     records = [r.entry.records for r in results]
     sizes = [r.entry.bytes for r in results]
     stats = {
+        **merge_stats([r.metadata.get("stats", {}) for r in results]),
         "records": sum(records),
         "shards": len(results),
         "input_bytes": input_bytes,
@@ -469,7 +471,7 @@ def _build_manifest(
     first = results[0].metadata if results else {}
     provenance = {
         "created_by": f"shardpack {__version__}",
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": creation_time(),  # SOURCE_DATE_EPOCH when set: reproducible manifests
         "inputs": fingerprint["inputs"],
         "options": {
             **fingerprint["encode"],

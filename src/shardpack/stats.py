@@ -81,6 +81,19 @@ class LengthHistogram:
                 return min(bucket_bounds(b)[1], self.max or 0)
         return self.max
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LengthHistogram:
+        """Rebuild a histogram from ``to_dict`` output (exactly: buckets are stored whole)."""
+        hist = cls()
+        for low, _high, n in data.get("histogram", []):
+            b = bucket_of(int(low))
+            hist.buckets[b] = hist.buckets.get(b, 0) + int(n)
+        hist.count = int(data.get("count", 0))
+        hist.total = int(data.get("total", 0))
+        hist.min = data.get("min")
+        hist.max = data.get("max")
+        return hist
+
     def to_dict(self) -> dict[str, Any]:
         if not self.count:
             return {"count": 0}
@@ -191,6 +204,57 @@ class FieldStats:
             if self.value_min is not None:
                 out["array_values"] = {"min": self.value_min, "max": self.value_max}
         return out
+
+
+_TYPES_BY_NAME = {name: kind for kind, name in _TYPE_NAMES.items() if kind is not np.ndarray}
+
+
+def _field_from_dict(data: dict[str, Any]) -> FieldStats:
+    """A childless FieldStats from one entry of ``StatsCollector.to_dict()["fields"]``."""
+    stats = FieldStats()
+    stats.present = int(data.get("present", 0))
+    stats.types = {
+        _TYPES_BY_NAME.get(name, name): int(n) for name, n in data.get("types", {}).items()
+    }
+    if "string_length" in data:
+        stats.string_lengths = LengthHistogram.from_dict(data["string_length"])
+    if "array_length" in data:
+        stats.array_lengths = LengthHistogram.from_dict(data["array_length"])
+    stats.array_dtypes = {k: int(v) for k, v in data.get("array_dtypes", {}).items()}
+    stats.elements = int(data.get("array_elements", 0))
+    number = data.get("number")
+    if number:
+        stats.numbers = int(number["count"])
+        stats.number_sum = float(number["mean"]) * stats.numbers
+        stats.number_min, stats.number_max = number["min"], number["max"]
+    values = data.get("array_values")
+    if values:
+        stats.value_min, stats.value_max = values["min"], values["max"]
+    return stats
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Dataset statistics from the statistics of its shards, as if packed as one file."""
+    fields: dict[str, FieldStats] = {}
+    for part in parts:
+        for path, data in part.get("fields", {}).items():
+            merged = fields.get(path)
+            if merged is None:
+                fields[path] = _field_from_dict(data)
+            else:
+                merged.merge(_field_from_dict(data))
+    totals = {
+        key: sum(int(part.get(key) or 0) for part in parts)
+        for key in ("records", "input_bytes", "raw_bytes", "stored_bytes")
+    }
+    stored = totals["stored_bytes"]
+    token_fields = [part.get("token_field") for part in parts if part.get("token_field")]
+    return {
+        **totals,
+        "compression_ratio": round(totals["input_bytes"] / stored, 4) if stored else None,
+        "fields": {path: fields[path].to_dict() for path in sorted(fields)},
+        "token_field": token_fields[0] if token_fields else None,
+    }
 
 
 def _min(a: float | None, b: float | None) -> float | None:
