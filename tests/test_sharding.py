@@ -457,3 +457,42 @@ def test_sharded_dataset_metadata_is_dataset_wide(kd_jsonl: Path, tmp_path: Path
         assert many.stats["fields"] == one.stats["fields"]
         assert many.stats["token_field"] == "input_ids"
         assert many.metadata["arrays"]["input_ids"]["dtype"] == "int32"
+
+
+def test_sharded_cli_refuses_options_it_cannot_honour_yet(text_jsonl: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shardpack",
+            "pack",
+            str(text_jsonl),
+            "-o",
+            str(tmp_path / "out"),
+            "--records-per-shard",
+            "500",
+            "--meta",
+            "a=b",
+            "--on-error",
+            "skip",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--on-error skip, --meta: not supported yet for sharded" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_sharded_zstd_shuffles_like_a_single_file(kd_jsonl: Path, tmp_path: Path) -> None:
+    from shardpack.sharding import ShardedPacker
+
+    ShardedPacker(compression="zstd").pack(
+        [str(kd_jsonl)], str(tmp_path / "z"), records_per_shard=10
+    )
+    DatasetPacker().pack(kd_jsonl, tmp_path / "one.packed", compression="zstd")
+    with shardpack.open(tmp_path / "z") as ds, shardpack.open(tmp_path / "one.packed") as one:
+        assert all(set(f.index["flags"].tolist()) == {1} for f in ds.files)
+        for got, want in zip(ds, one, strict=True):
+            assert_same_json(got, want)

@@ -279,6 +279,24 @@ def pack(
         or is_url(output)
         or any(is_url(p) for p in paths)
     ):
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--schema", schema_path is not None),
+                ("--on-error skip", on_error != "fail"),
+                ("--rejects", rejects is not None),
+                ("--allow-empty", allow_empty),
+                ("--meta", bool(meta)),
+                ("--dictionary", zstd_dictionary),
+                ("--force", force),
+            )
+            if used
+        ]
+        if unsupported:
+            raise click.UsageError(
+                f"{', '.join(unsupported)}: not supported yet for sharded or remote packs "
+                "(pack a single local file, or leave the option out)"
+            )
         _pack_sharded(
             paths,
             output,
@@ -292,6 +310,7 @@ def pack(
                 "block_size": block_size,
                 "dtypes": _parse_dtypes(dtypes),
                 "workers": workers,
+                "shuffle": shuffle,
             },
             validate=validate,
             as_json=as_json,

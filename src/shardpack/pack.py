@@ -69,6 +69,11 @@ class PackResult:
         return self.output_bytes / self.input_bytes if self.input_bytes else 0.0
 
 
+def default_shuffle(codec_id: str, shuffle: bool | None) -> bool:
+    """Byte-plane shuffle is on by default for zstd only (see docs/DECISIONS.md)."""
+    return codec_id == "zstd" if shuffle is None else shuffle
+
+
 def parse_size(size: int | str) -> int:
     """Bytes from ``65536``, ``"64K"``, ``"64KiB"``, ``"1M"``, ``"1.5MB"`` (powers of 1024)."""
     if isinstance(size, int):
@@ -156,7 +161,7 @@ class DatasetPacker:
             dtype_overrides=dict(dtypes if dtypes is not None else self.dtypes),
             schema=resolve_schema(schema),
             on_error=on_error,
-            shuffle=codec.codec_id == "zstd" if shuffle is None else shuffle,
+            shuffle=default_shuffle(codec.codec_id, shuffle),
         )
         n_workers = _resolve_workers(workers if workers is not None else self.workers)
         UnitEncoder(options)  # fail fast on bad options, before any output exists
@@ -197,13 +202,7 @@ class DatasetPacker:
                 encoded_units = _encode_all(units, options, n_workers)
             for encoded in encoded_units:
                 for block in encoded.blocks:
-                    writer.write_block(
-                        block.stored,
-                        block.raw_size,
-                        block.record_count,
-                        block.checksum,
-                        block.flags,
-                    )
+                    writer.write_block(block)
                 collector.add(encoded)
                 rejects.write(encoded.rejects)
                 if progress is not None:

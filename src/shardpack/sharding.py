@@ -27,6 +27,7 @@ from .pack import (
     ProgressCallback,
     _Collector,
     _resolve_workers,
+    default_shuffle,
     parse_size,
 )
 from .pack_checks import schema_metadata
@@ -107,9 +108,7 @@ class _ShardSink:
 
     def add(self, encoded: EncodedUnit) -> None:
         for block in encoded.blocks:
-            self.writer.write_block(
-                block.stored, block.raw_size, block.record_count, block.checksum
-            )
+            self.writer.write_block(block)
         self.collector.add(encoded)
 
     def finish(self) -> ShardResult:
@@ -221,7 +220,9 @@ class ShardedPacker:
         dtypes: Mapping[str, str] | None = None,
         workers: int = 1,
         storage_options: dict[str, Any] | None = None,
+        shuffle: bool | None = None,
     ) -> None:
+        self.shuffle = shuffle
         self.compression = compression
         self.level = level
         self.block_size = parse_size(block_size)
@@ -232,7 +233,10 @@ class ShardedPacker:
     def options(self) -> EncodeOptions:
         codec = get_codec(self.compression, self.level)
         return EncodeOptions(
-            codec=codec.to_dict(), block_size=self.block_size, dtype_overrides=dict(self.dtypes)
+            codec=codec.to_dict(),
+            block_size=self.block_size,
+            dtype_overrides=dict(self.dtypes),
+            shuffle=default_shuffle(codec.codec_id, self.shuffle),
         )
 
     def plan(

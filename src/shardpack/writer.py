@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,16 @@ from .format import (
     checksum,
     encode_header,
 )
+
+
+class SealedBlock(Protocol):
+    """A block ready to write (``units.EncodedBlock``): its flags travel with its bytes."""
+
+    stored: bytes
+    raw_size: int
+    record_count: int
+    checksum: int
+    flags: int
 
 
 class PackedFileWriter:
@@ -47,10 +57,10 @@ class PackedFileWriter:
         self.max_raw_size = 0
         self.stored_bytes = 0
 
-    def write_block(
-        self, stored: bytes, raw_size: int, record_count: int, block_sum: int, flags: int = 0
-    ) -> None:
-        """Append one compressed block (``block_sum`` is the checksum of ``stored``)."""
+    def write_block(self, block: SealedBlock) -> None:
+        """Append one compressed block, with its checksum and flags, to the file."""
+        stored, raw_size, record_count = block.stored, block.raw_size, block.record_count
+        block_sum, flags = block.checksum, block.flags
         start = align(self._position, BLOCK_ALIGN)
         if start > self._position:
             self._file.write(b"\0" * (start - self._position))
