@@ -7,13 +7,10 @@ seals the file with its metadata. The CLI is a thin layer over this class.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import itertools
-import multiprocessing
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from .pack_checks import (
     resolve_schema,
     schema_metadata,
 )
+from .parallel import encode_inputs, encode_items
 from .provenance import build_provenance, parse_meta
 from .schema import SchemaInferrer
 from .stats import StatsCollector, block_size_stats
@@ -192,14 +190,13 @@ class DatasetPacker:
         checked: list[Any] = []
         with PackedFileWriter(output) as writer, rejects:
             if n_workers > 1 and "-" not in inputs and not zstd_dictionary:
-                from .parallel import encode_inputs  # workers read their own byte ranges
-
+                # workers read their own byte ranges of the inputs
                 encoded_units = encode_inputs(inputs, options, n_workers, digests, UNIT_INPUT_BYTES)
             else:
                 units: Iterator[Unit] = _iter_units(inputs, digests)
                 if zstd_dictionary:
                     units, options = _train_dictionary(units, options)
-                encoded_units = _encode_all(units, options, n_workers)
+                encoded_units = encode_items(units, options, n_workers, None)
             for encoded in encoded_units:
                 for block in encoded.blocks:
                     writer.write_block(block)
@@ -390,42 +387,3 @@ def _build_options(options: EncodeOptions, on_error: str, allow_empty: bool) -> 
         "shuffle": options.shuffle,
         "unit_input_bytes": UNIT_INPUT_BYTES,
     }
-
-
-_worker_encoder: UnitEncoder | None = None
-
-
-def _init_worker(options: EncodeOptions) -> None:
-    global _worker_encoder
-    _worker_encoder = UnitEncoder(options)
-
-
-def _encode_in_worker(unit: Unit) -> EncodedUnit:
-    assert _worker_encoder is not None  # set by _init_worker
-    return _worker_encoder.encode(unit)
-
-
-def _encode_all(
-    units: Iterable[Unit], options: EncodeOptions, workers: int
-) -> Iterator[EncodedUnit]:
-    """Encoded units in input order; in this process or in ``workers`` processes."""
-    if workers <= 1:
-        encoder = UnitEncoder(options)
-        for unit in units:
-            yield encoder.encode(unit)
-        return
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(options,)
-    ) as pool:
-        pending: deque[cf.Future[EncodedUnit]] = deque()
-        try:
-            for unit in units:
-                pending.append(pool.submit(_encode_in_worker, unit))
-                if len(pending) >= 2 * workers:  # bounded memory: a few units in flight
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
