@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import math
 import sys
 from pathlib import Path
@@ -80,3 +81,20 @@ def assert_same_json(actual: Any, expected: Any, where: str = "$") -> None:
         assert same, f"{where}: {actual!r} != {expected!r}"
     else:
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+# Optional components the suite exercises for real; locally a missing one skips its tests, but in
+# CI (CI=true, after `make test` installed every extra) a missing one fails the run instead.
+REQUIRED_IN_CI = ("torch", "torchdata", "distributed", "moto.server", "s3fs", "boto3", "matplotlib")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not os.environ.get("CI"):
+        return
+    missing = [
+        name for name in REQUIRED_IN_CI if importlib.util.find_spec(name.split(".")[0]) is None
+    ]
+    if missing:
+        raise pytest.UsageError(
+            f"CI run without {', '.join(missing)}: install the extras (make venv)"
+        )
