@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .encoding import DTYPE_NAMES
+
 SUB_BUCKETS = 16  # per power of two: relative bucket width 1/16
 
 
@@ -284,14 +286,26 @@ class StatsCollector:
         if kind is str:
             stats.string_lengths.add(len(value))
         elif kind is dict:
+            children = stats.children
             for key, item in value.items():
-                self._observe(item, stats.child(key))
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = FieldStats()
+                if (
+                    type(item) is str
+                ):  # the common leaf, inlined: a call per field is most of the cost
+                    child.present += 1
+                    types = child.types
+                    types[str] = types.get(str, 0) + 1
+                    child.string_lengths.add(len(item))
+                else:
+                    self._observe(item, child)
         elif kind is np.ndarray:
             stats.array_lengths.add(len(value))
-            dtype = value.dtype.name
+            dtype = DTYPE_NAMES[value.dtype]  # a dict lookup: numpy's dtype.name costs ~7 µs
             stats.array_dtypes[dtype] = stats.array_dtypes.get(dtype, 0) + 1
             stats.elements += value.size
-            if value.size and value.dtype.kind in "iuf":
+            if value.size and dtype != "bool":
                 low, high = value.min(), value.max()
                 stats.value_min = _min(stats.value_min, float(low))
                 stats.value_max = _max(stats.value_max, float(high))
