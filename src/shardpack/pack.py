@@ -30,7 +30,7 @@ from .pack_checks import (
     resolve_schema,
     schema_metadata,
 )
-from .parallel import encode_inputs, encode_items
+from .parallel import count_lines, encode_inputs, encode_items
 from .provenance import build_provenance, parse_meta
 from .schema import SchemaInferrer
 from .stats import StatsCollector, block_size_stats
@@ -344,16 +344,8 @@ def _iter_units(
         with open_input(path, digest) as stream:
             lines = iter_lines(stream, path)
             if digest is not None:
-                lines = _counting(lines, digest)
+                lines = count_lines(lines, digest)
             yield from split_units(lines, path, UNIT_INPUT_BYTES)
-
-
-def _counting(
-    lines: Iterator[tuple[int, bytes]], digest: InputDigest
-) -> Iterator[tuple[int, bytes]]:
-    for number, line in lines:
-        digest.lines = number
-        yield number, line
 
 
 def _train_dictionary(

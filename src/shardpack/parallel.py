@@ -122,16 +122,17 @@ def encode_inputs(
             if is_compressed(path):
                 with open_input(path, digest) as stream:
                     lines = iter_lines(stream, path)
-                    yield from split_units(_counting(lines, digest), path, unit_bytes)
+                    yield from split_units(count_lines(lines, digest), path, unit_bytes)
             else:
                 yield from iter_unit_slices(path, unit_bytes=unit_bytes, digest=digest)
 
     return encode_items(items(), options, workers, None)
 
 
-def _counting(
+def count_lines(
     lines: Iterator[tuple[int, bytes]], digest: InputDigest | None
 ) -> Iterator[tuple[int, bytes]]:
+    """Pass lines through, recording the last line number in ``digest``."""
     for number, line in lines:
         if digest is not None:
             digest.lines = number
