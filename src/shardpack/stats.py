@@ -35,10 +35,25 @@ def bucket_bounds(bucket: int) -> tuple[int, int]:
     return low, low + (1 << (shift + 1)) - 1
 
 
-class LengthHistogram:
-    """Counts of lengths in log-linear buckets, with exact min, max and total."""
+def buckets_of(lengths: np.ndarray) -> np.ndarray:
+    """``bucket_of`` for many non-negative lengths at once."""
+    lengths = lengths.astype(np.int64)
+    bits = np.zeros(len(lengths), dtype=np.int64)
+    positive = lengths > 0
+    bits[positive] = np.floor(np.log2(lengths[positive])).astype(np.int64) + 1
+    shift = np.maximum(bits - 5, 1)
+    logarithmic = 2 * SUB_BUCKETS + (shift - 1) * SUB_BUCKETS + (lengths >> shift) - SUB_BUCKETS
+    return np.where(lengths < 2 * SUB_BUCKETS, lengths, logarithmic)
 
-    __slots__ = ("buckets", "count", "max", "min", "total")
+
+class LengthHistogram:
+    """Counts of lengths in log-linear buckets, with exact min, max and total.
+
+    ``add`` only appends to a pending list (it runs once per string per record, so it must be
+    cheap); the pending lengths are bucketed with numpy when the histogram is next read or merged.
+    """
+
+    __slots__ = ("_pending", "buckets", "count", "max", "min", "total")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
@@ -46,22 +61,38 @@ class LengthHistogram:
         self.total = 0
         self.min: int | None = None
         self.max: int | None = None
+        self._pending: list[int] = []
 
     def add(self, length: int) -> None:
-        b = length if length < 32 else bucket_of(length)
+        self._pending.append(length)
+
+    def flush(self) -> None:
+        """Bucket the pending lengths."""
+        if not self._pending:
+            return
+        lengths = np.array(self._pending, dtype=np.int64)
+        self._pending = []
+        values, counts = np.unique(buckets_of(lengths), return_counts=True)
         buckets = self.buckets
-        buckets[b] = buckets.get(b, 0) + 1
-        if self.count:
-            if length < self.min:  # type: ignore[operator]
-                self.min = length
-            elif length > self.max:  # type: ignore[operator]
-                self.max = length
-        else:
-            self.min = self.max = length
-        self.count += 1
-        self.total += length
+        for b, n in zip(values.tolist(), counts.tolist(), strict=True):
+            buckets[b] = buckets.get(b, 0) + n
+        low, high = int(lengths.min()), int(lengths.max())
+        self.min = low if self.min is None else min(self.min, low)
+        self.max = high if self.max is None else max(self.max, high)
+        self.count += len(lengths)
+        self.total += int(lengths.sum())
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.flush()  # travel between processes as buckets, not as a list of lengths
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def merge(self, other: LengthHistogram) -> None:
+        self.flush()
+        other.flush()
         for b, n in other.buckets.items():
             self.buckets[b] = self.buckets.get(b, 0) + n
         self.count += other.count
@@ -73,6 +104,7 @@ class LengthHistogram:
 
     def percentile(self, q: float) -> int | None:
         """Nearest-rank q-th percentile, as the upper bound of its bucket (capped at the max)."""
+        self.flush()
         if not self.count:
             return None
         rank = max(1, math.ceil(q / 100 * self.count))
@@ -97,6 +129,7 @@ class LengthHistogram:
         return hist
 
     def to_dict(self) -> dict[str, Any]:
+        self.flush()
         if not self.count:
             return {"count": 0}
         return {
@@ -189,6 +222,8 @@ class FieldStats:
             types[name] = types.get(name, 0) + n
         out: dict[str, Any] = {"present": self.present, "types": dict(sorted(types.items()))}
         out["nulls"] = types.get("null", 0)
+        self.string_lengths.flush()
+        self.array_lengths.flush()
         if self.string_lengths.count:
             out["string_length"] = self.string_lengths.to_dict()
         if self.numbers:
