@@ -66,6 +66,9 @@ class LengthHistogram:
     def add(self, length: int) -> None:
         self._pending.append(length)
 
+    def add_all(self, lengths: Any) -> None:
+        self._pending.extend(lengths)
+
     def flush(self) -> None:
         """Bucket the pending lengths."""
         if not self._pending:
@@ -169,6 +172,7 @@ class FieldStats:
         "number_min",
         "number_sum",
         "numbers",
+        "pending_strings",
         "present",
         "string_lengths",
         "types",
@@ -190,6 +194,22 @@ class FieldStats:
         self.number_max: float | None = None
         self.value_min: float | None = None  # over numeric array elements
         self.value_max: float | None = None
+        # string values of object fields, counted in bulk by flush(): the per-record walk is
+        # the cost of statistics on short text records, so it only appends here
+        self.pending_strings: list[str] = []
+
+    def flush(self) -> None:
+        """Count pending strings (and bucket pending lengths), here and in every child."""
+        strings = self.pending_strings
+        if strings:
+            self.pending_strings = []
+            self.present += len(strings)
+            self.types[str] = self.types.get(str, 0) + len(strings)
+            self.string_lengths.add_all(map(len, strings))
+        self.string_lengths.flush()
+        self.array_lengths.flush()
+        for child in self.children.values():
+            child.flush()
 
     def child(self, key: str) -> FieldStats:
         found = self.children.get(key)
@@ -198,6 +218,8 @@ class FieldStats:
         return found
 
     def merge(self, other: FieldStats) -> None:
+        self.flush()
+        other.flush()
         self.present += other.present
         for kind, n in other.types.items():
             self.types[kind] = self.types.get(kind, 0) + n
@@ -222,8 +244,7 @@ class FieldStats:
             types[name] = types.get(name, 0) + n
         out: dict[str, Any] = {"present": self.present, "types": dict(sorted(types.items()))}
         out["nulls"] = types.get("null", 0)
-        self.string_lengths.flush()
-        self.array_lengths.flush()
+        self.flush()
         if self.string_lengths.count:
             out["string_length"] = self.string_lengths.to_dict()
         if self.numbers:
@@ -326,13 +347,8 @@ class StatsCollector:
                 child = children.get(key)
                 if child is None:
                     child = children[key] = FieldStats()
-                if (
-                    type(item) is str
-                ):  # the common leaf, inlined: a call per field is most of the cost
-                    child.present += 1
-                    types = child.types
-                    types[str] = types.get(str, 0) + 1
-                    child.string_lengths.add(len(item))
+                if type(item) is str:  # the common leaf: counted in bulk by flush()
+                    child.pending_strings.append(item)
                 else:
                     self._observe(item, child)
         elif kind is np.ndarray:
@@ -367,8 +383,20 @@ class StatsCollector:
         self.records += other.records
         self.root.merge(other.root)
 
+    def flush(self) -> None:
+        """Count everything pending; afterwards no record value is referenced any more."""
+        self.root.flush()
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.root.flush()  # travel between processes as counts, not as the unit's strings
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def to_dict(self) -> dict[str, Any]:
         """``{"records": n, "fields": {dotted path: field stats}}``, paths sorted."""
+        self.root.flush()
         fields: dict[str, Any] = {}
         self._flatten(self.root, "", fields)
         return {"records": self.records, "fields": dict(sorted(fields.items()))}

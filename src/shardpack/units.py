@@ -148,6 +148,7 @@ class UnitEncoder:
                 blocks.append(self._seal(builder))
         if len(builder):
             blocks.append(self._seal(builder))
+        stats.flush()  # drop the unit's strings before the unit travels or waits
         return EncodedUnit(
             blocks,
             digests[:kept],
