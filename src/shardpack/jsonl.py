@@ -44,21 +44,33 @@ def open_input(path: str, digest: InputDigest | None = None) -> Iterator[IO[byte
     except OSError as exc:
         raise InputError(f"cannot open input: {exc.strerror or exc}", path=path) from exc
     counted = HashingReader(source, digest) if digest is not None else source
-    # a large buffer: KD lines are tens of KB, and small reads make line splitting slow
-    raw = io.BufferedReader(counted, buffer_size=1 << 20)  # type: ignore[arg-type]
     try:
-        head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
-        if head.startswith(GZIP_MAGIC):
-            with gzip.GzipFile(fileobj=raw) as stream:
-                yield stream  # type: ignore[misc]
-        elif head.startswith(ZSTD_MAGIC):
-            with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-                yield io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-        else:
-            yield raw
+        with decompressed(counted) as stream:
+            yield stream
     finally:
         if path != "-":
             source.close()
+
+
+def is_compressed_head(head: bytes) -> bool:
+    """True when the first bytes of a file are a gzip or zstd magic number."""
+    return head.startswith((GZIP_MAGIC, ZSTD_MAGIC))
+
+
+@contextmanager
+def decompressed(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+    """A buffered stream of ``raw``'s content, gunzipped or un-zstd-ed when its magic says so."""
+    # a large buffer: KD lines are tens of KB, and small reads make line splitting slow
+    buffered = io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+    head = buffered.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC):
+        with gzip.GzipFile(fileobj=buffered) as stream:
+            yield stream  # type: ignore[misc]
+    elif head.startswith(ZSTD_MAGIC):
+        with zstandard.ZstdDecompressor().stream_reader(buffered) as reader:
+            yield io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    else:
+        yield buffered
 
 
 class InputDigest:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from .errors import InputError, OptionError
-from .jsonl import BOM, InputDigest, iter_lines, open_input
+from .jsonl import BOM, InputDigest, is_compressed_head, iter_lines, open_input
 from .remote import is_url, open_url_input, url_to_fs
 from .units import UNIT_INPUT_BYTES, EncodeOptions, Unit, UnitEncoder, split_units
 
@@ -244,7 +244,7 @@ def is_compressed(path: str, storage_options: dict[str, Any] | None = None) -> b
     else:
         with open(path, "rb") as file:
             head = file.read(4)
-    return head.startswith((b"\x1f\x8b", b"\x28\xb5\x2f\xfd"))
+    return is_compressed_head(head)
 
 
 def estimate_packed_ratio(

@@ -5,7 +5,6 @@ need it. A remote packed file is read as its tail (trailer + footer) and then bl
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 from collections import OrderedDict
@@ -14,11 +13,10 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from .errors import FormatError, InputError, OptionError
+from .jsonl import decompressed
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 TAIL_PREFETCH_BYTES = 256 * 1024  # trailer + footer of most files in one request
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def is_url(path: Any) -> bool:
@@ -178,20 +176,8 @@ def open_url_input(url: str, storage_options: dict[str, Any] | None = None) -> I
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot open input: {_reason(exc)}", path=url) from exc
     try:
-        buffered = io.BufferedReader(raw, buffer_size=1 << 20)
-        head = buffered.peek(4)[:4]
-        if head.startswith(_GZIP_MAGIC):
-            import gzip
-
-            with gzip.GzipFile(fileobj=buffered) as stream:
-                yield stream  # type: ignore[misc]
-        elif head.startswith(_ZSTD_MAGIC):
-            import zstandard
-
-            with zstandard.ZstdDecompressor().stream_reader(buffered) as reader:
-                yield io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-        else:
-            yield buffered
+        with decompressed(raw) as stream:
+            yield stream
     finally:
         raw.close()
 
