@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from .atomic import move_into_place, temp_beside
 from .errors import InputError, SchemaError, ShardpackError
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -56,11 +56,7 @@ class RejectsWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self._tmp = Path(tmp)
+        fd, self._tmp = temp_beside(self.path)
         self._file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self.count = 0
 
@@ -71,8 +67,7 @@ class RejectsWriter:
 
     def commit(self) -> None:
         self._file.close()
-        os.chmod(self._tmp, 0o644)
-        os.replace(self._tmp, self.path)
+        move_into_place(self._tmp, self.path)
 
     def abort(self) -> None:
         if not self._file.closed:

@@ -17,6 +17,7 @@ from typing import Any
 
 import xxhash
 
+from .atomic import move_into_place, temp_beside
 from .errors import ManifestError
 from .remote import BlockCache, RangeSource, is_url, url_to_fs
 
@@ -133,17 +134,15 @@ class LocalStorage(Storage):
 
     def write_bytes(self, name: str, data: bytes) -> None:
         target = Path(self.location(name))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = temp_beside(target)
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+            move_into_place(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def remove(self, name: str) -> None:

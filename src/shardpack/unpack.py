@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .atomic import move_into_place, temp_beside
 from .encoding import to_jsonable
 
 
@@ -30,15 +30,13 @@ def write_jsonl(
     if output == "-":
         return _write_lines(records, sys.stdout, progress)
     target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = temp_beside(target)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
             count = _write_lines(records, stream, progress)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        move_into_place(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return count
 

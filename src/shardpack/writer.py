@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from .atomic import move_into_place, temp_beside
 from .format import (
     BLOCK_ALIGN,
     BLOCK_ENTRY,
@@ -44,11 +44,7 @@ class PackedFileWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self._tmp_path = Path(tmp)
+        fd, self._tmp_path = temp_beside(self.path)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._file.write(encode_header())
         self._position = HEADER_SIZE
@@ -109,9 +105,7 @@ class PackedFileWriter:
         self._file.close()
         if before_commit is not None:
             before_commit(self._tmp_path)
-        os.chmod(self._tmp_path, 0o666 & ~_umask())  # mkstemp made it 0600
-        os.replace(self._tmp_path, self.path)
-        _fsync_dir(self.path.parent)
+        move_into_place(self._tmp_path, self.path)
         return index_offset + len(index) + len(meta) + TRAILER_SIZE
 
     def abort(self) -> None:
@@ -126,23 +120,3 @@ class PackedFileWriter:
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is not None or not self._file.closed:
             self.abort()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
