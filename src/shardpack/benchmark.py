@@ -62,9 +62,14 @@ def token_field(metadata: dict[str, Any]) -> str | None:
     return None
 
 
-def count_tokens(path: str, field_name: str | None) -> int:
+def count_tokens(path: str, field_name: str | None, metadata: dict[str, Any] | None = None) -> int:
+    """Total length of ``field_name`` over all records: from the packed statistics when the file
+    has them (no extra pass), else by reading every record."""
     if field_name is None:
         return 0
+    recorded = (metadata or {}).get("stats", {}).get("fields", {}).get(field_name, {})
+    if "array_length" in recorded:
+        return int(recorded["array_length"].get("total", 0))
     total = 0
     with open_dataset(path) as ds:
         for record in ds:
@@ -330,7 +335,7 @@ def benchmark_loading(
         packed_bytes = packed.size
     json_bytes = os.path.getsize(jsonl) if jsonl else int(metadata.get("input_bytes") or 0)
     tokens_in = token_field(metadata)
-    tokens = count_tokens(path, tokens_in)
+    tokens = count_tokens(path, tokens_in, metadata)
     report = LoadingReport(
         dataset=path,
         records=records,
