@@ -67,34 +67,43 @@ def bench_dataset(name: str, jsonl: Path, workdir: Path, codecs: list[str], repe
 def stats_overhead(jsonl: Path, workdir: Path, repeats: int) -> dict[str, float]:
     """Pack time with statistics vs with the statistics pass switched off (A/B, medians).
 
+    Also the same for both metadata passes (statistics and schema inference) switched off.
     Runs alternate, and so does which of a pair goes first: a pack right after another one is
     slower here (the previous output is still being written back), which biased a plain "all
     with, then all without" comparison by 10-20%.
     """
+    from shardpack.schema import SchemaInferrer
     from shardpack.stats import StatsCollector
 
     out = workdir / "stats-ab.packed"
-    observe = StatsCollector.observe
-    times: dict[bool, list[float]] = {True: [], False: []}
+    observe, infer = StatsCollector.observe_many, SchemaInferrer.add_many
+    variants = ["with", "without_stats", "without_stats_or_schema"]
+    times: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for i in range(2 * max(1, repeats)):
-            for with_stats in (True, False) if i % 2 else (False, True):
-                StatsCollector.observe = observe if with_stats else _skip_stats  # type: ignore[method-assign]
+            for name in variants if i % 2 else variants[::-1]:
+                StatsCollector.observe_many = observe if name == "with" else _skip  # type: ignore[method-assign]
+                SchemaInferrer.add_many = _skip if name.endswith("schema") else infer  # type: ignore[method-assign]
                 started = time.perf_counter()
                 shardpack.DatasetPacker().pack(jsonl, out, compression="lz4", force=True)
-                times[with_stats].append(time.perf_counter() - started)
+                times[name].append(time.perf_counter() - started)
     finally:
-        StatsCollector.observe = observe  # type: ignore[method-assign]
-    with_s, without_s = statistics.median(times[True]), statistics.median(times[False])
+        StatsCollector.observe_many = observe  # type: ignore[method-assign]
+        SchemaInferrer.add_many = infer  # type: ignore[method-assign]
+    with_s = statistics.median(times["with"])
+    without_s = statistics.median(times["without_stats"])
+    bare_s = statistics.median(times["without_stats_or_schema"])
     return {
         "with_stats_s": with_s,
         "without_stats_s": without_s,
         "overhead": with_s / without_s - 1,
+        "without_stats_or_schema_s": bare_s,
+        "overhead_stats_and_schema": with_s / bare_s - 1,
     }
 
 
-def _skip_stats(self: object, value: object) -> None:
-    """Stands in for StatsCollector.observe in the runs without statistics."""
+def _skip(self: object, values: object) -> None:
+    """Stands in for a metadata pass in the runs without it."""
 
 
 def render(results: list[dict]) -> str:
@@ -126,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codecs", default="lz4,zstd,none")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--overhead-only", action="store_true", help="only the statistics A/B (pack with/without)"
+    )
     args = parser.parse_args(argv)
     codecs = args.codecs.split(",")
     with tempfile.TemporaryDirectory(prefix="shardpack-bench-") as tmp:
@@ -134,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         if kd is None:
             kd = workdir / "kd_mix.jsonl"
             gen_kd_mix.generate(kd, int(args.kd_mb * 1e6), seed=0, top_k=20, vocab_size=151_936)
-        results = [
-            bench_dataset("kd_mix", kd, workdir, codecs, args.repeats),
-            bench_dataset("text", args.text, workdir, codecs, args.repeats),
-        ]
+        results = []
+        if not args.overhead_only:
+            results = [
+                bench_dataset("kd_mix", kd, workdir, codecs, args.repeats),
+                bench_dataset("text", args.text, workdir, codecs, args.repeats),
+            ]
         overhead = {
             "kd_mix": stats_overhead(kd, workdir, args.repeats),
             "text": stats_overhead(args.text, workdir, args.repeats),
@@ -149,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "stats_overhead": overhead,
     }
-    print(render(results))
+    if results:
+        print(render(results))
     for name, o in overhead.items():
         print(
             f"statistics pass, {name}: pack {o['with_stats_s']:.3f} s with, "
-            f"{o['without_stats_s']:.3f} s without ({o['overhead']:+.1%})"
+            f"{o['without_stats_s']:.3f} s without ({o['overhead']:+.1%}); "
+            f"{o['without_stats_or_schema_s']:.3f} s without statistics or schema inference "
+            f"({o['overhead_stats_and_schema']:+.1%})"
         )
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))

@@ -21,6 +21,7 @@ import numpy as np
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
+from .columns import BatchedPass, group_by_type, list_items, object_columns
 from .errors import OptionError, SchemaError
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -288,48 +289,53 @@ class _Node:
         self.items: _Node | None = None
         self.dtypes: set[str] = set()
 
-    def add(self, value: Any, depth: int) -> None:
-        self.count += 1
-        kind = type(value)
-        if kind is np.ndarray:
-            self._add_array(value)
-            return
-        name = _TYPE_NAMES.get(kind)
-        if name is None:  # big integers and other decoded scalars
-            name = "integer" if isinstance(value, int) else "string"
-        self.types.add(name)
-        if depth >= MAX_INFER_DEPTH:
-            return
-        if kind is dict:
-            self.objects += 1
-            properties = self.properties
-            if properties is None:
-                return
-            for key, item in value.items():
-                child = properties.get(key)
-                if child is None:
-                    if len(properties) >= MAX_INFER_PROPERTIES:
-                        self.properties = None
-                        return
-                    child = properties[key] = _Node()
-                child.add(item, depth + 1)
-        elif kind is list and value:
-            items = self.items if self.items is not None else _Node()
-            self.items = items
-            for item in value:
-                items.add(item, depth + 1)
+    def add_many(self, values: list[Any], depth: int) -> None:
+        """Fold in ``values``, the values seen at this place in a batch of records."""
+        self.count += len(values)
+        for kind, group in group_by_type(values).items():
+            if kind is np.ndarray:
+                for dtype, ndim in {(array.dtype, array.ndim) for array in group}:
+                    self._add_array(dtype, ndim)
+                continue
+            name = _TYPE_NAMES.get(kind)
+            if name is None:  # big integers and other decoded scalars
+                name = "integer" if issubclass(kind, int) else "string"
+            self.types.add(name)
+            if depth >= MAX_INFER_DEPTH:
+                continue
+            if kind is dict:
+                self.objects += len(group)
+                self._add_properties(group, depth)
+            elif kind is list:
+                items = list_items(group)
+                if items:
+                    if self.items is None:
+                        self.items = _Node()
+                    self.items.add_many(items, depth + 1)
 
-    def _add_array(self, array: np.ndarray) -> None:
+    def _add_properties(self, objects: list[dict[str, Any]], depth: int) -> None:
+        properties = self.properties
+        if properties is None:
+            return
+        for key, column in object_columns(objects).items():
+            child = properties.get(key)
+            if child is None:
+                if len(properties) >= MAX_INFER_PROPERTIES:
+                    self.properties = None
+                    return
+                child = properties[key] = _Node()
+            child.add_many(column, depth + 1)
+
+    def _add_array(self, dtype: np.dtype, ndim: int) -> None:
         # a typed array stands for nested lists: record its rank and element type, not its values
         self.types.add("array")
-        dtype = array.dtype
         self.dtypes.add(dtype.name)
         node = self
-        for depth in range(1, array.ndim + 1):
+        for depth in range(1, ndim + 1):
             if node.items is None:
                 node.items = _Node()
             node = node.items
-            if depth < array.ndim:
+            if depth < ndim:
                 node.types.add("array")
             else:
                 node.types.add(_ARRAY_ELEMENT_TYPES.get(dtype.kind, "number"))
@@ -381,23 +387,34 @@ class _Node:
 _TYPE_ORDER = ["object", "array", "string", "number", "integer", "boolean", "null"]
 
 
-class SchemaInferrer:
+class SchemaInferrer(BatchedPass):
     """Builds a JSON Schema from records; ``merge`` in input order gives the same result for
-    any split of the input, so the schema is identical for any number of workers."""
+    any split of the input, so the schema is identical for any number of workers.
+
+    Records are folded in a batch at a time, column by column (see ``columns``)."""
 
     def __init__(self) -> None:
-        self.records = 0
+        super().__init__()
         self._root = _Node()
 
-    def add(self, record: Any) -> None:
-        self.records += 1
-        self._root.add(record, 0)
+    def _fold(self, records: list[Any]) -> None:
+        self._root.add_many(records, 0)
 
     def merge(self, other: SchemaInferrer) -> None:
+        self.drain()
+        other.drain()
         self.records += other.records
         self._root.merge(other._root)
 
+    def __getstate__(self) -> dict[str, Any]:
+        self.drain()  # travel between processes as a shape, not as the unit's records
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def to_schema(self) -> dict[str, Any]:
+        self.drain()
         schema: dict[str, Any] = {
             "$schema": DRAFT_2020_12,
             "$comment": f"inferred by shardpack from {self.records} records",
@@ -409,6 +426,5 @@ class SchemaInferrer:
 def infer_schema(records: Any) -> dict[str, Any]:
     """The inferred schema of an iterable of records."""
     inferrer = SchemaInferrer()
-    for record in records:
-        inferrer.add(record)
+    inferrer.add_many(list(records))
     return inferrer.to_schema()

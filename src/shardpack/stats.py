@@ -9,10 +9,14 @@ addition: statistics come out the same for any number of worker processes.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
+from .columns import BatchedPass, group_by_type, list_items, object_columns
 from .encoding import DTYPE_NAMES
 
 SUB_BUCKETS = 16  # per power of two: relative bucket width 1/16
@@ -172,7 +176,6 @@ class FieldStats:
         "number_min",
         "number_sum",
         "numbers",
-        "pending_strings",
         "present",
         "string_lengths",
         "types",
@@ -194,18 +197,9 @@ class FieldStats:
         self.number_max: float | None = None
         self.value_min: float | None = None  # over numeric array elements
         self.value_max: float | None = None
-        # string values of object fields, counted in bulk by flush(): the per-record walk is
-        # the cost of statistics on short text records, so it only appends here
-        self.pending_strings: list[str] = []
 
     def flush(self) -> None:
-        """Count pending strings (and bucket pending lengths), here and in every child."""
-        strings = self.pending_strings
-        if strings:
-            self.pending_strings = []
-            self.present += len(strings)
-            self.types[str] = self.types.get(str, 0) + len(strings)
-            self.string_lengths.add_all(map(len, strings))
+        """Bucket pending lengths, here and in every child."""
         self.string_lengths.flush()
         self.array_lengths.flush()
         for child in self.children.values():
@@ -323,72 +317,40 @@ def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-class StatsCollector:
-    """Observes encoded records (numeric lists already numpy arrays) and summarises them."""
+class StatsCollector(BatchedPass):
+    """Observes encoded records (numeric lists already numpy arrays) and summarises them.
+
+    Records are summarised a batch at a time, column by column (see ``columns``): ``observe``
+    only keeps the record until its batch is full or ``flush`` is called.
+    """
 
     def __init__(self) -> None:
+        super().__init__()
         self.root = FieldStats()
-        self.records = 0
 
     def observe(self, value: Any) -> None:
-        self.records += 1
-        self._observe(value, self.root)
+        self.add(value)
 
-    def _observe(self, value: Any, stats: FieldStats) -> None:
-        kind = type(value)
-        stats.present += 1
-        types = stats.types
-        types[kind] = types.get(kind, 0) + 1
-        if kind is str:
-            stats.string_lengths.add(len(value))
-        elif kind is dict:
-            children = stats.children
-            for key, item in value.items():
-                child = children.get(key)
-                if child is None:
-                    child = children[key] = FieldStats()
-                if type(item) is str:  # the common leaf: counted in bulk by flush()
-                    child.pending_strings.append(item)
-                else:
-                    self._observe(item, child)
-        elif kind is np.ndarray:
-            stats.array_lengths.add(len(value))
-            dtype = DTYPE_NAMES[value.dtype]  # a dict lookup: numpy's dtype.name costs ~7 µs
-            stats.array_dtypes[dtype] = stats.array_dtypes.get(dtype, 0) + 1
-            stats.elements += value.size
-            if value.size and dtype != "bool":
-                low, high = value.min(), value.max()
-                stats.value_min = _min(stats.value_min, float(low))
-                stats.value_max = _max(stats.value_max, float(high))
-        elif kind is list:
-            stats.array_lengths.add(len(value))
-            for item in value:  # list levels are transparent: items share the field's path
-                item_kind = type(item)
-                if item_kind is dict or item_kind is list or item_kind is np.ndarray:
-                    self._observe_item(item, stats)
-        elif kind is int or kind is float:
-            stats.numbers += 1
-            stats.number_sum += value
-            stats.number_min = _min(stats.number_min, value)
-            stats.number_max = _max(stats.number_max, value)
+    def observe_many(self, values: list[Any]) -> None:
+        """Observe a batch of records at once (the cheap way, in their order)."""
+        self.add_many(values)
 
-    def _observe_item(self, item: Any, stats: FieldStats) -> None:
-        if type(item) is dict:
-            for key, child in item.items():
-                self._observe(child, stats.child(key))
-        else:  # nested arrays: count their lengths under the same path
-            self._observe(item, stats.child("[]"))
+    def _fold(self, records: list[Any]) -> None:
+        _observe_column(records, self.root)
 
     def merge(self, other: StatsCollector) -> None:
+        self.drain()
+        other.drain()
         self.records += other.records
         self.root.merge(other.root)
 
     def flush(self) -> None:
         """Count everything pending; afterwards no record value is referenced any more."""
+        self.drain()
         self.root.flush()
 
     def __getstate__(self) -> dict[str, Any]:
-        self.root.flush()  # travel between processes as counts, not as the unit's strings
+        self.flush()  # travel between processes as counts, not as the unit's records
         return self.__dict__
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -396,7 +358,7 @@ class StatsCollector:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"records": n, "fields": {dotted path: field stats}}``, paths sorted."""
-        self.root.flush()
+        self.flush()
         fields: dict[str, Any] = {}
         self._flatten(self.root, "", fields)
         return {"records": self.records, "fields": dict(sorted(fields.items()))}
@@ -406,6 +368,116 @@ class StatsCollector:
             child_path = f"{path}.{key}" if path else key
             out[child_path] = child.to_dict()
             self._flatten(child, child_path, out)
+
+
+def _observe_column(values: list[Any], stats: FieldStats) -> None:
+    """Count ``values``, the values one field path held (one per record that has it)."""
+    stats.present += len(values)
+    types = stats.types
+    for kind, group in group_by_type(values).items():
+        types[kind] = types.get(kind, 0) + len(group)
+        if kind is str:
+            stats.string_lengths.add_all(map(len, group))
+        elif kind is dict:
+            _observe_objects(group, stats)
+        elif kind is np.ndarray:
+            _observe_arrays(group, stats)
+        elif kind is list:
+            _observe_lists(group, stats)
+        elif kind is int or kind is float:
+            _observe_numbers(group, stats)
+
+
+def _observe_objects(objects: list[dict[str, Any]], stats: FieldStats) -> None:
+    children = stats.children
+    for key, column in object_columns(objects).items():
+        child = children.get(key)
+        if child is None:
+            child = children[key] = FieldStats()
+        _observe_column(column, child)
+
+
+def _observe_lists(lists: list[list[Any]], stats: FieldStats) -> None:
+    stats.array_lengths.add_all(map(len, lists))
+    # list levels are transparent: objects in lists share the list's path; scalars in lists
+    # (strings, mixed values) are not counted one by one
+    if not _CONTAINERS.intersection(map(type, chain.from_iterable(lists))):
+        return
+    groups = group_by_type(list_items(lists))
+    if dict in groups:
+        _observe_objects(groups[dict], stats)
+    nested = groups.get(list, []) + groups.get(np.ndarray, [])
+    if nested:  # nested arrays: their lengths count under "path.[]"
+        _observe_column(nested, stats.child("[]"))
+
+
+_CONTAINERS = frozenset((dict, list, np.ndarray))
+
+
+def _observe_arrays(arrays: list[np.ndarray], stats: FieldStats) -> None:
+    stats.array_lengths.add_all(map(len, arrays))
+    stats.elements += sum(map(_size, arrays))
+    by_dtype = Counter(map(_dtype, arrays))
+    for dtype, n in by_dtype.items():
+        name = DTYPE_NAMES[dtype]  # a dict lookup: numpy's dtype.name costs ~7 µs
+        stats.array_dtypes[name] = stats.array_dtypes.get(name, 0) + n
+        if name == "bool":
+            continue
+        same = arrays if len(by_dtype) == 1 else [a for a in arrays if a.dtype == dtype]
+        low_high = _value_range(same)
+        if low_high is not None:
+            stats.value_min = _min(stats.value_min, low_high[0])
+            stats.value_max = _max(stats.value_max, low_high[1])
+
+
+RANGE_CHUNK = 16384  # elements: small arrays are joined into chunks of about this size
+
+
+def _value_range(arrays: list[np.ndarray]) -> tuple[float, float] | None:
+    """Smallest and largest element of same-dtype arrays, or None if all are empty.
+
+    A min/max call per array costs microseconds of overhead, and joining a whole batch into one
+    array costs page faults on a fresh buffer; chunks of small arrays sit between the two.
+    """
+    lows: list[Any] = []
+    highs: list[Any] = []
+    chunk: list[np.ndarray] = []
+    chunk_size = 0
+    for array in arrays:
+        size = array.size
+        if size >= RANGE_CHUNK:
+            lows.append(array.min())
+            highs.append(array.max())
+            continue
+        chunk.append(array)
+        chunk_size += size
+        if chunk_size >= RANGE_CHUNK:
+            joined = np.concatenate(chunk, axis=None)
+            lows.append(joined.min())
+            highs.append(joined.max())
+            chunk, chunk_size = [], 0
+    if chunk_size:
+        joined = np.concatenate(chunk, axis=None)
+        lows.append(joined.min())
+        highs.append(joined.max())
+    if not lows:
+        return None
+    return float(min(lows)), float(max(highs))
+
+
+_size = attrgetter("size")
+_dtype = attrgetter("dtype")
+
+
+def _observe_numbers(numbers: list[int] | list[float], stats: FieldStats) -> None:
+    stats.numbers += len(numbers)
+    total = sum(numbers)
+    try:
+        stats.number_sum += total
+    except OverflowError:  # an integer beyond float range
+        stats.number_sum += math.copysign(math.inf, total)
+    stats.number_min = _min(stats.number_min, min(numbers))
+    stats.number_max = _max(stats.number_max, max(numbers))
 
 
 def block_size_stats(raw_sizes: list[int], stored_sizes: list[int]) -> dict[str, Any]:

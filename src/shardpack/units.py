@@ -114,8 +114,7 @@ class UnitEncoder:
         kept = 0
         rejects: list[Rejection] = []
         checker = self.checker
-        inferred = SchemaInferrer() if checker is None else None
-        stats = StatsCollector()
+        kept_values: list[Any] = []  # summarised column-wise once the unit is encoded
         for number, line in zip(unit.line_numbers, unit.lines, strict=True):
             input_bytes += len(line) + 1
             try:
@@ -141,14 +140,18 @@ class UnitEncoder:
                 rejects.append(Rejection.from_error(exc, unit.source, number, line))
                 continue
             kept += 1
-            stats.observe(value)
-            if inferred is not None:
-                inferred.add(value)
+            kept_values.append(value)
             if builder.size >= block_size:
                 blocks.append(self._seal(builder))
         if len(builder):
             blocks.append(self._seal(builder))
-        stats.flush()  # drop the unit's strings before the unit travels or waits
+        stats = StatsCollector()
+        stats.observe_many(kept_values)
+        stats.flush()
+        inferred = None
+        if checker is None:
+            inferred = SchemaInferrer()
+            inferred.add_many(kept_values)
         return EncodedUnit(
             blocks,
             digests[:kept],

@@ -1,0 +1,107 @@
+"""The column-wise statistics pass: what it counts for nested and mixed records, for any batching."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardpack.columns import group_by_type, object_columns
+from shardpack.encoding import RecordEncoder
+from shardpack.schema import SchemaInferrer
+from shardpack.stats import StatsCollector
+
+
+def test_object_columns_handle_sparse_keys_in_first_seen_order() -> None:
+    objects = [{"b": 1, "a": 2}, {"a": 3}, {"c": None, "b": 4}]
+    assert object_columns(objects) == {"b": [1, 4], "a": [2, 3], "c": [None]}
+    assert list(object_columns([{"x": 1, "y": 2}, {"y": 3, "x": 4}])) == ["x", "y"]
+
+
+def test_group_by_type_keeps_exact_types_apart() -> None:
+    groups = group_by_type([1, True, "a", 2.0, 3, None])
+    assert groups == {int: [1, 3], bool: [True], str: ["a"], float: [2.0], type(None): [None]}
+
+
+def test_nested_and_mixed_fields() -> None:
+    encoder = RecordEncoder()
+    records = [
+        {"turns": [{"role": "user", "text": "hi"}, {"role": "bot", "text": "hello"}]},
+        {"turns": [{"role": "user", "text": "x", "tags": ["a", "b"]}], "v": "1"},
+        {"grid": [[1, 2], [3]], "v": 2, "big": 2**70},
+        {"v": None, "flags": [True, False], "big": -5},
+    ]
+    stats = StatsCollector()
+    for record in records:
+        stats.observe(encoder.convert(record))
+    fields = stats.to_dict()["fields"]
+    assert stats.records == 4
+    assert fields["turns"]["array_length"]["total"] == 3
+    # list levels are transparent: the dicts in "turns" count under turns.<key>
+    assert fields["turns.role"]["present"] == 3
+    assert fields["turns.text"]["string_length"]["total"] == len("hihellox")
+    assert fields["turns.tags"]["array_length"]["total"] == 2
+    assert fields["v"]["types"] == {"int": 1, "null": 1, "string": 1}
+    assert fields["v"]["number"] == {"count": 1, "min": 2, "mean": 2.0, "max": 2}
+    # a ragged list stays a list; its rows count as nested arrays under "grid.[]"
+    assert fields["grid"]["types"] == {"array": 1}
+    assert fields["grid.[]"]["array_length"]["total"] == 3
+    assert fields["big"]["number"]["max"] == 2**70 and fields["big"]["number"]["min"] == -5
+    assert fields["flags"]["array_dtypes"] == {"bool": 1}
+    assert "array_values" not in fields["flags"]
+
+
+def test_array_value_range_spans_small_and_large_arrays() -> None:
+    stats = StatsCollector()
+    arrays = [np.arange(5, dtype=np.int32) + 10, np.arange(100_000, dtype=np.int32) - 7]
+    arrays += [np.full(3, 200_000, dtype=np.int32), np.zeros(0, dtype=np.int32)]
+    stats.observe_many([{"ids": a} for a in arrays])
+    ids = stats.to_dict()["fields"]["ids"]
+    assert ids["array_values"] == {"min": -7, "max": 200_000}
+    assert ids["array_elements"] == 100_008
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.text(max_size=5),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from("abcd"), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_records = st.lists(st.dictionaries(st.sampled_from("pqrs"), _values, max_size=4), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=_records, cuts=st.lists(st.integers(0, 30), max_size=4))
+def test_any_batching_gives_the_same_statistics_and_schema(
+    records: list[dict], cuts: list[int]
+) -> None:
+    encoder = RecordEncoder()
+    converted = [encoder.convert(record) for record in records]
+    whole = StatsCollector()
+    whole.observe_many(converted)
+    whole_schema = SchemaInferrer()
+    whole_schema.add_many(converted)
+    parts, part_schemas = StatsCollector(), SchemaInferrer()
+    bounds = [0, *sorted(min(c, len(converted)) for c in cuts), len(converted)]
+    for start, end in pairwise(bounds):
+        part, part_schema = StatsCollector(), SchemaInferrer()
+        part.observe_many(converted[start:end])
+        part_schema.add_many(converted[start:end])
+        parts.merge(part)
+        part_schemas.merge(part_schema)
+    one_by_one, one_schema = StatsCollector(), SchemaInferrer()
+    for record in converted:
+        one_by_one.observe(record)
+        one_schema.add(record)
+    # integers only (no floats): sums are exact for any grouping
+    assert parts.to_dict() == whole.to_dict() == one_by_one.to_dict()
+    assert part_schemas.to_schema() == whole_schema.to_schema() == one_schema.to_schema()
