@@ -342,11 +342,13 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
 ) -> None:
     import gzip
 
-    from shardpack.jsonl import iter_lines
+    from shardpack.jsonl import iter_line_batches, iter_lines
     from shardpack.planning import iter_unit_slices, plan_shards, read_unit, slice_units
-    from shardpack.units import split_units
+    from shardpack.units import split_unit_batches, split_units
 
     monkeypatch.setattr("shardpack.planning.UNIT_INPUT_BYTES", 300)
+    # lines are read in chunks: small ones make lines straddle chunk boundaries
+    monkeypatch.setattr("shardpack.jsonl.READ_CHUNK_BYTES", 97)
     lines = []
     for i in range(400):
         record = json.dumps({"i": i, "t": "x" * (i * 7 % 90)})
@@ -364,9 +366,22 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
     whole = [read_unit(u) for u in iter_unit_slices(str(src))]
     with open(src, "rb") as stream:
         sequential = list(split_units(iter_lines(stream, str(src)), str(src), 300))
+    with open(src, "rb") as stream:
+        bulk = list(split_unit_batches(iter_line_batches(stream, str(src)), str(src), 300))
     assert [(u.line_numbers, u.lines) for u in whole] == [
         (u.line_numbers, u.lines) for u in sequential
     ]
+    assert [(u.line_numbers, u.lines) for u in bulk] == [
+        (u.line_numbers, u.lines) for u in sequential
+    ]
+    # line by line, as a plain reader sees them (BOM and CR dropped, blank lines skipped)
+    expected = [
+        (number, line.rstrip(b"\r"))
+        for number, line in enumerate(src.read_bytes()[3:].split(b"\n"), start=1)
+        if line.strip()
+    ]
+    pairs = [pair for u in sequential for pair in zip(u.line_numbers, u.lines, strict=True)]
+    assert pairs == expected
     # gzip input: read by the driver in one pass; same records and content hash
     gz = tmp_path / "mixed.jsonl.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))

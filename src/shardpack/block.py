@@ -49,22 +49,27 @@ class BlockBuilder:
         """Approximate raw size so far (payloads plus arena)."""
         return self.payload_bytes + len(self.arena)
 
-    def add(self, value: Any) -> int:
+    def add(self, value: Any, *, converted: bool = False) -> int:
         """Encode one record into the block; returns its content digest (64-bit xxh3).
 
         The digest covers the payload and the record's own arena bytes, neither of which depends
         on the record's position, so it identifies the record's content under any block layout.
+        ``converted``: ``value`` already went through ``RecordEncoder.convert``.
         """
-        start = self.arena_starts[-1]
-        payload = self.encoder.encode(value, self.arena)
-        pad = -len(self.arena) % 8
-        if pad:
-            self.arena += b"\0" * pad
-        self.arena_starts.append(len(self.arena))
+        arena = self.arena
+        start = len(arena)
+        payload = self.encoder.encode(value, arena, converted=converted)
         self.payloads.append(payload)
         self.payload_bytes += len(payload)
+        if len(arena) == start:  # no arrays: nothing to pad, the digest is the payload's
+            self.arena_starts.append(start)
+            return xxhash.xxh3_64_intdigest(payload)
+        pad = -len(arena) % 8
+        if pad:
+            arena += b"\0" * pad
+        self.arena_starts.append(len(arena))
         digest = xxhash.xxh3_64(payload)
-        digest.update(memoryview(self.arena)[start:])
+        digest.update(memoryview(arena)[start:])
         return digest.intdigest()
 
     def build(self, *, shuffle: bool = False) -> bytes:

@@ -181,17 +181,20 @@ class RecordEncoder:
         self._arena = bytearray()
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._append_array)
 
-    def encode(self, value: Any, arena: bytearray) -> bytes:
-        """The payload of ``value``; its arrays are appended to ``arena`` (8-byte aligned)."""
+    def encode(self, value: Any, arena: bytearray, *, converted: bool = False) -> bytes:
+        """The payload of ``value``; its arrays are appended to ``arena`` (8-byte aligned).
+
+        ``converted``: ``value`` is the result of ``convert`` already (skips a second walk)."""
         self._arena = arena
         start = len(arena)
-        converted = self._convert(value, "")
+        if not converted:
+            value = self._convert(value, "")
         try:
-            return self._encoder.encode(converted)
+            return self._encoder.encode(value)
         except (OverflowError, UnicodeEncodeError):
             # rare: an integer beyond 64 bits or an unpaired surrogate; re-encode the slow way
             del arena[start:]
-            return self._encoder.encode(_escape_unencodable(converted))
+            return self._encoder.encode(_escape_unencodable(value))
 
     def convert(self, value: Any) -> Any:
         """``value`` with its numeric lists as typed arrays (in place where it can), as ``encode``

@@ -22,7 +22,7 @@ from .codecs import get_codec
 from .errors import OptionError
 from .format import FORMAT_MAJOR, FORMAT_MINOR
 from .incremental import find_up_to_date
-from .jsonl import InputDigest, iter_lines, open_input
+from .jsonl import InputDigest, iter_line_batches, open_input
 from .pack_checks import (
     check_not_empty,
     check_written,
@@ -30,11 +30,18 @@ from .pack_checks import (
     resolve_schema,
     schema_metadata,
 )
-from .parallel import count_lines, encode_inputs, encode_items
+from .parallel import encode_inputs, encode_items
 from .provenance import build_provenance, parse_meta
 from .schema import SchemaInferrer
 from .stats import StatsCollector, block_size_stats
-from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
+from .units import (
+    UNIT_INPUT_BYTES,
+    EncodedUnit,
+    EncodeOptions,
+    Unit,
+    UnitEncoder,
+    split_unit_batches,
+)
 from .writer import PackedFileWriter
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -342,10 +349,8 @@ def _iter_units(
     for path in inputs:
         digest = digests.get(path) if digests else None
         with open_input(path, digest) as stream:
-            lines = iter_lines(stream, path)
-            if digest is not None:
-                lines = count_lines(lines, digest)
-            yield from split_units(lines, path, UNIT_INPUT_BYTES)
+            batches = iter_line_batches(stream, path, digest=digest)
+            yield from split_unit_batches(batches, path, UNIT_INPUT_BYTES)
 
 
 def _train_dictionary(

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .jsonl import InputDigest, iter_lines, open_input
+from .jsonl import InputDigest, iter_line_batches, open_input
 from .planning import (
     InputSlice,
     ShardTask,
@@ -21,7 +21,14 @@ from .planning import (
     read_unit,
     slice_units,
 )
-from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, Unit, UnitEncoder, split_units
+from .units import (
+    UNIT_INPUT_BYTES,
+    EncodedUnit,
+    EncodeOptions,
+    Unit,
+    UnitEncoder,
+    split_unit_batches,
+)
 
 _worker_encoder: UnitEncoder | None = None
 _worker_storage_options: dict[str, Any] | None = None
@@ -121,19 +128,9 @@ def encode_inputs(
             digest = digests.get(path) if digests else None
             if is_compressed(path):
                 with open_input(path, digest) as stream:
-                    lines = iter_lines(stream, path)
-                    yield from split_units(count_lines(lines, digest), path, unit_bytes)
+                    batches = iter_line_batches(stream, path, digest=digest)
+                    yield from split_unit_batches(batches, path, unit_bytes)
             else:
                 yield from iter_unit_slices(path, unit_bytes=unit_bytes, digest=digest)
 
     return encode_items(items(), options, workers, None)
-
-
-def count_lines(
-    lines: Iterator[tuple[int, bytes]], digest: InputDigest | None
-) -> Iterator[tuple[int, bytes]]:
-    """Pass lines through, recording the last line number in ``digest``."""
-    for number, line in lines:
-        if digest is not None:
-            digest.lines = number
-        yield number, line

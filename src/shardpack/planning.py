@@ -13,9 +13,25 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from .errors import InputError, OptionError
-from .jsonl import BOM, InputDigest, is_compressed_head, iter_lines, open_input
+from .jsonl import (
+    BOM,
+    InputDigest,
+    LineBatch,
+    is_compressed_head,
+    iter_line_batches,
+    iter_lines,
+    open_input,
+)
 from .remote import is_url, open_url_input, url_to_fs
-from .units import UNIT_INPUT_BYTES, EncodeOptions, Unit, UnitEncoder, split_units
+from .units import (
+    UNIT_INPUT_BYTES,
+    EncodeOptions,
+    Unit,
+    UnitEncoder,
+    split_unit_batches,
+    split_units,
+    unit_cuts,
+)
 
 SAMPLE_INPUT_BYTES = 4 << 20  # input sampled to estimate packed size per input byte
 
@@ -92,13 +108,14 @@ def open_any_input(
             yield stream
 
 
-def iter_slice_lines(
+def iter_slice_batches(
     item: InputSlice, storage_options: dict[str, Any] | None = None
-) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of the non-blank lines in one slice, numbered as in the whole input."""
+) -> Iterator[LineBatch]:
+    """The non-blank lines of one slice, numbered as in the whole input."""
     with open_any_input(item.path, storage_options) as stream:
         _skip(stream, item.start, item.path)
-        yield from iter_lines(_raw_lines(stream, item.end - item.start), item.path, item.first_line)
+        limit = item.end - item.start
+        yield from iter_line_batches(stream, item.path, item.first_line, limit=limit)
 
 
 def slice_units(
@@ -106,7 +123,8 @@ def slice_units(
 ) -> Iterator[Unit]:
     """The work units of a shard: each slice split exactly as a single-file pack splits it."""
     for item in slices:
-        yield from split_units(iter_slice_lines(item, storage_options), item.path, UNIT_INPUT_BYTES)
+        batches = iter_slice_batches(item, storage_options)
+        yield from split_unit_batches(batches, item.path, UNIT_INPUT_BYTES)
 
 
 def plan_shards(
@@ -215,23 +233,25 @@ def iter_unit_slices(
     workers start on the first unit while the rest is still being read)."""
     unit_bytes = unit_bytes or UNIT_INPUT_BYTES
     with open_any_input(path, storage_options, digest) as stream:
-        start, first, size, offset = 0, 1, 0, 0
-        for number, offset, unit_length, _ in scan_records(stream, path, digest):
-            size += unit_length
-            if size >= unit_bytes:
-                yield InputSlice(path, start, offset, first)
-                start, first, size = offset, number + 1, 0
-        if size:
-            yield InputSlice(path, start, offset, first)
+        start, first, open_size, end = 0, 1, 0, 0
+        for batch in iter_line_batches(stream, path, digest=digest):
+            cuts, open_size = unit_cuts(batch.lines, open_size, unit_bytes)
+            for i in cuts:
+                cut = int(batch.ends[i])
+                yield InputSlice(path, start, cut, first)
+                start, first = cut, batch.numbers[i] + 1
+            end = int(batch.ends[-1])
+        if open_size:
+            yield InputSlice(path, start, end, first)
 
 
 def read_unit(item: InputSlice, storage_options: dict[str, Any] | None = None) -> Unit:
     """One planned unit, read from its input by whoever encodes it."""
     numbers: list[int] = []
     lines: list[bytes] = []
-    for number, line in iter_slice_lines(item, storage_options):
-        numbers.append(number)
-        lines.append(line)
+    for batch in iter_slice_batches(item, storage_options):
+        numbers += batch.numbers
+        lines += batch.lines
     return Unit(item.path, numbers, lines)
 
 
@@ -269,16 +289,6 @@ def estimate_packed_ratio(
     for unit in split_units(lines, "sample", UNIT_INPUT_BYTES):
         stored += sum(len(block.stored) for block in encoder.encode(unit).blocks)
     return max(stored / taken, 1e-3)
-
-
-def _raw_lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
-    """Raw lines (with endings) of the next ``limit`` bytes of ``stream``."""
-    remaining = limit
-    for line in stream:
-        if remaining <= 0:
-            return
-        remaining -= len(line)
-        yield line
 
 
 def _skip(stream: IO[bytes], count: int, path: str) -> None:

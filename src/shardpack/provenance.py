@@ -12,6 +12,7 @@ import hashlib
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -51,11 +52,22 @@ def creation_time() -> str:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in KEY_LIBRARIES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
+        version = _module_version(name)
+        if version is None:
+            try:
+                version = importlib_metadata.version(name)
+            except importlib_metadata.PackageNotFoundError:
+                continue
+        versions[name] = version
     return versions
+
+
+def _module_version(name: str) -> str | None:
+    """The imported module's own version string: ``importlib.metadata`` scans every installed
+    distribution, about 10 ms, a tenth of packing a 4 MB file."""
+    module = sys.modules.get(name.replace("-", "_"))
+    version = getattr(module, "__version__", None) or getattr(module, "VERSION", None)
+    return version if isinstance(version, str) else None
 
 
 def git_state(path: str) -> dict[str, Any] | None:
@@ -64,10 +76,9 @@ def git_state(path: str) -> dict[str, Any] | None:
         return None
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        top = _git(folder, "rev-parse", "--show-toplevel")
-        commit = _git(folder, "rev-parse", "HEAD")
+        top, commit = _git(folder, "rev-parse", "--show-toplevel", "HEAD").splitlines()
         status = _git(folder, "status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, ValueError, subprocess.SubprocessError):
         return None
     return {"repository": top, "commit": commit, "dirty": bool(status)}
 
