@@ -26,6 +26,7 @@ from .codecs import get_codec
 from .dataset import open_dataset
 from .format import BLOCK_SHUFFLED, checksum
 from .reader import PackedFile
+from .stats import token_field
 
 Loads = Callable[[bytes], Any]
 
@@ -49,17 +50,6 @@ def median_seconds(run: Callable[[], Any], repeats: int) -> float:
         run()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def token_field(metadata: dict[str, Any]) -> str | None:
-    """The field counted as tokens: ``input_ids`` if present, else the first 1-D int array field."""
-    arrays = metadata.get("arrays", {})
-    if "input_ids" in arrays:
-        return "input_ids"
-    for path, info in arrays.items():
-        if info.get("dtype", "").startswith(("int", "uint")) and "." not in path:
-            return path
-    return None
 
 
 def count_tokens(path: str, field_name: str | None, metadata: dict[str, Any] | None = None) -> int:

@@ -33,7 +33,7 @@ from .pack_checks import (
 from .parallel import encode_inputs, encode_items
 from .provenance import build_provenance, parse_meta
 from .schema import SchemaInferrer
-from .stats import StatsCollector, block_size_stats
+from .stats import StatsCollector, block_size_stats, token_field
 from .units import (
     UNIT_INPUT_BYTES,
     EncodedUnit,
@@ -277,7 +277,6 @@ class _Collector:
 
     def stats_metadata(self, writer: PackedFileWriter) -> dict[str, Any]:
         """Record and field statistics plus block sizes (computed in the same single pass)."""
-        from .benchmark import token_field
 
         stats = self.stats.to_dict()
         raw_sizes, stored_sizes = writer.block_sizes()

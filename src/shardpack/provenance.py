@@ -75,12 +75,27 @@ def git_state(path: str) -> dict[str, Any] | None:
     if path == "-" or "://" in path:
         return None
     folder = os.path.dirname(os.path.abspath(path))
+    if not _inside_git_work_tree(folder):
+        return None  # no git process to spawn (5 ms) for inputs outside any repository
     try:
         top, commit = _git(folder, "rev-parse", "--show-toplevel", "HEAD").splitlines()
         status = _git(folder, "status", "--porcelain", "--untracked-files=no")
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
     return {"repository": top, "commit": commit, "dirty": bool(status)}
+
+
+def _inside_git_work_tree(folder: str) -> bool:
+    """Whether ``folder`` or a parent holds ``.git`` (or GIT_DIR points git elsewhere)."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    while True:
+        if os.path.exists(os.path.join(folder, ".git")):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
 
 
 def _git(folder: str, *args: str) -> str:

@@ -480,6 +480,17 @@ def _observe_numbers(numbers: list[int] | list[float], stats: FieldStats) -> Non
     stats.number_max = _max(stats.number_max, max(numbers))
 
 
+def token_field(metadata: dict[str, Any]) -> str | None:
+    """The field counted as tokens: ``input_ids`` if present, else the first 1-D int array field."""
+    arrays = metadata.get("arrays", {})
+    if "input_ids" in arrays:
+        return "input_ids"
+    for path, info in arrays.items():
+        if info.get("dtype", "").startswith(("int", "uint")) and "." not in path:
+            return path
+    return None
+
+
 def block_size_stats(raw_sizes: list[int], stored_sizes: list[int]) -> dict[str, Any]:
     """Per-block raw and stored sizes, summarised."""
     raw = LengthHistogram()
