@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +107,30 @@ def test_any_batching_gives_the_same_statistics_and_schema(
     # integers only (no floats): sums are exact for any grouping
     assert parts.to_dict() == whole.to_dict() == one_by_one.to_dict()
     assert part_schemas.to_schema() == whole_schema.to_schema() == one_schema.to_schema()
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [{"q": f"question {i}", "a": "answer " * (i % 7)} for i in range(3000)],
+        [{"ids": list(range(i % 50)), "t": "x"} for i in range(800)],
+        [{"big": 2**70 + i, "s": "a"} for i in range(50)],
+        [{"nested": {"turns": [{"r": "u", "x": i}]}} for i in range(500)],
+        [[1, 2, 3], {"a": 1}, "text", None, 3.5] * 40,
+    ],
+    ids=["flat-text", "arrays", "bigints", "nested", "mixed"],
+)
+def test_fast_and_careful_encoding_paths_agree(records: list) -> None:
+    from shardpack.units import EncodeOptions, Unit, UnitEncoder
+
+    lines = [json.dumps(r).encode() for r in records]
+    unit = Unit("t.jsonl", list(range(1, len(lines) + 1)), lines)
+    options = EncodeOptions(codec={"id": "lz4"}, block_size=512)
+    fast = UnitEncoder(options).encode(unit)
+    careful = UnitEncoder(EncodeOptions(**{**options.__dict__, "schema": {}})).encode(unit)
+    assert len(fast.blocks) > 1
+    assert [b.stored for b in fast.blocks] == [b.stored for b in careful.blocks]
+    assert [b.record_count for b in fast.blocks] == [b.record_count for b in careful.blocks]
+    assert fast.record_digests.tolist() == careful.record_digests.tolist()
+    assert fast.stats.to_dict() == careful.stats.to_dict()
+    assert fast.array_dtypes == careful.array_dtypes

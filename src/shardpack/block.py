@@ -72,6 +72,12 @@ class BlockBuilder:
         digest.update(memoryview(arena)[start:])
         return digest.intdigest()
 
+    def add_payloads(self, payloads: list[bytes]) -> None:
+        """Add records encoded already (``RecordEncoder.encode_all``), none holding an array."""
+        self.payloads += payloads
+        self.payload_bytes += sum(map(len, payloads))
+        self.arena_starts += [len(self.arena)] * len(payloads)
+
     def build(self, *, shuffle: bool = False) -> bytes:
         """The raw block bytes; resets the builder for the next block.
 

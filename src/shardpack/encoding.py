@@ -196,6 +196,26 @@ class RecordEncoder:
             del arena[start:]
             return self._encoder.encode(_escape_unencodable(value))
 
+    def encode_all(self, values: list[Any]) -> list[bytes] | None:
+        """The payloads of converted values in one C-level pass, as ``encode`` gives them, if
+        none holds an array (else None: arrays need ``encode`` and a block's arena) and none
+        needs ``encode``'s slow path (an integer beyond 64 bits, an unpaired surrogate)."""
+        self._arena = arena = bytearray()
+        try:
+            payloads = list(map(self._encoder.encode, values))
+        except (OverflowError, UnicodeEncodeError):
+            return None
+        return None if arena else payloads
+
+    def convert_all(self, values: list[Any]) -> list[Any]:
+        """``convert`` for many values; when they are objects whose fields hold no list or
+        object (flat text records), there is nothing to convert and no record is walked."""
+        if set(map(type, values)) == {dict}:
+            field_types = set(map(type, chain.from_iterable(map(dict.values, values))))
+            if list not in field_types and dict not in field_types:
+                return values
+        return list(map(self.convert, values))
+
     def convert(self, value: Any) -> Any:
         """``value`` with its numeric lists as typed arrays (in place where it can), as ``encode``
         would store it; encoding the result again converts nothing twice."""

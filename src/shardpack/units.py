@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from .block import BlockBuilder
 from .codecs import Codec, get_codec
@@ -90,23 +91,28 @@ def split_units(
         yield Unit(source, numbers, chunk)
 
 
-def unit_cuts(lines: list[bytes], open_size: int, unit_bytes: int) -> tuple[list[int], int]:
-    """Where ``split_units`` would close units within ``lines``, all at once.
+def cut_points(sizes: np.ndarray, open_size: int, limit: int) -> tuple[list[int], int]:
+    """Where adding items of ``sizes`` one by one closes a group once it holds ``limit``.
 
-    ``open_size`` is what the unit still open before these lines holds. Returns the indices of
-    the lines that close a unit, and the size of the unit left open after the last line.
+    ``open_size`` is what the group still open before these items holds. Returns the indices
+    of the items that close a group, and the size of the group left open after the last one.
     """
-    sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 1
     totals = np.cumsum(sizes) + open_size
     cuts: list[int] = []
     base = 0
     while True:
-        i = int(np.searchsorted(totals, base + unit_bytes, side="left"))
+        i = int(np.searchsorted(totals, base + limit, side="left"))
         if i >= len(totals):
             break
         cuts.append(i)
         base = int(totals[i])
     return cuts, (int(totals[-1]) - base if len(totals) else open_size)
+
+
+def unit_cuts(lines: list[bytes], open_size: int, unit_bytes: int) -> tuple[list[int], int]:
+    """Where ``split_units`` would close units within ``lines`` (each counts its length + 1)."""
+    sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 1
+    return cut_points(sizes, open_size, unit_bytes)
 
 
 def split_unit_batches(
@@ -147,17 +153,70 @@ class UnitEncoder:
         self.checker = RecordChecker(options.schema) if options.schema is not None else None
 
     def encode(self, unit: Unit) -> EncodedUnit:
+        decoded = decode_lines(unit.lines)
+        if decoded is not None and self.checker is None and not self.overrides:
+            return self._encode_valid(unit, decoded)
+        return self._encode_checked(unit, decoded)
+
+    def _encode_valid(self, unit: Unit, decoded: list[Any]) -> EncodedUnit:
+        """The common case: every line parsed, no schema to check, no lossy dtypes to apply.
+
+        Records are converted, encoded and hashed with ``map`` (no Python step per record) when
+        none holds an array; blocks are then cut where adding records one by one cuts them.
+        """
+        encoder = RecordEncoder()
+        values = encoder.convert_all(decoded)
+        payloads = None if encoder.array_dtypes else encoder.encode_all(values)
+        if payloads is None:
+            blocks, digests = self._blocks_of_values(encoder, values)
+        else:
+            blocks, digests = self._blocks_of_payloads(encoder, payloads)
+        return self._encoded_unit(unit, encoder, values, blocks, digests, [], infer=True)
+
+    def _blocks_of_values(
+        self, encoder: RecordEncoder, values: list[Any]
+    ) -> tuple[list[EncodedBlock], np.ndarray]:
+        builder = BlockBuilder(encoder)
+        blocks: list[EncodedBlock] = []
+        digests = np.empty(len(values), dtype=np.uint64)
+        block_size = self.options.block_size
+        for i, value in enumerate(values):
+            digests[i] = builder.add(value, converted=True)
+            if builder.payload_bytes + len(builder.arena) >= block_size:  # builder.size, inlined
+                blocks.append(self._seal(builder))
+        if len(builder):
+            blocks.append(self._seal(builder))
+        return blocks, digests
+
+    def _blocks_of_payloads(
+        self, encoder: RecordEncoder, payloads: list[bytes]
+    ) -> tuple[list[EncodedBlock], np.ndarray]:
+        """Blocks of records encoded already, none with arrays."""
+        builder = BlockBuilder(encoder)
+        blocks: list[EncodedBlock] = []
+        sizes = np.fromiter(map(len, payloads), np.int64, len(payloads))
+        start = 0
+        for end in [i + 1 for i in cut_points(sizes, 0, self.options.block_size)[0]]:
+            builder.add_payloads(payloads[start:end])
+            blocks.append(self._seal(builder))
+            start = end
+        if start < len(payloads):
+            builder.add_payloads(payloads[start:])
+            blocks.append(self._seal(builder))
+        digests = np.fromiter(map(xxhash.xxh3_64_intdigest, payloads), np.uint64, len(payloads))
+        return blocks, digests
+
+    def _encode_checked(self, unit: Unit, decoded: list[Any] | None) -> EncodedUnit:
+        """Record by record: lines to parse carefully, schema checks, ``on_error`` rejects."""
         encoder = RecordEncoder(self.overrides)
         builder = BlockBuilder(encoder)
         blocks: list[EncodedBlock] = []
         digests = np.empty(len(unit.lines), dtype=np.uint64)
         block_size = self.options.block_size
-        input_bytes = sum(map(len, unit.lines)) + len(unit.lines)
         kept = 0
         rejects: list[Rejection] = []
         checker = self.checker
         kept_values: list[Any] = []  # summarised column-wise once the unit is encoded
-        decoded = decode_lines(unit.lines)
         if decoded is None:  # some line needs the careful parser (and maybe an error message)
             decoded = [_UNPARSED] * len(unit.lines)
         for number, line, value in zip(unit.line_numbers, unit.lines, decoded, strict=True):
@@ -190,19 +249,35 @@ class UnitEncoder:
                 blocks.append(self._seal(builder))
         if len(builder):
             blocks.append(self._seal(builder))
+        return self._encoded_unit(
+            unit, encoder, kept_values, blocks, digests[:kept], rejects, infer=checker is None
+        )
+
+    def _encoded_unit(
+        self,
+        unit: Unit,
+        encoder: RecordEncoder,
+        values: list[Any],
+        blocks: list[EncodedBlock],
+        digests: np.ndarray,
+        rejects: list[Rejection],
+        *,
+        infer: bool,
+    ) -> EncodedUnit:
+        """The unit's blocks with its records' statistics (and inferred shape)."""
         stats = StatsCollector()
-        stats.observe_many(kept_values)
+        stats.observe_many(values)
         stats.flush()
         inferred = None
-        if checker is None:
+        if infer:
             inferred = SchemaInferrer()
-            inferred.add_many(kept_values)
+            inferred.add_many(values)
         return EncodedUnit(
             blocks,
-            digests[:kept],
+            digests,
             encoder.array_dtypes,
             encoder.lossy_fields,
-            input_bytes,
+            sum(map(len, unit.lines)) + len(unit.lines),
             rejects,
             inferred,
             stats,
