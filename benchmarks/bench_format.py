@@ -76,20 +76,20 @@ def stats_overhead(jsonl: Path, workdir: Path, repeats: int) -> dict[str, float]
     from shardpack.stats import StatsCollector
 
     out = workdir / "stats-ab.packed"
-    observe, infer = StatsCollector.observe_many, SchemaInferrer.add_many
+    observe, infer = StatsCollector.add_column, SchemaInferrer.add_column
     variants = ["with", "without_stats", "without_stats_or_schema"]
     times: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for i in range(2 * max(1, repeats)):
             for name in variants if i % 2 else variants[::-1]:
-                StatsCollector.observe_many = observe if name == "with" else _skip  # type: ignore[method-assign]
-                SchemaInferrer.add_many = _skip if name.endswith("schema") else infer  # type: ignore[method-assign]
+                StatsCollector.add_column = observe if name == "with" else _skip  # type: ignore[method-assign]
+                SchemaInferrer.add_column = _skip if name.endswith("schema") else infer  # type: ignore[method-assign]
                 started = time.perf_counter()
                 shardpack.DatasetPacker().pack(jsonl, out, compression="lz4", force=True)
                 times[name].append(time.perf_counter() - started)
     finally:
-        StatsCollector.observe_many = observe  # type: ignore[method-assign]
-        SchemaInferrer.add_many = infer  # type: ignore[method-assign]
+        StatsCollector.add_column = observe  # type: ignore[method-assign]
+        SchemaInferrer.add_column = infer  # type: ignore[method-assign]
     with_s = statistics.median(times["with"])
     without_s = statistics.median(times["without_stats"])
     bare_s = statistics.median(times["without_stats_or_schema"])

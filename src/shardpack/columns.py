@@ -47,11 +47,50 @@ def list_items(lists: list[list[Any]]) -> list[Any]:
     return list(chain.from_iterable(lists))
 
 
+class Column:
+    """The values one field path holds across a batch of records (one per record that has
+    it), split by type, into object fields and into list items once, for every pass."""
+
+    __slots__ = ("_fields", "_groups", "_items", "values")
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self._groups: dict[type, list[Any]] | None = None
+        self._fields: dict[str, Column] | None = None
+        self._items: Column | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def groups(self) -> dict[type, list[Any]]:
+        """The values by exact type, in order of first appearance."""
+        if self._groups is None:
+            self._groups = group_by_type(self.values)
+        return self._groups
+
+    @property
+    def fields(self) -> dict[str, Column]:
+        """For each key of the object values, the column of what it holds."""
+        if self._fields is None:
+            objects = self.groups.get(dict, [])
+            self._fields = {key: Column(found) for key, found in object_columns(objects).items()}
+        return self._fields
+
+    @property
+    def items(self) -> Column:
+        """The items of all list values, as one column."""
+        if self._items is None:
+            self._items = Column(list_items(self.groups.get(list, [])))
+        return self._items
+
+
 class BatchedPass:
     """A pass over records that folds them in a batch at a time.
 
     ``add`` only keeps the record until ``BATCH_RECORDS`` are waiting (or ``drain`` is called);
-    ``add_many`` folds a whole batch at once. Subclasses implement ``_fold``.
+    ``add_many`` folds a whole batch at once, ``add_column`` a batch several passes share.
+    Subclasses implement ``_fold``.
     """
 
     BATCH_RECORDS = 4096
@@ -67,8 +106,12 @@ class BatchedPass:
 
     def add_many(self, records: list[Any]) -> None:
         """Fold in a batch of records (the cheap way), after any waiting ones."""
+        self.add_column(Column(records))
+
+    def add_column(self, records: Column) -> None:
+        """Fold in a batch of records already in a Column (shared with other passes)."""
         self.drain()
-        if records:
+        if len(records):
             self.records += len(records)
             self._fold(records)
 
@@ -78,7 +121,7 @@ class BatchedPass:
         if pending:
             self._pending = []
             self.records += len(pending)
-            self._fold(pending)
+            self._fold(Column(pending))
 
-    def _fold(self, records: list[Any]) -> None:
+    def _fold(self, records: Column) -> None:
         raise NotImplementedError

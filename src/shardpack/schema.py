@@ -21,7 +21,7 @@ import numpy as np
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from .columns import BatchedPass, group_by_type, list_items, object_columns
+from .columns import BatchedPass, Column
 from .errors import OptionError, SchemaError
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -289,10 +289,10 @@ class _Node:
         self.items: _Node | None = None
         self.dtypes: set[str] = set()
 
-    def add_many(self, values: list[Any], depth: int) -> None:
-        """Fold in ``values``, the values seen at this place in a batch of records."""
-        self.count += len(values)
-        for kind, group in group_by_type(values).items():
+    def add_column(self, column: Column, depth: int) -> None:
+        """Fold in the values seen at this place in a batch of records."""
+        self.count += len(column)
+        for kind, group in column.groups.items():
             if kind is np.ndarray:
                 for dtype, ndim in {(array.dtype, array.ndim) for array in group}:
                     self._add_array(dtype, ndim)
@@ -305,26 +305,26 @@ class _Node:
                 continue
             if kind is dict:
                 self.objects += len(group)
-                self._add_properties(group, depth)
+                self._add_properties(column, depth)
             elif kind is list:
-                items = list_items(group)
-                if items:
+                items = column.items
+                if len(items):
                     if self.items is None:
                         self.items = _Node()
-                    self.items.add_many(items, depth + 1)
+                    self.items.add_column(items, depth + 1)
 
-    def _add_properties(self, objects: list[dict[str, Any]], depth: int) -> None:
+    def _add_properties(self, column: Column, depth: int) -> None:
         properties = self.properties
         if properties is None:
             return
-        for key, column in object_columns(objects).items():
+        for key, field in column.fields.items():
             child = properties.get(key)
             if child is None:
                 if len(properties) >= MAX_INFER_PROPERTIES:
                     self.properties = None
                     return
                 child = properties[key] = _Node()
-            child.add_many(column, depth + 1)
+            child.add_column(field, depth + 1)
 
     def _add_array(self, dtype: np.dtype, ndim: int) -> None:
         # a typed array stands for nested lists: record its rank and element type, not its values
@@ -397,8 +397,8 @@ class SchemaInferrer(BatchedPass):
         super().__init__()
         self._root = _Node()
 
-    def _fold(self, records: list[Any]) -> None:
-        self._root.add_many(records, 0)
+    def _fold(self, records: Column) -> None:
+        self._root.add_column(records, 0)
 
     def merge(self, other: SchemaInferrer) -> None:
         self.drain()

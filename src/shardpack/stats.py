@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from itertools import chain
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from .columns import BatchedPass, group_by_type, list_items, object_columns
+from .columns import BatchedPass, Column
 from .encoding import DTYPE_NAMES
 
 SUB_BUCKETS = 16  # per power of two: relative bucket width 1/16
@@ -335,7 +334,7 @@ class StatsCollector(BatchedPass):
         """Observe a batch of records at once (the cheap way, in their order)."""
         self.add_many(values)
 
-    def _fold(self, records: list[Any]) -> None:
+    def _fold(self, records: Column) -> None:
         _observe_column(records, self.root)
 
     def merge(self, other: StatsCollector) -> None:
@@ -370,48 +369,44 @@ class StatsCollector(BatchedPass):
             self._flatten(child, child_path, out)
 
 
-def _observe_column(values: list[Any], stats: FieldStats) -> None:
-    """Count ``values``, the values one field path held (one per record that has it)."""
-    stats.present += len(values)
+def _observe_column(column: Column, stats: FieldStats) -> None:
+    """Count what one field path held (one value per record that has it)."""
+    stats.present += len(column)
     types = stats.types
-    for kind, group in group_by_type(values).items():
+    for kind, group in column.groups.items():
         types[kind] = types.get(kind, 0) + len(group)
         if kind is str:
             stats.string_lengths.add_all(map(len, group))
         elif kind is dict:
-            _observe_objects(group, stats)
+            _observe_fields(column, stats)
         elif kind is np.ndarray:
             _observe_arrays(group, stats)
         elif kind is list:
-            _observe_lists(group, stats)
+            _observe_lists(group, column, stats)
         elif kind is int or kind is float:
             _observe_numbers(group, stats)
 
 
-def _observe_objects(objects: list[dict[str, Any]], stats: FieldStats) -> None:
+def _observe_fields(column: Column, stats: FieldStats) -> None:
     children = stats.children
-    for key, column in object_columns(objects).items():
+    for key, field in column.fields.items():
         child = children.get(key)
         if child is None:
             child = children[key] = FieldStats()
-        _observe_column(column, child)
+        _observe_column(field, child)
 
 
-def _observe_lists(lists: list[list[Any]], stats: FieldStats) -> None:
+def _observe_lists(lists: list[list[Any]], column: Column, stats: FieldStats) -> None:
     stats.array_lengths.add_all(map(len, lists))
     # list levels are transparent: objects in lists share the list's path; scalars in lists
     # (strings, mixed values) are not counted one by one
-    if not _CONTAINERS.intersection(map(type, chain.from_iterable(lists))):
-        return
-    groups = group_by_type(list_items(lists))
+    items = column.items
+    groups = items.groups
     if dict in groups:
-        _observe_objects(groups[dict], stats)
+        _observe_fields(items, stats)
     nested = groups.get(list, []) + groups.get(np.ndarray, [])
     if nested:  # nested arrays: their lengths count under "path.[]"
-        _observe_column(nested, stats.child("[]"))
-
-
-_CONTAINERS = frozenset((dict, list, np.ndarray))
+        _observe_column(Column(nested), stats.child("[]"))
 
 
 def _observe_arrays(arrays: list[np.ndarray], stats: FieldStats) -> None:

@@ -17,6 +17,7 @@ import xxhash
 
 from .block import BlockBuilder
 from .codecs import Codec, get_codec
+from .columns import Column
 from .encoding import RecordEncoder
 from .errors import InputError, OptionError, SchemaError
 from .format import BLOCK_SHUFFLED, checksum
@@ -265,13 +266,14 @@ class UnitEncoder:
         infer: bool,
     ) -> EncodedUnit:
         """The unit's blocks with its records' statistics (and inferred shape)."""
+        records = Column(values)  # split by field once, for both passes
         stats = StatsCollector()
-        stats.observe_many(values)
+        stats.add_column(records)
         stats.flush()
         inferred = None
         if infer:
             inferred = SchemaInferrer()
-            inferred.add_many(values)
+            inferred.add_column(records)
         return EncodedUnit(
             blocks,
             digests,
