@@ -8,6 +8,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -64,11 +66,11 @@ def encode_items(
         for item in items:
             yield _encode_item(item)
         return
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    if os.name == "posix":
-        context.set_forkserver_preload(["shardpack.parallel"])  # import once, fork workers
     with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(options, storage_options)
+        workers,
+        mp_context=_worker_context(),
+        initializer=_init_worker,
+        initargs=(options, storage_options),
     ) as pool:
         pending: deque[cf.Future[EncodedUnit]] = deque()
         try:
@@ -81,6 +83,23 @@ def encode_items(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start: forked when that is safe, else from a clean interpreter.
+
+    A forkserver starts a fresh interpreter that imports shardpack and numpy first: ~0.5 s
+    before the first unit is encoded, a fifth of a 300 MB pack on 2 cores. Forking takes
+    milliseconds, but is only safe while this process runs no other thread (a thread holding a
+    lock at the fork would leave it locked in the child forever).
+    """
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if os.name == "posix":
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["shardpack.parallel"])  # import once, fork workers
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def planned_items(
