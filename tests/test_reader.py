@@ -152,3 +152,57 @@ def test_list_of_files_reads_as_one_dataset(packed: Path, text_jsonl: Path, tmp_
         assert ds[2000] == ds[0]
         assert ds[-1] == ds[1999]
         assert sum(1 for _ in ds) == 4000
+
+
+def test_array_headers_are_checked_every_time_and_cached_by_shape() -> None:
+    """The decoder remembers parsed array headers; the arena bounds are still checked per array,
+    bad headers are refused every time (never cached), and equal headers give distinct arrays."""
+    import struct
+
+    import msgspec
+    import numpy as np
+
+    from shardpack.encoding import ArenaCursor
+
+    arena = np.arange(10, dtype="<i4").tobytes()
+    cursor = ArenaCursor(arena, 0, len(arena))
+    decoder = msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook)
+
+    def decode(*headers: bytes) -> object:
+        cursor.position = 0
+        return decoder.decode(msgspec.msgpack.encode([msgspec.msgpack.Ext(1, h) for h in headers]))
+
+    three = struct.pack("<BBI", 2, 1, 3)
+    for _ in range(2):  # first parsed, then from the cache: same answer
+        first, second = decode(three, three)  # type: ignore[misc]
+        assert first.tolist() == [0, 1, 2] and second.tolist() == [4, 5, 6]  # 8-byte aligned
+        assert not first.flags.writeable  # views of a bytes block are read-only
+    grid = struct.pack("<BBII", 2, 2, 2, 2)
+    assert decode(grid)[0].tolist() == [[0, 1], [2, 3]]  # type: ignore[index]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="past the end"):
+            decode(three, three, three)  # the third needs elements 8..10 of 10
+    bad = {
+        struct.pack("<BBI", 99, 1, 1): "unknown dtype code",
+        struct.pack("<BBI", 2, 2, 1): "bad array header",
+        b"\x02\x01": "bad array header",
+    }
+    for header, message in bad.items():
+        for _ in range(2):
+            with pytest.raises(ValueError, match=message):
+                decode(header)
+
+
+def test_plain_file_path_and_located_path_read_the_same(packed: Path, tmp_path: Path) -> None:
+    """A local file opens directly; a list, or a name locate() must look at, takes the general
+    path: both read the same records."""
+    odd_name = tmp_path / "data.json"  # a packed file named .json is still a packed file
+    odd_name.write_bytes(packed.read_bytes())
+    with (
+        shardpack.open(packed) as direct,
+        shardpack.open([packed]) as located,
+        shardpack.open(odd_name) as renamed,
+    ):
+        assert len(direct) == len(located) == len(renamed)
+        for i in (0, 777, len(direct) - 1):
+            assert direct[i] == located[i] == renamed[i]

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import ManifestError
 from .reader import DEFAULT_CACHE_BLOCKS, PackedFile, promotion_targets
+from .remote import is_url
 
 PathLike = str | os.PathLike[str]
 
@@ -39,16 +40,19 @@ class Dataset:
         return self.files[f], i - int(self._starts[f])
 
     def __getitem__(self, key: int | slice) -> Any:
-        if isinstance(key, slice):
+        if type(key) is int:  # the common case, checked first: random access is per call
+            i = key
+        elif isinstance(key, slice):
             return [self[i] for i in range(*key.indices(self._length))]
-        try:
-            i = int(key)  # accepts numpy integers; refuses floats below
-        except TypeError:
-            raise TypeError(
-                f"indices must be integers or slices, not {type(key).__name__}"
-            ) from None
-        if i != key or isinstance(key, bool):
-            raise TypeError(f"indices must be integers or slices, not {type(key).__name__}")
+        else:
+            try:
+                i = int(key)  # accepts numpy integers; refuses floats below
+            except TypeError:
+                raise TypeError(
+                    f"indices must be integers or slices, not {type(key).__name__}"
+                ) from None
+            if i != key or isinstance(key, bool):
+                raise TypeError(f"indices must be integers or slices, not {type(key).__name__}")
         if i < 0:
             i += self._length
         if not 0 <= i < self._length:
@@ -57,6 +61,11 @@ class Dataset:
         return packed.record(local)
 
     def __iter__(self) -> Iterator[Any]:
+        if len(self.files) == 1:
+            return self.files[0].iter_records()  # one generator less per record
+        return self._iter_files()
+
+    def _iter_files(self) -> Iterator[Any]:
         for packed in self.files:
             yield from packed.iter_records()
 
@@ -142,6 +151,11 @@ def open_dataset(
     Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
     fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
     """
+    if isinstance(path, (str, os.PathLike)):
+        local = _plain_local_file(path)
+        if local is not None:
+            return Dataset([PackedFile(local, verify=verify, cache_blocks=cache_blocks)])
+
     from .locate import locate
     from .remote import BlockCache
 
@@ -175,3 +189,14 @@ def open_dataset(
             f.close()
         raise
     return Dataset(files, manifests)
+
+
+def _plain_local_file(path: PathLike) -> str | None:
+    """``path`` if it is an existing local file that ``locate`` would open as one packed file
+    (not a URL, folder or ``manifest.json``), else None. Opening the common case directly skips
+    loading the sharded-dataset modules (locate, manifest, storage), which cost several ms on a
+    first open."""
+    text = os.fspath(path)
+    if is_url(text) or text.endswith(".json") or not os.path.isfile(text):
+        return None
+    return text

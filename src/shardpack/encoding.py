@@ -296,6 +296,33 @@ def _escape_unencodable(value: Any) -> Any:
     return value
 
 
+# An array extension's header bytes (dtype code, ndim, dims) -> (dtype, byte size, shape). A
+# field's arrays repeat a few shapes, so one dict lookup replaces unpacking and checking the
+# header of most arrays: the hook runs once per array, three times per KD record, and is the
+# largest part of a full scan. Cleared when full, so it stays small.
+ArraySpec = tuple[np.dtype, int, tuple[int, ...]]
+_ARRAY_SPECS: dict[bytes, ArraySpec] = {}
+_MAX_ARRAY_SPECS = 4096
+
+
+def _array_spec(data: memoryview) -> ArraySpec:
+    """Parse and check an array extension header (and remember the answer)."""
+    size = len(data)
+    ndim = (size - 2) >> 2
+    if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
+        raise ValueError(f"bad array header ({size} bytes)")
+    header = _DIMS[ndim].unpack(data)
+    dtype = DTYPE_BY_CODE.get(header[0])
+    if dtype is None:
+        raise ValueError(f"unknown dtype code {header[0]}")
+    shape = header[2:]
+    spec = (dtype, dtype.itemsize * math.prod(shape), shape)
+    if len(_ARRAY_SPECS) >= _MAX_ARRAY_SPECS:
+        _ARRAY_SPECS.clear()
+    _ARRAY_SPECS[bytes(data)] = spec
+    return spec
+
+
 class ArenaCursor:
     """Decodes extension values of one block, handing out arrays from its arena in order.
 
@@ -312,22 +339,18 @@ class ArenaCursor:
 
     def ext_hook(self, code: int, data: memoryview) -> Any:
         if code == EXT_ARRAY:
-            size = len(data)
-            ndim = (size - 2) >> 2
-            if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
-                raise ValueError(f"bad array header ({size} bytes)")
-            header = _DIMS[ndim].unpack(data)
-            dtype = DTYPE_BY_CODE.get(header[0])
-            if dtype is None:
-                raise ValueError(f"unknown dtype code {header[0]}")
-            shape = header[2:]
-            start = (self.position + 7) & ~7  # ARRAY_ALIGN
-            end = start + dtype.itemsize * (shape[0] if ndim == 1 else math.prod(shape))
-            if self.arena_start + end > self.arena_end:
+            # bytes(data), not data: hashing a memoryview hashes the whole object it views
+            spec = _ARRAY_SPECS.get(bytes(data))
+            if spec is None:
+                spec = _array_spec(data)
+            dtype, nbytes, shape = spec
+            start = self.arena_start + ((self.position + 7) & ~7)  # ARRAY_ALIGN
+            end = start + nbytes
+            if end > self.arena_end:
                 raise ValueError("array runs past the end of the block's arena")
-            self.position = end
+            self.position = end - self.arena_start
             # one constructor call: a read-only view when the block is bytes
-            return np.ndarray(shape, dtype, self.buffer, self.arena_start + start)
+            return np.ndarray(shape, dtype, self.buffer, start)
         if code == EXT_BIGINT:
             text = bytes(data)
             if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -84,6 +85,12 @@ class LocalSource:
             self.close()
 
 
+def _column(index: np.ndarray, name: str) -> memoryview:
+    """One index column, as a memoryview whose items are Python ints."""
+    column = index[name]
+    return column.astype(column.dtype.newbyteorder("="), copy=True).data
+
+
 def promotion_targets(arrays: dict[str, Any]) -> dict[str, np.dtype]:
     """Fields whose arrays were stored in several widths of one kind -> the widest of them."""
     targets: dict[str, np.dtype] = {}
@@ -153,18 +160,21 @@ class PackedFile:
         except (CodecError, ValueError) as exc:
             raise FormatError(f"cannot use the file's codec: {exc}", path=path) from exc
         self._zero_copy = self.codec.codec_id == "none" and hasattr(source, "view")
+        self._read = source.view if self._zero_copy else source.read
         self.trailer = trailer
         self.metadata: dict[str, Any] = metadata
         self.record_count = trailer.record_count
         self.block_count = len(self.index)
-        # plain columns: indexing these is several times cheaper than a structured row
-        self._first_records = self.index["first_record"].astype(np.int64)
-        self._offsets = self.index["offset"].astype(np.int64)
-        self._stored_sizes = self.index["stored_size"].astype(np.int64)
-        self._raw_sizes = self.index["raw_size"].astype(np.int64)
-        self._checksums = self.index["checksum"].copy()
-        self._counts = self.index["record_count"].astype(np.int64)
-        self._flags = self.index["flags"].copy()
+        # index columns as memoryviews of native-order copies: every block read looks up five
+        # fields, and a memoryview item is a Python int at a fifth of the cost of int(numpy
+        # scalar), while taking no more memory than the index (Python lists would take 6x)
+        self._first_records = _column(self.index, "first_record")
+        self._offsets = _column(self.index, "offset")
+        self._stored_sizes = _column(self.index, "stored_size")
+        self._raw_sizes = _column(self.index, "raw_size")
+        self._checksums = _column(self.index, "checksum")
+        self._counts = _column(self.index, "record_count")
+        self._flags = _column(self.index, "flags")
         self._promote = promotion_targets(metadata.get("arrays", {}))
 
     @property
@@ -176,7 +186,7 @@ class PackedFile:
 
     def block_of(self, i: int) -> int:
         """The block holding record ``i`` (0 <= i < len)."""
-        return int(np.searchsorted(self._first_records, i, side="right")) - 1
+        return bisect_right(self._first_records, i) - 1
 
     def _corrupt(self, block: int, message: str, **extra: Any) -> CorruptBlockError:
         entry = self.index[block]
@@ -192,17 +202,16 @@ class PackedFile:
 
     def read_raw_block(self, block: int, *, verify: bool | None = None) -> bytes | memoryview:
         """The decompressed bytes of ``block``, its checksum verified first (unless disabled)."""
-        read = self._source.view if self._zero_copy else self._source.read
-        stored = read(int(self._offsets[block]), int(self._stored_sizes[block]))
+        stored = self._read(self._offsets[block], self._stored_sizes[block])
         if self.verify if verify is None else verify:
             actual = checksum(stored)
-            expected = int(self._checksums[block])
+            expected = self._checksums[block]
             if actual != expected:
                 raise self._corrupt(
                     block, "checksum mismatch", expected=f"{expected:016x}", actual=f"{actual:016x}"
                 )
         try:
-            raw = self.codec.decode(stored, int(self._raw_sizes[block]))
+            raw = self.codec.decode(stored, self._raw_sizes[block])
             if self._flags[block] & BLOCK_SHUFFLED:
                 raw = unshuffle_block(raw)
         except (CodecError, ValueError) as exc:
@@ -213,7 +222,7 @@ class PackedFile:
         """Parse a block's tables (uncached)."""
         raw = self.read_raw_block(block)
         try:
-            return BlockView(raw, int(self._counts[block]))
+            return BlockView(raw, self._counts[block])
         except ValueError as exc:
             raise self._corrupt(block, f"bad block layout: {exc}") from None
 
@@ -232,10 +241,10 @@ class PackedFile:
 
     def record(self, i: int) -> Any:
         """Record ``i`` of this file (0 <= i < len)."""
-        block = self.block_of(i)
+        block = bisect_right(self._first_records, i) - 1
         view = self.block(block)
         try:
-            value = view.record(i - int(self._first_records[block]))
+            value = view.record(i - self._first_records[block])
         except (ValueError, TypeError, RecursionError) as exc:
             raise self._corrupt(block, f"cannot decode record {i}: {exc}") from None
         return promote_arrays(value, self._promote) if self._promote else value
