@@ -48,7 +48,8 @@ def loader(out_dir: Path, variant: str, schema: Schema) -> Loader:
 def stores(variant: str, schema: Schema) -> str:
     extra = ", byte-shuffled arrays" if variant == "zstd" else ""
     return (
-        f"1 packed file, {variant} blocks of 64 KiB{extra}; lossless JSON values, numeric lists "
+        f"1 packed file, {variant} blocks of {32 if variant == 'lz4' else 64} KiB{extra}; "
+        "lossless JSON values, numeric lists "
         "as narrowest exact dtype (int32 ids, float32 log-probs), meta as an object"
     )
 

@@ -148,9 +148,9 @@ def _input_size(paths: list[str]) -> int | None:
 @click.option("--level", type=int, default=None, help="Compression level (zstd -7..22, lz4 0..12).")
 @click.option(
     "--block-size",
-    default="64K",
-    show_default=True,
-    help="Raw bytes per block before compression (e.g. 64K, 1M).",
+    default=None,
+    help="Raw bytes per block before compression (e.g. 64K, 1M). Default: 32K for lz4, 64K "
+    "for zstd and none.",
 )
 @click.option(
     "--dtype",
@@ -242,7 +242,7 @@ def pack(
     output: str,
     compression: str,
     level: int | None,
-    block_size: str,
+    block_size: str | None,
     dtypes: tuple[str, ...],
     workers: int,
     shard_size: str | None,

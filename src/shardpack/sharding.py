@@ -22,11 +22,11 @@ from .codecs import get_codec
 from .errors import FormatError, OptionError, ShardpackError
 from .manifest import MANIFEST_NAME, Manifest, ShardEntry, merge_schemas, schema_of
 from .pack import (
-    DEFAULT_BLOCK_SIZE,
     DEFAULT_COMPRESSION,
     ProgressCallback,
     _Collector,
     _resolve_workers,
+    default_block_size,
     default_shuffle,
     parse_size,
 )
@@ -216,7 +216,7 @@ class ShardedPacker:
         *,
         compression: str = DEFAULT_COMPRESSION,
         level: int | None = None,
-        block_size: int | str = DEFAULT_BLOCK_SIZE,
+        block_size: int | str | None = None,
         dtypes: Mapping[str, str] | None = None,
         workers: int = 1,
         storage_options: dict[str, Any] | None = None,
@@ -225,7 +225,7 @@ class ShardedPacker:
         self.shuffle = shuffle
         self.compression = compression
         self.level = level
-        self.block_size = parse_size(block_size)
+        self.block_size = None if block_size is None else parse_size(block_size)
         self.dtypes = dict(dtypes or {})
         self.workers = workers
         self.storage_options = storage_options
@@ -234,7 +234,7 @@ class ShardedPacker:
         codec = get_codec(self.compression, self.level)
         return EncodeOptions(
             codec=codec.to_dict(),
-            block_size=self.block_size,
+            block_size=default_block_size(codec.codec_id, self.block_size),
             dtype_overrides=dict(self.dtypes),
             shuffle=default_shuffle(codec.codec_id, self.shuffle),
         )
