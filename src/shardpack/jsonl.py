@@ -112,6 +112,7 @@ class LineBatch:
     numbers: list[int]  # line numbers, 1-based, as a text editor shows them
     lines: list[bytes]
     ends: np.ndarray  # int64: offset just past each line's ending, from where reading started
+    raw_sizes: np.ndarray  # int64: each line's bytes as read (with BOM and line ending)
 
 
 def iter_line_batches(
@@ -155,15 +156,17 @@ def iter_line_batches(
                 if digest is not None:
                     digest.lines = batch.numbers[-1]
                 yield batch
-    except (OSError, EOFError, zstandard.ZstdError) as exc:
+    except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
         raise InputError(f"cannot read input: {exc}", path=path) from exc
 
 
 def _line_batch(
     lines: list[bytes], first: int, offset: int, has_cr: bool, *, complete: bool
 ) -> LineBatch | None:
-    sizes = np.fromiter(map(len, lines), np.int64, len(lines))
-    ends = offset + np.cumsum(sizes + 1 if complete else sizes)
+    raw_sizes = np.fromiter(map(len, lines), np.int64, len(lines))
+    if complete:
+        raw_sizes += 1
+    ends = offset + np.cumsum(raw_sizes)
     if first == 1 and lines[0].startswith(BOM):
         lines[0] = lines[0][len(BOM) :]
     if has_cr:  # CRLF endings: split at LF left the CR
@@ -176,7 +179,8 @@ def _line_batch(
         numbers = [numbers[i] for i in keep]
         lines = [lines[i] for i in keep]
         ends = ends[keep]
-    return LineBatch(numbers, lines, ends)
+        raw_sizes = raw_sizes[keep]
+    return LineBatch(numbers, lines, ends, raw_sizes)
 
 
 def iter_lines(stream: IO[bytes], path: str, first_line: int = 1) -> Iterator[tuple[int, bytes]]:

@@ -14,7 +14,6 @@ from typing import IO, Any
 
 from .errors import InputError, OptionError
 from .jsonl import (
-    BOM,
     InputDigest,
     LineBatch,
     is_compressed_head,
@@ -203,23 +202,15 @@ def scan_records(
 ) -> Iterator[tuple[int, int, int, int]]:
     """(line number, byte offset after the line, unit length, raw length) of each record line.
 
-    Blank lines are skipped as ``iter_lines`` skips them; the unit length is what
+    The lines are ``iter_line_batches``' (blank lines skipped); the unit length is what
     ``split_units`` counts (the line without its ending, plus 1), so units planned from a scan
     cut exactly where a sequential read cuts.
     """
-    offset = 0
-    try:
-        for number, line in enumerate(stream, start=1):
-            offset += len(line)
-            body = line[3:] if number == 1 and line.startswith(BOM) else line
-            if not body or body.isspace():
-                continue  # blank lines hold no record: never end a shard or unit on one
-            if digest is not None:
-                digest.lines = number  # as a single-file pack counts them
-            ending = 2 if body.endswith(b"\r\n") else 1 if body.endswith(b"\n") else 0
-            yield number, offset, len(body) - ending + 1, len(line)
-    except (OSError, EOFError, ValueError) as exc:
-        raise InputError(f"cannot read input: {exc}", path=path) from exc
+    for batch in iter_line_batches(stream, path, digest=digest):
+        unit_lengths = [len(line) + 1 for line in batch.lines]
+        yield from zip(
+            batch.numbers, batch.ends.tolist(), unit_lengths, batch.raw_sizes.tolist(), strict=True
+        )
 
 
 def iter_unit_slices(
