@@ -82,6 +82,29 @@ def default_shuffle(codec_id: str, shuffle: bool | None) -> bool:
     return codec_id == "zstd" if shuffle is None else shuffle
 
 
+def encode_options(
+    compression: str,
+    *,
+    level: int | None = None,
+    block_size: int | str | None = None,
+    dtypes: Mapping[str, str] | None = None,
+    shuffle: bool | None = None,
+    schema: Mapping[str, Any] | None = None,
+    on_error: str = "fail",
+) -> EncodeOptions:
+    """The options that decide a pack's bytes, with the codec's defaults filled in (block size,
+    byte shuffle); one place for single-file and sharded packs."""
+    codec = get_codec(compression, level)
+    return EncodeOptions(
+        codec=codec.to_dict(),
+        block_size=default_block_size(codec.codec_id, block_size),
+        dtype_overrides=dict(dtypes or {}),
+        schema=schema,
+        on_error=on_error,
+        shuffle=default_shuffle(codec.codec_id, shuffle),
+    )
+
+
 def default_block_size(codec_id: str, block_size: int | str | None = None) -> int:
     """``block_size`` in bytes, or the codec's default block size when it is None."""
     if block_size is None:
@@ -167,22 +190,18 @@ class DatasetPacker:
         inputs = _as_inputs(input_path)
         output = os.fspath(output_path)
         _refuse_overwriting_inputs(inputs, output)
-        codec = get_codec(
-            compression or self.compression, level if level is not None else self.level
-        )
-        options = EncodeOptions(
-            codec=codec.to_dict(),
-            block_size=default_block_size(
-                codec.codec_id, block_size if block_size is not None else self.block_size
-            ),
-            dtype_overrides=dict(dtypes if dtypes is not None else self.dtypes),
+        options = encode_options(
+            compression or self.compression,
+            level=level if level is not None else self.level,
+            block_size=block_size if block_size is not None else self.block_size,
+            dtypes=dtypes if dtypes is not None else self.dtypes,
+            shuffle=shuffle,
             schema=resolve_schema(schema),
             on_error=on_error,
-            shuffle=default_shuffle(codec.codec_id, shuffle),
         )
         n_workers = _resolve_workers(workers if workers is not None else self.workers)
         UnitEncoder(options)  # fail fast on bad options, before any output exists
-        if zstd_dictionary and codec.codec_id != "zstd":
+        if zstd_dictionary and options.codec["id"] != "zstd":
             raise OptionError("a compression dictionary needs --compression zstd")
         build_options = _build_options(options, on_error, allow_empty)
         build_options["zstd_dictionary"] = zstd_dictionary

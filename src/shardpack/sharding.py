@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .codecs import get_codec
 from .errors import FormatError, OptionError, ShardpackError
 from .manifest import MANIFEST_NAME, Manifest, ShardEntry, merge_schemas, schema_of
 from .pack import (
@@ -26,8 +25,7 @@ from .pack import (
     ProgressCallback,
     _Collector,
     _resolve_workers,
-    default_block_size,
-    default_shuffle,
+    encode_options,
     parse_size,
 )
 from .pack_checks import schema_metadata
@@ -231,12 +229,12 @@ class ShardedPacker:
         self.storage_options = storage_options
 
     def options(self) -> EncodeOptions:
-        codec = get_codec(self.compression, self.level)
-        return EncodeOptions(
-            codec=codec.to_dict(),
-            block_size=default_block_size(codec.codec_id, self.block_size),
-            dtype_overrides=dict(self.dtypes),
-            shuffle=default_shuffle(codec.codec_id, self.shuffle),
+        return encode_options(
+            self.compression,
+            level=self.level,
+            block_size=self.block_size,
+            dtypes=self.dtypes,
+            shuffle=self.shuffle,
         )
 
     def plan(
