@@ -102,7 +102,7 @@ class HashingReader(io.RawIOBase):
         return n or 0
 
 
-READ_CHUNK_BYTES = 4 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024  # one unit's worth: see units.UNIT_INPUT_BYTES
 
 
 @dataclass

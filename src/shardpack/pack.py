@@ -50,6 +50,7 @@ DEFAULT_BLOCK_SIZE = 64 * 1024
 DEFAULT_BLOCK_SIZES = {"lz4": 32 * 1024}
 DEFAULT_COMPRESSION = "lz4"
 DICTIONARY_SAMPLE_BYTES = 4096  # zstd trains best on many small samples
+DICTIONARY_TRAIN_BYTES = 8 * 1024 * 1024  # of input: the first units, whatever their size
 
 ProgressCallback = Callable[[int, int], None]  # (input bytes done, records done)
 
@@ -386,20 +387,28 @@ def _iter_units(
 def _train_dictionary(
     units: Iterator[Unit], options: EncodeOptions
 ) -> tuple[Iterator[Unit], EncodeOptions]:
-    """Train a zstd dictionary on the raw blocks of the first unit (in this process, so the
-    result does not depend on the worker count); returns the units again and the new options."""
-    first = next(units, None)
-    if first is None:
+    """Train a zstd dictionary on the raw blocks of the first units (about
+    DICTIONARY_TRAIN_BYTES of input, in this process, so the result does not depend on the
+    worker count); returns the units again and the new options."""
+    first: list[Unit] = []
+    seen = 0
+    for unit in units:
+        first.append(unit)
+        seen += sum(map(len, unit.lines))
+        if seen >= DICTIONARY_TRAIN_BYTES:
+            break
+    if not first:
         return units, options
-    raw_blocks = UnitEncoder(replace(options, codec={"id": "none"})).encode(first).blocks
+    raw_encoder = UnitEncoder(replace(options, codec={"id": "none"}))
     samples = [
         block.stored[i : i + DICTIONARY_SAMPLE_BYTES]
-        for block in raw_blocks
+        for unit in first
+        for block in raw_encoder.encode(unit).blocks
         for i in range(0, len(block.stored), DICTIONARY_SAMPLE_BYTES)
     ]
     codec = get_codec(options.codec)
     codec.train(samples)
-    return itertools.chain([first], units), replace(options, codec=codec.to_dict())
+    return itertools.chain(first, units), replace(options, codec=codec.to_dict())
 
 
 def _build_options(options: EncodeOptions, on_error: str, allow_empty: bool) -> dict[str, Any]:

@@ -26,7 +26,10 @@ from .rejects import ON_ERROR_CHOICES, Rejection
 from .schema import RecordChecker, SchemaInferrer
 from .stats import StatsCollector
 
-UNIT_INPUT_BYTES = 8 * 1024 * 1024
+# Small units keep a unit's working set (lines, values, payloads, blocks: ~5x the unit) in memory
+# the allocator reuses: first-touching fresh pages costs up to ~3 ms per MB on a VM, which made
+# a 4 MB pack 25% slower with 8 MiB units (docs/DECISIONS.md, "Work units").
+UNIT_INPUT_BYTES = 1024 * 1024
 _UNPARSED = object()  # stands for a line that decode_lines left to parse_line
 
 
