@@ -8,7 +8,6 @@ records the two passes together cost a fraction of that.
 
 from __future__ import annotations
 
-from collections import Counter
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -31,14 +30,23 @@ def group_by_type(values: list[Any]) -> dict[type, list[Any]]:
 
 def object_columns(objects: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """For each key (in order of first appearance), the values it holds across ``objects``."""
-    key_counts = Counter(chain.from_iterable(objects))
-    n = len(objects)
-    if all(count == n for count in key_counts.values()):  # the common case: one record shape
-        return {key: list(map(itemgetter(key), objects)) for key in key_counts}
-    columns: dict[str, list[Any]] = {key: [] for key in key_counts}
+    if not objects:
+        return {}
+    keys = list(objects[0])
+    # The common case, one record shape: if every object has each of the first object's keys
+    # (no KeyError) and no more (the key counts add up), all have exactly those keys.
+    if sum(map(len, objects)) == len(objects) * len(keys):
+        try:
+            return {key: list(map(itemgetter(key), objects)) for key in keys}
+        except KeyError:
+            pass
+    columns: dict[str, list[Any]] = {}
     for obj in objects:
         for key, value in obj.items():
-            columns[key].append(value)
+            column = columns.get(key)
+            if column is None:
+                column = columns[key] = []
+            column.append(value)
     return columns
 
 
