@@ -16,7 +16,8 @@ from jsonschema import Draft202012Validator
 import shardpack
 from shardpack import DatasetPacker, OptionError, SchemaError
 from shardpack.encoding import LOSSY_DTYPES, RecordEncoder
-from shardpack.schema import RecordChecker, SchemaInferrer, infer_schema
+from shardpack.schema import SchemaInferrer, infer_schema
+from shardpack.schema_check import RecordChecker
 
 from .conftest import write_jsonl
 

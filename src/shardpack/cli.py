@@ -550,7 +550,7 @@ def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_jso
     for a dataset also the manifest against its shards (missing, extra, swapped or truncated
     shards are named). Exit 1 if invalid."""
     from .locate import is_dataset
-    from .schema import load_schema
+    from .schema_check import load_schema
     from .validate import validate_path
     from .validate_shards import validate_dataset
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import InputError
 from .rejects import ON_ERROR_CHOICES, Rejection, RejectsWriter, default_rejects_path
-from .schema import SchemaInferrer, check_schema, load_schema
+from .schema import SchemaInferrer
 from .units import EncodeOptions
 
 
@@ -20,6 +20,8 @@ def resolve_schema(
     """A checked JSON Schema from a dict or a file path (None stays None)."""
     if schema is None:
         return None
+    from .schema_check import check_schema, load_schema  # jsonschema: only when a schema is given
+
     if isinstance(schema, Mapping):
         return check_schema(dict(schema))
     return load_schema(schema)

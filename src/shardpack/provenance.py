@@ -14,7 +14,6 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping
-from importlib import metadata as importlib_metadata
 from typing import Any
 
 from . import __version__
@@ -54,9 +53,11 @@ def library_versions() -> dict[str, str]:
     for name in KEY_LIBRARIES:
         version = _module_version(name)
         if version is None:
+            from importlib import metadata  # ~25 ms to import: only for modules without a version
+
             try:
-                version = importlib_metadata.version(name)
-            except importlib_metadata.PackageNotFoundError:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
                 continue
         versions[name] = version
     return versions

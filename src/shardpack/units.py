@@ -23,7 +23,7 @@ from .errors import InputError, OptionError, SchemaError
 from .format import BLOCK_SHUFFLED, checksum
 from .jsonl import LineBatch, decode_lines, parse_line
 from .rejects import ON_ERROR_CHOICES, Rejection
-from .schema import RecordChecker, SchemaInferrer
+from .schema import SchemaInferrer
 from .stats import StatsCollector
 
 # Small units keep a unit's working set (lines, values, payloads, blocks: ~5x the unit) in memory
@@ -154,7 +154,11 @@ class UnitEncoder:
         self.overrides = parse_dtype_overrides(options.dtype_overrides)
         if options.on_error not in ON_ERROR_CHOICES:
             raise OptionError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
-        self.checker = RecordChecker(options.schema) if options.schema is not None else None
+        self.checker = None
+        if options.schema is not None:
+            from .schema_check import RecordChecker  # jsonschema: only for packs with a schema
+
+            self.checker = RecordChecker(options.schema)
 
     def encode(self, unit: Unit) -> EncodedUnit:
         decoded = decode_lines(unit.lines)

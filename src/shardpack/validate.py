@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xxhash
@@ -22,7 +22,9 @@ from .block import BlockView
 from .errors import CorruptBlockError, FormatError, OptionError, ShardpackError
 from .format import BLOCK_ALIGN, HEADER, HEADER_SIZE, INDEX_ALIGN, align
 from .reader import PackedFile
-from .schema import RecordChecker, check_schema
+
+if TYPE_CHECKING:
+    from .schema_check import RecordChecker
 
 MAX_SCHEMA_PROBLEMS = 20  # then one summary line: a wrong schema must not flood the report
 PADDING_READ_LIMIT = 1 << 16
@@ -242,6 +244,8 @@ class _SourceReader:
 def _record_checker(
     packed: PackedFile, schema: Mapping[str, Any] | None, report: ValidationReport
 ) -> RecordChecker | None:
+    from .schema_check import RecordChecker, check_schema  # jsonschema: deep checks only
+
     if schema is None:
         schema = packed.metadata.get("schema")
         if schema is None:
