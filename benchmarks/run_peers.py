@@ -5,7 +5,12 @@ benchmarks/peers/setup_envs.sh) as a subprocess; this script imports no peer and
 standard library. A peer that fails to install or run gets an error row and the others carry on.
 
     python3 benchmarks/run_peers.py --setup --kd .bench/kd_mix.jsonl \
-        --text /work/shared/data/gsm8k_train.jsonl --repeats 3 --json-out .bench/peers.json
+        --text /work/shared/data/gsm8k_train.jsonl --repeats 3 --pack-rounds 15 \
+        --json-out .bench/peers.json
+
+``--pack-rounds N`` then packs again with every peer and variant in turn, N rounds (the order
+reversed every other round), so that a slow phase of a noisy machine hits all of them alike:
+pack times of a 4 MB file move by ±20% from run to run, more than the gaps between peers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -68,9 +74,13 @@ def setup_envs(peers: list[str]) -> dict[str, str]:
     }
 
 
+def peer_python(peer: str) -> Path:
+    return PROJECT_PYTHON if peer == "shardpack" else VENVS / peer / "bin" / "python"
+
+
 def run_peer(peer: str, dataset: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run one peer's runner in its venv; on failure return an error result instead."""
-    python = PROJECT_PYTHON if peer == "shardpack" else VENVS / peer / "bin" / "python"
+    python = peer_python(peer)
     if not python.exists():
         return {"peer": peer, "error": f"no venv at {python.parent.parent} (run with --setup)"}
     cmd = [
@@ -94,6 +104,66 @@ def run_peer(peer: str, dataset: str, path: Path, args: argparse.Namespace) -> d
         tail = " | ".join(proc.stderr.strip().splitlines()[-5:])
         return {"peer": peer, "error": f"exit {proc.returncode}: {tail}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def pack_once(peer: str, variant: str, path: Path, packed: Path, timeout: float) -> float:
+    """Seconds of one pack by the runner's own pack phase, in a fresh process."""
+    cmd = [str(peer_python(peer)), str(PEERS_DIR / f"{peer}_bench.py"), "--child", "pack"]
+    cmd += ["--input", str(path), "--packed", str(packed), "--variant", variant]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def pack_rounds(
+    dataset: str, path: Path, results: list[dict[str, Any]], args: argparse.Namespace
+) -> list[Row]:
+    """Pack times of every peer variant that ran, interleaved over ``args.pack_rounds`` rounds."""
+    entries = [
+        (result["peer"], row["variant"])
+        for result in results
+        for row in result.get("rows", [])
+        if "error" not in row
+    ]
+    times: dict[tuple[str, str], list[float]] = {entry: [] for entry in entries}
+    for round_number in range(args.pack_rounds):
+        order = entries if round_number % 2 == 0 else entries[::-1]
+        sys.stderr.write(f"[{dataset}] pack round {round_number + 1}/{args.pack_rounds}\n")
+        for peer, variant in order:
+            packed = args.workdir / dataset / peer / variant / "pack-rounds"
+            times[peer, variant].append(pack_once(peer, variant, path, packed, args.timeout))
+    rows = []
+    for (peer, variant), seconds in times.items():
+        quartiles = statistics.quantiles(seconds, n=4) if len(seconds) > 1 else seconds * 3
+        rows.append(
+            {
+                "peer": peer,
+                "variant": variant,
+                "pack_s": statistics.median(seconds),
+                "q1_s": quartiles[0],
+                "q3_s": quartiles[-1],
+                "all_s": [round(x, 4) for x in seconds],
+            }
+        )
+    return rows
+
+
+def pack_rounds_markdown(report: dict[str, Any]) -> str:
+    """Median pack times of the interleaved rounds, against shardpack's same variant."""
+    lines = [
+        "| data | peer | variant | pack s (median) | q1-q3 s | shardpack same variant = 1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset, block in report["datasets"].items():
+        rows = block.get("pack_rounds") or []
+        ours = {r["variant"]: r["pack_s"] for r in rows if r["peer"] == "shardpack"}
+        for row in sorted(rows, key=lambda r: r["pack_s"]):
+            base = ours.get(row["variant"])
+            ratio = f"{row['pack_s'] / base:.2f}" if base else "-"
+            lines.append(
+                f"| {dataset} | {row['peer']} | {row['variant']} | {row['pack_s']:.3f} | "
+                f"{row['q1_s']:.3f}-{row['q3_s']:.3f} | {ratio} |"
+            )
+    return "\n".join(lines)
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -168,6 +238,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="write the combined JSON here")
     parser.add_argument("--setup", action="store_true", help="run setup_envs.sh first")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per peer run")
+    parser.add_argument(
+        "--pack-rounds",
+        type=int,
+        default=0,
+        help="then pack with all peers in turn this many rounds (interleaved medians)",
+    )
     args = parser.parse_args(argv)
     if not (args.kd or args.text):
         parser.error("give --kd and/or --text")
@@ -198,9 +274,17 @@ def main(argv: list[str] | None = None) -> int:
             "input_bytes": path.stat().st_size,
             "results": results,
         }
+        if args.pack_rounds:
+            report["pack_rounds"] = args.pack_rounds
+            report["datasets"][dataset]["pack_rounds"] = pack_rounds(
+                dataset, path.resolve(), results, args
+            )
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2))
     print(markdown(report))
+    if args.pack_rounds:
+        print()
+        print(pack_rounds_markdown(report))
     return 0
 
 

@@ -111,7 +111,7 @@ class BlockBuilder:
         return raw
 
 
-# Both directions copy one byte column at a time: numpy's strided column copies run ~7x faster
+# Shuffling and un-shuffling copy one byte column at a time: numpy's strided column copies run ~7x faster
 # than a general transposed copy (measured 2.6 vs 0.38 GB/s on 64 KiB).
 
 
@@ -124,23 +124,23 @@ def _byte_planes(data: bytes | bytearray | memoryview, width: int) -> bytes:
     return planes.tobytes()
 
 
-def _words(planes: bytes | memoryview, width: int) -> bytes:
-    """Inverse of ``_byte_planes``."""
-    split = np.frombuffer(planes, np.uint8).reshape(width, -1)
-    words = np.empty((split.shape[1], width), np.uint8)
-    for k in range(width):
-        words[:, k] = split[k]
-    return words.tobytes()
-
-
-def unshuffle_block(raw: bytes | memoryview) -> bytes:
+def unshuffle_block(raw: bytes | memoryview) -> memoryview:
     """A raw block whose arena was stored as byte planes, with the arena restored."""
     if len(raw) < BLOCK_HEADER.size:
         raise ValueError("block shorter than its header")
     _, arena_offset = BLOCK_HEADER.unpack_from(raw)
     if arena_offset > len(raw) or (len(raw) - arena_offset) % SHUFFLE_WIDTH:
         raise ValueError("shuffled arena has an impossible size")
-    return bytes(raw[:arena_offset]) + _words(raw[arena_offset:], SHUFFLE_WIDTH)
+    # one output buffer, filled in place: joining a copied head and a restored arena made three
+    # more copies of the arena; the KD zstd scan went from 197 to 128 ms
+    out = np.empty(len(raw), np.uint8)
+    source = np.frombuffer(raw, np.uint8)
+    out[:arena_offset] = source[:arena_offset]
+    words = out[arena_offset:].reshape(-1, SHUFFLE_WIDTH)
+    planes = source[arena_offset:].reshape(SHUFFLE_WIDTH, -1)
+    for k in range(SHUFFLE_WIDTH):
+        words[:, k] = planes[k]
+    return out.data
 
 
 class BlockView:
