@@ -5,12 +5,13 @@ benchmarks/peers/setup_envs.sh) as a subprocess; this script imports no peer and
 standard library. A peer that fails to install or run gets an error row and the others carry on.
 
     python3 benchmarks/run_peers.py --setup --kd .bench/kd_mix.jsonl \
-        --text /work/shared/data/gsm8k_train.jsonl --repeats 3 --pack-rounds 15 \
-        --json-out .bench/peers.json
+        --text /work/shared/data/gsm8k_train.jsonl --repeats 3 --pack-rounds 5 \
+        --text-pack-rounds 15 --json-out .bench/peers.json
 
-``--pack-rounds N`` then packs again with every peer and variant in turn, N rounds (the order
-reversed every other round), so that a slow phase of a noisy machine hits all of them alike:
-pack times of a 4 MB file move by ±20% from run to run, more than the gaps between peers.
+``--pack-rounds N`` (``--text-pack-rounds`` for the text set) then packs again with every peer
+and variant in turn, N rounds (the order reversed every other round), so that a slow phase of a
+noisy machine hits all of them alike: pack times of a 4 MB file move by ±20% from run to run,
+more than the gaps between peers.
 """
 
 from __future__ import annotations
@@ -115,9 +116,9 @@ def pack_once(peer: str, variant: str, path: Path, packed: Path, timeout: float)
 
 
 def pack_rounds(
-    dataset: str, path: Path, results: list[dict[str, Any]], args: argparse.Namespace
+    dataset: str, path: Path, results: list[dict[str, Any]], rounds: int, args: argparse.Namespace
 ) -> list[Row]:
-    """Pack times of every peer variant that ran, interleaved over ``args.pack_rounds`` rounds."""
+    """Pack times of every peer variant that ran, interleaved over ``rounds`` rounds."""
     entries = [
         (result["peer"], row["variant"])
         for result in results
@@ -125,9 +126,9 @@ def pack_rounds(
         if "error" not in row
     ]
     times: dict[tuple[str, str], list[float]] = {entry: [] for entry in entries}
-    for round_number in range(args.pack_rounds):
+    for round_number in range(rounds):
         order = entries if round_number % 2 == 0 else entries[::-1]
-        sys.stderr.write(f"[{dataset}] pack round {round_number + 1}/{args.pack_rounds}\n")
+        sys.stderr.write(f"[{dataset}] pack round {round_number + 1}/{rounds}\n")
         for peer, variant in order:
             packed = args.workdir / dataset / peer / variant / "pack-rounds"
             times[peer, variant].append(pack_once(peer, variant, path, packed, args.timeout))
@@ -244,6 +245,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="then pack with all peers in turn this many rounds (interleaved medians)",
     )
+    parser.add_argument(
+        "--text-pack-rounds", type=int, help="rounds for the text set (default: --pack-rounds)"
+    )
     args = parser.parse_args(argv)
     if not (args.kd or args.text):
         parser.error("give --kd and/or --text")
@@ -274,15 +278,17 @@ def main(argv: list[str] | None = None) -> int:
             "input_bytes": path.stat().st_size,
             "results": results,
         }
-        if args.pack_rounds:
-            report["pack_rounds"] = args.pack_rounds
-            report["datasets"][dataset]["pack_rounds"] = pack_rounds(
-                dataset, path.resolve(), results, args
-            )
+        rounds = args.pack_rounds
+        if dataset == "text" and args.text_pack_rounds is not None:
+            rounds = args.text_pack_rounds
+        if rounds:
+            block = report["datasets"][dataset]
+            block["pack_round_count"] = rounds
+            block["pack_rounds"] = pack_rounds(dataset, path.resolve(), results, rounds, args)
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2))
     print(markdown(report))
-    if args.pack_rounds:
+    if any(block.get("pack_rounds") for block in report["datasets"].values()):
         print()
         print(pack_rounds_markdown(report))
     return 0
