@@ -186,7 +186,7 @@ def render_bench(result: dict[str, Any]) -> None:
         f"medians of {result['repeats']} runs"
     )
     table = Table(title="full scan", title_justify="left")
-    for column in ("reader", "seconds", "records/s", "JSON MB/s", "tokens/s", "speed-up"):
+    for column in ("reader", "seconds", "records/s", "JSON MB/s", "tokens/s", "shardpack ×"):
         table.add_column(column, justify="right" if column != "reader" else "left")
     scan = packed["scan_seconds"]
     rows = [("shardpack", packed)] + [
