@@ -17,6 +17,7 @@ from pathlib import Path
 from common import Loader, Peer, Record, Schema, main
 
 import shardpack
+from shardpack.pack import default_block_size
 
 FILE_NAME = "data.packed"
 VARIANTS = ["lz4", "zstd", "none"]
@@ -48,7 +49,7 @@ def loader(out_dir: Path, variant: str, schema: Schema) -> Loader:
 def stores(variant: str, schema: Schema) -> str:
     extra = ", byte-shuffled arrays" if variant == "zstd" else ""
     return (
-        f"1 packed file, {variant} blocks of {32 if variant == 'lz4' else 64} KiB{extra}; "
+        f"1 packed file, {variant} blocks of {default_block_size(variant) // 1024} KiB{extra}; "
         "lossless JSON values, numeric lists "
         "as narrowest exact dtype (int32 ids, float32 log-probs), meta as an object"
     )

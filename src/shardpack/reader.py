@@ -241,7 +241,7 @@ class PackedFile:
 
     def record(self, i: int) -> Any:
         """Record ``i`` of this file (0 <= i < len)."""
-        block = bisect_right(self._first_records, i) - 1
+        block = self.block_of(i)
         view = self.block(block)
         try:
             value = view.record(i - self._first_records[block])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xxhash
@@ -25,6 +25,9 @@ from .jsonl import LineBatch, decode_lines, parse_line
 from .rejects import ON_ERROR_CHOICES, Rejection
 from .schema import SchemaInferrer
 from .stats import StatsCollector
+
+if TYPE_CHECKING:
+    from .schema_check import RecordChecker
 
 # Small units keep a unit's working set (lines, values, payloads, blocks: ~5x the unit) in memory
 # the allocator reuses: first-touching fresh pages costs up to ~3 ms per MB on a VM, which made
@@ -154,7 +157,7 @@ class UnitEncoder:
         self.overrides = parse_dtype_overrides(options.dtype_overrides)
         if options.on_error not in ON_ERROR_CHOICES:
             raise OptionError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
-        self.checker = None
+        self.checker: RecordChecker | None = None
         if options.schema is not None:
             from .schema_check import RecordChecker  # jsonschema: only for packs with a schema
 
