@@ -2,7 +2,7 @@
 
 Inputs (path, size, sha256, line count), tool and library versions, all pack options, creation
 time (``SOURCE_DATE_EPOCH`` when set, for reproducible builds), the git commit of the repository
-holding each input, and user metadata (``--meta KEY=VALUE``).
+holding each input (read from its files, see ``gitstate``), and user metadata (``--meta``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from . import __version__
 from .errors import OptionError
 from .format import FORMAT_MAJOR, FORMAT_MINOR
+from .gitstate import git_state
 from .jsonl import InputDigest
 
 KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
@@ -69,46 +69,6 @@ def _module_version(name: str) -> str | None:
     module = sys.modules.get(name.replace("-", "_"))
     version = getattr(module, "__version__", None) or getattr(module, "VERSION", None)
     return version if isinstance(version, str) else None
-
-
-def git_state(path: str) -> dict[str, Any] | None:
-    """Commit and dirty flag of the git repository holding ``path``, if any."""
-    if path == "-" or "://" in path:
-        return None
-    folder = os.path.dirname(os.path.abspath(path))
-    if not _inside_git_work_tree(folder):
-        return None  # no git process to spawn (5 ms) for inputs outside any repository
-    try:
-        top, commit = _git(folder, "rev-parse", "--show-toplevel", "HEAD").splitlines()
-        status = _git(folder, "status", "--porcelain", "--untracked-files=no")
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None
-    return {"repository": top, "commit": commit, "dirty": bool(status)}
-
-
-def _inside_git_work_tree(folder: str) -> bool:
-    """Whether ``folder`` or a parent holds ``.git`` (or GIT_DIR points git elsewhere)."""
-    if os.environ.get("GIT_DIR"):
-        return True
-    while True:
-        if os.path.exists(os.path.join(folder, ".git")):
-            return True
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return False
-        folder = parent
-
-
-def _git(folder: str, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", folder, *args],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return proc.stdout.strip()
 
 
 def parse_meta(pairs: Mapping[str, str] | list[str] | tuple[str, ...] | None) -> dict[str, str]:
