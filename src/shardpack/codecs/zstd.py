@@ -48,6 +48,12 @@ class ZstdCodec(Codec):
         if self._decompressor is None:
             self._decompressor = zstandard.ZstdDecompressor(dict_data=self._dict())
         try:
+            # the decompressor allocates what the frame header claims, not max_output_size: a
+            # forged header claiming a terabyte must be refused before it is believed
+            declared = zstandard.frame_content_size(stored)
+            if declared != raw_size:
+                found = "no size" if declared < 0 else f"{declared} bytes"
+                raise CodecError(f"zstd frame declares {found}, the block index {raw_size} bytes")
             raw = self._decompressor.decompress(stored, max_output_size=raw_size)
         except zstandard.ZstdError as exc:
             raise CodecError(f"zstd decompression failed: {exc}") from exc
