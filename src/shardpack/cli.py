@@ -484,8 +484,11 @@ def unpack(packed: str, output: str, quiet: bool) -> None:
 
     with open_dataset(packed) as ds:
         show = _show_progress(quiet) and output != "-"
+        sources = [packed, *ds.paths]
+        if os.path.isdir(packed):
+            sources.append(os.path.join(packed, "manifest.json"))
         with _progress_bar("unpacking", len(ds), show) as advance:
-            count = write_jsonl(ds, output, progress=advance)
+            count = write_jsonl(ds, output, progress=advance, sources=sources)
     if not quiet and output != "-":
         click.echo(f"wrote {count} records to {output}", err=True)
 

@@ -12,12 +12,12 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import xxhash
 
 from . import __version__
+from .atomic import refuse_inputs_as_output
 from .codecs import get_codec
 from .errors import OptionError
 from .format import FORMAT_MAJOR, FORMAT_MINOR
@@ -190,7 +190,7 @@ class DatasetPacker:
         started = time.perf_counter()
         inputs = _as_inputs(input_path)
         output = os.fspath(output_path)
-        _refuse_overwriting_inputs(inputs, output)
+        refuse_inputs_as_output(output, inputs, "output")
         options = encode_options(
             compression or self.compression,
             level=level if level is not None else self.level,
@@ -225,7 +225,7 @@ class DatasetPacker:
 
         collector = _Collector()
         digests = {path: InputDigest() for path in inputs}
-        rejects = open_rejects(output, rejects_path, on_error)
+        rejects = open_rejects(output, rejects_path, on_error, inputs)
         checked: list[Any] = []
         with PackedFileWriter(output) as writer, rejects:
             if n_workers > 1 and "-" not in inputs and not zstd_dictionary:
@@ -359,13 +359,6 @@ def _as_inputs(input_path: Any) -> list[str]:
     if not paths:
         raise OptionError("no input given")
     return [os.fspath(p) for p in paths]
-
-
-def _refuse_overwriting_inputs(inputs: list[str], output: str) -> None:
-    out = Path(output)
-    for p in inputs:
-        if p != "-" and out.exists() and Path(p).exists() and out.samefile(p):
-            raise OptionError(f"output {output} is one of the inputs; refusing to overwrite it")
 
 
 def _resolve_workers(workers: int) -> int:

@@ -4,10 +4,11 @@ the stored schema, and re-validating the written file before it is moved into pl
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .atomic import refuse_inputs_as_output
 from .errors import InputError
 from .rejects import ON_ERROR_CHOICES, Rejection, RejectsWriter, default_rejects_path
 from .schema import SchemaInferrer
@@ -60,7 +61,10 @@ class _Rejects(RejectsWriter):
 
 
 def open_rejects(
-    output: str, rejects_path: str | os.PathLike[str] | None, on_error: str
+    output: str,
+    rejects_path: str | os.PathLike[str] | None,
+    on_error: str,
+    inputs: Sequence[str] = (),
 ) -> _Rejects | _NoRejects:
     """Where skipped lines go: a rejects file under ``skip``, nowhere under ``fail``."""
     from .errors import OptionError
@@ -76,6 +80,7 @@ def open_rejects(
     target = os.fspath(rejects_path) if rejects_path is not None else default_rejects_path(output)
     if Path(target).resolve() == Path(output).resolve():
         raise OptionError("the rejects file cannot be the output file")
+    refuse_inputs_as_output(target, inputs, "rejects file")
     return _Rejects(target)
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from .atomic import move_into_place, temp_beside
+from .atomic import discard, move_into_place, temp_beside
 from .errors import InputError, SchemaError, ShardpackError
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -70,6 +70,4 @@ class RejectsWriter:
         move_into_place(self._tmp, self.path)
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        discard(self._file, self._tmp)

@@ -340,9 +340,6 @@ def _check_output_folder(storage: Storage, inputs: list[str]) -> None:
         raise OptionError(f"output {storage.root} is a file; a sharded pack writes a folder")
     ours = {MANIFEST_NAME, PLAN_NAME}
     names = storage.list_names()
-    for name in names:
-        if _is_leftover(name):
-            storage.remove(name)  # temp file of a killed run
     foreign = [
         name
         for name in names
@@ -357,10 +354,18 @@ def _check_output_folder(storage: Storage, inputs: list[str]) -> None:
         inside = os.path.abspath(path).startswith(os.path.abspath(storage.root) + os.sep)
         if not storage.is_remote and not is_url(path) and inside:
             raise OptionError(f"input {path} lies inside the output folder {storage.root}")
+    # only now, in a folder that is ours: temp files of a killed run of ours
+    for name in names:
+        if _is_leftover(name):
+            storage.remove(name)
 
 
 def _is_leftover(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
+    """A temp file this packer writes beside a shard or the manifest (``temp_beside``)."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    target = name[1:].rsplit(".", 2)[0]  # ".NAME.<random>.tmp" -> NAME
+    return target in (MANIFEST_NAME, PLAN_NAME) or _is_shard_file(target)
 
 
 def _is_shard_file(name: str) -> bool:

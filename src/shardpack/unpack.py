@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic import move_into_place, temp_beside
+from .atomic import move_into_place, refuse_inputs_as_output, temp_beside
 from .encoding import to_jsonable
 
 
@@ -24,16 +24,25 @@ def dumps_record(record: Any) -> str:
 
 
 def write_jsonl(
-    records: Iterable[Any], output: str, progress: Callable[[int], None] | None = None
+    records: Iterable[Any],
+    output: str,
+    progress: Callable[[int], None] | None = None,
+    *,
+    sources: Sequence[str] = (),
 ) -> int:
-    """Write records as JSONL to ``output`` ('-' is stdout), atomically for files."""
+    """Write records as JSONL to ``output`` ('-' is stdout), atomically and durably for files.
+
+    ``sources``: the files the records are read from; ``output`` may not be one of them."""
     if output == "-":
         return _write_lines(records, sys.stdout, progress)
+    refuse_inputs_as_output(output, sources, "unpack output")
     target = Path(output)
     fd, tmp = temp_beside(target)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
             count = _write_lines(records, stream, progress)
+            stream.flush()
+            os.fsync(stream.fileno())
         move_into_place(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .atomic import move_into_place, temp_beside
+from .atomic import discard, move_into_place, temp_beside
 from .format import (
     BLOCK_ALIGN,
     BLOCK_ENTRY,
@@ -110,9 +110,7 @@ class PackedFileWriter:
 
     def abort(self) -> None:
         """Drop the temporary file; the destination is left as it was."""
-        if not self._file.closed:
-            self._file.close()
-        self._tmp_path.unlink(missing_ok=True)
+        discard(self._file, self._tmp_path)
 
     def __enter__(self) -> PackedFileWriter:
         return self
