@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gen_kd_mix
 
 import shardpack
-from shardpack.benchmark import (
+from shardpack.bench.loading import (
     median_seconds,
     random_access_latencies,
     scan_jsonl,
@@ -72,8 +72,8 @@ def stats_overhead(jsonl: Path, workdir: Path, repeats: int) -> dict[str, float]
     slower here (the previous output is still being written back), which biased a plain "all
     with, then all without" comparison by 10-20%.
     """
-    from shardpack.schema import SchemaInferrer
-    from shardpack.stats import StatsCollector
+    from shardpack.ingest.schema_infer import SchemaInferrer
+    from shardpack.stats.collector import StatsCollector
 
     out = workdir / "stats-ab.packed"
     observe, infer = StatsCollector.add_column, SchemaInferrer.add_column

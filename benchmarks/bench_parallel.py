@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from shardpack import DatasetPacker
-from shardpack.sharding import ShardedPacker
+from shardpack.build.sharded import ShardedPacker
 
 
 def _digest(path: Path) -> str:

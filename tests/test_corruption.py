@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 import shardpack
 from shardpack import DatasetPacker, ShardpackError
-from shardpack.format import (
+from shardpack.dataset.export import dumps_record
+from shardpack.dataset.validate_file import validate_path
+from shardpack.format.layout import (
     BLOCK_ALIGN,
     BLOCK_ENTRY,
     HEADER,
@@ -28,8 +30,6 @@ from shardpack.format import (
     align,
     checksum,
 )
-from shardpack.unpack import dumps_record
-from shardpack.validate import validate_path
 
 from .conftest import write_jsonl
 

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 
 from shardpack import DatasetPacker, InputError
-from shardpack.validate import validate_path
+from shardpack.dataset.validate_file import validate_path
 
 # Runs a pack in a child process that SIGKILLs itself at a chosen point of the write path.
 DRIVER = r"""
 import os, signal, sys
-import shardpack.pack, shardpack.validate, shardpack.writer
+import shardpack.build.packer, shardpack.dataset.validate_file, shardpack.packfile.writer
 from shardpack import DatasetPacker, InputError
 
 src, out, point = sys.argv[1:4]
 os.environ["SOURCE_DATE_EPOCH"] = "1700000000"  # every run writes the same bytes
-shardpack.pack.UNIT_INPUT_BYTES = 256 * 1024  # several units, so a kill can land between them
+shardpack.build.packer.UNIT_INPUT_BYTES = 256 * 1024  # several units, so a kill can land between them
 
 def die(*_args, **_kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -38,22 +38,22 @@ if point.startswith("unit:"):
         if len(calls) >= after:
             die()
 elif point == "before-fsync":
-    shardpack.writer.os.fsync = die
+    shardpack.packfile.writer.os.fsync = die
 elif point == "validating":
-    shardpack.validate._check_layout = die
+    shardpack.dataset.validate_file._check_layout = die
 elif point in ("before-rename", "after-rename"):
     real_replace = os.replace
     def replace(a, b):
         if point == "after-rename":
             real_replace(a, b)
         die()
-    shardpack.writer.os.replace = replace
+    shardpack.packfile.writer.os.replace = replace
 elif point == "slow":
-    real_write = shardpack.writer.PackedFileWriter.write_block
+    real_write = shardpack.packfile.writer.PackedFileWriter.write_block
     def write_block(self, *args):
         import time; time.sleep(0.02)
         real_write(self, *args)
-    shardpack.writer.PackedFileWriter.write_block = write_block
+    shardpack.packfile.writer.PackedFileWriter.write_block = write_block
 DatasetPacker().pack(src, out, validate=True, progress=progress, block_size="16K")
 """
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import shardpack
-from shardpack.sharding import ShardedPacker
-from shardpack.validate_shards import validate_dataset
+from shardpack.build.sharded import ShardedPacker
+from shardpack.dataset.validate_folder import validate_dataset
 
 distributed = pytest.importorskip("distributed")
 
@@ -29,7 +29,7 @@ def cluster() -> Iterator[Any]:
 def test_dask_pack_equals_local_pack(
     cluster: Any, kd_jsonl: Path, text_jsonl: Path, tmp_path: Path
 ) -> None:
-    from shardpack.distributed import pack_distributed
+    from shardpack.build.dask import pack_distributed
 
     inputs = [kd_jsonl, text_jsonl]
     local = ShardedPacker(workers=1).pack(inputs, tmp_path / "local", shard_size="250K")

@@ -76,7 +76,7 @@ def test_edge_cases_round_trip(codec: str, shuffle: bool, tmp_path: Path) -> Non
 
 
 def test_unpack_writes_lines_json_reads_back_equal(tmp_path: Path) -> None:
-    from shardpack.unpack import write_jsonl
+    from shardpack.dataset.export import write_jsonl
 
     out = _pack_values(EDGE_CASES, tmp_path, "zstd")
     target = tmp_path / "back.jsonl"

@@ -9,7 +9,7 @@ import pytest
 
 import shardpack
 from shardpack import CorruptBlockError, DatasetPacker, FormatError
-from shardpack.reader import PackedFile
+from shardpack.packfile.reader import PackedFile
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def _damage(path: Path, offset: int) -> None:
 
 
 def test_open_reads_only_the_footer(packed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shardpack.reader import LocalSource
+    from shardpack.packfile.reader import LocalSource
 
     reads: list[tuple[int, int]] = []
     original = LocalSource.read
@@ -100,7 +100,7 @@ def test_unknown_block_flags_are_refused(packed: Path) -> None:
 
     import xxhash
 
-    from shardpack.format import TRAILER, TRAILER_SIZE
+    from shardpack.format.layout import TRAILER, TRAILER_SIZE
 
     data = bytearray(packed.read_bytes())
     trailer = TRAILER.unpack(bytes(data[-TRAILER_SIZE:]))
@@ -162,7 +162,7 @@ def test_array_headers_are_checked_every_time_and_cached_by_shape() -> None:
     import msgspec
     import numpy as np
 
-    from shardpack.encoding import ArenaCursor
+    from shardpack.format.records import ArenaCursor
 
     arena = np.arange(10, dtype="<i4").tobytes()
     cursor = ArenaCursor(arena, 0, len(arena))

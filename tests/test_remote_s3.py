@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import shardpack
-from shardpack.remote import RangeSource
-from shardpack.sharding import ShardedPacker
-from shardpack.validate_shards import validate_dataset
+from shardpack.build.sharded import ShardedPacker
+from shardpack.dataset.validate_folder import validate_dataset
+from shardpack.storage.ranges import RangeSource
 
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")

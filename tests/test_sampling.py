@@ -1,4 +1,4 @@
-"""Epoch order and rank/worker partitioning (shardpack.sampling) and batch padding (collate)."""
+"""Epoch order and rank/worker partitioning (shardpack.loader.sampling) and batch padding (collate)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardpack.collate import Collater, pad_arrays
 from shardpack.errors import OptionError
-from shardpack.sampling import EpochOrder, Partition
+from shardpack.loader.collate import Collater, pad_arrays
+from shardpack.loader.sampling import EpochOrder, Partition
 
 COUNTS = [7, 3, 12, 1, 9, 9, 4, 11, 2, 6] * 3  # 30 blocks of uneven sizes
 

@@ -15,9 +15,9 @@ from jsonschema import Draft202012Validator
 
 import shardpack
 from shardpack import DatasetPacker, OptionError, SchemaError
-from shardpack.encoding import LOSSY_DTYPES, RecordEncoder
-from shardpack.schema import SchemaInferrer, infer_schema
-from shardpack.schema_check import RecordChecker
+from shardpack.format.records import LOSSY_DTYPES, RecordEncoder
+from shardpack.ingest.schema_check import RecordChecker
+from shardpack.ingest.schema_infer import SchemaInferrer, infer_schema
 
 from .conftest import write_jsonl
 
@@ -217,7 +217,7 @@ def test_inference_merges_to_the_same_schema_for_any_split(
 def test_workers_give_identical_files_with_schema(
     kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shardpack.pack as pack_module
+    import shardpack.build.packer as pack_module
 
     monkeypatch.setattr(pack_module, "UNIT_INPUT_BYTES", 256 * 1024)  # several units
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the creation time is in the file

@@ -13,11 +13,11 @@ import pytest
 
 import shardpack
 from shardpack import DatasetPacker, ManifestError, OptionError
-from shardpack.manifest import MANIFEST_NAME, Manifest
-from shardpack.merge import merge_datasets
-from shardpack.sharding import PLAN_NAME, ShardedPacker
-from shardpack.validate import validate_path
-from shardpack.validate_shards import validate_dataset
+from shardpack.build.sharded import PLAN_NAME, ShardedPacker
+from shardpack.dataset.manifest import MANIFEST_NAME, Manifest
+from shardpack.dataset.merge import merge_datasets
+from shardpack.dataset.validate_file import validate_path
+from shardpack.dataset.validate_folder import validate_dataset
 
 from .conftest import assert_same_json, plain, write_jsonl
 
@@ -112,8 +112,8 @@ def test_workers_give_byte_identical_output(
     kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # small units so that 3 MB of input makes many units for the pool to share
-    monkeypatch.setattr("shardpack.planning.UNIT_INPUT_BYTES", 256 * 1024)
-    monkeypatch.setattr("shardpack.pack.UNIT_INPUT_BYTES", 256 * 1024)
+    monkeypatch.setattr("shardpack.build.planning.UNIT_INPUT_BYTES", 256 * 1024)
+    monkeypatch.setattr("shardpack.build.packer.UNIT_INPUT_BYTES", 256 * 1024)
     one = ShardedPacker(workers=1).pack(kd_jsonl, tmp_path / "w1", shard_size="400K")
     two = ShardedPacker(workers=2).pack(kd_jsonl, tmp_path / "w2", shard_size="400K")
     assert len(one.manifest.shards) >= 2
@@ -342,13 +342,13 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
 ) -> None:
     import gzip
 
-    from shardpack.jsonl import iter_line_batches, iter_lines
-    from shardpack.planning import iter_unit_slices, plan_shards, read_unit, slice_units
-    from shardpack.units import split_unit_batches, split_units
+    from shardpack.build.planning import iter_unit_slices, plan_shards, read_unit, slice_units
+    from shardpack.build.units import split_unit_batches, split_units
+    from shardpack.ingest.jsonl import iter_line_batches, iter_lines
 
-    monkeypatch.setattr("shardpack.planning.UNIT_INPUT_BYTES", 300)
+    monkeypatch.setattr("shardpack.build.planning.UNIT_INPUT_BYTES", 300)
     # lines are read in chunks: small ones make lines straddle chunk boundaries
-    monkeypatch.setattr("shardpack.jsonl.READ_CHUNK_BYTES", 97)
+    monkeypatch.setattr("shardpack.ingest.jsonl.READ_CHUNK_BYTES", 97)
     lines = []
     for i in range(400):
         record = json.dumps({"i": i, "t": "x" * (i * 7 % 90)})
@@ -391,7 +391,7 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
     with shardpack.open(tmp_path / "b") as ds:
         assert ds[399] == json.loads(lines[399])
     # single files: one worker or two, plain or gzip in one pack, the same bytes
-    monkeypatch.setattr("shardpack.pack.UNIT_INPUT_BYTES", 300)
+    monkeypatch.setattr("shardpack.build.packer.UNIT_INPUT_BYTES", 300)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
     one = DatasetPacker(workers=1).pack([src, gz], tmp_path / "one.packed")
     two = DatasetPacker(workers=2).pack([src, gz], tmp_path / "two.packed")
@@ -442,7 +442,7 @@ def test_a_field_has_one_dtype_across_shards(tmp_path: Path) -> None:
 
 def test_torch_loaders_read_a_sharded_folder(text_jsonl: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from shardpack.torch import PackedDataset, PackedIterableDataset
+    from shardpack.loader.torch import PackedDataset, PackedIterableDataset
 
     out = tmp_path / "ds"
     ShardedPacker().pack(text_jsonl, out, records_per_shard=600)
@@ -460,7 +460,7 @@ def test_torch_loaders_read_a_sharded_folder(text_jsonl: Path, tmp_path: Path) -
 
 def test_sharded_dataset_metadata_is_dataset_wide(kd_jsonl: Path, tmp_path: Path) -> None:
     """ds.stats of a sharded dataset describe all its records, as a single-file pack would."""
-    from shardpack.sharding import ShardedPacker
+    from shardpack.build.sharded import ShardedPacker
 
     single = tmp_path / "single.packed"
     DatasetPacker().pack(kd_jsonl, single)
@@ -501,7 +501,7 @@ def test_sharded_cli_refuses_options_it_cannot_honour_yet(text_jsonl: Path, tmp_
 
 
 def test_sharded_zstd_shuffles_like_a_single_file(kd_jsonl: Path, tmp_path: Path) -> None:
-    from shardpack.sharding import ShardedPacker
+    from shardpack.build.sharded import ShardedPacker
 
     ShardedPacker(compression="zstd").pack(
         [str(kd_jsonl)], str(tmp_path / "z"), records_per_shard=10

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardpack.columns import group_by_type, object_columns
-from shardpack.encoding import RecordEncoder
-from shardpack.schema import SchemaInferrer
-from shardpack.stats import StatsCollector
+from shardpack.format.records import RecordEncoder
+from shardpack.ingest.schema_infer import SchemaInferrer
+from shardpack.stats.collector import StatsCollector
+from shardpack.stats.columns import group_by_type, object_columns
 
 
 def test_object_columns_handle_sparse_keys_in_first_seen_order() -> None:
@@ -121,7 +121,7 @@ def test_any_batching_gives_the_same_statistics_and_schema(
     ids=["flat-text", "arrays", "bigints", "nested", "mixed"],
 )
 def test_fast_and_careful_encoding_paths_agree(records: list) -> None:
-    from shardpack.units import EncodeOptions, Unit, UnitEncoder
+    from shardpack.build.units import EncodeOptions, Unit, UnitEncoder
 
     lines = [json.dumps(r).encode() for r in records]
     unit = Unit("t.jsonl", list(range(1, len(lines) + 1)), lines)

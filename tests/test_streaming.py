@@ -12,7 +12,7 @@ from .conftest import gen_kd_mix
 
 MEASURE = """
 import sys, shardpack
-from shardpack.benchmark import peak_rss_kb
+from shardpack.bench.loading import peak_rss_kb
 mode, source, out = sys.argv[1:4]
 if mode == "pack":
     shardpack.DatasetPacker().pack(source, out, compression="lz4")

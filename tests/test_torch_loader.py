@@ -1,4 +1,4 @@
-"""shardpack.torch with real DataLoader workers, torchdata and separate ranks over gloo."""
+"""shardpack.loader.torch with real DataLoader workers, torchdata and separate ranks over gloo."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 import shardpack  # noqa: E402
 from shardpack import DatasetPacker  # noqa: E402
 from shardpack.errors import OptionError  # noqa: E402
-from shardpack.sampling import EpochOrder  # noqa: E402
-from shardpack.torch import (  # noqa: E402
+from shardpack.loader.sampling import EpochOrder  # noqa: E402
+from shardpack.loader.torch import (  # noqa: E402
     BlockShuffleSampler,
     PackedDataset,
     PackedIterableDataset,
@@ -129,13 +129,13 @@ def test_already_open_dataset_is_accepted_and_pickles_as_paths(sharded: list[str
 
 def test_each_block_is_decoded_once_per_epoch(single: str, monkeypatch: Any) -> None:
     calls: list[tuple[str, int]] = []
-    original = shardpack.reader.PackedFile.view_block
+    original = shardpack.packfile.reader.PackedFile.view_block
 
     def counting(self: Any, block: int) -> Any:
         calls.append((self.path, block))
         return original(self, block)
 
-    monkeypatch.setattr(shardpack.reader.PackedFile, "view_block", counting)
+    monkeypatch.setattr(shardpack.packfile.reader.PackedFile, "view_block", counting)
     ds = PackedIterableDataset(single, seed=3, window_blocks=4)
     assert len(list(ds)) == N_RECORDS
     blocks = shardpack.open(single).files[0].block_count
@@ -367,7 +367,7 @@ def test_pad_collate_hands_numpy_batches_to_torch_without_copy(monkeypatch: Any)
 RANK_SCRIPT = r"""
 import json, sys
 import torch.distributed as dist
-from shardpack.torch import PackedIterableDataset, make_loader
+from shardpack.loader.torch import PackedIterableDataset, make_loader
 
 port, out, paths = sys.argv[1], sys.argv[4], sys.argv[5:]
 rank, world = int(sys.argv[2]), int(sys.argv[3])

@@ -17,9 +17,9 @@ import pytest
 
 import shardpack
 from shardpack import DatasetPacker, OptionError
+from shardpack.build.gitstate import git_state
 from shardpack.codecs import ZstdCodec
 from shardpack.errors import CodecError
-from shardpack.gitstate import git_state
 
 from .conftest import write_jsonl
 
@@ -154,9 +154,9 @@ def test_zstd_refuses_a_frame_claiming_more_than_the_index_before_allocating() -
 
 
 def test_a_packed_file_with_a_terabyte_zstd_frame_is_one_clean_error(tmp_path: Path) -> None:
-    from shardpack.format import checksum
-    from shardpack.units import EncodedBlock
-    from shardpack.writer import PackedFileWriter
+    from shardpack.build.units import EncodedBlock
+    from shardpack.format.layout import checksum
+    from shardpack.packfile.writer import PackedFileWriter
 
     source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     good = DatasetPacker().pack(source, tmp_path / "good.packed", compression="zstd")
@@ -169,7 +169,12 @@ def test_a_packed_file_with_a_terabyte_zstd_frame_is_one_clean_error(tmp_path: P
     limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
     for args in (["validate", str(bomb)], ["head", str(bomb)], ["unpack", str(bomb), "-o", "-"]):
         proc = subprocess.run(
-            [sys.executable, "-c", limit + "from shardpack.cli import main; exit(main())", *args],
+            [
+                sys.executable,
+                "-c",
+                limit + "from shardpack.cli.main import main; exit(main())",
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=120,

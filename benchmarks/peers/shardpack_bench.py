@@ -2,7 +2,7 @@
 
 Packs the original JSONL losslessly in one process (``workers=1``): numeric lists become typed
 arrays (int32/float32 here, chosen by shardpack), everything else stays JSON values. Reads use
-``shardpack.open`` (checksums verified); the DataLoader uses ``shardpack.torch``'s iterable
+``shardpack.open`` (checksums verified); the DataLoader uses ``shardpack.loader.torch``'s iterable
 dataset with its block-then-window shuffle. Variants: lz4, zstd (level 3, byte-shuffled arrays,
 the defaults) and none.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from common import Loader, Peer, Record, Schema, main
 
 import shardpack
-from shardpack.pack import default_block_size
+from shardpack.build.packer import default_block_size
 
 FILE_NAME = "data.packed"
 VARIANTS = ["lz4", "zstd", "none"]
@@ -39,10 +39,10 @@ def open_random(out_dir: Path, variant: str, schema: Schema) -> tuple[int, Calla
 
 
 def loader(out_dir: Path, variant: str, schema: Schema) -> Loader:
-    from shardpack.torch import PackedIterableDataset
+    from shardpack.loader.torch import PackedIterableDataset
 
     dataset = PackedIterableDataset(str(out_dir / FILE_NAME), shuffle=True, seed=0, batch_size=8)
-    mode = "shardpack.torch.PackedIterableDataset(shuffle=True): block-then-window shuffle"
+    mode = "shardpack.loader.torch.PackedIterableDataset(shuffle=True): block-then-window shuffle"
     return Loader(dataset, mode, shuffle=False)
 
 

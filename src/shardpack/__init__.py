@@ -7,10 +7,12 @@ ds = shardpack.open("kd_mix.packed"); ds[0]; len(ds); ds.iter_batches(8)
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
+from .build.dask import pack_distributed
+from .build.packer import DatasetPacker, PackResult
+from .build.sharded import ShardedPacker
 from .codecs import Codec, available_codecs, get_codec, register_codec
-from .dataset import Dataset, open_dataset
+from .dataset.dataset import Dataset, open_dataset
 from .errors import (
     CodecError,
     CorruptBlockError,
@@ -22,7 +24,6 @@ from .errors import (
     ShardpackError,
     UnknownCodecError,
 )
-from .pack import DatasetPacker, PackResult
 
 open = open_dataset
 
@@ -38,6 +39,7 @@ __all__ = [
     "OptionError",
     "PackResult",
     "SchemaError",
+    "ShardedPacker",
     "ShardpackError",
     "UnknownCodecError",
     "__version__",
@@ -45,5 +47,6 @@ __all__ = [
     "get_codec",
     "open",
     "open_dataset",
+    "pack_distributed",
     "register_codec",
 ]

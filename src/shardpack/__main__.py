@@ -1,5 +1,5 @@
 """``python -m shardpack``: the same as the ``shardpack`` command."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

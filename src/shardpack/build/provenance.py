@@ -1,0 +1,122 @@
+"""Provenance: where a packed dataset came from and how it was built.
+
+Inputs (path, size, sha256, line count), tool and library versions, all pack options, creation
+time (``SOURCE_DATE_EPOCH`` when set, for reproducible builds), the git commit of the repository
+holding each input (read from its files, see ``gitstate``), and user metadata (``--meta``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .._version import __version__
+from ..errors import OptionError
+from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
+from .gitstate import git_state
+from ..storage.streams import InputDigest
+
+KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
+
+
+def hash_file(path: str, chunk_size: int = 1 << 22) -> tuple[str, int]:
+    """(sha256 hex, size) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def creation_time() -> str:
+    """ISO 8601 UTC time of the build: ``SOURCE_DATE_EPOCH`` when set (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.timezone.utc)
+        except ValueError as exc:
+            raise OptionError(f"SOURCE_DATE_EPOCH must be an integer, got {epoch!r}") from exc
+    else:
+        moment = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in KEY_LIBRARIES:
+        version = _module_version(name)
+        if version is None:
+            from importlib import metadata  # ~25 ms to import: only for modules without a version
+
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        versions[name] = version
+    return versions
+
+
+def _module_version(name: str) -> str | None:
+    """The imported module's own version string: ``importlib.metadata`` scans every installed
+    distribution, about 10 ms, a tenth of packing a 4 MB file."""
+    module = sys.modules.get(name.replace("-", "_"))
+    version = getattr(module, "__version__", None) or getattr(module, "VERSION", None)
+    return version if isinstance(version, str) else None
+
+
+def parse_meta(pairs: Mapping[str, str] | list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """User metadata from ``{"k": "v"}`` or ``["k=v", ...]`` (``--meta KEY=VALUE``)."""
+    if not pairs:
+        return {}
+    if isinstance(pairs, Mapping):
+        return {str(k): str(v) for k, v in pairs.items()}
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--meta expects KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def build_provenance(
+    inputs: list[str],
+    digests: Mapping[str, InputDigest],
+    build_options: dict[str, Any],
+    user_meta: dict[str, str],
+) -> dict[str, Any]:
+    """The ``provenance`` section of a packed file's metadata."""
+    sources = []
+    for path in inputs:
+        digest = digests[path]
+        source: dict[str, Any] = {
+            "path": path,
+            "size": digest.size,
+            "sha256": digest.sha256.hexdigest(),
+            "lines": digest.lines,
+        }
+        git = git_state(path)
+        if git is not None:
+            source["git"] = git
+        sources.append(source)
+    return {
+        "inputs": sources,
+        "created": creation_time(),
+        "tool": f"shardpack {__version__}",
+        "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+        "versions": library_versions(),
+        "options": recorded_options(build_options),
+        "meta": dict(sorted(user_meta.items())),
+    }
+
+
+def recorded_options(build_options: dict[str, Any]) -> dict[str, Any]:
+    """The build options as provenance records them (the schema is stored on its own)."""
+    return {k: v for k, v in build_options.items() if k != "schema"}

@@ -1,0 +1,305 @@
+"""Work units: the deterministic split of the input that makes parallel packing reproducible.
+
+Input lines are grouped into units of about ``UNIT_INPUT_BYTES``; a unit is parsed, encoded and
+compressed into whole blocks on its own, and blocks never span units. Unit boundaries depend only
+on the input, so one process or many produce byte-identical files. Memory per worker is bounded
+by one unit plus its compressed blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xxhash
+
+from ..format.block import BlockBuilder
+from ..codecs import Codec, get_codec
+from ..stats.columns import Column
+from ..format.records import RecordEncoder
+from ..errors import InputError, OptionError, SchemaError
+from ..format.layout import BLOCK_SHUFFLED, checksum
+from ..ingest.jsonl import LineBatch, decode_lines, parse_line
+from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
+from ..ingest.schema_infer import SchemaInferrer
+from ..stats.collector import StatsCollector
+
+if TYPE_CHECKING:
+    from ..ingest.schema_check import RecordChecker
+
+# Small units keep a unit's working set (lines, values, payloads, blocks: ~5x the unit) in memory
+# the allocator reuses: first-touching fresh pages costs up to ~3 ms per MB on a VM, which made
+# a 4 MB pack 25% slower with 8 MiB units (docs/DECISIONS.md, "Work units").
+UNIT_INPUT_BYTES = 1024 * 1024
+_UNPARSED = object()  # stands for a line that decode_lines left to parse_line
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Everything that decides the bytes of the blocks (recorded in the file's metadata)."""
+
+    codec: dict[str, Any]
+    block_size: int
+    dtype_overrides: Mapping[str, str] = field(default_factory=dict)
+    schema: Mapping[str, Any] | None = None  # a user's JSON Schema every record must meet
+    on_error: str = "fail"  # "skip": a bad line becomes a Rejection instead of failing the pack
+    shuffle: bool = False  # store block arenas as byte planes (BLOCK_SHUFFLED)
+
+
+@dataclass
+class Unit:
+    """Consecutive input lines of one source."""
+
+    source: str
+    line_numbers: list[int]
+    lines: list[bytes]
+
+
+@dataclass
+class EncodedBlock:
+    stored: bytes
+    raw_size: int
+    record_count: int
+    checksum: int
+    flags: int = 0
+
+
+@dataclass
+class EncodedUnit:
+    """What one unit turned into: blocks ready to write, plus per-record digests and field facts."""
+
+    blocks: list[EncodedBlock]
+    record_digests: np.ndarray  # uint64, one per record, in order
+    array_dtypes: dict[str, dict[str, int]]
+    lossy_fields: dict[str, str]
+    input_bytes: int
+    rejects: list[Rejection] = field(default_factory=list)
+    inferred: SchemaInferrer | None = None  # the unit's records' shape, when no schema is given
+    stats: StatsCollector = field(default_factory=StatsCollector)
+
+
+def split_units(
+    lines: Iterable[tuple[int, bytes]], source: str, unit_bytes: int = UNIT_INPUT_BYTES
+) -> Iterator[Unit]:
+    """Group (line number, bytes) pairs into units of about ``unit_bytes`` of input."""
+    numbers: list[int] = []
+    chunk: list[bytes] = []
+    size = 0
+    for number, line in lines:
+        numbers.append(number)
+        chunk.append(line)
+        size += len(line) + 1
+        if size >= unit_bytes:
+            yield Unit(source, numbers, chunk)
+            numbers, chunk, size = [], [], 0
+    if chunk:
+        yield Unit(source, numbers, chunk)
+
+
+def cut_points(sizes: np.ndarray, open_size: int, limit: int) -> tuple[list[int], int]:
+    """Where adding items of ``sizes`` one by one closes a group once it holds ``limit``.
+
+    ``open_size`` is what the group still open before these items holds. Returns the indices
+    of the items that close a group, and the size of the group left open after the last one.
+    """
+    totals = np.cumsum(sizes) + open_size
+    cuts: list[int] = []
+    base = 0
+    while True:
+        i = int(np.searchsorted(totals, base + limit, side="left"))
+        if i >= len(totals):
+            break
+        cuts.append(i)
+        base = int(totals[i])
+    return cuts, (int(totals[-1]) - base if len(totals) else open_size)
+
+
+def unit_cuts(lines: list[bytes], open_size: int, unit_bytes: int) -> tuple[list[int], int]:
+    """Where ``split_units`` would close units within ``lines`` (each counts its length + 1)."""
+    sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 1
+    return cut_points(sizes, open_size, unit_bytes)
+
+
+def split_unit_batches(
+    batches: Iterable[LineBatch], source: str, unit_bytes: int = UNIT_INPUT_BYTES
+) -> Iterator[Unit]:
+    """``split_units`` for batches of lines: the same units, without a Python step per line."""
+    numbers: list[int] = []
+    lines: list[bytes] = []
+    open_size = 0
+    for batch in batches:
+        cuts, open_size = unit_cuts(batch.lines, open_size, unit_bytes)
+        start = 0
+        for i in cuts:
+            numbers += batch.numbers[start : i + 1]
+            lines += batch.lines[start : i + 1]
+            yield Unit(source, numbers, lines)
+            numbers, lines = [], []
+            start = i + 1
+        numbers += batch.numbers[start:]
+        lines += batch.lines[start:]
+    if lines:
+        yield Unit(source, numbers, lines)
+
+
+class UnitEncoder:
+    """Parses, encodes and compresses units into blocks (one instance per process)."""
+
+    def __init__(self, options: EncodeOptions, codec: Codec | None = None) -> None:
+        if options.block_size <= 0:
+            raise OptionError(f"block size must be positive, got {options.block_size}")
+        from ..format.records import parse_dtype_overrides
+
+        self.options = options
+        self.codec = codec if codec is not None else get_codec(options.codec)
+        self.overrides = parse_dtype_overrides(options.dtype_overrides)
+        if options.on_error not in ON_ERROR_CHOICES:
+            raise OptionError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+        self.checker: RecordChecker | None = None
+        if options.schema is not None:
+            from ..ingest.schema_check import RecordChecker  # jsonschema: only for packs with a schema
+
+            self.checker = RecordChecker(options.schema)
+
+    def encode(self, unit: Unit) -> EncodedUnit:
+        decoded = decode_lines(unit.lines)
+        if decoded is not None and self.checker is None and not self.overrides:
+            return self._encode_valid(unit, decoded)
+        return self._encode_checked(unit, decoded)
+
+    def _encode_valid(self, unit: Unit, decoded: list[Any]) -> EncodedUnit:
+        """The common case: every line parsed, no schema to check, no lossy dtypes to apply.
+
+        Records are converted, encoded and hashed with ``map`` (no Python step per record) when
+        none holds an array; blocks are then cut where adding records one by one cuts them.
+        """
+        encoder = RecordEncoder()
+        values = encoder.convert_all(decoded)
+        payloads = None if encoder.array_dtypes else encoder.encode_all(values)
+        if payloads is None:
+            blocks, digests = self._blocks_of_values(encoder, values)
+        else:
+            blocks, digests = self._blocks_of_payloads(encoder, payloads)
+        return self._encoded_unit(unit, encoder, values, blocks, digests, [], infer=True)
+
+    def _blocks_of_values(
+        self, encoder: RecordEncoder, values: list[Any]
+    ) -> tuple[list[EncodedBlock], np.ndarray]:
+        builder = BlockBuilder(encoder)
+        blocks: list[EncodedBlock] = []
+        digests = np.empty(len(values), dtype=np.uint64)
+        block_size = self.options.block_size
+        for i, value in enumerate(values):
+            digests[i] = builder.add(value, converted=True)
+            if builder.payload_bytes + len(builder.arena) >= block_size:  # builder.size, inlined
+                blocks.append(self._seal(builder))
+        if len(builder):
+            blocks.append(self._seal(builder))
+        return blocks, digests
+
+    def _blocks_of_payloads(
+        self, encoder: RecordEncoder, payloads: list[bytes]
+    ) -> tuple[list[EncodedBlock], np.ndarray]:
+        """Blocks of records encoded already, none with arrays."""
+        builder = BlockBuilder(encoder)
+        blocks: list[EncodedBlock] = []
+        sizes = np.fromiter(map(len, payloads), np.int64, len(payloads))
+        start = 0
+        for end in [i + 1 for i in cut_points(sizes, 0, self.options.block_size)[0]]:
+            builder.add_payloads(payloads[start:end])
+            blocks.append(self._seal(builder))
+            start = end
+        if start < len(payloads):
+            builder.add_payloads(payloads[start:])
+            blocks.append(self._seal(builder))
+        digests = np.fromiter(map(xxhash.xxh3_64_intdigest, payloads), np.uint64, len(payloads))
+        return blocks, digests
+
+    def _encode_checked(self, unit: Unit, decoded: list[Any] | None) -> EncodedUnit:
+        """Record by record: lines to parse carefully, schema checks, ``on_error`` rejects."""
+        encoder = RecordEncoder(self.overrides)
+        builder = BlockBuilder(encoder)
+        blocks: list[EncodedBlock] = []
+        digests = np.empty(len(unit.lines), dtype=np.uint64)
+        block_size = self.options.block_size
+        kept = 0
+        rejects: list[Rejection] = []
+        checker = self.checker
+        kept_values: list[Any] = []  # summarised column-wise once the unit is encoded
+        if decoded is None:  # some line needs the careful parser (and maybe an error message)
+            decoded = [_UNPARSED] * len(unit.lines)
+        for number, line, value in zip(unit.line_numbers, unit.lines, decoded, strict=True):
+            try:
+                if value is _UNPARSED:
+                    value = parse_line(line, unit.source, number)
+                if checker is None:
+                    value = encoder.convert(value)  # typed arrays, as statistics describe them
+                else:
+                    # check the record as it will be stored (arrays typed) before it joins a block;
+                    # a rejected record must not count in the fields' dtype statistics
+                    seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
+                    value = encoder.convert(value)
+                    try:
+                        checker.check(value, path=unit.source, line=number)
+                    except SchemaError:
+                        encoder.array_dtypes = seen
+                        raise
+                digests[kept] = builder.add(value, converted=True)
+            except (InputError, SchemaError, OptionError) as exc:
+                if self.options.on_error != "skip":
+                    if isinstance(exc, OptionError):
+                        raise InputError(str(exc), path=unit.source, line=number) from None
+                    raise
+                rejects.append(Rejection.from_error(exc, unit.source, number, line))
+                continue
+            kept += 1
+            kept_values.append(value)
+            if builder.payload_bytes + len(builder.arena) >= block_size:  # builder.size, inlined
+                blocks.append(self._seal(builder))
+        if len(builder):
+            blocks.append(self._seal(builder))
+        return self._encoded_unit(
+            unit, encoder, kept_values, blocks, digests[:kept], rejects, infer=checker is None
+        )
+
+    def _encoded_unit(
+        self,
+        unit: Unit,
+        encoder: RecordEncoder,
+        values: list[Any],
+        blocks: list[EncodedBlock],
+        digests: np.ndarray,
+        rejects: list[Rejection],
+        *,
+        infer: bool,
+    ) -> EncodedUnit:
+        """The unit's blocks with its records' statistics (and inferred shape)."""
+        records = Column(values)  # split by field once, for both passes
+        stats = StatsCollector()
+        stats.add_column(records)
+        stats.flush()
+        inferred = None
+        if infer:
+            inferred = SchemaInferrer()
+            inferred.add_column(records)
+        return EncodedUnit(
+            blocks,
+            digests,
+            encoder.array_dtypes,
+            encoder.lossy_fields,
+            sum(map(len, unit.lines)) + len(unit.lines),
+            rejects,
+            inferred,
+            stats,
+        )
+
+    def _seal(self, builder: BlockBuilder) -> EncodedBlock:
+        count = len(builder)
+        shuffle = self.options.shuffle
+        raw = builder.build(shuffle=shuffle)
+        stored = self.codec.encode(raw)
+        return EncodedBlock(
+            stored, len(raw), count, checksum(stored), BLOCK_SHUFFLED if shuffle else 0
+        )

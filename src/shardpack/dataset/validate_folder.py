@@ -1,0 +1,130 @@
+"""Validation of a sharded dataset: every shard checked on its own, and the manifest against the
+shards. Missing, extra, truncated, replaced and swapped shards are each named in the report.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ShardpackError
+from ..storage.folder import bytes_hash
+from ..storage.ranges import BytesSource
+from .locate import locate
+from .manifest import MANIFEST_NAME, ShardEntry
+from .validate_file import Problem, ValidationReport, validate_path
+
+
+def validate_dataset(
+    path: str | os.PathLike[str],
+    *,
+    deep: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> ValidationReport:
+    """Validate a dataset folder or its manifest (local or URL), every problem into the report."""
+    text = os.fspath(path)
+    report = ValidationReport(paths=[text], deep=deep)
+    try:
+        located = locate(text, storage_options)
+    except ShardpackError as exc:
+        report.problems.append(Problem(text, str(exc)))
+        return report
+    manifest, storage = (
+        located.manifest,
+        located.locations[0].storage if located.locations else None,
+    )
+    if manifest is None:  # a single packed file
+        return validate_path(text, deep=deep)
+    if storage is None:
+        from ..storage.folder import open_storage
+
+        storage = open_storage(located.root or text, storage_options)
+    listed = {entry.file for entry in manifest.shards}
+    by_content: dict[str, list[ShardEntry]] = {}
+    for entry in manifest.shards:
+        by_content.setdefault(entry.content_hash, []).append(entry)
+
+    for name in storage.list_names():
+        if name.endswith(".packed") and name not in listed and name != MANIFEST_NAME:
+            report.problems.append(
+                Problem(storage.location(name), "extra shard: not listed in the manifest")
+            )
+    for number, entry in enumerate(manifest.shards):
+        where = storage.location(entry.file)
+        if not storage.exists(entry.file):
+            report.problems.append(
+                Problem(where, f"missing shard (manifest entry {number}, {entry.records} records)")
+            )
+            continue
+        _check_entry(storage, entry, where, number, by_content, deep, report)
+    return report
+
+
+def _check_entry(
+    storage: Any,
+    entry: ShardEntry,
+    where: str,
+    number: int,
+    by_content: dict[str, list[ShardEntry]],
+    deep: bool,
+    report: ValidationReport,
+) -> None:
+    size = storage.size(entry.file)
+    size_problem = None
+    if size < entry.bytes:
+        size_problem = Problem(
+            where, f"truncated shard: {size} bytes, the manifest says {entry.bytes}"
+        )
+    elif size > entry.bytes:
+        size_problem = Problem(
+            where, f"shard is {size} bytes, the manifest says {entry.bytes} (replaced?)"
+        )
+    source = None
+    if storage.is_remote:
+        data = storage.read_bytes(entry.file)  # validation reads every byte anyway
+        source = BytesSource(data, where)
+        digest = bytes_hash(data)
+    else:
+        digest = storage.hash_file(entry.file)
+    shard_report = validate_path(where, deep=deep, source=source)
+    report.files_checked += shard_report.files_checked
+    report.blocks_checked += shard_report.blocks_checked
+    report.records_checked += shard_report.records_checked
+    if shard_report.files_checked == 0:  # unreadable footer: nothing more to compare
+        report.problems.extend([size_problem] if size_problem else [])
+        report.problems.extend(shard_report.problems)
+        return
+    from ..packfile.reader import PackedFile
+
+    if source is not None:
+        source = BytesSource(data, where)
+    packed = PackedFile(where, source=source)
+    try:
+        records, content = packed.record_count, packed.metadata.get("content_hash")
+    finally:
+        packed.close()
+    if content != entry.content_hash:
+        twins = [e.file for e in by_content.get(str(content), []) if e.file != entry.file]
+        if twins:  # a swap explains any size difference: name only the swap
+            report.problems.append(
+                Problem(
+                    where,
+                    f"holds the records of {twins[0]}, not those of manifest entry {number} "
+                    "(shards swapped?)",
+                )
+            )
+            return
+        report.problems.append(
+            Problem(where, "content hash differs from the manifest (shard replaced?)")
+        )
+    if size_problem is not None:
+        report.problems.append(size_problem)
+    report.problems.extend(shard_report.problems)
+    if content != entry.content_hash:
+        return
+    if records != entry.records:
+        report.problems.append(
+            Problem(where, f"holds {records} records, the manifest says {entry.records}")
+        )
+    elif digest != entry.file_hash and size == entry.bytes:
+        report.problems.append(Problem(where, "file hash differs from the manifest"))

@@ -1,0 +1,232 @@
+"""The raw (uncompressed) block: a few records' payloads plus their arena. Pure, no file I/O.
+
+    u32 record_count n
+    u32 arena_offset                 from block start, 64-byte aligned
+    u32 payload_offsets[n + 1]       into the payload region
+    u32 arena_starts[n + 1]          record j's arrays lie in [starts[j], starts[j+1])
+    payload region                   a msgpack array32 header for n items, then the n payloads
+    zero padding to arena_offset
+    arena                            array elements, little-endian, each 8-byte aligned
+
+Framing the payloads as one msgpack array lets a sequential reader decode a whole block in a
+single call, while the offset table still gives O(1) access to any one record.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from .layout import align
+from .records import RecordEncoder, thread_decoder
+
+BLOCK_HEADER = struct.Struct("<II")
+ARENA_ALIGN = 64
+SHUFFLE_WIDTH = (
+    4  # byte planes of 4-byte words: int32/float32 (token ids, log-probs) shuffle exactly
+)
+MAX_BLOCK_BYTES = 2**32 - 1  # offsets are u32
+
+
+class BlockBuilder:
+    """Accumulates encoded records until the block is full, then lays out its raw bytes."""
+
+    def __init__(self, encoder: RecordEncoder) -> None:
+        self.encoder = encoder
+        self.payloads: list[bytes] = []
+        self.arena = bytearray()
+        self.arena_starts = [0]
+        self.payload_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @property
+    def size(self) -> int:
+        """Approximate raw size so far (payloads plus arena)."""
+        return self.payload_bytes + len(self.arena)
+
+    def add(self, value: Any, *, converted: bool = False) -> int:
+        """Encode one record into the block; returns its content digest (64-bit xxh3).
+
+        The digest covers the payload and the record's own arena bytes, neither of which depends
+        on the record's position, so it identifies the record's content under any block layout.
+        ``converted``: ``value`` already went through ``RecordEncoder.convert``.
+        """
+        arena = self.arena
+        start = len(arena)
+        payload = self.encoder.encode(value, arena, converted=converted)
+        self.payloads.append(payload)
+        self.payload_bytes += len(payload)
+        if len(arena) == start:  # no arrays: nothing to pad, the digest is the payload's
+            self.arena_starts.append(start)
+            return xxhash.xxh3_64_intdigest(payload)
+        pad = -len(arena) % 8
+        if pad:
+            arena += b"\0" * pad
+        self.arena_starts.append(len(arena))
+        digest = xxhash.xxh3_64(payload)
+        digest.update(memoryview(arena)[start:])
+        return digest.intdigest()
+
+    def add_payloads(self, payloads: list[bytes]) -> None:
+        """Add records encoded already (``RecordEncoder.encode_all``), none holding an array."""
+        self.payloads += payloads
+        self.payload_bytes += sum(map(len, payloads))
+        self.arena_starts += [len(self.arena)] * len(payloads)
+
+    def build(self, *, shuffle: bool = False) -> bytes:
+        """The raw block bytes; resets the builder for the next block.
+
+        ``shuffle`` stores the arena as byte planes (see ``shuffle_arena``), which compresses
+        numeric arrays much better; the block's index entry must then carry BLOCK_SHUFFLED.
+        """
+        n = len(self.payloads)
+        region_start = BLOCK_HEADER.size + 8 * (n + 1)
+        offsets = np.zeros(n + 1, dtype="<u4")
+        np.cumsum([len(p) for p in self.payloads], out=offsets[1:])
+        offsets += 5  # after the msgpack array32 header
+        region_end = region_start + 5 + self.payload_bytes
+        arena_offset = align(region_end, ARENA_ALIGN)
+        total = arena_offset + len(self.arena)
+        if total > MAX_BLOCK_BYTES:
+            raise ValueError(f"a block of {total} bytes exceeds the format's 4 GiB block limit")
+        parts = [
+            BLOCK_HEADER.pack(n, arena_offset),
+            offsets.tobytes(),
+            np.asarray(self.arena_starts, dtype="<u4").tobytes(),
+            b"\xdd" + n.to_bytes(4, "big"),
+            *self.payloads,
+            b"\0" * (arena_offset - region_end),
+            _byte_planes(self.arena, SHUFFLE_WIDTH) if shuffle else self.arena,
+        ]
+        raw = b"".join(parts)
+        self.payloads = []
+        self.arena = bytearray()
+        self.arena_starts = [0]
+        self.payload_bytes = 0
+        return raw
+
+
+# Shuffling and un-shuffling copy one byte column at a time: numpy's strided column copies run
+# ~7x faster than a general transposed copy (measured 2.6 vs 0.38 GB/s on 64 KiB).
+
+
+def _byte_planes(data: bytes | bytearray | memoryview, width: int) -> bytes:
+    """Byte ``k`` of every ``width``-byte word, for k = 0..width-1, one plane after another."""
+    words = np.frombuffer(data, np.uint8).reshape(-1, width)
+    planes = np.empty((width, len(words)), np.uint8)
+    for k in range(width):
+        planes[k] = words[:, k]
+    return planes.tobytes()
+
+
+def unshuffle_block(raw: bytes | memoryview) -> memoryview:
+    """A raw block whose arena was stored as byte planes, with the arena restored."""
+    if len(raw) < BLOCK_HEADER.size:
+        raise ValueError("block shorter than its header")
+    _, arena_offset = BLOCK_HEADER.unpack_from(raw)
+    if arena_offset > len(raw) or (len(raw) - arena_offset) % SHUFFLE_WIDTH:
+        raise ValueError("shuffled arena has an impossible size")
+    if arena_offset == len(raw):  # no arrays (text): nothing to restore, nothing to copy
+        return memoryview(raw)
+    # one output buffer, filled in place: joining a copied head and a restored arena made three
+    # more copies of the arena; the KD zstd scan went from 197 to 128 ms
+    out = np.empty(len(raw), np.uint8)
+    source = np.frombuffer(raw, np.uint8)
+    out[:arena_offset] = source[:arena_offset]
+    words = out[arena_offset:].reshape(-1, SHUFFLE_WIDTH)
+    planes = source[arena_offset:].reshape(SHUFFLE_WIDTH, -1)
+    for k in range(SHUFFLE_WIDTH):
+        words[:, k] = planes[k]
+    return out.data
+
+
+class BlockView:
+    """Read access to the records of one raw block. Raises ValueError on inconsistent bytes.
+
+    Opening a view reads only the fixed header; the offset tables are bounds-checked per record
+    as it is decoded, so the cost of a random access does not grow with the block's record count.
+    """
+
+    __slots__ = ("_region_start", "_tables", "arena_offset", "count", "raw")
+
+    def __init__(self, raw: bytes | memoryview, expected_count: int) -> None:
+        if len(raw) < BLOCK_HEADER.size:
+            raise ValueError("block shorter than its header")
+        count, arena_offset = BLOCK_HEADER.unpack_from(raw)
+        if count != expected_count:
+            raise ValueError(f"block holds {count} records, index says {expected_count}")
+        region_start = BLOCK_HEADER.size + 8 * (count + 1)
+        if region_start + 5 > arena_offset or arena_offset > len(raw):
+            raise ValueError("block tables overrun the block")
+        self.raw = raw
+        self.count = count
+        self.arena_offset = arena_offset
+        self._region_start = region_start
+        # payload offsets then arena starts, each count + 1 entries
+        self._tables = memoryview(raw)[BLOCK_HEADER.size : region_start].cast("I")
+
+    def _record_span(self, j: int) -> tuple[int, int, int, int]:
+        """Payload [begin, end) and arena [start, stop) of record j, bounds-checked."""
+        tables, n = self._tables, self.count + 1
+        begin = self._region_start + tables[j]
+        end = self._region_start + tables[j + 1]
+        start, stop = tables[n + j], tables[n + j + 1]
+        if not (
+            begin <= end <= self.arena_offset and start <= stop <= len(self.raw) - self.arena_offset
+        ):
+            raise ValueError(f"offset table entry for record {j} is out of bounds")
+        return begin, end, start, stop
+
+    def _decode(self, begin: int, end: int, arena_position: int) -> tuple[Any, int]:
+        """Decode payload bytes [begin, end); returns the value and the arena cursor after it."""
+        cursor, decoder = thread_decoder()
+        cursor.buffer = self.raw
+        cursor.arena_start = self.arena_offset
+        cursor.arena_end = len(self.raw)
+        cursor.position = arena_position
+        try:
+            return decoder.decode(memoryview(self.raw)[begin:end]), cursor.position
+        finally:
+            cursor.buffer = b""  # do not keep the block alive through the thread's cursor
+
+    def record_bytes(self, j: int) -> tuple[memoryview, memoryview]:
+        """Record j's payload bytes and its own arena range: what its content digest covers."""
+        begin, end, start, stop = self._record_span(j)
+        raw = memoryview(self.raw)
+        return raw[begin:end], raw[self.arena_offset + start : self.arena_offset + stop]
+
+    def record(self, j: int) -> Any:
+        """Decode record ``j`` of the block (0 <= j < count)."""
+        begin, end, start, stop = self._record_span(j)
+        value, position = self._decode(begin, end, start)
+        if position > stop:
+            raise ValueError(f"record {j} reads arrays beyond its arena range")
+        return value
+
+    def records(self) -> list[Any]:
+        """Decode every record of the block in one call."""
+        tables, n = self._tables, self.count + 1
+        end = self._region_start + tables[n - 1]
+        if tables[0] != 5 or end > self.arena_offset:
+            raise ValueError("block payload region is out of bounds")
+        values, position = self._decode(self._region_start, end, 0)
+        if type(values) is not list or len(values) != self.count:
+            raise ValueError("block payload region does not hold its records")
+        if position > tables[2 * n - 1]:
+            raise ValueError("records read arrays beyond the block's arena")
+        return values
+
+    def check_arrays(self) -> None:
+        """Deep check: tables are monotonic and each record's arrays fill its own arena range."""
+        for j in range(self.count):
+            begin, end, start, stop = self._record_span(j)
+            if j == 0 and (begin != self._region_start + 5 or start != 0):
+                raise ValueError("offset tables do not start at the payload region and arena")
+            _, position = self._decode(begin, end, start)
+            if position + (-position % 8) != stop:
+                raise ValueError(f"record {j}'s arrays do not fill its arena range")

@@ -1,0 +1,178 @@
+"""The bytes on disk of one packed file (format v1): header, block index, trailer. Pure, no I/O.
+
+Layout (all integers little-endian; see docs/FORMAT.md):
+
+    header    16 bytes   MAGIC, u16 major, u16 minor, u32 reserved
+    blocks               each compressed on its own, starting at a 64-byte aligned offset
+    index     48 bytes per block (BLOCK_ENTRY), at an 8-byte aligned offset
+    metadata  UTF-8 JSON object (codec, fields, schema, stats, provenance)
+    trailer   64 bytes   offsets and lengths of index and metadata, record count, checksums, MAGIC
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+from ..errors import FormatError
+
+MAGIC = b"\x89SHP\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncated downloads
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+FILE_SUFFIX = ".packed"
+
+HEADER = struct.Struct("<8sHHI")
+HEADER_SIZE = HEADER.size  # 16
+BLOCK_ALIGN = 64  # blocks start 64-aligned so uncompressed blocks map to aligned arrays
+INDEX_ALIGN = 8
+
+# One block index entry. The checksum covers the block's bytes as stored (compressed), so a damaged
+# block is caught before the decompressor ever sees it.
+BLOCK_ENTRY = np.dtype(
+    [
+        ("offset", "<u8"),
+        ("stored_size", "<u8"),
+        ("raw_size", "<u8"),
+        ("first_record", "<u8"),
+        ("record_count", "<u4"),
+        ("flags", "<u4"),
+        ("checksum", "<u8"),
+    ]
+)
+
+BLOCK_SHUFFLED = 1  # index flag: the block's arena is stored as 4-byte-word byte planes
+KNOWN_BLOCK_FLAGS = BLOCK_SHUFFLED
+
+# Trailer: fixed size at the very end so a reader finds everything with one seek from the end.
+TRAILER = struct.Struct("<QQQQQQHHI8s")
+TRAILER_SIZE = TRAILER.size  # 64
+
+
+def checksum(data: bytes | memoryview) -> int:
+    """The 64-bit block and footer checksum (xxh3)."""
+    return xxhash.xxh3_64_intdigest(data)
+
+
+def align(offset: int, alignment: int) -> int:
+    """The smallest multiple of ``alignment`` that is >= ``offset``."""
+    return (offset + alignment - 1) // alignment * alignment
+
+
+def encode_header() -> bytes:
+    return HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0)
+
+
+def check_header(data: bytes, path: str | None = None) -> None:
+    """Raise FormatError unless ``data`` starts with a header this reader understands."""
+    if len(data) < HEADER_SIZE:
+        raise FormatError("file too short to be a packed file", path=path)
+    magic, major, _minor, _reserved = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FormatError("not a shardpack file (bad magic at start)", path=path)
+    if major != FORMAT_MAJOR:
+        raise FormatError(
+            f"unsupported format version {major} (this shardpack reads version {FORMAT_MAJOR})",
+            path=path,
+        )
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """Where the index and metadata are, and what protects them."""
+
+    index_offset: int
+    index_size: int
+    metadata_offset: int
+    metadata_size: int
+    record_count: int
+    footer_checksum: int  # xxh3 over index bytes followed by metadata bytes
+    major: int = FORMAT_MAJOR
+    minor: int = FORMAT_MINOR
+
+    @property
+    def block_count(self) -> int:
+        return self.index_size // BLOCK_ENTRY.itemsize
+
+    def encode(self) -> bytes:
+        body = TRAILER.pack(
+            self.index_offset,
+            self.index_size,
+            self.metadata_offset,
+            self.metadata_size,
+            self.record_count,
+            self.footer_checksum,
+            self.major,
+            self.minor,
+            0,
+            MAGIC,
+        )
+        # the u32 slot holds the low half of a checksum over the trailer's other fields
+        own = checksum(body[:52] + body[56:]) & 0xFFFFFFFF
+        return body[:52] + struct.pack("<I", own) + body[56:]
+
+    @classmethod
+    def decode(cls, data: bytes, file_size: int, path: str | None = None) -> Trailer:
+        """Parse and check a trailer read from the last TRAILER_SIZE bytes of a file."""
+        if len(data) != TRAILER_SIZE or file_size < HEADER_SIZE + TRAILER_SIZE:
+            raise FormatError("file too short to be a packed file (truncated?)", path=path)
+        (idx_off, idx_size, meta_off, meta_size, records, footer_sum, major, minor, own, magic) = (
+            TRAILER.unpack(data)
+        )
+        if magic != MAGIC:
+            raise FormatError(
+                "no shardpack trailer at end of file (truncated or not a packed file)", path=path
+            )
+        if own != checksum(data[:52] + data[56:]) & 0xFFFFFFFF:
+            raise FormatError("trailer checksum mismatch (damaged end of file)", path=path)
+        if major != FORMAT_MAJOR:
+            raise FormatError(
+                f"unsupported format version {major} (this shardpack reads version {FORMAT_MAJOR})",
+                path=path,
+            )
+        footer_end = file_size - TRAILER_SIZE
+        if not (
+            idx_off >= HEADER_SIZE
+            and idx_off + idx_size == meta_off
+            and meta_off + meta_size == footer_end
+            and idx_size % BLOCK_ENTRY.itemsize == 0
+        ):
+            raise FormatError("trailer points outside the file (truncated or damaged)", path=path)
+        return cls(idx_off, idx_size, meta_off, meta_size, records, footer_sum, major, minor)
+
+
+def decode_index(data: bytes | memoryview) -> np.ndarray:
+    """The block index as a structured array (a copy, so it outlives the buffer)."""
+    return np.frombuffer(data, dtype=BLOCK_ENTRY).copy()
+
+
+def check_index(
+    index: np.ndarray, *, data_end: int, record_count: int, max_raw_size: int, path: str | None
+) -> None:
+    """Raise FormatError unless the index lists non-overlapping blocks covering all records."""
+    if len(index) == 0:
+        if record_count != 0:
+            raise FormatError("index has no blocks but the file claims records", path=path)
+        return
+    offsets = index["offset"].astype(np.int64)
+    ends = offsets + index["stored_size"].astype(np.int64)
+    counts = index["record_count"].astype(np.int64)
+    firsts = index["first_record"].astype(np.int64)
+    problems = []
+    if offsets[0] < HEADER_SIZE or ends[-1] > data_end:
+        problems.append("a block lies outside the data area")
+    if np.any(offsets[1:] < ends[:-1]):
+        problems.append("blocks overlap or are out of order")
+    if np.any(counts == 0):
+        problems.append("a block holds no records")
+    expected_firsts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    if not np.array_equal(firsts, expected_firsts) or int(counts.sum()) != record_count:
+        problems.append("record numbering in the index does not add up")
+    if np.any(index["raw_size"] > max_raw_size):
+        problems.append("a block claims a raw size above the file's maximum")
+    if np.any(index["flags"] & ~np.uint32(KNOWN_BLOCK_FLAGS)):
+        problems.append("a block has flags this reader does not know (newer format?)")
+    if problems:
+        raise FormatError("inconsistent block index: " + "; ".join(problems), path=path)

@@ -1,0 +1,404 @@
+"""JSON values <-> record payloads: msgpack for structure, typed numeric arrays in a block arena.
+
+A record payload is the record's JSON value encoded as msgpack, except that every homogeneous
+numeric list (ints, floats or bools; 1-D or rectangular N-D) becomes an extension value holding
+only its dtype and shape, while its elements go to the block's arena, 8-byte aligned, in the
+order the extension values appear. A reader walks the payloads in order with a cursor into the
+arena, so arrays come back as zero-copy numpy views and no payload holds a block position: a
+record's bytes do not depend on where it lands, which keeps content hashes independent of the
+block size.
+
+Lossless rules: ints stay ints (int32 when every value fits, else int64/uint64), floats stay
+floats (float32 when every value round-trips bit-exactly, else float64), bools stay bools; a list
+mixing types, a ragged list and an empty list stay msgpack lists. Integers beyond 64 bits and
+strings holding unpaired surrogates (both legal in JSON) use their own extension types.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import threading
+from collections.abc import Mapping
+from itertools import chain
+from typing import Any
+
+import ml_dtypes
+import msgspec
+import numpy as np
+
+from ..errors import OptionError
+
+EXT_ARRAY = 1
+EXT_BIGINT = 2  # decimal ASCII digits of an integer outside [-2**63, 2**64)
+EXT_RAW_STR = 3  # a str with unpaired surrogates, as UTF-8 with 'surrogatepass'
+
+ARRAY_ALIGN = 8
+
+# dtype codes are part of the file format: never renumber, only append
+DTYPE_BY_CODE: dict[int, np.dtype] = {
+    1: np.dtype(np.bool_),
+    2: np.dtype("<i4"),
+    3: np.dtype("<i8"),
+    4: np.dtype("<u8"),
+    5: np.dtype("<f4"),
+    6: np.dtype("<f8"),
+    7: np.dtype("<f2"),
+    8: np.dtype(ml_dtypes.bfloat16),
+}
+CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
+DTYPE_NAMES = {dtype: dtype.name for dtype in DTYPE_BY_CODE.values()}
+
+# the opt-in lossy storage types a field's float arrays can be forced to
+LOSSY_DTYPES = {
+    "float16": DTYPE_BY_CODE[7],
+    "bfloat16": DTYPE_BY_CODE[8],
+    "float32": DTYPE_BY_CODE[5],
+}
+
+_INT32 = np.iinfo(np.int32)
+_DIMS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # array ext data: code, ndim, dims
+MAX_NDIM = 32
+
+
+def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.dtype]:
+    """Validate ``{"field.path": "float16"}`` options into numpy dtypes."""
+    result: dict[str, np.dtype] = {}
+    for field, name in (overrides or {}).items():
+        if name not in LOSSY_DTYPES:
+            raise OptionError(
+                f"--dtype {field}={name}: choose one of {', '.join(sorted(LOSSY_DTYPES))}"
+            )
+        result[field] = LOSSY_DTYPES[name]
+    return result
+
+
+def _element_types(values: list, ndim: int) -> set[type]:
+    """The exact Python types of the scalars in a rectangular nested list of depth ``ndim``."""
+    return set(map(type, _flatten(values, ndim)))
+
+
+def _flatten(values: list, ndim: int) -> Any:
+    flat: Any = values
+    for _ in range(ndim - 1):
+        flat = chain.from_iterable(flat)
+    return flat
+
+
+def _nested_list_type(scalar: type, ndim: int) -> Any:
+    """``list[list[...[scalar]]]`` for msgspec's strict type check (cached)."""
+    key = (scalar, ndim)
+    found = _LIST_TYPES.get(key)
+    if found is None:
+        found = scalar
+        for _ in range(ndim):
+            found = list[found]
+        _LIST_TYPES[key] = found
+    return found
+
+
+_LIST_TYPES: dict[tuple[type, int], Any] = {}
+_WIDE_DTYPES = {int: np.dtype(np.int64), float: np.dtype(np.float64), bool: np.dtype(np.bool_)}
+
+
+def _narrowest(array: np.ndarray) -> np.ndarray:
+    """The same values in the narrowest lossless dtype of the format (int32, float32, ...)."""
+    kind = array.dtype.kind
+    if kind == "i":
+        if array.size and _INT32.min <= array.min() and array.max() <= _INT32.max:
+            return array.astype(np.int32)
+        return array
+    if kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrow = array.astype(np.float32)
+        # compare bits, not values: keeps NaN payloads, -0.0 and inf exact
+        if np.array_equal(narrow.astype(np.float64).view(np.uint64), array.view(np.uint64)):
+            return narrow
+        return array
+    return array
+
+
+def to_typed_array(values: list) -> np.ndarray | None:
+    """A homogeneous numeric (nested) list as a typed array, or None if it must stay a list.
+
+    The first scalar decides the candidate type; msgspec's strict conversion then checks every
+    element in C (ints: exactly int, no bool or float; floats: float or int). A float array
+    with integral values might hide ints (``[0.5, 1]``), so only then are exact types checked.
+    """
+    ndim, leaf = 1, values[0]
+    while type(leaf) is list:
+        if not leaf or ndim >= MAX_NDIM:
+            return None
+        leaf, ndim = leaf[0], ndim + 1
+    scalar = type(leaf)
+    dtype = _WIDE_DTYPES.get(scalar)
+    if dtype is None:
+        return None
+    try:
+        msgspec.convert(values, _nested_list_type(scalar, ndim), strict=True)
+    except msgspec.ValidationError:
+        return None  # mixed types or uneven nesting
+    shape = [len(values)]
+    level = values
+    for _ in range(ndim - 1):
+        width = len(level[0])
+        # every row of this level has the same length, and so on down: a rectangle
+        if width == 0 or set(map(len, level)) != {width}:
+            return None
+        shape.append(width)
+        level = list(chain.from_iterable(level)) if len(shape) < ndim else level
+    try:
+        array = np.fromiter(_flatten(values, ndim), dtype, math.prod(shape)).reshape(shape)
+    except OverflowError:
+        if scalar is not int:
+            return None
+        try:  # ints in [2**63, 2**64) fit uint64 when none is negative
+            array = np.fromiter(_flatten(values, ndim), np.uint64, math.prod(shape))
+        except OverflowError:
+            return None  # beyond 64 bits: stays a list of Python ints
+        array = array.reshape(shape)
+    except (ValueError, TypeError):
+        return None
+    if scalar is float:
+        with np.errstate(invalid="ignore"):
+            maybe_ints = bool(np.any(array == np.floor(array)))
+        if maybe_ints and _element_types(values, ndim) != {float}:
+            return None
+    return _narrowest(array)
+
+
+class RecordEncoder:
+    """Encodes parsed JSON values into payloads, appending their arrays to a block's arena.
+
+    Tracks which dtypes each field's arrays were stored with (``array_dtypes``), so the file can
+    record one dtype per field and readers can promote the rare record stored narrower.
+    """
+
+    def __init__(self, dtype_overrides: Mapping[str, np.dtype] | None = None) -> None:
+        self.dtype_overrides = dict(dtype_overrides or {})
+        self.array_dtypes: dict[str, dict[str, int]] = {}  # path -> {dtype name: count}
+        self.lossy_fields: dict[str, str] = {}
+        self._arena = bytearray()
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=self._append_array)
+
+    def encode(self, value: Any, arena: bytearray, *, converted: bool = False) -> bytes:
+        """The payload of ``value``; its arrays are appended to ``arena`` (8-byte aligned).
+
+        ``converted``: ``value`` is the result of ``convert`` already (skips a second walk)."""
+        self._arena = arena
+        start = len(arena)
+        if not converted:
+            value = self._convert(value, "")
+        try:
+            return self._encoder.encode(value)
+        except (OverflowError, UnicodeEncodeError):
+            # rare: an integer beyond 64 bits or an unpaired surrogate; re-encode the slow way
+            del arena[start:]
+            return self._encoder.encode(_escape_unencodable(value))
+
+    def encode_all(self, values: list[Any]) -> list[bytes] | None:
+        """The payloads of converted values in one C-level pass, as ``encode`` gives them, if
+        none holds an array (else None: arrays need ``encode`` and a block's arena) and none
+        needs ``encode``'s slow path (an integer beyond 64 bits, an unpaired surrogate)."""
+        self._arena = arena = bytearray()
+        try:
+            payloads = list(map(self._encoder.encode, values))
+        except (OverflowError, UnicodeEncodeError):
+            return None
+        return None if arena else payloads
+
+    def convert_all(self, values: list[Any]) -> list[Any]:
+        """``convert`` for many values; when they are objects whose fields hold no list or
+        object (flat text records), there is nothing to convert and no record is walked."""
+        if set(map(type, values)) == {dict}:
+            field_types = set(map(type, chain.from_iterable(map(dict.values, values))))
+            if list not in field_types and dict not in field_types:
+                return values
+        return list(map(self.convert, values))
+
+    def convert(self, value: Any) -> Any:
+        """``value`` with its numeric lists as typed arrays (in place where it can), as ``encode``
+        would store it; encoding the result again converts nothing twice."""
+        return self._convert(value, "")
+
+    def _convert(self, value: Any, path: str) -> Any:
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                item_kind = type(item)
+                if item_kind is list or item_kind is dict:
+                    value[key] = self._convert(item, f"{path}.{key}" if path else key)
+            return value
+        if kind is list and value:
+            first = type(value[0])
+            if first is int or first is float or first is list or first is bool:
+                array = to_typed_array(value)
+                if array is not None:
+                    return self._typed(array, path)
+            for i, item in enumerate(value):
+                item_kind = type(item)
+                if item_kind is list or item_kind is dict:
+                    value[i] = self._convert(item, path)
+        return value
+
+    def _typed(self, array: np.ndarray, path: str) -> np.ndarray:
+        forced = self.dtype_overrides.get(path)
+        if forced is not None:
+            if array.dtype.kind != "f":
+                raise OptionError(
+                    f"--dtype {path}={forced.name} applies to float arrays, "
+                    f"but {path!r} holds {array.dtype.name} values"
+                )
+            with np.errstate(over="ignore"):
+                array = array.astype(forced)
+            self.lossy_fields[path] = forced.name
+        seen = self.array_dtypes.setdefault(path, {})
+        name = DTYPE_NAMES[array.dtype]
+        seen[name] = seen.get(name, 0) + 1
+        return array
+
+    def _append_array(self, obj: Any) -> msgspec.msgpack.Ext:
+        if not isinstance(obj, np.ndarray):
+            raise TypeError(f"cannot encode {type(obj).__name__}")
+        arena = self._arena
+        pad = -len(arena) % ARRAY_ALIGN
+        if pad:
+            arena += b"\0" * pad
+        arena += np.ascontiguousarray(obj).view(np.uint8).data  # a byte view works for any dtype
+        code = CODE_BY_DTYPE[obj.dtype]
+        return msgspec.msgpack.Ext(EXT_ARRAY, _DIMS[obj.ndim].pack(code, obj.ndim, *obj.shape))
+
+
+def _escape_unencodable(value: Any) -> Any:
+    """Replace values msgpack cannot carry (huge ints, unpaired surrogates) by extension values."""
+    kind = type(value)
+    if kind is int and not -(2**63) <= value < 2**64:
+        return msgspec.msgpack.Ext(EXT_BIGINT, str(value).encode("ascii"))
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return msgspec.msgpack.Ext(EXT_RAW_STR, value.encode("utf-8", "surrogatepass"))
+        return value
+    if kind is list:
+        return [_escape_unencodable(item) for item in value]
+    if kind is dict:
+        escaped = {}
+        for key, item in value.items():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise OptionError(
+                    f"object key {key!r} holds an unpaired surrogate; keys must be valid Unicode"
+                ) from None
+            escaped[key] = _escape_unencodable(item)
+        return escaped
+    return value
+
+
+# An array extension's header bytes (dtype code, ndim, dims) -> (dtype, byte size, shape). A
+# field's arrays repeat a few shapes, so one dict lookup replaces unpacking and checking the
+# header of most arrays: the hook runs once per array, three times per KD record, and is the
+# largest part of a full scan. Cleared when full, so it stays small.
+ArraySpec = tuple[np.dtype, int, tuple[int, ...]]
+_ARRAY_SPECS: dict[bytes, ArraySpec] = {}
+_MAX_ARRAY_SPECS = 4096
+
+
+def _array_spec(data: memoryview) -> ArraySpec:
+    """Parse and check an array extension header (and remember the answer)."""
+    size = len(data)
+    ndim = (size - 2) >> 2
+    if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
+        raise ValueError(f"bad array header ({size} bytes)")
+    header = _DIMS[ndim].unpack(data)
+    dtype = DTYPE_BY_CODE.get(header[0])
+    if dtype is None:
+        raise ValueError(f"unknown dtype code {header[0]}")
+    shape = header[2:]
+    spec = (dtype, dtype.itemsize * math.prod(shape), shape)
+    if len(_ARRAY_SPECS) >= _MAX_ARRAY_SPECS:
+        _ARRAY_SPECS.clear()
+    _ARRAY_SPECS[bytes(data)] = spec
+    return spec
+
+
+class ArenaCursor:
+    """Decodes extension values of one block, handing out arrays from its arena in order.
+
+    ``buffer`` is the whole raw block; arrays are views into it (read-only when it is bytes).
+    """
+
+    __slots__ = ("arena_end", "arena_start", "buffer", "position")
+
+    def __init__(self, buffer: bytes | memoryview, arena_start: int, arena_end: int) -> None:
+        self.buffer = buffer
+        self.arena_start = arena_start
+        self.arena_end = arena_end
+        self.position = 0  # relative to arena_start
+
+    def ext_hook(self, code: int, data: memoryview) -> Any:
+        if code == EXT_ARRAY:
+            # bytes(data), not data: hashing a memoryview hashes the whole object it views
+            spec = _ARRAY_SPECS.get(bytes(data))
+            if spec is None:
+                spec = _array_spec(data)
+            dtype, nbytes, shape = spec
+            start = self.arena_start + ((self.position + 7) & ~7)  # ARRAY_ALIGN
+            end = start + nbytes
+            if end > self.arena_end:
+                raise ValueError("array runs past the end of the block's arena")
+            self.position = end - self.arena_start
+            # one constructor call: a read-only view when the block is bytes
+            return np.ndarray(shape, dtype, self.buffer, start)
+        if code == EXT_BIGINT:
+            text = bytes(data)
+            if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():
+                raise ValueError("bad big-integer extension")
+            return int(text)
+        if code == EXT_RAW_STR:
+            return bytes(data).decode("utf-8", "surrogatepass")
+        raise ValueError(f"unknown extension type {code}")
+
+
+_thread_state = threading.local()
+
+
+def thread_decoder() -> tuple[ArenaCursor, msgspec.msgpack.Decoder]:
+    """This thread's reusable (cursor, decoder) pair; point the cursor at a block, then decode.
+
+    Creating a decoder costs more than decoding a small record, so each thread keeps one.
+    """
+    try:
+        return _thread_state.pair
+    except AttributeError:
+        cursor = ArenaCursor(b"", 0, 0)
+        _thread_state.pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
+        return _thread_state.pair
+
+
+def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") -> Any:
+    """Cast arrays of the given fields to their dataset-wide dtype (for rare mixed-dtype fields)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(item) in (dict, list, np.ndarray):
+                value[key] = promote_arrays(item, targets, f"{path}.{key}" if path else key)
+    elif kind is list:
+        for i, item in enumerate(value):
+            if type(item) in (dict, list, np.ndarray):
+                value[i] = promote_arrays(item, targets, path)
+    elif kind is np.ndarray:
+        target = targets.get(path)
+        if target is not None and value.dtype != target:
+            return value.astype(target)
+    return value
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``default`` hook for JSON writers: arrays become lists of Python scalars."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.itemsize == 2 and obj.dtype.kind != "i":
+            obj = obj.astype(np.float32)  # float16/bfloat16 have no Python scalar of their own
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")

@@ -1,0 +1,157 @@
+"""Reading JSONL inputs line by line, with exact positions (the byte streams: ``storage.streams``).
+
+Lines are parsed with msgspec (fast, keeps integers beyond 64 bits exact); a line it refuses is
+retried with the standard library, which also accepts what Python's ``json.dumps`` writes
+(``NaN``, ``Infinity``, unpaired surrogates). A line neither accepts is an ``InputError`` naming
+file, line and column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgspec
+import numpy as np
+import zstandard
+
+from ..errors import InputError
+from ..storage.streams import InputDigest
+
+BOM = b"\xef\xbb\xbf"
+EXCERPT_CHARS = 40
+
+_decode = msgspec.json.decode
+
+
+READ_CHUNK_BYTES = 1024 * 1024  # one unit's worth: see units.UNIT_INPUT_BYTES
+
+
+@dataclass
+class LineBatch:
+    """Consecutive non-blank lines of an input (without line endings), with their positions."""
+
+    numbers: list[int]  # line numbers, 1-based, as a text editor shows them
+    lines: list[bytes]
+    ends: np.ndarray  # int64: offset just past each line's ending, from where reading started
+    raw_sizes: np.ndarray  # int64: each line's bytes as read (with BOM and line ending)
+
+
+def iter_line_batches(
+    stream: IO[bytes],
+    path: str,
+    first_line: int = 1,
+    limit: int | None = None,
+    digest: InputDigest | None = None,
+) -> Iterator[LineBatch]:
+    """The non-blank lines of ``stream``, a few MiB at a time.
+
+    Lines are split in C (``bytes.split``) rather than one Python iteration per line, which
+    cost about as much as parsing short records. A UTF-8 BOM before line 1 and CRLF endings are
+    dropped; whitespace-only lines are skipped. ``first_line`` numbers a slice that starts
+    inside an input; ``limit`` reads only that many bytes; ``digest.lines`` is kept at the last
+    non-blank line number.
+    """
+    number, offset, tail, remaining = first_line, 0, b"", limit
+    try:
+        while True:
+            want = READ_CHUNK_BYTES if remaining is None else min(READ_CHUNK_BYTES, remaining)
+            chunk = stream.read(want) if want > 0 else b""
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            data = tail + chunk if tail else chunk
+            lines = data.split(b"\n")
+            tail = lines.pop()  # the unfinished last line waits for the next chunk
+            if lines:
+                batch = _line_batch(lines, number, offset, b"\r" in data, complete=True)
+                number += len(lines)
+                offset += len(data) - len(tail)
+                if batch is not None:
+                    if digest is not None:
+                        digest.lines = batch.numbers[-1]
+                    yield batch
+        if tail:  # a last line without a line ending keeps everything but a BOM
+            batch = _line_batch([tail], number, offset, False, complete=False)
+            if batch is not None:
+                if digest is not None:
+                    digest.lines = batch.numbers[-1]
+                yield batch
+    except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
+        raise InputError(f"cannot read input: {exc}", path=path) from exc
+
+
+def _line_batch(
+    lines: list[bytes], first: int, offset: int, has_cr: bool, *, complete: bool
+) -> LineBatch | None:
+    raw_sizes = np.fromiter(map(len, lines), np.int64, len(lines))
+    if complete:
+        raw_sizes += 1
+    ends = offset + np.cumsum(raw_sizes)
+    if first == 1 and lines[0].startswith(BOM):
+        lines[0] = lines[0][len(BOM) :]
+    if has_cr:  # CRLF endings: split at LF left the CR
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    numbers = list(range(first, first + len(lines)))
+    if b"" in lines or any(map(bytes.isspace, lines)):
+        keep = [i for i, line in enumerate(lines) if line and not line.isspace()]
+        if not keep:
+            return None
+        numbers = [numbers[i] for i in keep]
+        lines = [lines[i] for i in keep]
+        ends = ends[keep]
+        raw_sizes = raw_sizes[keep]
+    return LineBatch(numbers, lines, ends, raw_sizes)
+
+
+def iter_lines(stream: IO[bytes], path: str, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
+    """(line number, line bytes without line ending) for each non-blank line."""
+    for batch in iter_line_batches(stream, path, first_line):
+        yield from zip(batch.numbers, batch.lines, strict=True)
+
+
+def decode_lines(lines: list[bytes]) -> list[Any] | None:
+    """Every line's JSON value in one C-level pass, or None if some line needs ``parse_line``
+    (invalid JSON, or what only the standard library accepts)."""
+    try:
+        return list(map(_decode, lines))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+
+
+def parse_line(data: bytes, path: str, line: int) -> Any:
+    """The JSON value of one line, or an InputError with its line and column."""
+    try:
+        return _decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        pass  # msgspec raises a bare UnicodeDecodeError on invalid UTF-8: located below
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"invalid UTF-8 ({exc.reason})",
+            path=path,
+            line=line,
+            column=exc.start + 1,
+            excerpt=_excerpt(data.decode("utf-8", "replace"), exc.start),
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"invalid JSON: {exc.msg}",
+            path=path,
+            line=line,
+            column=exc.colno,
+            excerpt=_excerpt(text, exc.pos),
+        ) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=path, line=line) from None
+
+
+def _excerpt(text: str, position: int) -> str:
+    start = max(0, position - EXCERPT_CHARS // 2)
+    return text[start : start + EXCERPT_CHARS]

@@ -1,0 +1,120 @@
+"""Writes one packed file: blocks, then index, metadata and trailer, under a temporary name.
+
+The file only appears at its final path, complete, after ``finish()``: data is written to a
+temporary file in the same folder, fsynced, then renamed over the destination. A crash at any
+moment leaves either the old file or nothing, never a partial file that could pass validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..format.layout import (
+    BLOCK_ALIGN,
+    BLOCK_ENTRY,
+    HEADER_SIZE,
+    INDEX_ALIGN,
+    TRAILER_SIZE,
+    Trailer,
+    align,
+    checksum,
+    encode_header,
+)
+from ..storage.atomic import discard, move_into_place, temp_beside
+
+
+class SealedBlock(Protocol):
+    """A block ready to write (``units.EncodedBlock``): its flags travel with its bytes."""
+
+    stored: bytes
+    raw_size: int
+    record_count: int
+    checksum: int
+    flags: int
+
+
+class PackedFileWriter:
+    """Appends compressed blocks to a new packed file and seals it with its footer."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        fd, self._tmp_path = temp_beside(self.path)
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._file.write(encode_header())
+        self._position = HEADER_SIZE
+        self._entries: list[tuple[int, int, int, int, int, int, int]] = []
+        self.record_count = 0
+        self.max_raw_size = 0
+        self.stored_bytes = 0
+
+    def write_block(self, block: SealedBlock) -> None:
+        """Append one compressed block, with its checksum and flags, to the file."""
+        stored, raw_size, record_count = block.stored, block.raw_size, block.record_count
+        block_sum, flags = block.checksum, block.flags
+        start = align(self._position, BLOCK_ALIGN)
+        if start > self._position:
+            self._file.write(b"\0" * (start - self._position))
+        self._file.write(stored)
+        self._position = start + len(stored)
+        self._entries.append(
+            (start, len(stored), raw_size, self.record_count, record_count, flags, block_sum)
+        )
+        self.record_count += record_count
+        self.max_raw_size = max(self.max_raw_size, raw_size)
+        self.stored_bytes += len(stored)
+
+    def block_sizes(self) -> tuple[list[int], list[int]]:
+        """Raw and stored size of every block written so far."""
+        return [e[2] for e in self._entries], [e[1] for e in self._entries]
+
+    @property
+    def block_count(self) -> int:
+        return len(self._entries)
+
+    def finish(
+        self, metadata: dict[str, Any], before_commit: Callable[[Path], None] | None = None
+    ) -> int:
+        """Write index, metadata and trailer, then move the file into place. Returns its size.
+
+        ``before_commit(temporary_path)`` may check the complete file; if it raises, the file
+        never reaches its destination.
+        """
+        index_offset = align(self._position, INDEX_ALIGN)
+        index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
+        meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        trailer = Trailer(
+            index_offset=index_offset,
+            index_size=len(index),
+            metadata_offset=index_offset + len(index),
+            metadata_size=len(meta),
+            record_count=self.record_count,
+            footer_checksum=checksum(index + meta),
+        )
+        self._file.write(b"\0" * (index_offset - self._position))
+        self._file.write(index)
+        self._file.write(meta)
+        self._file.write(trailer.encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if before_commit is not None:
+            before_commit(self._tmp_path)
+        move_into_place(self._tmp_path, self.path)
+        return index_offset + len(index) + len(meta) + TRAILER_SIZE
+
+    def abort(self) -> None:
+        """Drop the temporary file; the destination is left as it was."""
+        discard(self._file, self._tmp_path)
+
+    def __enter__(self) -> PackedFileWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None or not self._file.closed:
+            self.abort()
