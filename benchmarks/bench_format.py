@@ -73,7 +73,7 @@ def stats_overhead(jsonl: Path, workdir: Path, repeats: int) -> dict[str, float]
     with, then all without" comparison by 10-20%.
     """
     from shardpack.ingest.schema_infer import SchemaInferrer
-    from shardpack.stats.collector import StatsCollector
+    from shardpack.stats import StatsCollector
 
     out = workdir / "stats-ab.packed"
     observe, infer = StatsCollector.add_column, SchemaInferrer.add_column

@@ -25,7 +25,7 @@ import torch
 import shardpack
 from shardpack import DatasetPacker
 from shardpack.loader.sampling import EpochOrder
-from shardpack.loader.torch import PackedIterableDataset, PadCollate, make_loader
+from shardpack.torch import PackedIterableDataset, PadCollate, make_loader
 
 HERE = Path(__file__).resolve().parent
 GSM8K = HERE.parent / "data" / "gsm8k_sample.jsonl"

@@ -162,7 +162,7 @@ def test_array_headers_are_checked_every_time_and_cached_by_shape() -> None:
     import msgspec
     import numpy as np
 
-    from shardpack.format.records import ArenaCursor
+    from shardpack.format.decode import ArenaCursor
 
     arena = np.arange(10, dtype="<i4").tobytes()
     cursor = ArenaCursor(arena, 0, len(arena))

@@ -15,7 +15,8 @@ from jsonschema import Draft202012Validator
 
 import shardpack
 from shardpack import DatasetPacker, OptionError, SchemaError
-from shardpack.format.records import LOSSY_DTYPES, RecordEncoder
+from shardpack.format.dtypes import LOSSY_DTYPES
+from shardpack.format.records import RecordEncoder
 from shardpack.ingest.schema_check import RecordChecker
 from shardpack.ingest.schema_infer import SchemaInferrer, infer_schema
 

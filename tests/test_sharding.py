@@ -442,7 +442,7 @@ def test_a_field_has_one_dtype_across_shards(tmp_path: Path) -> None:
 
 def test_torch_loaders_read_a_sharded_folder(text_jsonl: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from shardpack.loader.torch import PackedDataset, PackedIterableDataset
+    from shardpack.torch import PackedDataset, PackedIterableDataset
 
     out = tmp_path / "ds"
     ShardedPacker().pack(text_jsonl, out, records_per_shard=600)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from shardpack.format.records import RecordEncoder
 from shardpack.ingest.schema_infer import SchemaInferrer
-from shardpack.stats.collector import StatsCollector
+from shardpack.stats import StatsCollector
 from shardpack.stats.columns import group_by_type, object_columns
 
 

@@ -1,4 +1,4 @@
-"""shardpack.loader.torch with real DataLoader workers, torchdata and separate ranks over gloo."""
+"""shardpack.torch with real DataLoader workers, torchdata and separate ranks over gloo."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import shardpack  # noqa: E402
 from shardpack import DatasetPacker  # noqa: E402
 from shardpack.errors import OptionError  # noqa: E402
 from shardpack.loader.sampling import EpochOrder  # noqa: E402
-from shardpack.loader.torch import (  # noqa: E402
+from shardpack.torch import (  # noqa: E402
     BlockShuffleSampler,
     PackedDataset,
     PackedIterableDataset,
@@ -367,7 +367,7 @@ def test_pad_collate_hands_numpy_batches_to_torch_without_copy(monkeypatch: Any)
 RANK_SCRIPT = r"""
 import json, sys
 import torch.distributed as dist
-from shardpack.loader.torch import PackedIterableDataset, make_loader
+from shardpack.torch import PackedIterableDataset, make_loader
 
 port, out, paths = sys.argv[1], sys.argv[4], sys.argv[5:]
 rank, world = int(sys.argv[2]), int(sys.argv[3])

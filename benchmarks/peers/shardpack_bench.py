@@ -17,7 +17,7 @@ from pathlib import Path
 from common import Loader, Peer, Record, Schema, main
 
 import shardpack
-from shardpack.build.packer import default_block_size
+from shardpack.build.options import default_block_size
 
 FILE_NAME = "data.packed"
 VARIANTS = ["lz4", "zstd", "none"]

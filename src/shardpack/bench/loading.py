@@ -26,7 +26,7 @@ from ..dataset.dataset import open_dataset
 from ..format.block import BlockView, unshuffle_block
 from ..format.layout import BLOCK_SHUFFLED, checksum
 from ..packfile.reader import PackedFile
-from ..stats.collector import token_field
+from ..stats import token_field
 
 Loads = Callable[[bytes], Any]
 
@@ -131,7 +131,7 @@ def machine_ceilings(path: str, repeats: int = 3) -> dict[str, float]:
             (int(e["offset"]), int(e["stored_size"]), int(e["raw_size"])) for e in packed.index
         ]
         codec = get_codec(packed.codec.to_dict())
-        source = packed._source
+        source = packed.source
         stored = [source.read(offset, size) for offset, size, _ in entries]
         raw_total = sum(raw for _, _, raw in entries)
         stored_total = sum(size for _, size, _ in entries)
@@ -173,7 +173,7 @@ def time_breakdown(path: str) -> dict[str, float]:
             for block in range(packed.block_count):
                 entry = packed.index[block]
                 t0 = clock()
-                stored = packed._source.read(int(entry["offset"]), int(entry["stored_size"]))
+                stored = packed.source.read(int(entry["offset"]), int(entry["stored_size"]))
                 t1 = clock()
                 checksum(stored)
                 t2 = clock()

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..storage.atomic import refuse_inputs_as_output
 from ..errors import InputError
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection, RejectsWriter, default_rejects_path
 from ..ingest.schema_infer import SchemaInferrer
+from ..storage.atomic import refuse_inputs_as_output
 from .units import EncodeOptions
 
 
@@ -21,7 +21,10 @@ def resolve_schema(
     """A checked JSON Schema from a dict or a file path (None stays None)."""
     if schema is None:
         return None
-    from ..ingest.schema_check import check_schema, load_schema  # jsonschema: only when a schema is given
+    from ..ingest.schema_check import (  # jsonschema: only when a schema is given
+        check_schema,
+        load_schema,
+    )
 
     if isinstance(schema, Mapping):
         return check_schema(dict(schema))

@@ -11,10 +11,10 @@ import json
 import os
 from typing import Any
 
-from ..errors import ShardpackError
-from .provenance import hash_file, recorded_options
-from ..packfile.reader import PackedFile
 from ..dataset.validate_file import validate_path
+from ..errors import ShardpackError
+from ..packfile.reader import PackedFile
+from .provenance import hash_file, recorded_options
 
 
 def find_up_to_date(

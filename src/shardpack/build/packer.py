@@ -10,19 +10,15 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import xxhash
-
-from .._version import __version__
-from ..storage.atomic import refuse_inputs_as_output
 from ..codecs import get_codec
 from ..errors import OptionError
-from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
-from .incremental import find_up_to_date
 from ..ingest.jsonl import iter_line_batches
+from ..packfile.writer import PackedFileWriter
+from ..storage.atomic import refuse_inputs_as_output
 from ..storage.streams import InputDigest, open_input
 from .checks import (
     check_not_empty,
@@ -31,29 +27,27 @@ from .checks import (
     resolve_schema,
     schema_metadata,
 )
+from .collector import MetadataCollector
+from .incremental import find_up_to_date
+from .options import (
+    DEFAULT_COMPRESSION,
+    ProgressCallback,
+    encode_options,
+    parse_size,
+    resolve_workers,
+)
 from .parallel import encode_inputs, encode_items
 from .provenance import build_provenance, parse_meta
-from ..ingest.schema_infer import SchemaInferrer
-from ..stats.collector import StatsCollector, block_size_stats, token_field
 from .units import (
     UNIT_INPUT_BYTES,
-    EncodedUnit,
     EncodeOptions,
     Unit,
     UnitEncoder,
     split_unit_batches,
 )
-from ..packfile.writer import PackedFileWriter
 
-DEFAULT_BLOCK_SIZE = 64 * 1024
-# lz4 is the speed codec: half-size blocks halve what a random read decompresses (p50 52 -> 36
-# µs on the KD mix) for +0.3% size there, +2.4% on short text (docs/DECISIONS.md)
-DEFAULT_BLOCK_SIZES = {"lz4": 32 * 1024}
-DEFAULT_COMPRESSION = "lz4"
 DICTIONARY_SAMPLE_BYTES = 4096  # zstd trains best on many small samples
 DICTIONARY_TRAIN_BYTES = 8 * 1024 * 1024  # of input: the first units, whatever their size
-
-ProgressCallback = Callable[[int, int], None]  # (input bytes done, records done)
 
 
 @dataclass
@@ -77,58 +71,6 @@ class PackResult:
     def ratio(self) -> float:
         """Packed size over JSONL size."""
         return self.output_bytes / self.input_bytes if self.input_bytes else 0.0
-
-
-def default_shuffle(codec_id: str, shuffle: bool | None) -> bool:
-    """Byte-plane shuffle is on by default for zstd only (see docs/DECISIONS.md)."""
-    return codec_id == "zstd" if shuffle is None else shuffle
-
-
-def encode_options(
-    compression: str,
-    *,
-    level: int | None = None,
-    block_size: int | str | None = None,
-    dtypes: Mapping[str, str] | None = None,
-    shuffle: bool | None = None,
-    schema: Mapping[str, Any] | None = None,
-    on_error: str = "fail",
-) -> EncodeOptions:
-    """The options that decide a pack's bytes, with the codec's defaults filled in (block size,
-    byte shuffle); one place for single-file and sharded packs."""
-    codec = get_codec(compression, level)
-    return EncodeOptions(
-        codec=codec.to_dict(),
-        block_size=default_block_size(codec.codec_id, block_size),
-        dtype_overrides=dict(dtypes or {}),
-        schema=schema,
-        on_error=on_error,
-        shuffle=default_shuffle(codec.codec_id, shuffle),
-    )
-
-
-def default_block_size(codec_id: str, block_size: int | str | None = None) -> int:
-    """``block_size`` in bytes, or the codec's default block size when it is None."""
-    if block_size is None:
-        return DEFAULT_BLOCK_SIZES.get(codec_id, DEFAULT_BLOCK_SIZE)
-    return parse_size(block_size)
-
-
-def parse_size(size: int | str) -> int:
-    """Bytes from ``65536``, ``"64K"``, ``"64KiB"``, ``"1M"``, ``"1.5MB"`` (powers of 1024)."""
-    if isinstance(size, int):
-        value = size
-    else:
-        text = str(size).strip().upper().removesuffix("IB").removesuffix("B")
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        number = text[:-1] if scale > 1 else text
-        try:
-            value = int(float(number) * scale)
-        except ValueError:
-            raise OptionError(f"not a size: {size!r} (use e.g. 65536, 64K, 1M)") from None
-    if value <= 0:
-        raise OptionError(f"size must be positive, got {size!r}")
-    return value
 
 
 class DatasetPacker:
@@ -201,7 +143,7 @@ class DatasetPacker:
             schema=resolve_schema(schema),
             on_error=on_error,
         )
-        n_workers = _resolve_workers(workers if workers is not None else self.workers)
+        n_workers = resolve_workers(workers if workers is not None else self.workers)
         UnitEncoder(options)  # fail fast on bad options, before any output exists
         if zstd_dictionary and options.codec["id"] != "zstd":
             raise OptionError("a compression dictionary needs --compression zstd")
@@ -224,7 +166,7 @@ class DatasetPacker:
                     up_to_date=True,
                 )
 
-        collector = _Collector()
+        collector = MetadataCollector()
         digests = {path: InputDigest() for path in inputs}
         rejects = open_rejects(output, rejects_path, on_error, inputs)
         checked: list[Any] = []
@@ -285,87 +227,11 @@ class DatasetPacker:
         return validate_path(os.fspath(path), deep=deep, schema=resolve_schema(schema))
 
 
-class _Collector:
-    """Merges what the units report, in order, into the file's metadata."""
-
-    def __init__(self) -> None:
-        self.content = xxhash.xxh3_128()
-        self.input_bytes = 0
-        self.array_dtypes: dict[str, dict[str, int]] = {}
-        self.lossy_fields: dict[str, str] = {}
-        self.inferred = SchemaInferrer()
-        self.stats = StatsCollector()
-
-    def add(self, encoded: EncodedUnit) -> None:
-        self.stats.merge(encoded.stats)
-        if encoded.inferred is not None:
-            self.inferred.merge(encoded.inferred)
-        self.content.update(encoded.record_digests.astype("<u8").tobytes())
-        self.input_bytes += encoded.input_bytes
-        for path, seen in encoded.array_dtypes.items():
-            merged = self.array_dtypes.setdefault(path, {})
-            for name, count in seen.items():
-                merged[name] = merged.get(name, 0) + count
-        self.lossy_fields.update(encoded.lossy_fields)
-
-    def stats_metadata(self, writer: PackedFileWriter) -> dict[str, Any]:
-        """Record and field statistics plus block sizes (computed in the same single pass)."""
-
-        stats = self.stats.to_dict()
-        raw_sizes, stored_sizes = writer.block_sizes()
-        stats["blocks"] = block_size_stats(raw_sizes, stored_sizes)
-        stats["raw_bytes"] = int(sum(raw_sizes))
-        stats["stored_bytes"] = int(sum(stored_sizes))
-        stats["input_bytes"] = self.input_bytes
-        stats["compression_ratio"] = (
-            round(self.input_bytes / stats["stored_bytes"], 4) if stats["stored_bytes"] else None
-        )
-        arrays = {path: {"dtype": next(iter(seen))} for path, seen in self.array_dtypes.items()}
-        stats["token_field"] = token_field({"arrays": arrays})
-        return stats
-
-    def metadata(
-        self, options: EncodeOptions, writer: PackedFileWriter, inputs: list[str]
-    ) -> dict[str, Any]:
-        from ..packfile.reader import promotion_targets
-
-        arrays = {
-            path: {"stored": dict(sorted(seen.items()))} for path, seen in self.array_dtypes.items()
-        }
-        targets = promotion_targets(arrays)
-        for path, info in arrays.items():
-            info["dtype"] = targets[path].name if path in targets else next(iter(info["stored"]))
-        return {
-            "format": "shardpack",
-            "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
-            "created_by": f"shardpack {__version__}",
-            "codec": options.codec,
-            "block_size": options.block_size,
-            "shuffle": options.shuffle,
-            "unit_input_bytes": UNIT_INPUT_BYTES,
-            "record_count": writer.record_count,
-            "block_count": writer.block_count,
-            "max_block_raw_size": writer.max_raw_size,
-            "stored_bytes": writer.stored_bytes,
-            "input_bytes": self.input_bytes,
-            "arrays": dict(sorted(arrays.items())),
-            "lossy": dict(sorted(self.lossy_fields.items())),
-            "content_hash": "xxh3_128:" + self.content.hexdigest(),
-            "inputs": [{"path": p} for p in inputs],
-        }
-
-
 def _as_inputs(input_path: Any) -> list[str]:
     paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
     if not paths:
         raise OptionError("no input given")
     return [os.fspath(p) for p in paths]
-
-
-def _resolve_workers(workers: int) -> int:
-    if workers < 0:
-        raise OptionError(f"workers must be >= 0, got {workers}")
-    return workers or os.cpu_count() or 1
 
 
 def _iter_units(

@@ -18,8 +18,8 @@ from typing import Any
 from .._version import __version__
 from ..errors import OptionError
 from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
-from .gitstate import git_state
 from ..storage.streams import InputDigest
+from .gitstate import git_state
 
 KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
 

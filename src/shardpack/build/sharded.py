@@ -17,47 +17,30 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._version import __version__
+from ..dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from ..errors import FormatError, OptionError, ShardpackError
-from ..dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, merge_schemas, schema_of
-from .packer import (
+from ..packfile.writer import PackedFileWriter
+from ..storage.folder import Storage, file_hash, open_storage
+from ..storage.urls import is_url
+from .checks import schema_metadata
+from .collector import MetadataCollector, build_manifest
+from .options import (
     DEFAULT_COMPRESSION,
     ProgressCallback,
-    _Collector,
-    _resolve_workers,
     encode_options,
     parse_size,
+    resolve_workers,
 )
-from .checks import schema_metadata
 from .parallel import encode_items, planned_items
 from .planning import (
-    InputSlice,
     ShardTask,
     estimate_packed_ratio,
     expand_inputs,
     plan_shards,
     slice_units,
 )
-from .provenance import creation_time
-from ..storage.ranges import BytesSource
-from ..storage.urls import is_url, url_to_fs
-from ..stats.collector import merge_stats
-from ..storage.folder import Storage, file_hash, open_storage
+from .resume import PLAN_NAME, ShardResult, input_identity, reusable_shards
 from .units import EncodedUnit, EncodeOptions, UnitEncoder
-from ..packfile.writer import PackedFileWriter
-
-PLAN_NAME = "unfinished-pack.json"  # present only while a pack is unfinished; drives resume
-
-
-@dataclass
-class ShardResult:
-    """What packing one shard produced: its manifest entry and its footer metadata."""
-
-    index: int
-    entry: ShardEntry
-    metadata: dict[str, Any]
-    reused: bool = False
-
 
 # (tasks to pack, encode options, output location, storage options) -> results in any order
 Runner = Callable[
@@ -103,7 +86,7 @@ class _ShardSink:
         self._stack = ExitStack()
         self.local = self._stack.enter_context(storage.staging(task.name))
         self.writer = PackedFileWriter(self.local)
-        self.collector = _Collector()
+        self.collector = MetadataCollector()
 
     def add(self, encoded: EncodedUnit) -> None:
         for block in encoded.blocks:
@@ -286,7 +269,7 @@ class ShardedPacker:
         UnitEncoder(options)  # fail fast on bad options, before any output exists
         tasks = self.plan(paths, shard_size=shard_size, records_per_shard=records_per_shard)
         fingerprint = {
-            "inputs": [_input_identity(p, self.storage_options) for p in paths],
+            "inputs": [input_identity(p, self.storage_options) for p in paths],
             "encode": {
                 "codec": options.codec,
                 "block_size": options.block_size,
@@ -294,7 +277,7 @@ class ShardedPacker:
             },
             "sharding": {"shard_size": shard_size, "records_per_shard": records_per_shard},
         }
-        reused = _reusable_shards(storage, tasks, fingerprint) if resume else {}
+        reused = reusable_shards(storage, tasks, fingerprint) if resume else {}
         storage.remove(MANIFEST_NAME)  # from here on the folder is unfinished until the end
         plan_doc = {"fingerprint": fingerprint, "shards": [t.name for t in tasks]}
         storage.write_bytes(PLAN_NAME, json.dumps(plan_doc, indent=1).encode("utf-8"))
@@ -302,7 +285,7 @@ class ShardedPacker:
         todo = [task for task in tasks if task.index not in reused]
         results = dict(reused)
         if todo:
-            run = runner or local_runner(_resolve_workers(self.workers), progress)
+            run = runner or local_runner(resolve_workers(self.workers), progress)
             for result in run(todo, options, out, self.storage_options):
                 results[result.index] = result
         missing = [task.name for task in tasks if task.index not in results]
@@ -311,8 +294,8 @@ class ShardedPacker:
 
         ordered = [results[task.index] for task in tasks]
         if engine is None:
-            engine = {"name": "local", "workers": _resolve_workers(self.workers)}
-        manifest = _build_manifest(ordered, paths, fingerprint, engine, self.storage_options)
+            engine = {"name": "local", "workers": resolve_workers(self.workers)}
+        manifest = build_manifest(ordered, paths, fingerprint, engine, self.storage_options)
         _remove_stale_shards(storage, {task.name for task in tasks})
         storage.write_bytes(MANIFEST_NAME, manifest.to_json())
         storage.remove(PLAN_NAME)
@@ -373,135 +356,11 @@ def _is_shard_file(name: str) -> bool:
     return name.startswith("shard-") and name.endswith(".packed")
 
 
-def _input_identity(path: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    """Size and modification stamp of an input: a changed input invalidates finished shards."""
-    if is_url(path):
-        fs, fs_path = url_to_fs(path, storage_options)
-        info = fs.info(fs_path)
-        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
-        return {"path": path, "bytes": int(info.get("size") or 0), "stamp": str(stamp)}
-    stat = os.stat(path)
-    return {"path": path, "bytes": stat.st_size, "stamp": str(stat.st_mtime_ns)}
-
-
-def _reusable_shards(
-    storage: Storage, tasks: list[ShardTask], fingerprint: dict[str, Any]
-) -> dict[int, ShardResult]:
-    """Finished shards of an earlier run of the same plan that still validate."""
-    previous = None
-    if storage.exists(PLAN_NAME):
-        try:
-            previous = json.loads(storage.read_bytes(PLAN_NAME)).get("fingerprint")
-        except (ValueError, AttributeError):
-            previous = None
-    elif storage.exists(MANIFEST_NAME):
-        try:
-            manifest = Manifest.from_json(storage.read_bytes(MANIFEST_NAME))
-            previous = manifest.provenance.get("fingerprint")
-        except ShardpackError:
-            previous = None
-    if previous != json.loads(json.dumps(fingerprint)):
-        return {}
-    reusable = {}
-    for task in tasks:
-        if storage.exists(task.name):
-            result = check_shard(storage, task)
-            if result is not None:
-                reusable[task.index] = result
-    return reusable
-
-
-def check_shard(storage: Storage, task: ShardTask) -> ShardResult | None:
-    """The shard file for ``task`` if it validates (every block) and holds exactly its slices."""
-    from ..packfile.reader import PackedFile
-    from ..dataset.validate_file import validate_path
-
-    name = task.name
-    try:
-        if storage.is_remote:
-            data = storage.read_bytes(name)
-            source: Any = BytesSource(data, storage.location(name))
-            from ..storage.folder import bytes_hash
-
-            digest = bytes_hash(data)
-        else:
-            source, digest = None, None
-        report = validate_path(storage.location(name), source=source)
-        if not report.ok:
-            return None
-        if source is not None:
-            source = BytesSource(data, storage.location(name))
-        packed = PackedFile(storage.location(name), source=source)
-        try:
-            metadata, size = packed.metadata, packed.size
-        finally:
-            packed.close()
-        if digest is None:
-            digest = storage.hash_file(name)
-    except (ShardpackError, OSError):
-        return None
-    planned = [s.to_dict() for s in task.slices]
-    if metadata.get("inputs") != planned or metadata.get("record_count") != task.records:
-        return None
-    entry = ShardEntry(
-        file=name,
-        records=int(metadata["record_count"]),
-        blocks=int(metadata["block_count"]),
-        bytes=size,
-        file_hash=digest,
-        content_hash=str(metadata["content_hash"]),
-        inputs=planned,
-    )
-    return ShardResult(task.index, entry, metadata, reused=True)
-
-
-def _build_manifest(
-    results: list[ShardResult],
-    inputs: list[str],
-    fingerprint: dict[str, Any],
-    engine: dict[str, Any],
-    storage_options: dict[str, Any] | None,
-) -> Manifest:
-    schema = merge_schemas([(r.entry.file, schema_of(r.metadata)) for r in results])
-    input_bytes = sum(int(r.metadata.get("input_bytes", 0)) for r in results)
-    records = [r.entry.records for r in results]
-    sizes = [r.entry.bytes for r in results]
-    stats = {
-        **merge_stats([r.metadata.get("stats", {}) for r in results]),
-        "records": sum(records),
-        "shards": len(results),
-        "input_bytes": input_bytes,
-        "stored_bytes": sum(sizes),
-        "ratio": round(sum(sizes) / input_bytes, 4) if input_bytes else None,
-        "records_per_shard": {"min": min(records, default=0), "max": max(records, default=0)},
-        "bytes_per_shard": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
-    }
-    first = results[0].metadata if results else {}
-    provenance = {
-        "created_by": f"shardpack {__version__}",
-        "created": creation_time(),  # SOURCE_DATE_EPOCH when set: reproducible manifests
-        "inputs": fingerprint["inputs"],
-        "options": {
-            **fingerprint["encode"],
-            **fingerprint["sharding"],
-            "unit_input_bytes": first.get("unit_input_bytes"),
-        },
-        "engine": engine,
-        "fingerprint": fingerprint,
-    }
-    return Manifest([r.entry for r in results], schema=schema, stats=stats, provenance=provenance)
-
-
 def _remove_stale_shards(storage: Storage, keep: set[str]) -> None:
     """Shard files of an earlier, larger plan would show up as extra shards: remove them."""
     for name in storage.list_names():
         if _is_shard_file(name) and name not in keep:
             storage.remove(name)
-
-
-def slices_of(entry: ShardEntry) -> list[InputSlice]:
-    """The input slices a shard was packed from (its provenance)."""
-    return [InputSlice.from_dict(item) for item in entry.inputs]
 
 
 def pack_file(
@@ -520,6 +379,6 @@ def pack_file(
     first = tasks[0]
     task = ShardTask(0, name, first.slices, first.records, first.input_bytes, first.units)
     options = packer.options()
-    run = local_runner(_resolve_workers(packer.workers))
+    run = local_runner(resolve_workers(packer.workers))
     results = list(run([task], options, folder, packer.storage_options))
     return results[0]

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
-from ..format.block import BlockBuilder
 from ..codecs import Codec, get_codec
-from ..stats.columns import Column
-from ..format.records import RecordEncoder
 from ..errors import InputError, OptionError, SchemaError
+from ..format.block import BlockBuilder
 from ..format.layout import BLOCK_SHUFFLED, checksum
+from ..format.records import RecordEncoder
 from ..ingest.jsonl import LineBatch, decode_lines, parse_line
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
 from ..ingest.schema_infer import SchemaInferrer
-from ..stats.collector import StatsCollector
+from ..stats import StatsCollector
+from ..stats.columns import Column
 
 if TYPE_CHECKING:
     from ..ingest.schema_check import RecordChecker
@@ -159,7 +159,9 @@ class UnitEncoder:
             raise OptionError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
         self.checker: RecordChecker | None = None
         if options.schema is not None:
-            from ..ingest.schema_check import RecordChecker  # jsonschema: only for packs with a schema
+            from ..ingest.schema_check import (
+                RecordChecker,  # jsonschema: only for packs with a schema
+            )
 
             self.checker = RecordChecker(options.schema)
 

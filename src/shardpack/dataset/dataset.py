@@ -181,9 +181,7 @@ def open_dataset(
                         f"{where.records} (shards swapped or replaced?)"
                     )
                 if targets:
-                    # one dtype per field across all shards, as within one file: a shard that
-                    # only saw int32 ids reads them as int64 when another shard needed int64
-                    packed._promote = {**packed._promote, **targets}
+                    packed.widen_arrays(targets)
     except BaseException:
         for f in files:
             f.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..format.records import to_jsonable
+from ..format.decode import to_jsonable
 from ..storage.atomic import move_into_place, refuse_inputs_as_output, temp_beside
 
 

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from ..ingest.schema_check import RecordChecker
 
 MAX_SCHEMA_PROBLEMS = 20  # then one summary line: a wrong schema must not flood the report
-PADDING_READ_LIMIT = 1 << 16
 
 
 @dataclass
@@ -141,7 +140,7 @@ def _validate_file(
                         view.check_arrays()
                         content.update(_record_digests(view))
                     except (ValueError, TypeError) as exc:
-                        raise packed._corrupt(block, f"bad arrays: {exc}") from None
+                        raise packed.corrupt_error(block, f"bad arrays: {exc}") from None
                     report.records_checked += len(records)
                     if checker is not None:
                         _check_records(packed, block, records, checker, report)
@@ -223,7 +222,7 @@ class _SourceReader:
     """``seek``/``read`` over a packed file's byte source (a local map or remote ranges)."""
 
     def __init__(self, packed: PackedFile) -> None:
-        self._source = packed._source
+        self._source = packed.source
         self._position = 0
 
     def __enter__(self) -> _SourceReader:

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from .decode import thread_decoder
 from .layout import align
-from .records import RecordEncoder, thread_decoder
+from .records import RecordEncoder
 
 BLOCK_HEADER = struct.Struct("<II")
 ARENA_ALIGN = 64

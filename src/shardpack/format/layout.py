@@ -22,7 +22,6 @@ from ..errors import FormatError
 MAGIC = b"\x89SHP\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncated downloads
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
-FILE_SUFFIX = ".packed"
 
 HEADER = struct.Struct("<8sHHI")
 HEADER_SIZE = HEADER.size  # 16

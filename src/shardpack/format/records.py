@@ -17,48 +17,27 @@ strings holding unpaired surrogates (both legal in JSON) use their own extension
 from __future__ import annotations
 
 import math
-import struct
-import threading
 from collections.abc import Mapping
 from itertools import chain
 from typing import Any
 
-import ml_dtypes
 import msgspec
 import numpy as np
 
 from ..errors import OptionError
-
-EXT_ARRAY = 1
-EXT_BIGINT = 2  # decimal ASCII digits of an integer outside [-2**63, 2**64)
-EXT_RAW_STR = 3  # a str with unpaired surrogates, as UTF-8 with 'surrogatepass'
-
-ARRAY_ALIGN = 8
-
-# dtype codes are part of the file format: never renumber, only append
-DTYPE_BY_CODE: dict[int, np.dtype] = {
-    1: np.dtype(np.bool_),
-    2: np.dtype("<i4"),
-    3: np.dtype("<i8"),
-    4: np.dtype("<u8"),
-    5: np.dtype("<f4"),
-    6: np.dtype("<f8"),
-    7: np.dtype("<f2"),
-    8: np.dtype(ml_dtypes.bfloat16),
-}
-CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
-DTYPE_NAMES = {dtype: dtype.name for dtype in DTYPE_BY_CODE.values()}
-
-# the opt-in lossy storage types a field's float arrays can be forced to
-LOSSY_DTYPES = {
-    "float16": DTYPE_BY_CODE[7],
-    "bfloat16": DTYPE_BY_CODE[8],
-    "float32": DTYPE_BY_CODE[5],
-}
+from .dtypes import (
+    ARRAY_ALIGN,
+    ARRAY_HEADERS,
+    CODE_BY_DTYPE,
+    DTYPE_NAMES,
+    EXT_ARRAY,
+    EXT_BIGINT,
+    EXT_RAW_STR,
+    LOSSY_DTYPES,
+    MAX_NDIM,
+)
 
 _INT32 = np.iinfo(np.int32)
-_DIMS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # array ext data: code, ndim, dims
-MAX_NDIM = 32
 
 
 def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.dtype]:
@@ -266,7 +245,8 @@ class RecordEncoder:
             arena += b"\0" * pad
         arena += np.ascontiguousarray(obj).view(np.uint8).data  # a byte view works for any dtype
         code = CODE_BY_DTYPE[obj.dtype]
-        return msgspec.msgpack.Ext(EXT_ARRAY, _DIMS[obj.ndim].pack(code, obj.ndim, *obj.shape))
+        header = ARRAY_HEADERS[obj.ndim].pack(code, obj.ndim, *obj.shape)
+        return msgspec.msgpack.Ext(EXT_ARRAY, header)
 
 
 def _escape_unencodable(value: Any) -> Any:
@@ -294,111 +274,3 @@ def _escape_unencodable(value: Any) -> Any:
             escaped[key] = _escape_unencodable(item)
         return escaped
     return value
-
-
-# An array extension's header bytes (dtype code, ndim, dims) -> (dtype, byte size, shape). A
-# field's arrays repeat a few shapes, so one dict lookup replaces unpacking and checking the
-# header of most arrays: the hook runs once per array, three times per KD record, and is the
-# largest part of a full scan. Cleared when full, so it stays small.
-ArraySpec = tuple[np.dtype, int, tuple[int, ...]]
-_ARRAY_SPECS: dict[bytes, ArraySpec] = {}
-_MAX_ARRAY_SPECS = 4096
-
-
-def _array_spec(data: memoryview) -> ArraySpec:
-    """Parse and check an array extension header (and remember the answer)."""
-    size = len(data)
-    ndim = (size - 2) >> 2
-    if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
-        raise ValueError(f"bad array header ({size} bytes)")
-    header = _DIMS[ndim].unpack(data)
-    dtype = DTYPE_BY_CODE.get(header[0])
-    if dtype is None:
-        raise ValueError(f"unknown dtype code {header[0]}")
-    shape = header[2:]
-    spec = (dtype, dtype.itemsize * math.prod(shape), shape)
-    if len(_ARRAY_SPECS) >= _MAX_ARRAY_SPECS:
-        _ARRAY_SPECS.clear()
-    _ARRAY_SPECS[bytes(data)] = spec
-    return spec
-
-
-class ArenaCursor:
-    """Decodes extension values of one block, handing out arrays from its arena in order.
-
-    ``buffer`` is the whole raw block; arrays are views into it (read-only when it is bytes).
-    """
-
-    __slots__ = ("arena_end", "arena_start", "buffer", "position")
-
-    def __init__(self, buffer: bytes | memoryview, arena_start: int, arena_end: int) -> None:
-        self.buffer = buffer
-        self.arena_start = arena_start
-        self.arena_end = arena_end
-        self.position = 0  # relative to arena_start
-
-    def ext_hook(self, code: int, data: memoryview) -> Any:
-        if code == EXT_ARRAY:
-            # bytes(data), not data: hashing a memoryview hashes the whole object it views
-            spec = _ARRAY_SPECS.get(bytes(data))
-            if spec is None:
-                spec = _array_spec(data)
-            dtype, nbytes, shape = spec
-            start = self.arena_start + ((self.position + 7) & ~7)  # ARRAY_ALIGN
-            end = start + nbytes
-            if end > self.arena_end:
-                raise ValueError("array runs past the end of the block's arena")
-            self.position = end - self.arena_start
-            # one constructor call: a read-only view when the block is bytes
-            return np.ndarray(shape, dtype, self.buffer, start)
-        if code == EXT_BIGINT:
-            text = bytes(data)
-            if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():
-                raise ValueError("bad big-integer extension")
-            return int(text)
-        if code == EXT_RAW_STR:
-            return bytes(data).decode("utf-8", "surrogatepass")
-        raise ValueError(f"unknown extension type {code}")
-
-
-_thread_state = threading.local()
-
-
-def thread_decoder() -> tuple[ArenaCursor, msgspec.msgpack.Decoder]:
-    """This thread's reusable (cursor, decoder) pair; point the cursor at a block, then decode.
-
-    Creating a decoder costs more than decoding a small record, so each thread keeps one.
-    """
-    try:
-        return _thread_state.pair
-    except AttributeError:
-        cursor = ArenaCursor(b"", 0, 0)
-        _thread_state.pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
-        return _thread_state.pair
-
-
-def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") -> Any:
-    """Cast arrays of the given fields to their dataset-wide dtype (for rare mixed-dtype fields)."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(item) in (dict, list, np.ndarray):
-                value[key] = promote_arrays(item, targets, f"{path}.{key}" if path else key)
-    elif kind is list:
-        for i, item in enumerate(value):
-            if type(item) in (dict, list, np.ndarray):
-                value[i] = promote_arrays(item, targets, path)
-    elif kind is np.ndarray:
-        target = targets.get(path)
-        if target is not None and value.dtype != target:
-            return value.astype(target)
-    return value
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``default`` hook for JSON writers: arrays become lists of Python scalars."""
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.itemsize == 2 and obj.dtype.kind != "i":
-            obj = obj.astype(np.float32)  # float16/bfloat16 have no Python scalar of their own
-        return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")

@@ -12,7 +12,7 @@ import mmap
 import os
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ import numpy as np
 from ..codecs import Codec, get_codec
 from ..errors import CodecError, CorruptBlockError, FormatError
 from ..format.block import BlockView, unshuffle_block
+from ..format.decode import promote_arrays
+from ..format.dtypes import DTYPE_BY_CODE
 from ..format.layout import (
     BLOCK_SHUFFLED,
     HEADER_SIZE,
@@ -30,7 +32,6 @@ from ..format.layout import (
     checksum,
     decode_index,
 )
-from ..format.records import DTYPE_BY_CODE, promote_arrays
 
 DEFAULT_CACHE_BLOCKS = 8
 _DTYPES_BY_NAME = {dtype.name: dtype for dtype in DTYPE_BY_CODE.values()}
@@ -181,6 +182,17 @@ class PackedFile:
     def size(self) -> int:
         return self._source.size
 
+    @property
+    def source(self) -> Any:
+        """Where the file's bytes come from (``read(offset, length)``): local or remote."""
+        return self._source
+
+    def widen_arrays(self, targets: Mapping[str, np.dtype]) -> None:
+        """Also cast these fields' arrays to the given dtypes on read: one dtype per field across
+        the files of a dataset (a shard that only saw int32 ids reads them as int64 when another
+        shard needed int64)."""
+        self._promote = {**self._promote, **targets}
+
     def __len__(self) -> int:
         return self.record_count
 
@@ -188,7 +200,8 @@ class PackedFile:
         """The block holding record ``i`` (0 <= i < len)."""
         return bisect_right(self._first_records, i) - 1
 
-    def _corrupt(self, block: int, message: str, **extra: Any) -> CorruptBlockError:
+    def corrupt_error(self, block: int, message: str, **extra: Any) -> CorruptBlockError:
+        """The error for a damaged ``block``, naming the file, the block and its records."""
         entry = self.index[block]
         return CorruptBlockError(
             message,
@@ -207,7 +220,7 @@ class PackedFile:
             actual = checksum(stored)
             expected = self._checksums[block]
             if actual != expected:
-                raise self._corrupt(
+                raise self.corrupt_error(
                     block, "checksum mismatch", expected=f"{expected:016x}", actual=f"{actual:016x}"
                 )
         try:
@@ -215,7 +228,7 @@ class PackedFile:
             if self._flags[block] & BLOCK_SHUFFLED:
                 raw = unshuffle_block(raw)
         except (CodecError, ValueError) as exc:
-            raise self._corrupt(block, str(exc)) from None
+            raise self.corrupt_error(block, str(exc)) from None
         return raw
 
     def view_block(self, block: int) -> BlockView:
@@ -224,7 +237,7 @@ class PackedFile:
         try:
             return BlockView(raw, self._counts[block])
         except ValueError as exc:
-            raise self._corrupt(block, f"bad block layout: {exc}") from None
+            raise self.corrupt_error(block, f"bad block layout: {exc}") from None
 
     def block(self, block: int) -> BlockView:
         """A block's view through the LRU cache."""
@@ -246,7 +259,7 @@ class PackedFile:
         try:
             value = view.record(i - self._first_records[block])
         except (ValueError, TypeError, RecursionError) as exc:
-            raise self._corrupt(block, f"cannot decode record {i}: {exc}") from None
+            raise self.corrupt_error(block, f"cannot decode record {i}: {exc}") from None
         return promote_arrays(value, self._promote) if self._promote else value
 
     def block_records(self, block: int, view: BlockView | None = None) -> list[Any]:
@@ -255,7 +268,7 @@ class PackedFile:
         try:
             values = view.records()
         except (ValueError, TypeError, RecursionError) as exc:
-            raise self._corrupt(block, f"cannot decode records: {exc}") from None
+            raise self.corrupt_error(block, f"cannot decode records: {exc}") from None
         if self._promote:
             values = [promote_arrays(value, self._promote) for value in values]
         return values

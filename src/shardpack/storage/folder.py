@@ -71,9 +71,6 @@ class Storage:
     def exists(self, name: str) -> bool:
         raise NotImplementedError
 
-    def is_folder(self) -> bool:
-        raise NotImplementedError
-
     def size(self, name: str) -> int:
         raise NotImplementedError
 
@@ -123,9 +120,6 @@ class LocalStorage(Storage):
 
     def exists(self, name: str) -> bool:
         return os.path.isfile(self.location(name))
-
-    def is_folder(self) -> bool:
-        return self._root.is_dir()
 
     def size(self, name: str) -> int:
         return os.path.getsize(self.location(name))
@@ -197,9 +191,6 @@ class UrlStorage(Storage):
 
     def exists(self, name: str) -> bool:
         return bool(self._fs.isfile(self._fs_path(name)))
-
-    def is_folder(self) -> bool:
-        return bool(self._fs.isdir(self._path))
 
     def size(self, name: str) -> int:
         return int(self._fs.size(self._fs_path(name)))

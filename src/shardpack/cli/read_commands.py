@@ -1,0 +1,170 @@
+"""The commands that read packed data: info, head, schema, unpack, diff, merge, validate."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .output import EXIT_BAD_DATA, EXIT_OK, print_json, progress_bar, show_progress
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="DATASET...")
+@click.option("--output", "-o", required=True, help="The new dataset folder (path or URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new manifest's totals as JSON.")
+def merge(inputs: tuple[str, ...], output: str, as_json: bool) -> None:
+    """Merge packed datasets into one dataset folder, keeping every shard byte for byte."""
+    from ..dataset.merge import merge_datasets
+
+    manifest = merge_datasets(list(inputs), output)
+    totals = manifest.to_dict()["totals"]
+    if as_json:
+        print_json({"output": output, **totals})
+    else:
+        click.echo(
+            f"merged {len(inputs)} datasets into {output}: {totals['shards']} shards, "
+            f"{totals['records']} records"
+        )
+
+
+@click.command()
+@click.argument("packed")
+@click.option("--output", "-o", required=True, help="JSONL file to write ('-' for stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def unpack(packed: str, output: str, quiet: bool) -> None:
+    """Write the records of PACKED back out as JSONL."""
+    from ..dataset.dataset import open_dataset
+    from ..dataset.export import write_jsonl
+
+    with open_dataset(packed) as ds:
+        show = show_progress(quiet) and output != "-"
+        sources = [packed, *ds.paths]
+        if os.path.isdir(packed):
+            sources.append(os.path.join(packed, "manifest.json"))
+        with progress_bar("unpacking", len(ds), show) as advance:
+            count = write_jsonl(ds, output, progress=advance, sources=sources)
+    if not quiet and output != "-":
+        click.echo(f"wrote {count} records to {output}", err=True)
+
+
+@click.command()
+@click.argument("packed")
+@click.option("--json", "as_json", is_flag=True, help="Print the full metadata as JSON.")
+def info(packed: str, as_json: bool) -> None:
+    """Describe PACKED: records, blocks, codec, sizes, fields."""
+    from ..dataset.dataset import open_dataset
+    from ..dataset.describe import describe
+
+    with open_dataset(packed) as ds:
+        facts = describe(ds)
+    if as_json:
+        print_json(facts)
+        return
+    from .render import render_info
+
+    render_info(facts)
+
+
+@click.command()
+@click.argument("packed")
+@click.option(
+    "-n",
+    "--records",
+    "count",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="How many records to print.",
+)
+def head(packed: str, count: int) -> None:
+    """Print the first records of PACKED as JSON lines."""
+    from ..dataset.dataset import open_dataset
+    from ..dataset.export import dumps_record
+
+    with open_dataset(packed) as ds:
+        for i, record in enumerate(ds):
+            if i >= count:
+                break
+            click.echo(dumps_record(record))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also decode every record, check arrays and content hash, re-check the stored schema.",
+)
+@click.option(
+    "--schema",
+    "schema_path",
+    metavar="SCHEMA.json",
+    help="Check every record against this JSON Schema instead (implies --deep).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_json: bool) -> None:
+    """Check packed files or sharded datasets: header, footer, index and every block's checksum;
+    for a dataset also the manifest against its shards (missing, extra, swapped or truncated
+    shards are named). Exit 1 if invalid."""
+    from ..dataset.locate import is_dataset
+    from ..dataset.validate_file import validate_path
+    from ..dataset.validate_folder import validate_dataset
+    from ..ingest.schema_check import load_schema
+
+    schema = load_schema(schema_path) if schema_path is not None else None
+    reports = [
+        validate_dataset(path, deep=deep)
+        if is_dataset(path)
+        else validate_path(path, deep=deep, schema=schema)
+        for path in paths
+    ]
+    ok = all(report.ok for report in reports)
+    if as_json:
+        print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
+    else:
+        for report in reports:
+            for problem in report.problems:
+                click.echo(f"INVALID {problem}", err=True)
+            if report.ok:
+                click.echo(
+                    f"OK {report.paths[0]}: {report.blocks_checked} blocks"
+                    + (f", {report.records_checked} records decoded" if deep else "")
+                )
+    raise SystemExit(EXIT_OK if ok else EXIT_BAD_DATA)
+
+
+@click.command()
+@click.argument("packed")
+def schema(packed: str) -> None:
+    """Print PACKED's JSON Schema (stored, or inferred from its records), ready for --schema."""
+    from ..dataset.dataset import open_dataset
+    from ..ingest.schema_infer import infer_schema
+
+    with open_dataset(packed) as ds:
+        stored = ds.metadata.get("schema")
+        print_json(stored if stored is not None else infer_schema(ds))
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def diff(a: str, b: str, as_json: bool) -> None:
+    """Compare two packed datasets (counts, schema, statistics, content hash).
+
+    Exit 0 when their content is the same (codec and block size may differ), 1 when it differs.
+    """
+    from ..dataset.dataset import open_dataset
+    from ..dataset.diff import diff_datasets
+
+    with open_dataset(a) as left, open_dataset(b) as right:
+        result = diff_datasets(left, right)
+    if as_json:
+        print_json(result)
+    else:
+        verdict = "same content" if result["same_content"] else "content differs"
+        click.echo(f"{verdict}: {a} vs {b}")
+        for item in result["differences"]:
+            click.echo(f"  {item['what']}: {item['a']!r} != {item['b']!r}")
+    raise SystemExit(EXIT_OK if result["same_content"] else EXIT_BAD_DATA)

@@ -1,0 +1,40 @@
+"""The typed values of the format: extension type codes, dtype codes (part of the file format:
+never renumber, only append), and the opt-in lossy storage types."""
+
+from __future__ import annotations
+
+import struct
+
+import ml_dtypes
+import numpy as np
+
+EXT_ARRAY = 1
+EXT_BIGINT = 2  # decimal ASCII digits of an integer outside [-2**63, 2**64)
+EXT_RAW_STR = 3  # a str with unpaired surrogates, as UTF-8 with 'surrogatepass'
+
+ARRAY_ALIGN = 8
+
+# dtype codes are part of the file format: never renumber, only append
+DTYPE_BY_CODE: dict[int, np.dtype] = {
+    1: np.dtype(np.bool_),
+    2: np.dtype("<i4"),
+    3: np.dtype("<i8"),
+    4: np.dtype("<u8"),
+    5: np.dtype("<f4"),
+    6: np.dtype("<f8"),
+    7: np.dtype("<f2"),
+    8: np.dtype(ml_dtypes.bfloat16),
+}
+CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
+DTYPE_NAMES = {dtype: dtype.name for dtype in DTYPE_BY_CODE.values()}
+
+# the opt-in lossy storage types a field's float arrays can be forced to
+LOSSY_DTYPES = {
+    "float16": DTYPE_BY_CODE[7],
+    "bfloat16": DTYPE_BY_CODE[8],
+    "float32": DTYPE_BY_CODE[5],
+}
+
+
+ARRAY_HEADERS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # code, ndim, dims
+MAX_NDIM = 32
