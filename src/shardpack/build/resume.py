@@ -92,6 +92,7 @@ def check_shard(storage: Storage, task: ShardTask) -> ShardResult | None:
         packed = PackedFile(storage.location(name), source=source)
         try:
             metadata, size = packed.metadata, packed.size
+            footer_offset = packed.trailer.index_offset  # remote reads fetch the footer exactly
         finally:
             packed.close()
         if digest is None:
@@ -109,5 +110,6 @@ def check_shard(storage: Storage, task: ShardTask) -> ShardResult | None:
         file_hash=digest,
         content_hash=metadata.content_hash,
         inputs=planned,
+        footer_offset=footer_offset,
     )
     return ShardResult(task.index, entry, metadata, reused=True)

@@ -113,6 +113,7 @@ class _ShardSink:
             file_hash=digest,
             content_hash=metadata.content_hash,
             inputs=inputs,
+            footer_offset=self.writer.footer_offset,  # remote reads fetch the footer exactly
         )
         return ShardResult(task.index, entry, metadata)
 

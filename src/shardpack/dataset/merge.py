@@ -113,6 +113,7 @@ def _single_file_entry(
     packed = PackedFile(path, source=source)
     try:
         metadata, size = packed.metadata, packed.size
+        footer_offset = packed.trailer.index_offset
     finally:
         packed.close()
     if is_url(path) and not path.startswith("file://"):
@@ -132,5 +133,6 @@ def _single_file_entry(
         file_hash=hashed,
         content_hash=metadata.content_hash,
         inputs=metadata.inputs,
+        footer_offset=footer_offset,
     )
     return entry, metadata

@@ -48,6 +48,7 @@ class PackedFileWriter:
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._file.write(encode_header())
         self._position = HEADER_SIZE
+        self.footer_offset: int | None = None  # set by finish()
         self._entries: list[tuple[int, int, int, int, int, int, int]] = []
         self.record_count = 0
         self.max_raw_size = 0
@@ -86,6 +87,7 @@ class PackedFileWriter:
         never reaches its destination.
         """
         index_offset = align(self._position, INDEX_ALIGN)
+        self.footer_offset = index_offset  # where the footer starts (manifests record it)
         index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
         meta = encode_document(metadata)
         trailer = Trailer(
