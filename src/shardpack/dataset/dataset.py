@@ -8,8 +8,8 @@ search over cumulative record counts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -17,31 +17,53 @@ import numpy as np
 from ..errors import ManifestError
 from ..format.metadata import DatasetMetadata, DatasetStats, widest_dtypes
 from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile, dtype_targets
-from ..storage.urls import is_url
+from ..storage.urls import is_remote, is_url
 from .manifest import Manifest
+from .shards import ShardSlots
+
+if TYPE_CHECKING:
+    from ..storage.remote import RemoteReader, RemoteStats
+    from ..storage.remote_options import RemoteOptions
+    from .locate import PackedLocation
 
 PathLike = str | os.PathLike[str]
+OPEN_AHEAD = 4  # shards opened ahead of a remote scan
 
 
 class Dataset:
     """Random access and iteration over the records of packed files."""
 
-    def __init__(self, files: Sequence[PackedFile], manifests: Sequence[Any] = ()) -> None:
-        self.files = list(files)
+    def __init__(
+        self,
+        files: Sequence[PackedFile] | ShardSlots,
+        manifests: Sequence[Any] = (),
+        remote: RemoteReader | None = None,
+    ) -> None:
+        self._slots = files if isinstance(files, ShardSlots) else ShardSlots.of_files(files)
         self.manifests = list(manifests)  # of the sharded datasets among the inputs
-        counts = [len(f) for f in self.files]
-        self._starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+        self._starts = np.concatenate(([0], np.cumsum(self._slots.counts, dtype=np.int64)))
         self._length = int(self._starts[-1])
         self._metadata: DatasetMetadata | None = None
+        self._remote = remote  # the caches and read-ahead of its remote files
+
+    @property
+    def files(self) -> list[PackedFile]:
+        """Every packed file, opened (remote shards not opened yet are opened side by side)."""
+        return self._slots.all()
+
+    def file(self, i: int) -> PackedFile:
+        """Packed file ``i``, opened on first use."""
+        return self._slots.files[i] or self._slots.open(i)
 
     def __len__(self) -> int:
         return self._length
 
     def _locate(self, i: int) -> tuple[PackedFile, int]:
-        if len(self.files) == 1:
-            return self.files[0], i
+        files = self._slots.files
+        if len(files) == 1:
+            return files[0] or self._slots.open(0), i
         f = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self.files[f], i - int(self._starts[f])
+        return files[f] or self._slots.open(f), i - int(self._starts[f])
 
     def __getitem__(self, key: int | slice) -> Any:
         if type(key) is int:  # the common case, checked first: random access is per call
@@ -65,13 +87,53 @@ class Dataset:
         return packed.record(local)
 
     def __iter__(self) -> Iterator[Any]:
-        if len(self.files) == 1:
-            return self.files[0].iter_records()  # one generator less per record
+        if self._remote is not None:
+            return self._iter_remote()
+        if len(self._slots) == 1:
+            return self.file(0).iter_records()  # one generator less per record
         return self._iter_files()
 
     def _iter_files(self) -> Iterator[Any]:
-        for packed in self.files:
-            yield from packed.iter_records()
+        for i in range(len(self._slots)):
+            yield from self.file(i).iter_records()
+
+    def _iter_remote(self) -> Iterator[Any]:
+        # every block in order, fetched ahead in large requests; later shards open ahead too
+        self.read_ahead(self._scan_plan())
+        try:
+            yield from self._iter_files()
+        finally:
+            self.stop_read_ahead()
+
+    def _scan_plan(self) -> Iterator[tuple[int, int]]:
+        count = len(self._slots)
+        for f in range(count):
+            for ahead in range(f + 1, min(f + 1 + OPEN_AHEAD, count)):
+                self._slots.open_soon(ahead)  # their footers arrive while this one is read
+            yield from ((f, b) for b in range(self.file(f).block_count))
+
+    def read_ahead(self, blocks: Iterable[tuple[int, int]]) -> None:
+        """Remote data: fetch these blocks, ``(file number, block number)`` in the order they
+        will be read, ahead of their reads (up to ``RemoteOptions.readahead_bytes`` ahead).
+        Replaces the previous plan. Local data needs none: a no-op."""
+        if self._remote is not None:
+            self._remote.read_ahead(self._planned(blocks))
+
+    def stop_read_ahead(self) -> None:
+        if self._remote is not None:
+            self._remote.stop_read_ahead()
+
+    def _planned(self, blocks: Iterable[tuple[int, int]]) -> Iterator[tuple[Any, int]]:
+        from ..storage.ranges import RangeSource
+
+        for f, block in blocks:
+            source = self.file(f).source
+            if isinstance(source, RangeSource):
+                yield source, block
+
+    def remote_stats(self) -> RemoteStats | None:
+        """Requests, bytes and cache hits of this dataset's remote reads in this process."""
+        return self._remote.stats() if self._remote is not None else None
 
     def iter_batches(self, batch_size: int, *, drop_last: bool = False) -> Iterator[list[Any]]:
         """Records in order, ``batch_size`` at a time (the last batch may be short)."""
@@ -91,12 +153,12 @@ class Dataset:
         """The dataset's metadata: of its only file, or from the manifest of a sharded dataset
         (dataset-wide statistics, schema, provenance, content hash); else of its first file."""
         if self._metadata is None:
-            if len(self.manifests) == 1 and len(self.files) == len(self.manifests[0].shards):
+            if len(self.manifests) == 1 and len(self._slots) == len(self.manifests[0].shards):
                 self._metadata = _manifest_metadata(self.manifests[0], self.files)
-            elif not self.files:
+            elif not len(self._slots):
                 raise ManifestError("the dataset holds no files")
             else:
-                first = msgspec.structs.asdict(self.files[0].metadata)
+                first = msgspec.structs.asdict(self.file(0).metadata)
                 self._metadata = DatasetMetadata(**first)
         return self._metadata
 
@@ -106,11 +168,12 @@ class Dataset:
 
     @property
     def paths(self) -> list[str]:
-        return [f.path for f in self.files]
+        return list(self._slots.paths)
 
     def close(self) -> None:
-        for packed in self.files:
-            packed.close()
+        if self._remote is not None:
+            self._remote.close()
+        self._slots.close()
 
     def __enter__(self) -> Dataset:
         return self
@@ -119,7 +182,7 @@ class Dataset:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Dataset(records={self._length}, files={len(self.files)})"
+        return f"Dataset(records={self._length}, files={len(self._slots)})"
 
 
 def _manifest_metadata(manifest: Manifest, files: Sequence[PackedFile]) -> DatasetMetadata:
@@ -156,50 +219,93 @@ def open_dataset(
     cache_blocks: int = DEFAULT_CACHE_BLOCKS,
     storage_options: dict[str, Any] | None = None,
     block_cache_bytes: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
     of either, or a list of these, read as one dataset.
 
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
-    Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
-    fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
+    Remote data (see docs/REMOTE.md) is read by byte ranges, with the settings of ``remote``
+    (a ``RemoteOptions``: concurrency, read-ahead, timeouts and retries, caches); the
+    arguments ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the
+    machine's processes) and ``block_cache_bytes`` (a per-process memory cache) set the
+    common ones directly. A remote sharded dataset opens with one request (its manifest);
+    each shard is opened on first use.
     """
     if isinstance(path, (str, os.PathLike)):
         local = _plain_local_file(path)
         if local is not None:
             return Dataset([PackedFile(local, verify=verify, cache_blocks=cache_blocks)])
 
-    from ..storage.ranges import BlockCache
+    from ..storage.remote import RemoteReader
+    from ..storage.remote_options import resolve_remote
     from .locate import locate
 
+    options = resolve_remote(
+        remote,
+        storage_options=storage_options,
+        cache_dir=cache_dir,
+        memory_cache_bytes=block_cache_bytes,
+    )
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    cache = BlockCache(block_cache_bytes) if block_cache_bytes > 0 else None
-    files: list[PackedFile] = []
-    manifests = []
+    remote_paths = any(is_remote(os.fspath(p)) for p in paths)
+    reader = RemoteReader(options) if remote_paths else None
+    manifests: list[Manifest] = []
+    names: list[str] = []
+    counts: list[int] = []
+    openers: list[Callable[[], PackedFile] | None] = []
+    files: list[PackedFile | None] = []
     try:
         for p in paths:
-            located = locate(p, storage_options)
+            located = locate(p, options.storage_options or None, reader)
             targets: dict[str, Any] = {}
             if located.manifest is not None:
                 manifests.append(located.manifest)
                 targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
             for where in located.locations:
-                packed = PackedFile(
-                    where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)
-                )
-                files.append(packed)
-                if where.records is not None and len(packed) != where.records:
-                    raise ManifestError(
-                        f"{where.path}: holds {len(packed)} records but the manifest lists "
-                        f"{where.records} (shards swapped or replaced?)"
-                    )
-                if targets:
-                    packed.widen_arrays(targets)
+                opener = _opener(where, verify, cache_blocks, reader, targets)
+                names.append(where.path)
+                if where.records is not None and is_remote(where.path):
+                    counts.append(where.records)  # opened on first use
+                    openers.append(opener)
+                    files.append(None)
+                else:
+                    packed = opener()
+                    files.append(packed)
+                    counts.append(len(packed))
+                    openers.append(None)
     except BaseException:
         for f in files:
-            f.close()
+            if f is not None:
+                f.close()
         raise
-    return Dataset(files, manifests)
+    return Dataset(ShardSlots(names, counts, openers, files), manifests, reader)
+
+
+def _opener(
+    where: PackedLocation,
+    verify: bool,
+    cache_blocks: int,
+    reader: RemoteReader | None,
+    targets: dict[str, Any],
+) -> Callable[[], PackedFile]:
+    """Opens the packed file at ``where`` and checks it against its manifest entry."""
+
+    def open_file() -> PackedFile:
+        source = where.source(reader)
+        packed = PackedFile(where.path, verify=verify, cache_blocks=cache_blocks, source=source)
+        if where.records is not None and len(packed) != where.records:
+            packed.close()
+            raise ManifestError(
+                f"{where.path}: holds {len(packed)} records but the manifest lists "
+                f"{where.records} (shards swapped or replaced?)"
+            )
+        if targets:
+            packed.widen_arrays(targets)
+        return packed
+
+    return open_file
 
 
 def _plain_local_file(path: PathLike) -> str | None:

@@ -1,0 +1,79 @@
+"""The packed files of an open dataset, opened on first use where the manifest already says what
+they hold: opening a remote dataset of any number of shards reads only its manifest, and each
+shard costs its one round trip (header and footer) when a record of it is first asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ..packfile.reader import PackedFile
+
+OPEN_THREADS = 32  # shards opened side by side when all are needed at once
+
+
+class ShardSlots:
+    """One slot per packed file: its path, its record count, the file once opened."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        counts: Sequence[int],
+        openers: Sequence[Callable[[], PackedFile] | None],
+        files: Sequence[PackedFile | None],
+    ) -> None:
+        self.paths = list(paths)
+        self.counts = list(counts)
+        self.files: list[PackedFile | None] = list(files)  # None until opened
+        self._openers = list(openers)
+        self._locks = [threading.Lock() for _ in self.files]
+
+    @classmethod
+    def of_files(cls, files: Sequence[PackedFile]) -> ShardSlots:
+        return cls([f.path for f in files], [len(f) for f in files], [None] * len(files), files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def open(self, i: int) -> PackedFile:
+        """File ``i``, opened now if it was not (once, whichever thread asks first)."""
+        packed = self.files[i]
+        if packed is not None:
+            return packed
+        with self._locks[i]:
+            packed = self.files[i]
+            if packed is None:
+                opener = self._openers[i]
+                if opener is None:
+                    raise ValueError(f"{self.paths[i]} is closed")
+                packed = self.files[i] = opener()
+        return packed
+
+    def open_soon(self, i: int) -> None:
+        """Start opening file ``i`` in the background (its errors are raised to whoever opens it
+        for reading)."""
+        if self.files[i] is None and self._openers[i] is not None:
+            threading.Thread(target=self._try_open, args=(i,), daemon=True).start()
+
+    def _try_open(self, i: int) -> None:
+        with contextlib.suppress(Exception):
+            self.open(i)
+
+    def all(self) -> list[PackedFile]:
+        """Every file, the unopened ones opened side by side (one round trip each)."""
+        missing = [i for i, f in enumerate(self.files) if f is None]
+        if len(missing) > 1:
+            with ThreadPoolExecutor(min(OPEN_THREADS, len(missing))) as pool:
+                list(pool.map(self.open, missing))  # the first error is raised here
+        return [self.open(i) for i in range(len(self.files))]
+
+    def opened(self) -> list[PackedFile]:
+        return [f for f in self.files if f is not None]
+
+    def close(self) -> None:
+        for i, packed in enumerate(self.files):
+            if packed is not None:
+                packed.close()
+            self._openers[i] = None
