@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ..errors import OptionError
+from ..storage.remote_options import RemoteOptions
 from .sampling import DEFAULT_WINDOW_BLOCKS, EpochOrder, Partition
 from .source import BlockMap, RecordSource, Source, distributed_rank_world
 
@@ -52,6 +53,8 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
         columns: Sequence[str] | None = None,
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         super().__init__()
         self._records = RecordSource(
@@ -60,6 +63,8 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
             transform=transform,
             verify=verify,
             cache_blocks=min(max(window_blocks + 1, 8), MAX_CACHE_BLOCKS),
+            storage_options=storage_options,
+            remote=remote,
         )
         self.shuffle = bool(shuffle)
         self.seed = seed
@@ -161,6 +166,8 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
     ) -> Iterator[Any]:
         records = self._records
         blocks = BlockMap(records.files)
+        # remote data: the blocks of the windows this reader will visit, fetched ahead in order
+        records.read_ahead(_block_plan(order, part, blocks, progress["yielded"]))
         share = 1.0 / (part.world_size * part.num_workers)
         whole_blocks = share >= WHOLE_BLOCK_SHARE
         decoded: dict[int, list[Any]] = {}  # whole blocks of the current window
@@ -279,6 +286,30 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
 
     def close(self) -> None:
         self._records.close()
+
+
+def _block_plan(
+    order: EpochOrder, part: Partition, blocks: BlockMap, first: int
+) -> Iterator[tuple[int, int]]:
+    """(file, block) in the order a reader of ``part`` first needs them, from its record
+    ``first`` on. Runs in the read-ahead thread, on its own copy of the order."""
+    order = EpochOrder(
+        order.block_counts,
+        seed=order.seed,
+        epoch=order.epoch,
+        shuffle=order.shuffle,
+        window_blocks=order.window_blocks,
+    )
+    seen: set[int] = set()
+    for start in range(first, len(part), SLAB_RECORDS):
+        ks = np.arange(start, min(start + SLAB_RECORDS, len(part)))
+        needed = order.block_of(order.records_at(part.positions(ks)))
+        _, firsts = np.unique(needed, return_index=True)
+        for block in needed[np.sort(firsts)].tolist():
+            if block not in seen:  # a block belongs to one window: seen once per epoch
+                seen.add(block)
+                f = int(blocks.block_file[block])
+                yield f, block - int(blocks.file_first_block[f])
 
 
 def _layout_of(part: Partition, start: int) -> dict[str, Any]:

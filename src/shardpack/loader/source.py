@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from ..dataset.dataset import Dataset, open_dataset
 from ..errors import OptionError
 from ..packfile.reader import PackedFile
+from ..storage.remote_options import RemoteOptions, resolve_remote
 
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset
 
@@ -45,8 +46,12 @@ class RecordSource:
         transform: Callable[[Any], Any] | None,
         verify: bool,
         cache_blocks: int,
+        storage_options: dict[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         self._dataset: Dataset | None = None
+        # how remote data is read (fsspec options, caches, read-ahead); travels to workers
+        self.remote = resolve_remote(remote, storage_options=storage_options)
         if isinstance(source, (str, os.PathLike)):
             self.source: str | list[str] = os.fspath(source)
         elif hasattr(source, "files"):
@@ -76,7 +81,7 @@ class RecordSource:
     def dataset(self) -> Dataset:
         if self._dataset is None:
             self._dataset = open_dataset(
-                self.source, verify=self.verify, cache_blocks=self.cache_blocks
+                self.source, verify=self.verify, cache_blocks=self.cache_blocks, remote=self.remote
             )
         return self._dataset
 
@@ -88,6 +93,14 @@ class RecordSource:
         """Records per block over all files, files in order (dataset-wide block numbers)."""
         counts = [np.asarray(f.index["record_count"], dtype=np.int64) for f in self.files]
         return np.concatenate(counts) if counts else np.zeros(0, np.int64)
+
+    def read_ahead(self, blocks: Any) -> None:
+        """Remote data: fetch these (file, block) pairs ahead, in this order (see Dataset)."""
+        self.dataset.read_ahead(blocks)
+
+    def stop_read_ahead(self) -> None:
+        if self._dataset is not None:
+            self._dataset.stop_read_ahead()
 
     def finish(self, record: Any, record_id: int) -> Any:
         """Column selection, then the user's transform."""
