@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..packfile.reader import PackedFile
+from ..storage.locks import ForkSafeLock
 
 OPEN_THREADS = 32  # shards opened side by side when all are needed at once
 
@@ -28,7 +29,7 @@ class ShardSlots:
         self.counts = list(counts)
         self.files: list[PackedFile | None] = list(files)  # None until opened
         self._openers = list(openers)
-        self._locks = [threading.Lock() for _ in self.files]
+        self._locks = [ForkSafeLock() for _ in self.files]
 
     @classmethod
     def of_files(cls, files: Sequence[PackedFile]) -> ShardSlots:

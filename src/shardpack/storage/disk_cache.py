@@ -27,6 +27,8 @@ import time
 
 import xxhash
 
+from .locks import ForkSafeLock
+
 ENTRY_HEADER = struct.Struct("<4sIQ")  # magic, payload size, XXH3-64 of the payload
 ENTRY_MAGIC = b"SPC1"
 TRIM_TO = 0.9  # a trim leaves the cache at this share of its bound
@@ -49,7 +51,7 @@ class DiskCache:
         self.discarded = 0  # entries that failed their check
         self._written = 0
         self._host = socket.gethostname()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         for sub in ("tmp", "claims"):
             os.makedirs(os.path.join(self.folder, sub), exist_ok=True)
 

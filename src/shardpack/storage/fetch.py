@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ObjectChangedError, RemoteError
+from .locks import ForkSafeLock
 from .remote_options import RemoteOptions
 from .urls import reason_of, url_to_fs
 
@@ -35,7 +35,7 @@ class ObjectPin:
         self.etag = etag
         self.version_id = version_id
         self.size: int | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     @property
     def token(self) -> str:
@@ -65,7 +65,7 @@ class FetchStats:
         self.requests = 0
         self.bytes = 0
         self.retries = 0
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def count(self, nbytes: int) -> None:
         with self._lock:
@@ -91,13 +91,12 @@ class Fetcher:
         self._filesystems: dict[str, tuple[Any, str, bool]] = {}
         self._semaphore: asyncio.Semaphore | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def _check_process(self) -> None:
         if os.getpid() != self._pid:  # a forked DataLoader worker: nothing of the parent's I/O
             self._pid = os.getpid()
             self._filesystems, self._semaphore, self._pool = {}, None, None
-            self._lock = threading.Lock()
 
     def filesystem(self, url: str) -> tuple[Any, str, bool]:
         """(fsspec filesystem, path inside it, whether it is S3 through s3fs), made once per

@@ -3,7 +3,6 @@ block ranges through the dataset's caches and read-ahead (``remote.RemoteReader`
 
 from __future__ import annotations
 
-import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -15,6 +14,7 @@ import numpy as np
 from ..errors import FormatError, ManifestError, ObjectChangedError, OptionError, RemoteError
 from ..format.layout import HEADER_SIZE, TRAILER_SIZE, Trailer, decode_index
 from .fetch import FetchStats, ObjectPin
+from .locks import ForkSafeLock
 from .remote import RemoteReader
 from .remote_options import RemoteOptions
 
@@ -36,7 +36,7 @@ class BlockCache:
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[Any, bytes] = OrderedDict()
-        self._lock = threading.Lock()  # data loaders may read from threads
+        self._lock = ForkSafeLock()  # data loaders may read from threads
 
     def get(self, key: Any) -> bytes | None:
         with self._lock:

@@ -9,7 +9,6 @@ one small request. Blocks enter the caches only after their checksum matched the
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -17,6 +16,7 @@ import msgspec
 from ..format.layout import checksum
 from .disk_cache import DiskCache
 from .fetch import Fetcher
+from .locks import ForkSafeLock
 from .readahead import ReadAhead
 from .remote_options import RemoteOptions
 
@@ -60,14 +60,13 @@ class RemoteReader:
         )
         self.readahead = ReadAhead(self)
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self.readahead_hits = self.waited = self.direct = 0
 
     def check_process(self) -> None:
         """After a fork (DataLoader workers), start afresh: threads and locks stay behind."""
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self._lock = threading.Lock()
             self.readahead = ReadAhead(self)
             if self.memory is not None:
                 self.memory = type(self.memory)(self.memory.max_bytes)
