@@ -91,7 +91,9 @@ def server_log(endpoint: str, reset: bool = False) -> dict[str, Any]:
 # -- scenarios (each in its own process) --------------------------------------------------------
 
 
-def run_scenario(name: str, endpoint: str, workdir: Path) -> dict[str, Any]:
+def run_scenario(
+    name: str, endpoint: str, workdir: Path, settings: dict[str, int]
+) -> dict[str, Any]:
     import numpy as np
 
     import shardpack
@@ -101,8 +103,8 @@ def run_scenario(name: str, endpoint: str, workdir: Path) -> dict[str, Any]:
     url = f"s3://{BUCKET}/ds"
     size = sum(p.stat().st_size for p in (workdir / "ds").iterdir())
     cache = Path(tempfile.mkdtemp(prefix="bench-remote-cache-", dir=workdir))
-    remote = RemoteOptions(storage_options=options)
-    cached = RemoteOptions(storage_options=options, cache_dir=str(cache))
+    remote = RemoteOptions(storage_options=options, **settings)
+    cached = RemoteOptions(storage_options=options, cache_dir=str(cache), **settings)
     # warm the S3 client up on another dataset: time requests, not botocore's start-up
     with shardpack.open(f"s3://{BUCKET}/warm", remote=remote) as warm:
         sum(1 for _ in warm)
@@ -196,12 +198,20 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-remote"
     )
     parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=SCENARIOS)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=BYTES",
+        help="a RemoteOptions setting for shardpack's scenarios, e.g. request_bytes=16777216",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    settings = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.scenario:  # one measurement, in this fresh process
-        print(json.dumps(run_scenario(args.scenario, args.endpoint, args.workdir)))
+        print(json.dumps(run_scenario(args.scenario, args.endpoint, args.workdir, settings)))
         return 0
 
     folder = prepare(args.workdir, args.jsonl_mb, args.shard_size)
@@ -220,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.only:
                 command = [sys.executable, __file__, "--scenario", name, "--endpoint", endpoint]
                 command += ["--workdir", str(args.workdir)]
+                command += [f"--set={item}" for item in args.set]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode:
                     raise SystemExit(f"{name} failed:\n{done.stderr}")
@@ -234,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "latency_ms": args.latency_ms,
         "rounds": args.rounds,
+        "settings": settings,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "medians": {name: _medians(runs) for name, runs in results.items()},

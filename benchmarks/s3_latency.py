@@ -4,7 +4,9 @@ tests and benchmarks read from.
 A WSGI middleware in front of moto's app waits ``latency_ms`` before handling each request (every
 request, data or metadata, pays it, as a round trip to S3 does), logs every request (method, key,
 Range header, status) and can stall or fail the next matching requests to test timeouts and
-retries. In-process (tests): ``S3Server(latency_ms=20).start()``. As its own process
+retries. It is served by cheroot's thread pool, which keeps connections alive as S3 does (moto's
+own werkzeug server closes every connection after one request; it is the fallback when cheroot
+is not installed). In-process (tests): ``S3Server(latency_ms=20).start()``. As its own process
 (benchmarks, so the server does not share the reader's interpreter):
 
     python benchmarks/s3_latency.py --port 0 --latency-ms 20   # prints the endpoint URL
@@ -141,28 +143,42 @@ class S3Server:
             DomainDispatcherApplication(create_backend_app), latency_ms / 1000
         )
         self._port = port
-        self._server: BaseWSGIServer | None = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
 
     def start(self) -> S3Server:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
-        self._server = make_server(
-            "127.0.0.1", self._port, self.middleware, True, request_handler=MotoRequestHandler
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        try:
+            from cheroot import wsgi
+        except ImportError:
+            wsgi = None
+        if wsgi is not None:
+            server = wsgi.Server(("127.0.0.1", self._port), self.middleware, numthreads=64)
+            server.prepare()  # binds: the port is known from here on
+            self._server, self._address = server, server.bind_addr[:2]
+            target = server.serve
+        else:
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+            fallback: BaseWSGIServer = make_server(
+                "127.0.0.1", self._port, self.middleware, True, request_handler=MotoRequestHandler
+            )
+            self._server, self._address = fallback, fallback.server_address[:2]
+            target = fallback.serve_forever
+        self._thread = threading.Thread(target=target, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            stop = getattr(self._server, "shutdown", None) or self._server.stop
+            stop()
         if self._thread is not None:
             self._thread.join()
 
     @property
     def endpoint(self) -> str:
-        assert self._server is not None, "start() first"
-        host, port = self._server.server_address[:2]
+        assert self._address is not None, "start() first"
+        host, port = self._address
         return f"http://{host}:{port}"
 
     @property

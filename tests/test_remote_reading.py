@@ -209,7 +209,9 @@ def test_shuffled_epoch_is_the_local_order_with_blocks_read_ahead(
     local = [digest(r) for r in torch_loader.PackedIterableDataset(local_ds, seed=3)]
     manifest = manifest_of(local_ds)
     remote = torch_loader.PackedIterableDataset(
-        url, seed=3, remote=settings(server, readahead_bytes=1 << 20)  # < the dataset
+        url,
+        seed=3,
+        remote=settings(server, readahead_bytes=1 << 20),  # < the dataset
     )
     server.reset_log()
     assert [digest(r) for r in remote] == local
@@ -275,7 +277,9 @@ def test_disk_cache_stays_within_its_bound(
 ) -> None:
     url = upload(server, local_ds, "bound")
     bound = 300_000
-    remote = settings(server, cache_dir=str(tmp_path / "cache"), cache_bytes=bound)
+    remote = settings(
+        server, cache_dir=str(tmp_path / "cache"), cache_bytes=bound, request_bytes=64 << 10
+    )
     with shardpack.open(url, remote=remote) as ds:
         assert [digest(r) for r in ds] == expected
     cache = DiskCache(str(tmp_path / "cache"), bound)

@@ -3,17 +3,21 @@ ranks): bounded in size, checked on every read, safe to kill at any moment.
 
 Layout of the cache folder (``v1/`` so a later layout can live beside it):
 
-    v1/ab/<hash>        one entry: a 16-byte header (magic, payload size, XXH3-64 of the
-                        payload) and the payload; <hash> is XXH3-128 of the entry's key
+    v1/ab/<hash>        one entry, <hash> being XXH3-128 of its key: either a 16-byte header
+                        (magic SPC1, payload size, XXH3-64 of the payload) and the payload
+                        (a footer, a block), or a *range* of a remote file: a 16-byte header
+                        (magic SPR1, length, offset in the file) and the bytes, whose blocks
+                        are checked against their block-index checksums when read
     v1/tmp/             entries being written; renamed into place when complete
     v1/claims/<hash>    "process P of host H is fetching this": others wait instead of fetching
     v1/trim.lock        held (flock) by the one process that trims the cache at a time
 
 Entries appear whole or not at all (write to ``tmp/``, then ``rename``). A reader checks the
-header and the checksum of every entry it reads and deletes one that fails (a torn write after
-a power loss), so a crash never serves bad bytes. Writers are not synced: losing the cache is
-only a refetch. Keys name the object version (ETag), so a replaced object never meets the
-entries of its old version. The least recently used entries go when the folder passes its bound.
+header and the checksum of every entry or block it reads and deletes an entry that fails (a
+torn write after a power loss), so a crash never serves bad bytes. Writers do not sync: losing
+the cache only means fetching again. Keys name the object version (ETag), so a replaced object
+never meets the entries of its old version. The least recently used entries go when the
+folder passes its bound.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 import xxhash
 
@@ -31,6 +36,8 @@ from .locks import ForkSafeLock
 
 ENTRY_HEADER = struct.Struct("<4sIQ")  # magic, payload size, XXH3-64 of the payload
 ENTRY_MAGIC = b"SPC1"
+RANGE_HEADER = struct.Struct("<4sIQ")  # magic, length, offset of the range in its file
+RANGE_MAGIC = b"SPR1"
 TRIM_TO = 0.9  # a trim leaves the cache at this share of its bound
 TRIM_EVERY = 1 / 16  # a process trims after writing this share of the bound
 TOUCH_AFTER_S = 60.0  # an entry read is marked recently used at most once a minute
@@ -104,15 +111,49 @@ class DiskCache:
     def has(self, key: str) -> bool:
         return os.path.exists(self._path(key))
 
+    def read_range(self, key: str, offset: int, length: int, expected: int) -> bytes | None:
+        """Bytes ``[offset, offset + length)`` of the range entry ``key`` if it holds them and
+        their XXH3-64 is ``expected`` (a block's index checksum); a damaged entry is removed."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            magic, size, start = RANGE_HEADER.unpack(os.pread(fd, RANGE_HEADER.size, 0))
+            if magic != RANGE_MAGIC or not start <= offset <= offset + length <= start + size:
+                return None
+            data = os.pread(fd, length, RANGE_HEADER.size + offset - start)
+            mtime = os.fstat(fd).st_mtime
+        except (OSError, struct.error):
+            return None
+        finally:
+            os.close(fd)
+        if len(data) != length or xxhash.xxh3_64_intdigest(data) != expected:
+            self.discarded += 1
+            self.remove(key)
+            return None
+        if time.time() - mtime > TOUCH_AFTER_S:
+            with contextlib.suppress(OSError):
+                os.utime(self._path(key))
+        self.hits += 1
+        return data
+
     def put(self, key: str, data: bytes | memoryview) -> None:
         """Store ``data`` under ``key`` (whole, or not at all)."""
-        if len(data) + ENTRY_HEADER.size > self.max_bytes:
+        header = ENTRY_HEADER.pack(ENTRY_MAGIC, len(data), xxhash.xxh3_64_intdigest(data))
+        self._write(key, header, data)
+
+    def put_range(self, key: str, offset: int, data: bytes | memoryview) -> None:
+        """Store bytes of a remote file that start at ``offset`` as the range entry ``key``."""
+        self._write(key, RANGE_HEADER.pack(RANGE_MAGIC, len(data), offset), data)
+
+    def _write(self, key: str, header: bytes, data: bytes | memoryview) -> None:
+        if len(data) + len(header) > self.max_bytes:
             return
         target = self._path(key)
         temp = os.path.join(
             self.folder, "tmp", f"{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
         )
-        header = ENTRY_HEADER.pack(ENTRY_MAGIC, len(data), xxhash.xxh3_64_intdigest(data))
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -132,7 +173,7 @@ class DiskCache:
             return  # a full or read-only disk makes a cache miss, never a failed read
         with self._lock:
             self.writes += 1
-            self._written += len(data) + ENTRY_HEADER.size
+            self._written += len(data) + len(header)
             due = self._written > self.max_bytes * TRIM_EVERY
             if due:
                 self._written = 0
@@ -169,18 +210,15 @@ class DiskCache:
         path = self._path(key, "claims")
         return os.path.exists(path) and not self._stale(path)
 
-    def wait(self, key: str, claim_key: str, expected: int | None = None) -> bytes | None:
-        """The entry ``key`` once the process holding ``claim_key`` has stored it; None if the
-        claim ends (or goes stale) first."""
+    def wait(self, claim_key: str, lookup: Callable[[], bytes | None]) -> bytes | None:
+        """``lookup()`` once the process holding ``claim_key`` has stored what it fetches; None
+        if the claim ends (or goes stale) without it."""
         while True:
-            data = self._read(key, expected)
-            if data is None and not self.claimed_elsewhere(claim_key):
-                data = self._read(key, expected)  # stored just before the claim went?
-                if data is None:
-                    return None
+            data = lookup()
             if data is not None:
-                self.hits += 1
                 return data
+            if not self.claimed_elsewhere(claim_key):
+                return lookup()  # stored just before the claim went?
             time.sleep(POLL_S)
 
     def _stale(self, path: str) -> bool:

@@ -7,9 +7,9 @@ a scan, the epoch's block order for a shuffled loader. A thread turns it into re
 - without a disk cache, the planned blocks of one file that lie within ``coalesce_gap_bytes`` of
   each other are fetched by one request (at most ``request_bytes``; the gaps are dropped);
 - with a disk cache, a block's whole *unit* (the blocks starting in its ``request_bytes``-aligned
-  stretch of the file) is fetched and stored, so the unit's other blocks are on disk when a
-  shuffled epoch reaches them; a unit already on disk is not fetched, and one that another
-  process has claimed is left to it (readers then wait for its entries).
+  stretch of the file) is fetched and stored as one range entry, so the unit's other blocks are
+  on disk when a shuffled epoch reaches them; a unit already on disk is not fetched, and one that
+  another process has claimed is left to it (readers then wait for its entry).
 
 Fetched blocks are checked against the block index, and the planned ones wait in memory until
 read (or until reading has moved ``LAG_BLOCKS`` planned blocks past them).
@@ -64,9 +64,12 @@ class ReadAhead:
         if self.reader.options.readahead_bytes > 0:
             self._plan = _Plan(self.reader, plan)
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 0.0) -> None:
+        """Send no more requests; those in flight still land in the disk cache (and release
+        their claims). ``wait_s``: wait that long for them."""
         if self._plan is not None:
             self._plan.stop()
+            self._plan.thread.join(wait_s)
             self._plan = None
 
     def take(self, source: RangeSource, offset: int, length: int) -> bytes | memoryview | None:
@@ -99,7 +102,8 @@ class _Plan:
         self.consumed = 0  # plan position of the latest block taken
         self.units: OrderedDict[tuple[int, int], _Request | None] = OrderedDict()
         self._fill()  # the first requests leave before the reader asks for its first block
-        threading.Thread(target=self._run, name="shardpack-readahead", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name="shardpack-readahead", daemon=True)
+        self.thread.start()
 
     # -- the reader's side ---------------------------------------------------------------------
 
@@ -110,10 +114,12 @@ class _Plan:
                 found = self.buffer.pop(key, None)
                 if found is not None:
                     data, position = found
+                    before = self.used
                     self.used -= len(data)
                     self.consumed = max(self.consumed, position)
                     self._drop_lagging()
-                    self.cond.notify_all()
+                    if self.used <= self.refill_at < before:
+                        self.cond.notify_all()  # room for a batch: wake the planner (only then)
                     return data if len(data) == length else None
                 if key not in self.inflight or self.stopped:
                     return None
@@ -223,14 +229,10 @@ class _Plan:
         disk = self.reader.disk
         if disk is None:
             return None
-        offsets, sizes = source.offsets, source.sizes
-        missing = [
-            b for b in blocks if not disk.has(source.block_key(int(offsets[b]), int(sizes[b])))
-        ]
         request = None
-        claim = source.unit_key(int(offsets[block]))
-        if missing and disk.claim(claim):
-            request = _Request(source, list(range(missing[0], missing[-1] + 1)), claim)
+        unit = source.unit_key(int(source.offsets[block]))  # its entry's key and claim's
+        if not disk.has(unit) and disk.claim(unit):
+            request = _Request(source, list(blocks), unit)
             new.append(request)
         self.units[key] = request
         if len(self.units) > RECENT_UNITS:
@@ -294,10 +296,11 @@ class _Plan:
         copy = len(request.wanted) * 2 < len(request.blocks)  # keep no unit alive for a block
         good: list[tuple[int, int, memoryview]] = []
         pieces: dict[tuple[int, int], tuple[Any, int]] = {}
+        check = disk is not None  # else the reader checks what it is handed, as for any read
         for block in request.blocks:
             offset, size = int(source.offsets[block]), int(source.sizes[block])
             piece = view[offset - request.start : offset - request.start + size]
-            if len(piece) != size or checksum(piece) != int(source.checksums[block]):
+            if len(piece) != size or (check and checksum(piece) != int(source.checksums[block])):
                 continue  # never cached or handed over: the reader fetches it and checks it
             good.append((offset, size, piece))
             if block in request.wanted:
@@ -318,7 +321,10 @@ class _Plan:
                     self.used += len(piece)
             self.cond.notify_all()
         if disk is not None:  # after the hand-over: the reader need not wait for the disk
-            for offset, size, piece in good:
-                disk.put(source.block_key(offset, size), piece)
+            if request.claim is not None and len(good) == len(request.blocks):
+                disk.put_range(request.claim, request.start, view)  # the unit, one entry
+            else:
+                for offset, size, piece in good:
+                    disk.put(source.block_key(offset, size), piece)
             if request.claim is not None:
                 disk.release(request.claim)

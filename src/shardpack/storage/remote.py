@@ -91,19 +91,30 @@ class RemoteReader:
         if data is not None:
             self.count("readahead_hits")
         elif expected is not None and self.disk is not None:
-            data = self.disk.get(key, expected)
-            if data is None:
-                unit = source.unit_key(offset)
-                if self.disk.claimed_elsewhere(unit):
-                    data = self.disk.wait(key, unit, expected)
-                    if data is not None:
-                        self.count("waited")
+            data = self._from_disk(source, offset, length, expected)
+            unit = source.unit_key(offset)
+            if data is None and self.disk.claimed_elsewhere(unit):
+                data = self.disk.wait(
+                    unit, lambda: self._from_disk(source, offset, length, expected)
+                )
+                if data is not None:
+                    self.count("waited")
         if data is None:
             data = self.fetch_block(source, offset, length, expected)
             self.count("direct")
         if memory is not None and expected is not None:
             memory.put(key, bytes(data))
         return data
+
+    def _from_disk(
+        self, source: RangeSource, offset: int, length: int, expected: int
+    ) -> bytes | None:
+        """The block from its unit's range entry, or from an entry of its own."""
+        disk = self.disk
+        if disk is None:
+            return None
+        data = disk.read_range(source.unit_key(offset), offset, length, expected)
+        return data if data is not None else disk.get(source.block_key(offset, length), expected)
 
     def fetch_block(
         self, source: RangeSource, offset: int, length: int, expected: int | None
@@ -137,4 +148,4 @@ class RemoteReader:
         )
 
     def close(self) -> None:
-        self.readahead.stop()
+        self.readahead.stop(wait_s=self.options.timeout_s)  # the disk cache is left complete
