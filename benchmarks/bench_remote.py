@@ -35,6 +35,7 @@ import s3_latency  # noqa: E402
 
 BUCKET = "data"
 SCENARIOS = [
+    "range_cost",
     "open",
     "random",
     "scan",
@@ -97,6 +98,7 @@ def run_scenario(
     import numpy as np
 
     import shardpack
+    from shardpack.storage.fetch import Fetcher, ObjectPin
     from shardpack.storage.remote_options import RemoteOptions
 
     options = s3_latency.storage_options(endpoint)
@@ -105,13 +107,17 @@ def run_scenario(
     cache = Path(tempfile.mkdtemp(prefix="bench-remote-cache-", dir=workdir))
     remote = RemoteOptions(storage_options=options, **settings)
     cached = RemoteOptions(storage_options=options, cache_dir=str(cache), **settings)
-    # warm the S3 client up on another dataset: time requests, not botocore's start-up
-    with shardpack.open(f"s3://{BUCKET}/warm", remote=remote) as warm:
-        sum(1 for _ in warm)
+    # warm the S3 clients up on another object (botocore's start-up, connections opened):
+    # time the requests, not the client's first minute
+    warm = f"{BUCKET}/warm/manifest.json"
+    with shardpack.open(f"s3://{BUCKET}/warm", remote=remote) as dataset:
+        sum(1 for _ in dataset)
+    Fetcher(remote).fetch_many(f"s3://{warm}", [(0, 16)] * remote.concurrency, ObjectPin(warm))
     if name.startswith("download_"):
         import s3fs
 
-        s3fs.S3FileSystem(**options).info(f"{BUCKET}/warm/manifest.json")
+        fs = s3fs.S3FileSystem(**options)
+        fs.cat_ranges([warm] * 32, [0] * 32, [16] * 32)
     if "shuffle" in name:
         import shardpack.torch  # torch's import is not part of an epoch
     if name == "shuffle_cache_epoch2":  # the first epoch fills the cache, untimed
@@ -119,7 +125,17 @@ def run_scenario(
     server_log(endpoint, reset=True)
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    if name == "open":
+    if name == "range_cost":  # moto reads a whole object for any range of it: what that costs
+        fetcher = Fetcher(remote)
+        for key in ("warm/manifest.json", "ds/shard-00000.packed"):
+            pin, t = ObjectPin(key), time.perf_counter()
+            for _ in range(20):
+                fetcher.fetch(f"s3://{BUCKET}/{key}", 0, 16, pin)
+            out["small_object_ms" if key.startswith("warm") else "shard_ms"] = (
+                1000 * (time.perf_counter() - t) / 20
+            )
+        start = time.perf_counter()
+    elif name == "open":
         ds = shardpack.open(url, remote=remote)
         out["open_s"] = time.perf_counter() - start
         out["open_requests"] = server_log(endpoint)["requests"]

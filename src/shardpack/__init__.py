@@ -19,11 +19,14 @@ from .errors import (
     FormatError,
     InputError,
     ManifestError,
+    ObjectChangedError,
     OptionError,
+    RemoteError,
     SchemaError,
     ShardpackError,
     UnknownCodecError,
 )
+from .storage.remote_options import RemoteOptions
 
 open = open_dataset
 
@@ -36,8 +39,11 @@ __all__ = [
     "FormatError",
     "InputError",
     "ManifestError",
+    "ObjectChangedError",
     "OptionError",
     "PackResult",
+    "RemoteError",
+    "RemoteOptions",
     "SchemaError",
     "ShardedPacker",
     "ShardpackError",
