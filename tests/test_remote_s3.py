@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import shardpack
-from shardpack.build.sharded import ShardedPacker
+from shardpack import ShardedPacker
 from shardpack.dataset.validate_folder import validate_dataset
 from shardpack.storage.ranges import RangeSource
 

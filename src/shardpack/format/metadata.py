@@ -150,13 +150,14 @@ class InputSource(Document):
 
 
 class SourceSlice(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
-    """Lines of one input: bytes [start, end) of its decompressed content, from ``first_line``
-    (a whole input when only ``path`` is given)."""
+    """Lines of one input: bytes [start, end) of its content (decompressed), starting at line
+    ``first_line`` and holding ``lines`` lines; a whole input when only ``path`` is given."""
 
     path: str
     start: Count | None = None
     end: Count | None = None
     first_line: Count | None = None
+    lines: Count | None = None  # how many lines (blank ones included) the slice holds
 
 
 class RecordedOptions(Document):
