@@ -164,8 +164,65 @@ def test_collater_batches_fields_by_kind() -> None:
     assert batch["m"]["x_lengths"].tolist() == [0, 1]
 
 
-def test_collater_refuses_records_with_different_fields() -> None:
+def test_collater_refuses_records_with_different_fields_when_asked() -> None:
     with pytest.raises(OptionError, match="record 1 of the batch differs"):
-        Collater()([{"a": 1}, {"b": 1}])
+        Collater(missing="error")([{"a": 1}, {"b": 1}])
+    with pytest.raises(OptionError, match="record 1 of the batch differs at m"):
+        Collater()([{"m": {"a": 1}}, {"m": 3}])  # an object and a number: no way to batch them
     with pytest.raises(OptionError):
         Collater(side="middle")
+    with pytest.raises(OptionError, match="missing must be one of"):
+        Collater(missing="ignore")
+
+
+def test_collater_masks_fields_some_records_lack() -> None:
+    chat = {"id": 1, "text": "hi", "n": 3}
+    distill = {
+        "id": 2,
+        "input_ids": np.array([5, 6, 7], np.int32),
+        "topk": np.array([[1, 2], [3, 4], [5, 6]], np.int32),
+        "meta": {"t": 0.5, "who": "teacher"},
+        "ok": True,
+    }
+    batch = Collater(pad_values={"input_ids": -1}, with_lengths=True)([chat, distill, chat])
+    assert list(batch) == [
+        "id",
+        "text",
+        "text_present",
+        "n",
+        "n_present",
+        "input_ids",
+        "input_ids_present",
+        "input_ids_lengths",
+        "topk",
+        "topk_present",
+        "topk_lengths",
+        "meta",
+        "meta_present",
+        "ok",
+        "ok_present",
+    ]
+    assert batch["input_ids"].tolist() == [[-1, -1, -1], [5, 6, 7], [-1, -1, -1]]
+    assert batch["input_ids"].dtype == np.int32
+    assert batch["input_ids_present"].tolist() == [False, True, False]
+    assert batch["input_ids_lengths"].tolist() == [0, 3, 0]
+    assert batch["topk"].shape == (3, 3, 2) and batch["topk"][1].tolist() == [
+        [1, 2],
+        [3, 4],
+        [5, 6],
+    ]
+    assert batch["text"] == ["hi", None, "hi"] and batch["n"].tolist() == [3, 0, 3]
+    assert batch["meta"]["t"].tolist() == [0.0, 0.5, 0.0]
+    assert batch["meta"]["t_present"].tolist() == [False, True, False]
+    assert batch["meta"]["who"] == [None, "teacher", None]
+    assert batch["ok"].tolist() == [False, True, False]
+    same = Collater()([distill, distill])
+    assert not any(key.endswith("_present") for key in same)  # masks only where a field is missing
+
+
+def test_collater_lists_fields_some_records_lack_when_asked() -> None:
+    a = {"x": np.array([1, 2]), "y": 1}
+    b = {"y": 2}
+    batch = Collater(missing="list")([a, b])
+    assert batch["x"][0].tolist() == [1, 2] and batch["x"][1] is None
+    assert batch["y"].tolist() == [1, 2] and "x_present" not in batch

@@ -123,7 +123,7 @@ def test_already_open_dataset_is_accepted_and_pickles_as_paths(sharded: list[str
     blob = pickle.dumps(ds)
     assert len(blob) < 2_000  # paths and options, no data, no memory maps
     clone = pickle.loads(blob)
-    assert clone._records._dataset is None  # opened lazily where it is iterated
+    assert clone._handles[0]._dataset is None  # opened lazily where it is iterated
     assert ids_of(list(clone)) == ids_of(list(ds))
 
 
@@ -212,7 +212,7 @@ def test_columns_and_transform(single: str) -> None:
     )
     first = next(iter(ds))
     assert list(first) == ["id", "tokens", "n"]
-    with pytest.raises(OptionError, match="no field 'nope'"):
+    with pytest.raises(OptionError, match="no record has field 'nope'"):
         next(iter(PackedIterableDataset(single, columns=["nope"])))
 
 

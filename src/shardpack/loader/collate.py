@@ -49,6 +49,19 @@ def pad_arrays(
     return out
 
 
+MISSING_MODES = ("mask", "list", "error")
+
+
+class _Absent:
+    """Marks a field a record lacks (None is a value records may hold)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
 class Collater:
     """Batches records (objects of numpy arrays, numbers, text) into numpy arrays and lists.
 
@@ -56,6 +69,12 @@ class Collater:
     ``pad_value``); empty lists count as empty arrays; booleans, integers and floats become
     arrays (bool, int64, float64); anything else (text, null, mixed lists) stays a list.
     ``with_lengths`` adds ``<field>_lengths`` (first-axis lengths) next to each array field.
+
+    Records need not have the same fields (``missing``): with ``"mask"`` (default) a field that
+    some records of the batch lack is batched as if they held an empty array (all padding), a
+    zero or ``None`` (text), and ``<field>_present`` (bool, one per record) says who has it; a
+    field no record of the batch has is not in the batch. ``"list"`` makes such a field a list
+    with ``None`` for the records that lack it; ``"error"`` refuses the batch.
     """
 
     def __init__(
@@ -66,16 +85,20 @@ class Collater:
         side: str = "right",
         pad_to_multiple_of: int | None = None,
         with_lengths: bool = False,
+        missing: str = "mask",
     ) -> None:
         if side not in PAD_SIDES:
             raise OptionError(f"pad side must be 'right' or 'left', got {side!r}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise OptionError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
+        if missing not in MISSING_MODES:
+            raise OptionError(f"missing must be one of {', '.join(MISSING_MODES)}; got {missing!r}")
         self.pad_value = pad_value
         self.pad_values = dict(pad_values or {})
         self.side = side
         self.pad_to_multiple_of = pad_to_multiple_of
         self.with_lengths = with_lengths
+        self.missing = missing
 
     def __call__(self, records: Sequence[Any]) -> Any:
         if not records:
@@ -83,24 +106,8 @@ class Collater:
         return self._collate(list(records), "")
 
     def _collate(self, values: list[Any], path: str) -> Any:
-        first = values[0]
-        if isinstance(first, dict):
-            keys = list(first)
-            for n, value in enumerate(values):
-                if not isinstance(value, dict) or list(value) != keys:
-                    found = list(value) if isinstance(value, dict) else type(value).__name__
-                    raise OptionError(
-                        f"record {n} of the batch differs at {path or '$'}: expected fields "
-                        f"{keys}, found {found}"
-                    )
-            out: dict[str, Any] = {}
-            for key in keys:
-                field = f"{path}.{key}" if path else key
-                column = [value[key] for value in values]
-                out[key] = self._collate(column, field)
-                if self.with_lengths and _arrays(column) is not None:
-                    out[f"{key}_lengths"] = np.array([_length(v) for v in column], dtype=np.int64)
-            return out
+        if isinstance(values[0], dict):
+            return self._collate_objects(values, path)
         arrays = _arrays(values)
         if arrays is not None:
             pad = self.pad_values.get(path, self.pad_values.get(path.rsplit(".", 1)[-1], None))
@@ -121,6 +128,59 @@ class Collater:
         if kinds <= {int, float} and float in kinds:
             return np.array(values, dtype=np.float64)
         return values
+
+    def _collate_objects(self, values: list[Any], path: str) -> dict[str, Any]:
+        keys = list(values[0])
+        for n, value in enumerate(values):
+            if not isinstance(value, dict) or (self.missing == "error" and list(value) != keys):
+                found = list(value) if isinstance(value, dict) else type(value).__name__
+                raise OptionError(
+                    f"record {n} of the batch differs at {path or '$'}: expected fields "
+                    f"{keys}, found {found}"
+                    + (
+                        " (PadCollate(missing='mask') batches records without some fields)"
+                        if isinstance(value, dict)
+                        else ""
+                    )
+                )
+            if len(value) != len(keys) or list(value) != keys:
+                keys += [key for key in value if key not in keys]
+        out: dict[str, Any] = {}
+        for key in keys:
+            field = f"{path}.{key}" if path else key
+            column = [value.get(key, ABSENT) for value in values]
+            present = [v is not ABSENT for v in column]
+            if all(present):
+                out[key] = self._collate(column, field)
+            elif self.missing == "list":
+                out[key] = [None if v is ABSENT else v for v in column]
+                continue
+            else:
+                column = _fill_absent(column)
+                out[key] = self._collate(column, field)
+                out[f"{key}_present"] = np.array(present, dtype=np.bool_)
+            if self.with_lengths and _arrays(column) is not None:
+                out[f"{key}_lengths"] = np.array([_length(v) for v in column], dtype=np.int64)
+        return out
+
+
+def _fill_absent(column: list[Any]) -> list[Any]:
+    """Stand-ins for absent values, shaped like the present ones: an empty array (all padding),
+    an empty object (its fields absent in turn), zero, False, or None."""
+    present = [v for v in column if v is not ABSENT]
+    first = present[0]
+    if isinstance(first, np.ndarray) or _arrays(present) is not None:
+        template = next(v for v in present if isinstance(v, np.ndarray))
+        filler: Any = np.zeros((0, *template.shape[1:]), dtype=template.dtype)
+    elif isinstance(first, dict) and all(isinstance(v, dict) for v in present):
+        return [{} if v is ABSENT else v for v in column]
+    elif all(type(v) is bool for v in present):
+        filler = False
+    elif all(type(v) in (int, float) for v in present):
+        filler = 0
+    else:
+        filler = None
+    return [filler if v is ABSENT else v for v in column]
 
 
 def _arrays(values: list[Any]) -> list[np.ndarray] | None:

@@ -31,7 +31,7 @@ class EpochOrder:
     """The record order of one epoch: blocks permuted, then records shuffled within windows.
 
     Position ``p`` (0 <= p < total) of the epoch maps to a dataset-wide record id. The order
-    depends only on (block sizes, seed, epoch, shuffle, window_blocks), never on ranks or
+    depends only on (block sizes, seed, epoch, shuffle, window_blocks, key), never on ranks or
     workers, so every consumer agrees on it. A window is ``window_blocks`` consecutive blocks of
     the permuted block order; its records are shuffled together, so a reader walking the epoch in
     order needs each block only while its window is current (one decompression per block).
@@ -45,6 +45,7 @@ class EpochOrder:
         epoch: int = 0,
         shuffle: bool = True,
         window_blocks: int = DEFAULT_WINDOW_BLOCKS,
+        key: Sequence[int] = (),
     ) -> None:
         if isinstance(window_blocks, bool) or not isinstance(window_blocks, (int, np.integer)):
             raise OptionError(f"window_blocks must be an integer, got {window_blocks!r}")
@@ -54,13 +55,15 @@ class EpochOrder:
         self.epoch = _check_seed(epoch)
         self.shuffle = bool(shuffle)
         self.window_blocks = int(window_blocks)
+        # ``key`` prefixes every random stream: sources of a mixture get independent orders
+        self.key = tuple(int(k) for k in key)
         counts = np.asarray(block_counts, dtype=np.int64)
         self.block_counts = counts
         self.block_first = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
         self.total = int(counts.sum())
         n_blocks = len(counts)
         if self.shuffle and n_blocks:
-            rng = np.random.default_rng([self.seed, self.epoch, _TAG_BLOCKS])
+            rng = np.random.default_rng([*self.key, self.seed, self.epoch, _TAG_BLOCKS])
             self.block_order = rng.permutation(n_blocks).astype(np.int64)
         else:
             self.block_order = np.arange(n_blocks, dtype=np.int64)
@@ -98,7 +101,7 @@ class EpochOrder:
             else np.zeros(0, np.int64)
         )
         if self.shuffle:
-            rng = np.random.default_rng([self.seed, self.epoch, _TAG_WINDOW, window])
+            rng = np.random.default_rng([*self.key, self.seed, self.epoch, _TAG_WINDOW, window])
             ids = rng.permutation(ids)
         self._cached = (window, ids)
         return ids
