@@ -168,6 +168,34 @@ def test_state_of_other_data_or_options_is_refused(single: str, sharded: list[st
         PackedIterableDataset(single).load_state_dict({"epoch": 1})
 
 
+def test_states_are_checked_field_by_field_and_version_1_states_load(single: str) -> None:
+    ds = PackedIterableDataset(single, seed=1)
+    ds.set_epoch(2)
+    it = iter(ds)
+    taken = [next(it)["id"] for _ in range(30)]
+    state = ds.state_dict()
+    for bad, where in [
+        ({"epoch": "2"}, r"Expected `int`, got `str` - at `\$\.epoch`"),
+        ({"yielded": -1}, r"Expected `int` >= 0 - at `\$\.yielded`"),
+        ({"uneven": "wrap"}, r"\$\.uneven"),
+        (
+            {"batching": {"mode": "tokens"}},
+            r"missing required field `token_field` - at `\$\.batching`",
+        ),
+        ({"surprise": 1}, r"unknown field `surprise`"),
+        ({"version": 9}, r"\$\.version"),
+    ]:
+        with pytest.raises(OptionError, match=where):
+            PackedIterableDataset(single, seed=1).load_state_dict({**state, **bad})
+    with pytest.raises(OptionError, match="outside the epoch"):
+        PackedIterableDataset(single, seed=1).load_state_dict({**state, "position": 10**6})
+    # a state written by the first loader (version 1: no samples, kept, batching or units)
+    old = {k: v for k, v in state.items() if k not in {"samples", "kept", "batching", "units"}}
+    fresh = PackedIterableDataset(single, seed=1)
+    fresh.load_state_dict({**old, "version": 1})
+    assert taken + ids_of(list(fresh)) == expected_order(single, seed=1, epoch=2)
+
+
 def test_ranks_in_lockstep_resume_with_another_world_size(sharded: list[str]) -> None:
     """2 ranks take k records each; 3 ranks go on from rank 0's state: none lost or repeated."""
     k = 100

@@ -167,6 +167,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
             indexes = self._indexes
             if batching is not None and indexes and any(i.lengths is None for i in indexes):
                 self._indexes = None  # token counts needed: index again
+                self._plans.clear()
 
     def prepare(self) -> None:
         """Run the pre-pass (filter, token counts) and plan this epoch now, in this process:
@@ -220,6 +221,9 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
     def samples(self) -> list[int]:
         """Positions of each source in an epoch."""
         sizes = [index.size for index in self._source_indexes()]
+        if self.filter is not None and 0 in sizes:
+            where = f"source {sizes.index(0)}" if len(sizes) > 1 else "the dataset"
+            raise OptionError(f"the filter keeps no record of {where}: no records to read")
         if self.weights is None:
             return [self.num_samples if self.num_samples is not None else sizes[0]]
         total = self.num_samples if self.num_samples is not None else sum(sizes)

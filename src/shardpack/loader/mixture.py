@@ -3,9 +3,10 @@ position reads. Pure numpy, a function of (sample counts, seed, epoch) alone.
 
 The epoch is cut into chunks of ``chunk`` positions. The number of positions of each source
 among the first ``P`` positions is the largest-remainder apportionment of ``P`` by the sources'
-sample counts, evaluated at every chunk boundary; inside a chunk its sources' positions are
-shuffled (seed, epoch, chunk). So every chunk holds each source's share to within one sample,
-and any position's source is found from its chunk alone (random access, constant memory).
+sample counts, evaluated at every chunk boundary; inside a chunk the sources' samples are
+spread by jittered strata (seed, epoch, chunk). So any stretch of positions holds each source's
+share to within a few samples, and any position's source is found from its chunk alone
+(random access, constant memory).
 """
 
 from __future__ import annotations
@@ -91,13 +92,17 @@ class MixtureOrder:
             return self._cached[1], self._cached[2]
         counts = self.cumulative[chunk + 1] - self.cumulative[chunk]
         sources = np.arange(len(counts), dtype=np.int64)
+        # jittered strata: the k-th of a source's c samples in the chunk sits at a random time
+        # in [k/c, (k+1)/c), and the chunk reads samples by time. Random, yet any stretch of
+        # positions holds each source's share to within a couple of samples.
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch, _TAG_MIX, chunk])
-            labels = rng.permutation(np.repeat(sources, counts))
+            jitter = rng.random(int(counts.sum()))
         else:
-            # evenly spread: the k-th of c samples of a source sits at time (k + 1/2) / c
-            times = np.concatenate([(np.arange(c) + 0.5) / c for c in counts if c])
-            labels = np.repeat(sources, counts)[np.argsort(times, kind="stable")]
+            jitter = np.full(int(counts.sum()), 0.5)
+        strata = np.concatenate([np.arange(c, dtype=np.float64) for c in counts.tolist()])
+        scale = np.repeat(np.maximum(counts, 1), counts).astype(np.float64)
+        labels = np.repeat(sources, counts)[np.argsort((strata + jitter) / scale, kind="stable")]
         by_source = np.argsort(labels, kind="stable")
         firsts = np.concatenate(([0], np.cumsum(counts)))[:-1]
         within = np.empty(len(labels), dtype=np.int64)

@@ -21,7 +21,7 @@ class SequenceCollater:
     ``seq_len`` (``pad_values`` per field, else ``pad_value``): ``[rows, seq_len, ...]``.
     ``segment_ids`` (``[rows, seq_len]``, int32) numbers the records of a row from 1, padding
     is 0; ``position_ids`` restarts at 0 with every record (for attention that must not cross
-    records). A per-token field that some records lack gets ``<field>_mask`` (bool, per token).
+    records). A per-token field that some records lack gets ``<field>_present`` (bool, per token).
     Other fields become lists (one list per row, one value per record).
     """
 
@@ -57,7 +57,7 @@ class SequenceCollater:
             pad = self.pad_values.get(key, self.pad_value)
             out[key] = np.full((*shape, *template.shape[1:]), pad, dtype=dtype)
             if any(key not in r for r in records):
-                out[f"{key}_mask"] = np.zeros(shape, dtype=np.bool_)
+                out[f"{key}_present"] = np.zeros(shape, dtype=np.bool_)
         segments = np.zeros(shape, dtype=np.int32)
         positions = np.zeros(shape, dtype=np.int64)
         n = 0
@@ -70,8 +70,8 @@ class SequenceCollater:
                 for key in token_fields:
                     if isinstance(record.get(key), np.ndarray):
                         out[key][r, span] = record[key][:length]
-                        if f"{key}_mask" in out:
-                            out[f"{key}_mask"][r, span] = True
+                        if f"{key}_present" in out:
+                            out[f"{key}_present"][r, span] = True
                 segments[r, span] = segment
                 positions[r, span] = np.arange(length)
                 offset += length
