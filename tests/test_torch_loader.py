@@ -376,7 +376,7 @@ def test_pad_collate_turns_ml_dtypes_bfloat16_into_torch_bfloat16() -> None:
     assert batch["x"].float().tolist() == [[1.5, -2.25, 3.0], [1.5, 0.0, 0.0]]
 
 
-def test_pad_collate_hands_numpy_batches_to_torch_without_copy(monkeypatch: Any) -> None:
+def test_pad_collate_writes_the_batch_once_into_one_buffer(monkeypatch: Any) -> None:
     made: list[np.ndarray] = []
     original = torch.from_numpy
 
@@ -385,9 +385,31 @@ def test_pad_collate_hands_numpy_batches_to_torch_without_copy(monkeypatch: Any)
         return original(array)
 
     monkeypatch.setattr(torch, "from_numpy", spy)
-    batch = PadCollate()([{"x": np.arange(3, dtype=np.int32)}, {"x": np.arange(1, dtype=np.int32)}])
-    assert batch["x"].dtype == torch.int32
-    assert batch["x"].data_ptr() == made[0].ctypes.data  # the padded array, not a copy of it
+    records = [
+        {"x": np.arange(3, dtype=np.int32), "m": {"y": 1.5}, "t": "a"},
+        {"x": np.arange(1, dtype=np.int32), "m": {"y": 2.0}, "t": "b"},
+    ]
+    batch = PadCollate(with_lengths=True)(records)
+    assert list(batch) == ["x", "x_lengths", "m", "t"]
+    assert batch["x"].dtype == torch.int32 and batch["x"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert batch["m"]["y"].tolist() == [1.5, 2.0] and batch["t"] == ["a", "b"]
+    assert len(made) == 1  # one buffer, written in place: no array copied in afterwards
+    tensors = [batch["x"], batch["x_lengths"], batch["m"]["y"]]
+    assert {t.untyped_storage().data_ptr() for t in tensors} == {made[0].ctypes.data}
+    moved = batch.to("cpu")
+    assert moved["x"].tolist() == batch["x"].tolist() and moved["t"] == ["a", "b"]
+    clone = pickle.loads(pickle.dumps(batch))
+    assert clone["m"]["y"].tolist() == [1.5, 2.0] and list(clone) == list(batch)
+
+
+def test_a_batch_from_a_worker_arrives_as_one_shared_storage(single: str) -> None:
+    ds = PackedIterableDataset(single, seed=0)
+    collate = PadCollate(with_lengths=True)
+    for batch in make_loader(ds, 8, num_workers=2, collate_fn=collate, stateful=False):
+        tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
+        assert len(tensors) == 3  # id, tokens, tokens_lengths (text stays a list)
+        assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1
+        assert tensors[0].is_shared()
 
 
 # -- separate ranks over torch.distributed (gloo on loopback) -------------------------------

@@ -1,11 +1,13 @@
 """Records -> one batch of numpy arrays: variable-length arrays padded to the batch's longest.
 
-No torch here: ``shardpack.torch.PadCollate`` turns the result into tensors without copying.
+No torch here: ``shardpack.torch.PadCollate`` writes the batch into one buffer and hands it to
+torch as tensors over that buffer (one copy in all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,17 +17,56 @@ from ..errors import OptionError
 PAD_SIDES = ("right", "left")
 
 
-def pad_arrays(
+@dataclass(frozen=True)
+class Padded:
+    """A padded batch of arrays not yet written anywhere: its ``shape`` and ``dtype``, and
+    ``fill(out)`` to write it into memory the caller chose (one buffer for a whole batch)."""
+
+    arrays: Sequence[np.ndarray]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    pad_value: float
+    side: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def fill(self, out: np.ndarray) -> np.ndarray:
+        """Write the padded batch into ``out`` (shape and dtype as announced)."""
+        length = self.shape[1] if len(self.shape) > 1 else 0
+        if all(a.shape == self.shape[1:] for a in self.arrays):
+            for i, a in enumerate(self.arrays):
+                out[i] = a
+            return out
+        out.fill(self.pad_value)
+        for i, a in enumerate(self.arrays):
+            if a.ndim == 0:
+                out[i] = a
+                continue
+            rest = tuple(slice(0, n) for n in a.shape[1:])
+            if self.side == "right":
+                first = slice(0, a.shape[0])
+            else:
+                first = slice(length - a.shape[0], length)
+            out[(i, first, *rest)] = a
+        return out
+
+    def to_numpy(self) -> np.ndarray:
+        return self.fill(np.empty(self.shape, dtype=self.dtype))
+
+
+def plan_padding(
     arrays: Sequence[np.ndarray],
     *,
     pad_value: float = 0,
     side: str = "right",
     multiple_of: int | None = None,
-) -> np.ndarray:
-    """Stack arrays of one ndim into one array, padding each axis to the longest.
+) -> Padded:
+    """How arrays of one ndim stack into one, each axis padded to the longest.
 
     The first axis (the sequence) is padded on ``side`` and rounded up to ``multiple_of``;
-    further axes (e.g. top-k) are padded at their end. One copy: into a fresh, writable array.
+    further axes (e.g. top-k) are padded at their end.
     """
     if side not in PAD_SIDES:
         raise OptionError(f"pad side must be 'right' or 'left', got {side!r}")
@@ -36,17 +77,19 @@ def pad_arrays(
     shape = [max(a.shape[axis] for a in arrays) for axis in range(arrays[0].ndim)]
     if multiple_of and shape:
         shape[0] = -(-shape[0] // multiple_of) * multiple_of
-    if all(list(a.shape) == shape for a in arrays):
-        return np.stack(arrays).astype(dtype, copy=False)
-    out = np.full([len(arrays), *shape], pad_value, dtype=dtype)
-    for i, a in enumerate(arrays):
-        if a.ndim == 0:
-            out[i] = a
-            continue
-        rest = tuple(slice(0, n) for n in a.shape[1:])
-        first = slice(0, a.shape[0]) if side == "right" else slice(shape[0] - a.shape[0], shape[0])
-        out[(i, first, *rest)] = a
-    return out
+    return Padded(list(arrays), (len(arrays), *shape), np.dtype(dtype), pad_value, side)
+
+
+def pad_arrays(
+    arrays: Sequence[np.ndarray],
+    *,
+    pad_value: float = 0,
+    side: str = "right",
+    multiple_of: int | None = None,
+) -> np.ndarray:
+    """Stack arrays of one ndim into one array, padding each axis to the longest (see
+    ``plan_padding``). One copy: into a fresh, writable array."""
+    return plan_padding(arrays, pad_value=pad_value, side=side, multiple_of=multiple_of).to_numpy()
 
 
 MISSING_MODES = ("mask", "list", "error")
@@ -76,6 +119,9 @@ class Collater:
     field no record of the batch has is not in the batch. ``"list"`` makes such a field a list
     with ``None`` for the records that lack it; ``"error"`` refuses the batch.
     """
+
+    # True: padded arrays come back as ``Padded`` (written later into one batch buffer)
+    deferred = False
 
     def __init__(
         self,
@@ -111,12 +157,13 @@ class Collater:
         arrays = _arrays(values)
         if arrays is not None:
             pad = self.pad_values.get(path, self.pad_values.get(path.rsplit(".", 1)[-1], None))
-            return pad_arrays(
+            padded = plan_padding(
                 arrays,
                 pad_value=self.pad_value if pad is None else pad,
                 side=self.side,
                 multiple_of=self.pad_to_multiple_of,
             )
+            return padded if self.deferred else padded.to_numpy()
         kinds = {type(v) for v in values}
         if kinds == {bool}:
             return np.array(values, dtype=np.bool_)

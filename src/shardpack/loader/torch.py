@@ -21,11 +21,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from ..errors import OptionError
 from .batching import DEFAULT_SORT_WINDOW, SequencePacking, TokenBudget
-from .collate import Collater
+from .collate import Collater, Padded
 from .iterable import PackedIterableDataset
 from .mapstyle import BlockShuffleSampler, PackedDataset
 from .packing import SequenceCollater
 from .state import resume_state_from_loader
+from .tensors import TensorBatch
 
 __all__ = [
     "BlockShuffleSampler",
@@ -43,9 +44,12 @@ class PadCollate(Collater):
 
     Options as ``shardpack.loader.collate.Collater`` (``pad_value``, ``pad_values`` per field,
     ``side``, ``pad_to_multiple_of``, ``with_lengths``, ``missing``: records without some
-    fields). The padded batch is built once in numpy and handed to torch without another copy
-    (``torch.from_numpy``).
+    fields). The batch is a ``TensorBatch``: a dict whose tensors are views of one buffer,
+    written once (padding included), sent from a worker as one shared-memory storage, pinned
+    and moved to a device in one copy (``batch.to(device)``).
     """
+
+    deferred = True  # padded arrays are written straight into the batch's buffer
 
     def __call__(self, records: Sequence[Any]) -> Any:
         return _to_torch(super().__call__(records))
@@ -54,26 +58,20 @@ class PadCollate(Collater):
 class PackCollate(SequenceCollater):
     """Collate for sequence packing (``make_loader(..., seq_len=N)``): rows of records ->
     ``[rows, seq_len]`` tensors with ``segment_ids`` and ``position_ids`` (see
-    ``shardpack.loader.packing.SequenceCollater``)."""
+    ``shardpack.loader.packing.SequenceCollater``), as a ``TensorBatch``."""
 
     def __call__(self, rows: Sequence[Sequence[Any]]) -> Any:
         return _to_torch(super().__call__(rows))
 
 
 def _to_torch(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return _tensor(value)
     if isinstance(value, dict):
-        return {key: _to_torch(item) for key, item in value.items()}
+        return TensorBatch.from_tree(value)
+    if isinstance(value, Padded):
+        value = value.to_numpy()
+    if isinstance(value, np.ndarray):
+        return TensorBatch.from_tree({"": value})[""]
     return value
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: same bits as torch.bfloat16
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
-    if not array.flags.writeable:  # views into a read-only block: torch wants its own memory
-        array = array.copy()
-    return torch.from_numpy(array)
 
 
 def make_loader(
