@@ -58,8 +58,9 @@ class Progress:
 class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
     """Packed records for training: shuffled by blocks then windows, split over ranks and workers.
 
-    ``source``: a path, a list of paths or an open Dataset (read as one); with ``weights``, a
-    list of such sources mixed in these proportions. ``num_samples``: positions per epoch
+    ``source``: a path or URL (file or sharded folder), a list of them or an open Dataset (read
+    as one); with ``weights``, a list of such sources mixed in these proportions
+    (``storage_options`` go to fsspec for URLs). ``num_samples``: positions per epoch
     (default: every kept record of every source once); sources are repeated or subsampled to
     their share. ``filter``: keep only the records for which it returns true (a pre-pass reads
     every record once; ``index_cache`` stores its result in a folder for later runs).
@@ -88,6 +89,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
         columns: Sequence[str] | None = None,
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         EpochOrder([], seed=seed, window_blocks=window_blocks)  # validate options early
@@ -111,7 +113,13 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
             self.weights = check_weights(weights, len(sources))
         cache_blocks = min(max(window_blocks + 1, 8), MAX_CACHE_BLOCKS)
         self._handles = [
-            DataHandle(s, verify=verify, cache_blocks=cache_blocks, columns=self.columns)
+            DataHandle(
+                s,
+                verify=verify,
+                cache_blocks=cache_blocks,
+                columns=self.columns,
+                storage_options=storage_options,
+            )
             for s in sources
         ]
         require_known_columns(self._handles, self.columns)

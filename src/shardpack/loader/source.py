@@ -56,8 +56,10 @@ class DataHandle:
         verify: bool,
         cache_blocks: int,
         columns: list[str] | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self._dataset: Dataset | None = None
+        self.storage_options = storage_options
         if isinstance(source, (str, os.PathLike)):
             self.source: str | list[str] = os.fspath(source)
         elif hasattr(source, "files"):
@@ -91,6 +93,8 @@ class DataHandle:
     def open(self, *, projected: bool) -> Dataset:
         """A new Dataset over the source (``projected``: decoding only ``columns``)."""
         options: dict[str, Any] = {"verify": self.verify, "cache_blocks": self.cache_blocks}
+        if self.storage_options is not None:
+            options["storage_options"] = self.storage_options
         if projected and self.columns is not None:
             options["columns"] = self.columns
         return open_dataset(self.source, **options)
