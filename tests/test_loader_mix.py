@@ -426,7 +426,7 @@ def test_sequence_packing_fills_sequences_with_whole_records(source_a: str) -> N
                 seen.append(int(record_id))
     assert sorted(seen) == [i for i in range(N_A) if i % 3]
     total = sum(len(reference[i]["input_ids"]) for i in seen)
-    assert total / (sequences * 256) > 0.9  # first-fit decreasing leaves little room unused
+    assert total / (sequences * 256) > 0.9  # best-fit decreasing leaves little room unused
 
 
 # -- workers really run; resume cannot silently restart -------------------------------------
@@ -463,3 +463,15 @@ def test_state_dict_after_worker_iteration_raises_and_points_to_the_loader(
     assert ds.state_dict()["position"] == 32  # a loaded state is known here again
     list(make_loader(ds, 8, num_workers=0, stateful=False))
     assert ds.state_dict()["yielded"] == N_A - 32  # iterated here: exact
+
+
+@pytest.mark.slow
+def test_spawned_workers_get_the_filter_result_and_report_to_the_parent(source_a: str) -> None:
+    """Under "spawn" (macOS, Windows, CUDA setups) the dataset is pickled into each worker: a
+    lambda filter cannot pickle, so workers get its result; the worker mark still reaches the
+    parent, which then refuses its own state."""
+    ds = PackedIterableDataset(source_a, seed=1, filter=lambda r: r["id"] % 4 == 1, columns=["id"])
+    loader = make_loader(ds, 8, num_workers=2, multiprocessing_context="spawn", stateful=False)
+    assert sorted(batch_ids(loader)) == list(range(1, N_A, 4))
+    with pytest.raises(OptionError, match=r"loader\.state_dict\(\)"):
+        ds.state_dict()

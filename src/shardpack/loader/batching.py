@@ -10,6 +10,7 @@ same number of steps and resuming with another world size stays exact.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import warnings
 from dataclasses import dataclass
@@ -102,10 +103,10 @@ class BatchPlan:
         for span, first in enumerate(range(0, len(lengths), window)):
             span_lengths = lengths[first : first + window]
             if isinstance(spec, SequencePacking):
-                # first-fit decreasing: longest records first, each into the first sequence
+                # best-fit decreasing: longest records first, each into the fullest sequence
                 # with room; then the records regrouped by sequence
                 order = np.argsort(-span_lengths, kind="stable")
-                bins = _first_fit(span_lengths[order], spec.seq_len)
+                bins = _best_fit(span_lengths[order], spec.seq_len)
                 order = order[np.argsort(bins, kind="stable")]
                 cuts = [0, *np.cumsum(np.bincount(bins)).tolist()]
             else:
@@ -180,16 +181,20 @@ class BatchPlan:
         return real, padded
 
 
-def _first_fit(lengths: np.ndarray, seq_len: int) -> np.ndarray:
-    """The sequence of each record (in the given order): the first with room, else a new one."""
-    room = np.zeros(0, dtype=np.int64)
+def _best_fit(lengths: np.ndarray, seq_len: int) -> np.ndarray:
+    """The sequence of each record (longest first): the fullest sequence it still fits in, else a
+    new one (best-fit decreasing; rooms kept sorted, so each record costs one bisection)."""
+    rooms: list[int] = []  # room << 32 | sequence, sorted: the fullest sequences first
     bins = np.empty(len(lengths), dtype=np.int64)
+    count = 0
     for i, length in enumerate(np.minimum(lengths, seq_len).tolist()):
-        fits = np.flatnonzero(room >= length)
-        if len(fits):
-            bins[i] = fits[0]
-            room[fits[0]] -= length
+        at = bisect.bisect_left(rooms, length << 32)
+        if at < len(rooms):
+            key = rooms.pop(at)
+            room, sequence = key >> 32, key & 0xFFFFFFFF
         else:
-            bins[i] = len(room)
-            room = np.append(room, seq_len - length)
+            room, sequence = seq_len, count
+            count += 1
+        bins[i] = sequence
+        bisect.insort(rooms, (room - length) << 32 | sequence)
     return bins

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import OptionError
+from .sampling import groups
 
 MIX_CHUNK = 4096
 _TAG_MIX = 2
@@ -117,13 +118,11 @@ class MixtureOrder:
             raise IndexError(f"epoch positions must lie in [0, {self.total})")
         source = np.empty_like(positions)
         index = np.empty_like(positions)
-        chunks = positions // self.chunk
-        for chunk in np.unique(chunks).tolist():
-            mask = chunks == chunk
+        for chunk, where in groups(positions // self.chunk):
             labels, within = self.chunk_labels(chunk)
-            offsets = positions[mask] - chunk * self.chunk
-            source[mask] = labels[offsets]
-            index[mask] = self.cumulative[chunk, labels[offsets]] + within[offsets]
+            offsets = positions[where] - chunk * self.chunk
+            source[where] = labels[offsets]
+            index[where] = self.cumulative[chunk, labels[offsets]] + within[offsets]
         return source, index
 
 

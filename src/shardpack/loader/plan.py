@@ -18,7 +18,7 @@ import xxhash
 
 from ..errors import OptionError
 from .mixture import MixtureOrder
-from .sampling import DEFAULT_WINDOW_BLOCKS, EpochOrder
+from .sampling import DEFAULT_WINDOW_BLOCKS, EpochOrder, groups
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,9 +96,8 @@ class SourceStream:
         """Record ids (in the source) at the given stream positions."""
         passes, positions = np.divmod(stream_positions, self.size)
         ids = np.empty_like(stream_positions)
-        for epoch in np.unique(passes).tolist():
-            mask = passes == epoch
-            ids[mask] = self.order(int(epoch)).records_at(positions[mask])
+        for epoch, where in groups(passes):
+            ids[where] = self.order(epoch).records_at(positions[where])
         kept = self.index.kept
         return ids if kept is None else kept[ids]
 
@@ -152,20 +151,18 @@ class EpochPlan:
         else:
             source, index = self.mixture.sources_at(positions)
         records = np.empty_like(positions)
-        for s in np.unique(source).tolist():
-            mask = source == s
-            stream = self.epoch * int(self.samples[s]) + index[mask]
-            records[mask] = self.streams[s].records_at(stream)
+        for s, where in groups(source):
+            stream = self.epoch * int(self.samples[s]) + index[where]
+            records[where] = self.streams[s].records_at(stream)
         return source, records
 
     def lengths_at(self, positions: np.ndarray) -> np.ndarray:
         """Tokens of the record at each position (the sources' ``lengths``)."""
         source, records = self.locate(positions)
         out = np.zeros(len(positions), dtype=np.int64)
-        for s in np.unique(source).tolist():
+        for s, where in groups(source):
             lengths = self.streams[s].index.lengths
             if lengths is None:
                 raise OptionError("token lengths are needed but were not indexed")
-            mask = source == s
-            out[mask] = lengths[records[mask]]
+            out[where] = lengths[records[where]]
         return out

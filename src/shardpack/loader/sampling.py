@@ -21,6 +21,16 @@ _TAG_BLOCKS = 0
 _TAG_WINDOW = 1
 
 
+def groups(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(key, indices of that key) for each distinct key, keys in increasing order (one sort, not
+    one pass over all keys per key)."""
+    if len(keys) and keys[0] == keys[-1] and (keys == keys[0]).all():
+        return [(int(keys[0]), np.arange(len(keys)))]
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    return [(int(keys[part[0]]), part) for part in np.split(order, cuts) if len(part)]
+
+
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise OptionError(f"seed must be a non-negative integer, got {seed!r}")
@@ -90,16 +100,10 @@ class EpochOrder:
         if self._cached is not None and self._cached[0] == window:
             return self._cached[1]
         blocks = self.window_blocks_of(window)
-        ids = (
-            np.concatenate(
-                [
-                    np.arange(self.block_first[b], self.block_first[b] + self.block_counts[b])
-                    for b in blocks
-                ]
-            )
-            if len(blocks)
-            else np.zeros(0, np.int64)
-        )
+        counts = self.block_counts[blocks]
+        # the blocks' record ranges, concatenated in window order (vectorised)
+        offsets = np.repeat(self.block_first[blocks] - (np.cumsum(counts) - counts), counts)
+        ids = np.arange(int(counts.sum()), dtype=np.int64) + offsets
         if self.shuffle:
             rng = np.random.default_rng([*self.key, self.seed, self.epoch, _TAG_WINDOW, window])
             ids = rng.permutation(ids)
@@ -116,11 +120,8 @@ class EpochOrder:
             raise IndexError(f"epoch positions must lie in [0, {self.total})")
         ids = np.empty_like(positions)
         windows = self.windows_at(positions)
-        for window in np.unique(windows):
-            mask = windows == window
-            ids[mask] = self.window_records(int(window))[
-                positions[mask] - self.window_starts[window]
-            ]
+        for window, where in groups(windows):
+            ids[where] = self.window_records(window)[positions[where] - self.window_starts[window]]
         return ids
 
     def all_records(self) -> np.ndarray:
