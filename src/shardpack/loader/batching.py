@@ -97,7 +97,6 @@ class BatchPlan:
         lengths = np.asarray(lengths, dtype=np.int64)
         self.spec = spec
         self.oversize = 0
-        packing = isinstance(spec, SequencePacking)
         groups: list[np.ndarray] = []  # epoch positions of each batch (or each sequence)
         window = spec.sort_window
         for span, first in enumerate(range(0, len(lengths), window)):
@@ -117,7 +116,7 @@ class BatchPlan:
                 rng = np.random.default_rng([seed, epoch, _TAG_BATCHES, span])
                 pairs = [pairs[g] for g in rng.permutation(len(pairs)).tolist()]
             groups += [first + order[a:b] for a, b in pairs]
-        if packing:
+        if isinstance(spec, SequencePacking):
             per_batch = spec.batch_size
             batches = [groups[i : i + per_batch] for i in range(0, len(groups), per_batch)]
             positions = [np.concatenate(batch) for batch in batches]

@@ -49,7 +49,8 @@ class Padded:
                 first = slice(0, a.shape[0])
             else:
                 first = slice(length - a.shape[0], length)
-            out[(i, first, *rest)] = a
+            index: tuple[Any, ...] = (i, first, *rest)
+            out[index] = a
         return out
 
     def to_numpy(self) -> np.ndarray:

@@ -61,7 +61,7 @@ def index_key(
 ) -> str:
     identity = {
         "version": INDEX_VERSION,
-        "files": [[f.path, f.size, len(f), f.metadata.get("content_hash")] for f in files],
+        "files": [[f.path, f.size, len(f), f.metadata.content_hash] for f in files],
         "filter": None if predicate is None else predicate_fingerprint(predicate),
         "token_field": token_field,
     }
@@ -131,7 +131,7 @@ def _load(path: str, block_counts: np.ndarray) -> SourceIndex | None:
 
 
 def _store(path: str, index: SourceIndex) -> None:
-    arrays = {"block_counts": index.block_counts}
+    arrays: dict[str, Any] = {"block_counts": index.block_counts}
     if index.kept is not None:
         arrays["kept"] = index.kept
     if index.lengths is not None:

@@ -235,7 +235,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
         if self.weights is None:
             return [self.num_samples if self.num_samples is not None else sizes[0]]
         total = self.num_samples if self.num_samples is not None else sum(sizes)
-        return apportion(total, self.weights).tolist()
+        return [int(n) for n in apportion(total, self.weights)]
 
     def _epoch_plan(self, epoch: int) -> EpochPlan:
         plan = self._plans.get(epoch)

@@ -48,7 +48,7 @@ def apportion(total: int, weights: Sequence[float]) -> np.ndarray:
     rest = total - int(shares.sum())
     order = np.argsort(-(quotas - shares), kind="stable")
     shares[order[:rest]] += 1
-    return shares
+    return np.asarray(shares, dtype=np.int64)
 
 
 class MixtureOrder:
@@ -142,4 +142,4 @@ def _apportion_rows(bounds: np.ndarray, counts: np.ndarray) -> np.ndarray:
     bonus = np.zeros_like(base)
     rows = np.arange(len(bounds))[:, None]
     bonus[rows, order] = (np.arange(len(counts))[None, :] < rest[:, None]).astype(np.int64)
-    return base + bonus
+    return np.asarray(base + bonus, dtype=np.int64)

@@ -126,7 +126,7 @@ def _units(slab: Slab, records: Iterator[Any], progress: Any) -> Iterator[Any]:
             grouped: list[list[Any]] = [[] for _ in range(max(rows) + 1 if rows else 0)]
             for row, record in zip(rows, batch, strict=True):
                 grouped[row].append(record)
-            batch = grouped  # type: ignore[assignment]
+            batch = grouped
         offset += size
         progress.yielded += 1
         yield batch

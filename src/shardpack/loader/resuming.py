@@ -23,7 +23,6 @@ from ..errors import OptionError
 from .batching import SequencePacking, TokenBudget
 from .sampling import Partition
 from .state import (
-    STATE_KIND,
     STATE_VERSION,
     BatchingState,
     LoaderState,
@@ -143,7 +142,7 @@ class Resumable:
     def _state(self, part: Partition, yielded: int, live: bool) -> dict[str, Any]:
         identity = self._identity(self.epoch)
         state = LoaderState(
-            kind=STATE_KIND,
+            kind="shardpack.PackedIterableDataset",
             version=STATE_VERSION,
             epoch=self.epoch,
             seed=identity["seed"],

@@ -103,10 +103,10 @@ class EpochOrder:
         counts = self.block_counts[blocks]
         # the blocks' record ranges, concatenated in window order (vectorised)
         offsets = np.repeat(self.block_first[blocks] - (np.cumsum(counts) - counts), counts)
-        ids = np.arange(int(counts.sum()), dtype=np.int64) + offsets
+        ids: np.ndarray = np.arange(int(counts.sum()), dtype=np.int64) + offsets
         if self.shuffle:
             rng = np.random.default_rng([*self.key, self.seed, self.epoch, _TAG_WINDOW, window])
-            ids = rng.permutation(ids)
+            ids = np.asarray(rng.permutation(ids), dtype=np.int64)
         self._cached = (window, ids)
         return ids
 

@@ -69,9 +69,10 @@ class DataHandle:
             if columns is None or not READER_PROJECTS:
                 self._dataset = source  # type: ignore[assignment]
         else:
-            if isinstance(source, (bytes, bytearray)) or not isinstance(source, Sequence):
-                raise OptionError(f"not a packed data source: {source!r}")
-            self.source = [os.fspath(p) for p in source]
+            try:
+                self.source = [os.fspath(p) for p in source]
+            except TypeError:
+                raise OptionError(f"not a packed data source: {source!r}") from None
             if not self.source:
                 raise OptionError("no packed files given")
         self.verify = verify
@@ -107,10 +108,10 @@ class DataHandle:
         """Every field path the files' statistics name, or None when a file has none."""
         names: set[str] = set()
         for f in self.files:
-            fields = (f.metadata.get("stats") or {}).get("fields")
-            if not isinstance(fields, dict):
+            stats = f.metadata.stats
+            if stats is None or not stats.fields:
                 return None
-            names.update(fields)
+            names.update(stats.fields)
         return names
 
     def close(self) -> None:

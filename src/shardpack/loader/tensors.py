@@ -63,7 +63,7 @@ def _leaves(tree: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
         yield path, tree
 
 
-class TensorBatch(dict):  # type: ignore[type-arg]
+class TensorBatch(dict):
     """A dict of tensors (nested dicts and lists of text as collated) whose tensors are views of
     one buffer, ``self.buffer``. Behaves as the plain dict it is; pickles as one storage."""
 

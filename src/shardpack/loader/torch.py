@@ -137,10 +137,11 @@ def make_loader(
                 ) from None
         else:
             loader_class = StatefulDataLoader
-    return loader_class(
+    loader: torch.utils.data.DataLoader[Any] = loader_class(
         dataset,
         batch_size=batch_size if dataset.batching is None else None,
         num_workers=num_workers,
         collate_fn=collate,
         **kwargs,
     )
+    return loader
