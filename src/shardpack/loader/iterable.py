@@ -117,7 +117,6 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
                 s,
                 verify=verify,
                 cache_blocks=cache_blocks,
-                columns=self.columns,
                 storage_options=storage_options,
             )
             for s in sources
@@ -213,18 +212,9 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
     def _index_of(self, handle: DataHandle, token_field: str | None) -> SourceIndex:
         if isinstance(self.filter, _Applied):
             raise OptionError("the filter cannot be re-run here: it did not pickle")
-        if self.filter is None or handle.columns is None:
-            files = handle.files
-            return build_index(
-                files, predicate=self.filter, token_field=token_field, cache_dir=self.index_cache
-            )
-        with handle.open(projected=False) as whole:  # the filter sees whole records
-            return build_index(
-                whole.files,
-                predicate=self.filter,
-                token_field=token_field,
-                cache_dir=self.index_cache,
-            )
+        return build_index(
+            handle.files, predicate=self.filter, token_field=token_field, cache_dir=self.index_cache
+        )
 
     def samples(self) -> list[int]:
         """Positions of each source in an epoch."""
@@ -321,6 +311,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
                 truncate_to=batching.truncate_to if batching is not None else None,
             ),
             whole_blocks=share >= WHOLE_BLOCK_SHARE,
+            columns=self.columns,
         )
         if batching is None:
             slabs = self._record_slabs(plan, part, progress.yielded)

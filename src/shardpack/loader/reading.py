@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..packfile.reader import PackedFile
+from .fields import read_block, read_record
 from .source import BlockMap, RecordFinisher
 
 _SOURCE_STRIDE = 1 << 40  # block keys: source * stride + block
@@ -37,11 +38,17 @@ class EpochReader:
     time through each file's block cache."""
 
     def __init__(
-        self, files: Sequence[list[PackedFile]], finisher: RecordFinisher, *, whole_blocks: bool
+        self,
+        files: Sequence[list[PackedFile]],
+        finisher: RecordFinisher,
+        *,
+        whole_blocks: bool,
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.maps = [BlockMap(f) for f in files]
         self.finisher = finisher
         self.whole_blocks = whole_blocks
+        self.columns = columns  # decoded (where the reader can skip fields), then kept
 
     def _where(self, slab: Slab) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(block key, file, block in file, slot) per record; the slot is in the block when
@@ -103,12 +110,12 @@ class EpochReader:
             if self.whole_blocks:
                 values = decoded.get(key)
                 if values is None:
-                    values = decoded[key] = packed.block_records(local)
+                    values = decoded[key] = read_block(packed, local, self.columns)
                 record = values[slot]
                 if last:
                     del decoded[key]
             else:
-                record = packed.record(slot)
+                record = read_record(packed, slot, self.columns)
             yield finish(record, record_id)
 
 

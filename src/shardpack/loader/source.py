@@ -4,7 +4,6 @@ transform), the dataset-wide block map, and this process's rank in torch.distrib
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,8 +22,6 @@ from ..errors import OptionError
 from ..packfile.reader import PackedFile
 
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset
-# field projection in the reader (decode only the fields asked for), where this version has it
-READER_PROJECTS = "columns" in inspect.signature(open_dataset).parameters
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -55,7 +52,6 @@ class DataHandle:
         *,
         verify: bool,
         cache_blocks: int,
-        columns: list[str] | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         self._dataset: Dataset | None = None
@@ -66,8 +62,7 @@ class DataHandle:
             # an already-open Dataset-like object: reuse it here, reopen its files elsewhere
             self.source = [os.fspath(f.path) for f in source.files]
             verify = all(getattr(f, "verify", verify) for f in source.files) and verify
-            if columns is None or not READER_PROJECTS:
-                self._dataset = source  # type: ignore[assignment]
+            self._dataset = source  # type: ignore[assignment]
         else:
             try:
                 self.source = [os.fspath(p) for p in source]
@@ -77,8 +72,6 @@ class DataHandle:
                 raise OptionError("no packed files given")
         self.verify = verify
         self.cache_blocks = cache_blocks
-        # the reader decodes only these fields where it can (else records are cut afterwards)
-        self.columns = columns if READER_PROJECTS else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -88,17 +81,13 @@ class DataHandle:
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            self._dataset = self.open(projected=True)
+            self._dataset = open_dataset(
+                self.source,
+                verify=self.verify,
+                cache_blocks=self.cache_blocks,
+                storage_options=self.storage_options,
+            )
         return self._dataset
-
-    def open(self, *, projected: bool) -> Dataset:
-        """A new Dataset over the source (``projected``: decoding only ``columns``)."""
-        options: dict[str, Any] = {"verify": self.verify, "cache_blocks": self.cache_blocks}
-        if self.storage_options is not None:
-            options["storage_options"] = self.storage_options
-        if projected and self.columns is not None:
-            options["columns"] = self.columns
-        return open_dataset(self.source, **options)
 
     @property
     def files(self) -> list[PackedFile]:
@@ -198,7 +187,7 @@ class RecordSource:
         cache_blocks: int,
     ) -> None:
         names = check_columns(columns)
-        self.handle = DataHandle(source, verify=verify, cache_blocks=cache_blocks, columns=names)
+        self.handle = DataHandle(source, verify=verify, cache_blocks=cache_blocks)
         self.finisher = RecordFinisher(columns=names, transform=transform)
         require_known_columns([self.handle], names)
 
