@@ -475,3 +475,19 @@ def test_spawned_workers_get_the_filter_result_and_report_to_the_parent(source_a
     assert sorted(batch_ids(loader)) == list(range(1, N_A, 4))
     with pytest.raises(OptionError, match=r"loader\.state_dict\(\)"):
         ds.state_dict()
+
+
+def test_make_loader_refuses_conflicting_batch_options(source_a: str) -> None:
+    ds = PackedIterableDataset(source_a, columns=["id", "input_ids"])
+    for options, match in [
+        ({"batch_size": 8, "max_tokens": 100}, "leave batch_size out"),
+        ({"max_tokens": 100, "seq_len": 64, "batch_size": 2}, "not both"),
+        ({"seq_len": 64}, "seq_len needs batch_size"),
+        ({}, "batch_size must be a positive integer"),
+        ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+        ({"max_tokens": 100, "token_field": "tokens"}, "not among columns"),
+    ]:
+        with pytest.raises(OptionError, match=match):
+            make_loader(ds, **options)
+    with pytest.raises(OptionError, match="takes a PackedIterableDataset"):
+        make_loader([1, 2, 3], 8)  # type: ignore[arg-type]
