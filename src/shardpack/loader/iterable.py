@@ -121,6 +121,8 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
             )
             for s in sources
         ]
+        for handle in self._handles:
+            handle.files  # noqa: B018 - open now: a bad path fails here, not in a worker
         require_known_columns(self._handles, self.columns)
         self.filter = filter
         self.index_cache = index_cache
@@ -194,6 +196,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
         if self.rank is None:
             state["rank"], state["world_size"] = distributed_rank_world()
         state["_plans"] = {}
+        state["_identity_cache"] = None
         if self._indexes is not None and self.filter is not None:
             try:  # the filter has run: workers need only its result (a lambda cannot pickle)
                 pickle.dumps(self.filter)

@@ -10,6 +10,7 @@ samples per epoch: a source repeated (``s > n``) goes round whole passes, a subs
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,7 +48,8 @@ class SourceIndex:
         blocks = np.searchsorted(firsts, self.kept, side="right") - 1
         return np.bincount(blocks, minlength=len(self.block_counts)).astype(np.int64)
 
-    def kept_digest(self) -> str | None:
+    @functools.cached_property
+    def digest(self) -> str | None:
         """A short digest of the kept ids (state files check it), ``None`` without a filter."""
         if self.kept is None:
             return None

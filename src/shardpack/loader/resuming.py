@@ -126,6 +126,16 @@ class Resumable:
         return self.state_after(min(units, length))
 
     def _identity(self, epoch: int) -> dict[str, Any]:
+        # StatefulDataLoader asks workers for their state after every batch: keep it cheap
+        plan = self._epoch_plan(epoch)
+        cached = getattr(self, "_identity_cache", None)
+        if cached is not None and cached[0] is plan and cached[1] == self.batching:
+            return dict(cached[2])
+        identity = self._compute_identity(epoch)
+        self._identity_cache = (plan, self.batching, identity)  # holds the plan: no id reuse
+        return dict(identity)
+
+    def _compute_identity(self, epoch: int) -> dict[str, Any]:
         plan = self._epoch_plan(epoch)
         return {
             "seed": self.seed,
@@ -191,7 +201,7 @@ def _layout(part: Partition, start: int) -> tuple[int, ...]:
 
 
 def _kept(plan: Any) -> list[str | None] | None:
-    digests = [s.index.kept_digest() for s in plan.streams]
+    digests = [s.index.digest for s in plan.streams]
     return None if all(d is None for d in digests) else digests
 
 
