@@ -34,6 +34,7 @@ __all__ = [
     "PackedDataset",
     "PackedIterableDataset",
     "PadCollate",
+    "TensorBatch",
     "make_loader",
     "resume_state_from_loader",
 ]
