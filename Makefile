@@ -43,6 +43,7 @@ test-fast: venv
 lint: venv
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
 build-dataset: venv

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     for verify in (True, False):
         best[verify] = min(scan(args.packed, verify) for _ in range(args.repeats))
     with shardpack.open(args.packed) as ds:
-        stored = ds.metadata.get("stored_bytes", 0)
+        stored = ds.metadata.stored_bytes
     result = {
         "file": args.packed,
         "stored_bytes": stored,

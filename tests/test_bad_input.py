@@ -77,9 +77,9 @@ def test_skip_packs_good_lines_and_lists_the_bad_one(
     result = DatasetPacker().pack(src, out, on_error="skip", validate=True)
     assert result.record_count == 3 and result.rejected_count == 2
     assert result.rejects_path == str(out) + ".rejects.jsonl"
-    assert result.metadata["rejected_lines"] == 2
+    assert result.metadata.rejected_lines == 2
     with shardpack.open(out) as ds:
-        assert ds.metadata["rejected_lines"] == 2
+        assert ds.metadata.rejected_lines == 2
         assert_same_json(list(ds), GOOD)
     rejects = [json.loads(x) for x in Path(result.rejects_path).read_text("utf-8").splitlines()]
     assert [r["line"] for r in rejects] == [2, 4]

@@ -110,7 +110,7 @@ def test_pack_with_a_trained_zstd_dictionary(text_jsonl, tmp_path) -> None:  # t
     plain = shardpack.DatasetPacker().pack(
         text_jsonl, tmp_path / "plain.packed", compression="zstd", block_size="4K"
     )
-    assert "dictionary" in result.metadata["codec"]
+    assert "dictionary" in result.metadata.codec
     assert result.output_bytes < 0.9 * plain.output_bytes  # small blocks: the dictionary pays off
     assert result.content_hash == plain.content_hash
     expected = [json.loads(line) for line in text_jsonl.read_text().splitlines()]

@@ -69,7 +69,7 @@ def test_numeric_fields_come_back_as_narrow_numpy_arrays(kd_jsonl: Path, tmp_pat
         # float32 model outputs printed as float64 reprs are stored as float32, bit-exact
         assert record["teacher_topk_logprobs"].dtype == np.float32
         assert record["teacher_topk_logprobs"].ctypes.data % 8 == 0
-        assert ds.metadata["arrays"]["teacher_topk_logprobs"]["dtype"] == "float32"
+        assert ds.metadata.arrays["teacher_topk_logprobs"].dtype == "float32"
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -81,7 +81,7 @@ def test_round_trip_each_codec(
         DatasetPacker().pack(input_path=source, output_path=out, compression=codec, validate=True)
         expected = _lines(source)
         with shardpack.open(out) as ds:
-            assert ds.metadata["codec"]["id"] == codec
+            assert ds.metadata.codec["id"] == codec
             assert len(ds) == len(expected)
             for record, line in zip(ds, expected, strict=True):
                 assert_same_json(record, line)

@@ -39,7 +39,7 @@ def test_golden_lossy_file_keeps_its_dtype() -> None:
     path = GOLDEN / "v1.0" / "lossy-float16.packed"
     expected = _expected(path.parent)
     with shardpack.open(path) as ds:
-        assert ds.metadata["lossy"] == {"teacher_topk_logprobs": "float16"}
+        assert ds.metadata.lossy == {"teacher_topk_logprobs": "float16"}
         got = ds[len(ds) - 1]["teacher_topk_logprobs"]
         assert got.dtype == np.float16
         np.testing.assert_allclose(got, expected[-1]["teacher_topk_logprobs"], rtol=1e-3)
@@ -49,5 +49,5 @@ def test_golden_content_hash_is_codec_independent() -> None:
     hashes = set()
     for name in ("lz4", "zstd", "none", "zstd-shuffled"):
         with shardpack.open(GOLDEN / "v1.0" / f"{name}.packed") as ds:
-            hashes.add(ds.metadata["content_hash"])
+            hashes.add(ds.metadata.content_hash)
     assert len(hashes) == 1

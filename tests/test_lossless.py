@@ -113,8 +113,8 @@ def test_field_keeps_one_dtype_across_records(tmp_path: Path) -> None:
     records = [{"ids": [1, 2]}, {"ids": [3, 2**40]}, {"p": [0.5]}, {"p": [0.1]}, {"ids": [5]}]
     out = _pack_values(records, tmp_path, "lz4", block_size=64)
     with shardpack.open(out) as ds:
-        assert ds.metadata["arrays"]["ids"]["dtype"] == "int64"
-        assert ds.metadata["arrays"]["ids"]["stored"] == {"int32": 2, "int64": 1}
+        assert ds.metadata.arrays["ids"].dtype == "int64"
+        assert ds.metadata.arrays["ids"].stored == {"int32": 2, "int64": 1}
         assert {ds[i]["ids"].dtype for i in (0, 1, 4)} == {np.dtype(np.int64)}
         assert {r["ids"].dtype for r in ds if "ids" in r} == {np.dtype(np.int64)}
         assert ds[2]["p"].dtype == ds[3]["p"].dtype == np.float64
@@ -129,7 +129,7 @@ def test_lossy_dtype_is_opt_in_per_field_and_recorded(dtype: str, tmp_path: Path
         got = ds[0]
         assert got["lp"].dtype.name == dtype
         assert got["other"].dtype == np.float64  # untouched: lossless default
-        assert ds.metadata["lossy"] == {"lp": dtype}
+        assert ds.metadata.lossy == {"lp": dtype}
         np.testing.assert_allclose(
             got["lp"].astype(np.float32), np.array(records[0]["lp"]), rtol=1e-2
         )

@@ -64,7 +64,7 @@ def test_statistics_in_one_pass(mixed: Path, tmp_path: Path) -> None:
     out = tmp_path / "mixed.packed"
     DatasetPacker().pack(mixed, out)
     with shardpack.open(out) as ds:
-        stats = ds.stats
+        stats = ds.stats.to_dict()
     assert stats["records"] == 4
     fields = stats["fields"]
     assert fields["id"]["number"] == {"count": 4, "min": 1, "mean": 2.5, "max": 4}
@@ -85,7 +85,7 @@ def test_statistics_in_one_pass(mixed: Path, tmp_path: Path) -> None:
     assert lengths["p50"] == 3 and lengths["p95"] == 100
     assert ids["array_values"] == {"min": 0, "max": 99}
     assert stats["token_field"] == "input_ids"
-    assert stats["blocks"]["raw"]["count"] == ds.metadata["block_count"]
+    assert stats["blocks"]["raw"]["count"] == ds.metadata.block_count
     assert stats["raw_bytes"] > 0 and stats["stored_bytes"] > 0 and stats["compression_ratio"] > 0
 
 
@@ -99,7 +99,7 @@ def test_statistics_and_bytes_do_not_depend_on_workers(kd_jsonl: Path, tmp_path:
         two = DatasetPacker().pack(big, tmp_path / "two.packed", workers=2)
     finally:
         del os.environ["SOURCE_DATE_EPOCH"]
-    assert one.metadata["stats"] == two.metadata["stats"]
+    assert one.metadata.stats == two.metadata.stats
     assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()
 
 
@@ -115,7 +115,7 @@ def test_reproducible_with_source_date_epoch(mixed: Path, tmp_path: Path) -> Non
         assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "a.packed").read_bytes() == (tmp_path / "b.packed").read_bytes()
     with shardpack.open(tmp_path / "a.packed") as ds:
-        assert ds.metadata["provenance"]["created"] == "2023-11-14T22:13:20Z"
+        assert ds.metadata.provenance.created == "2023-11-14T22:13:20Z"
 
 
 def test_provenance(mixed: Path, tmp_path: Path) -> None:
@@ -148,23 +148,23 @@ def test_provenance(mixed: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     with shardpack.open(out) as ds:
-        prov = ds.metadata["provenance"]
+        prov = ds.metadata.provenance
     import hashlib
 
-    (entry,) = prov["inputs"]
-    assert entry["path"] == str(source) and entry["size"] == source.stat().st_size
-    assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert entry["lines"] == 4
-    assert entry["git"] == {"repository": str(repo), "commit": commit, "dirty": False}
-    assert prov["meta"] == {"generator": "make_kd.py", "teacher": "teacher-7b"}
-    assert prov["options"]["codec"] == {"id": "zstd", "level": 7}
-    assert prov["tool"] == f"shardpack {shardpack.__version__}" and prov["format_version"] == "1.0"
-    assert {"python", "numpy", "msgspec", "lz4", "zstandard", "xxhash"} <= set(prov["versions"])
+    (entry,) = prov.inputs
+    assert entry.path == str(source) and entry.size == source.stat().st_size
+    assert entry.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert entry.lines == 4
+    assert entry.git.to_dict() == {"repository": str(repo), "commit": commit, "dirty": False}
+    assert prov.meta == {"generator": "make_kd.py", "teacher": "teacher-7b"}
+    assert prov.options.codec == {"id": "zstd", "level": 7}
+    assert prov.tool == f"shardpack {shardpack.__version__}" and prov.format_version == "1.0"
+    assert {"python", "numpy", "msgspec", "lz4", "zstandard", "xxhash"} <= set(prov.versions)
 
     source.write_text(source.read_text() + '{"id": 5}\n')  # now the repository is dirty
     run("pack", str(source), "-o", str(out))
     with shardpack.open(out) as ds:
-        assert ds.metadata["provenance"]["inputs"][0]["git"]["dirty"] is True
+        assert ds.metadata.provenance.inputs[0].git.dirty is True
 
 
 def test_content_hash_ignores_codec_and_block_size(kd_jsonl: Path, tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_info_json_and_readable(kd_jsonl: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     with shardpack.open(out) as ds:
-        assert facts["metadata"] == ds.metadata
+        assert facts["metadata"] == ds.metadata.to_dict()
         assert facts["records"] == len(ds)
     readable = run("info", str(out), env={"COLUMNS": "160"})
     assert readable.returncode == 0
@@ -313,3 +313,44 @@ def test_make_build_dataset(mixed: Path, tmp_path: Path) -> None:
         timeout=600,
     )
     assert failed.returncode != 0 and f"{bad}:2:" in failed.stderr
+
+
+def test_metadata_is_typed_and_crafted_metadata_names_the_field(tmp_path: Path) -> None:
+    """Footer metadata decodes into typed structures; a value of the wrong type (checksums
+    recomputed, as a crafted file would have them) is a FormatError naming its JSON path."""
+    from shardpack.format.metadata import Provenance
+
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "ids": [i, i + 1]} for i in range(5)])
+    result = DatasetPacker().pack(source, tmp_path / "good.packed")
+    with shardpack.open(result.output_path) as ds:
+        meta = ds.metadata
+        assert isinstance(meta.provenance, Provenance) and meta.record_count == 5
+        assert meta.arrays["ids"].dtype == "int32" and meta.stats.fields["id"].present == 5
+        with pytest.warns(DeprecationWarning, match=r"use \.record_count"):
+            assert meta["record_count"] == 5  # the old dict spelling still answers
+    good = tmp_path / "good.packed"
+    data = good.read_bytes()
+    from shardpack.format.layout import Trailer, checksum
+    from shardpack.packfile.reader import PackedFile
+
+    with PackedFile(good) as packed:
+        trailer = packed.trailer
+        crafted = packed.metadata.to_dict()
+    crafted["stats"]["records"] = [5]
+    index = data[trailer.index_offset : trailer.metadata_offset]
+    meta_bytes = json.dumps(crafted).encode()
+    forged = Trailer(
+        trailer.index_offset,
+        len(index),
+        trailer.metadata_offset,
+        len(meta_bytes),
+        trailer.record_count,
+        checksum(index + meta_bytes),
+    )
+    bad = tmp_path / "bad.packed"
+    bad.write_bytes(data[: trailer.metadata_offset] + meta_bytes + forged.encode())
+    with pytest.raises(shardpack.FormatError, match=r"\$\.stats\.records"):
+        shardpack.open(bad)
+    proc = run("info", str(bad))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "$.stats.records" in proc.stderr

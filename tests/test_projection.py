@@ -153,7 +153,7 @@ def test_wrong_array_metadata_falls_back_to_a_full_decode(
     up and the block is decoded in full, then projected: the answer stays right."""
     path, expected = kd_packed["zstd"]
     with PackedFile(path) as packed:
-        packed.metadata["arrays"] = {}
+        packed.metadata.arrays = {}
         got = list(packed.iter_records(columns=["topk_logprobs"]))
         assert_same_json(got, [_select(r, ["topk_logprobs"]) for r in expected])
         assert_same_json(

@@ -56,7 +56,7 @@ def test_pack_to_s3_and_read_by_byte_ranges(s3: Any, kd_jsonl: Path, text_jsonl:
     assert result.content_hash == local.content_hash and len(result.manifest.shards) >= 3
     for entry, twin in zip(result.manifest.shards, local.manifest.shards, strict=True):
         body = client.get_object(Bucket="data", Key=f"ds/{entry.file}")["Body"].read()
-        assert len(body) == entry.bytes and entry.records == twin.records
+        assert len(body) == entry.size and entry.records == twin.records
     keys = {o["Key"] for o in client.list_objects_v2(Bucket="data", Prefix="ds/")["Contents"]}
     assert "ds/manifest.json" in keys and "ds/unfinished-pack.json" not in keys
 

@@ -138,9 +138,9 @@ def test_pack_with_schema_rejects_with_file_line_and_json_path(
     reject = json.loads(Path(result.rejects_path).read_text("utf-8"))
     assert reject["line"] == 5 and reject["json_path"] == "$.teacher_topk_ids[3][2]"
     with shardpack.open(out) as ds:
-        assert ds.metadata["schema"] == schema and ds.metadata["schema_source"] == "user"
+        assert ds.metadata.schema == schema and ds.metadata.schema_source == "user"
         # the rejected record's arrays do not count in the stored dtype statistics
-        assert ds.metadata["arrays"]["input_ids"]["stored"] == {"int32": 5}
+        assert ds.metadata.arrays["input_ids"].stored == {"int32": 5}
     assert DatasetPacker().validate(out, deep=True).schema_checked
 
 
@@ -174,8 +174,8 @@ def test_inferred_schema_types_required_dtypes_ranks(tmp_path: Path) -> None:
     out = tmp_path / "out.packed"
     DatasetPacker().pack(src, out, validate=True)
     with shardpack.open(out) as ds:
-        schema = ds.metadata["schema"]
-        assert ds.metadata["schema_source"] == "inferred"
+        schema = ds.metadata.schema
+        assert ds.metadata.schema_source == "inferred"
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     Draft202012Validator.check_schema(schema)
     props = schema["properties"]
@@ -225,7 +225,7 @@ def test_workers_give_identical_files_with_schema(
     one = DatasetPacker().pack(kd_jsonl, tmp_path / "one.packed", workers=1)
     two = DatasetPacker().pack(kd_jsonl, tmp_path / "two.packed", workers=2)
     assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()
-    assert one.metadata["schema"] == two.metadata["schema"]
+    assert one.metadata.schema == two.metadata.schema
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -71,7 +71,7 @@ def test_sharded_pack_is_one_dataset_of_complete_shards(text_jsonl: Path, tmp_pa
 
 def test_shard_size_targets_packed_bytes(text_jsonl: Path, tmp_path: Path) -> None:
     result = ShardedPacker().pack(text_jsonl, tmp_path / "ds", shard_size="150K")
-    sizes = [e.bytes for e in result.manifest.shards]
+    sizes = [e.size for e in result.manifest.shards]
     assert len(sizes) >= 3
     # cut at record boundaries from a measured ratio: close to the target, never far above it
     assert all(size < 1.3 * 150 * 1024 for size in sizes)
@@ -92,9 +92,9 @@ def test_globs_and_several_inputs_make_one_dataset(tmp_path: Path) -> None:
     assert [e.records for e in result.manifest.shards] == [40, 40, 10]
     # shard 0 spans part-0 and the start of part-1; line numbers are those of the whole file
     slices = result.manifest.shards[0].inputs
-    assert [Path(s["path"]).name for s in slices] == ["part-0.jsonl", "part-1.jsonl"]
-    assert slices[1]["first_line"] == 1
-    assert result.manifest.shards[1].inputs[0]["first_line"] == 12  # blank first line counted
+    assert [Path(s.path).name for s in slices] == ["part-0.jsonl", "part-1.jsonl"]
+    assert slices[1].first_line == 1
+    assert result.manifest.shards[1].inputs[0].first_line == 12  # blank first line counted
     with shardpack.open(out) as ds:
         assert_same_json(list(ds), records)
     with pytest.raises(OptionError, match="no input matches"):
@@ -122,7 +122,7 @@ def test_workers_give_byte_identical_output(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
     a = DatasetPacker(workers=1).pack(kd_jsonl, tmp_path / "a.packed")
     b = DatasetPacker(workers=2).pack(kd_jsonl, tmp_path / "b.packed")
-    assert a.metadata["block_count"] > 4
+    assert a.metadata.block_count > 4
     assert Path(a.output_path).read_bytes() == Path(b.output_path).read_bytes()
 
 
@@ -231,7 +231,7 @@ def test_merge_keeps_shards_byte_for_byte(text_jsonl: Path, kd_jsonl: Path, tmp_
         assert manifest.shards[i].file_hash == entry.file_hash
     assert (tmp_path / "c/shard-00003.packed").read_bytes() == Path(single.output_path).read_bytes()
     assert validate_dataset(tmp_path / "c", deep=True).ok
-    assert manifest.provenance["merged_from"][0]["content_hash"] == first.content_hash
+    assert manifest.provenance.merged_from[0].content_hash == first.content_hash
     with shardpack.open(tmp_path / "c") as ds:
         assert len(ds) == 4000 and ds[2000] == ds[0] and ds[-1] == ds[1999]
     # a field holding integers in one dataset and floats in another cannot be merged
@@ -395,8 +395,8 @@ def test_planned_units_cut_where_a_sequential_read_cuts(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
     one = DatasetPacker(workers=1).pack([src, gz], tmp_path / "one.packed")
     two = DatasetPacker(workers=2).pack([src, gz], tmp_path / "two.packed")
-    assert one.metadata["block_count"] > 10
-    assert one.metadata["provenance"]["inputs"] == two.metadata["provenance"]["inputs"]
+    assert one.metadata.block_count > 10
+    assert one.metadata.provenance.inputs == two.metadata.provenance.inputs
     assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()
 
 
@@ -434,7 +434,7 @@ def test_a_field_has_one_dtype_across_shards(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "a.jsonl", small + big)
     ShardedPacker().pack(tmp_path / "a.jsonl", tmp_path / "ds", records_per_shard=5)
     with shardpack.open(tmp_path / "ds") as ds:
-        assert ds.manifests[0].schema["arrays"]["ids"]["dtype"] == "int64"
+        assert ds.manifests[0].schema.arrays["ids"].dtype == "int64"
         assert {str(ds[i]["ids"].dtype) for i in range(10)} == {"int64"}
         assert [r["ids"].tolist() for r in ds] == [r["ids"] for r in small + big]
         assert {str(ds[i]["p"].dtype) for i in range(10)} == {"float64"}
@@ -467,11 +467,11 @@ def test_sharded_dataset_metadata_is_dataset_wide(kd_jsonl: Path, tmp_path: Path
     result = ShardedPacker().pack([str(kd_jsonl)], str(tmp_path / "sharded"), records_per_shard=7)
     assert len(result.manifest.shards) > 2
     with shardpack.open(single) as one, shardpack.open(tmp_path / "sharded") as many:
-        assert many.metadata["record_count"] == len(one) == len(many)
-        assert many.metadata["shards"] == len(result.manifest.shards)
-        assert many.stats["fields"] == one.stats["fields"]
-        assert many.stats["token_field"] == "input_ids"
-        assert many.metadata["arrays"]["input_ids"]["dtype"] == "int32"
+        assert many.metadata.record_count == len(one) == len(many)
+        assert many.metadata.shards == len(result.manifest.shards)
+        assert many.stats.fields == one.stats.fields
+        assert many.stats.token_field == "input_ids"
+        assert many.metadata.arrays["input_ids"].dtype == "int32"
 
 
 def test_sharded_cli_refuses_options_it_cannot_honour_yet(text_jsonl: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import shardpack
@@ -79,9 +80,9 @@ def test_packing_inside_a_hostile_repository_runs_none_of_its_programs(
     assert proc.returncode == 0, proc.stderr
     assert not marker.exists()
     with shardpack.open(tmp_path / "out.packed") as ds:
-        git = ds.metadata["provenance"]["inputs"][0]["git"]
-    assert git["commit"] == _git(repo, "rev-parse", "HEAD").strip()
-    assert git["dirty"] is False
+        git = ds.metadata.provenance.inputs[0].git
+    assert git.commit == _git(repo, "rev-parse", "HEAD").strip()
+    assert git.dirty is False
 
 
 def test_git_state_reads_packed_refs_detached_heads_and_every_index_version(repo: Path) -> None:
@@ -165,7 +166,7 @@ def test_a_packed_file_with_a_terabyte_zstd_frame_is_one_clean_error(tmp_path: P
     frame = _zstd_frame_claiming(1 << 40)
     with PackedFileWriter(bomb) as writer:  # checksums recomputed, as an attacker can
         writer.write_block(EncodedBlock(frame, 1 << 20, len(RECORDS), checksum(frame)))
-        writer.finish({**metadata, "max_block_raw_size": 1 << 20, "block_count": 1})
+        writer.finish(msgspec.structs.replace(metadata, max_block_raw_size=1 << 20, block_count=1))
     limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
     for args in (["validate", str(bomb)], ["head", str(bomb)], ["unpack", str(bomb), "-o", "-"]):
         proc = subprocess.run(

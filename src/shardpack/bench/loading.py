@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from ..codecs import get_codec
 from ..dataset.dataset import open_dataset
 from ..format.block import BlockView, unshuffle_block
 from ..format.layout import BLOCK_SHUFFLED, checksum
+from ..format.metadata import FileMetadata
 from ..packfile.reader import PackedFile
 from ..stats import token_field
 
@@ -52,14 +54,15 @@ def median_seconds(run: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def count_tokens(path: str, field_name: str | None, metadata: dict[str, Any] | None = None) -> int:
+def count_tokens(path: str, field_name: str | None, metadata: FileMetadata | None = None) -> int:
     """Total length of ``field_name`` over all records: from the packed statistics when the file
     has them (no extra pass), else by reading every record."""
     if field_name is None:
         return 0
-    recorded = (metadata or {}).get("stats", {}).get("fields", {}).get(field_name, {})
-    if "array_length" in recorded:
-        return int(recorded["array_length"].get("total", 0))
+    stats = metadata.stats if metadata is not None else None
+    recorded = stats.fields.get(field_name) if stats is not None else None
+    if recorded is not None and recorded.array_length is not None:
+        return recorded.array_length.total or 0
     total = 0
     with open_dataset(path) as ds:
         for record in ds:
@@ -323,8 +326,8 @@ def benchmark_loading(
         metadata = packed.metadata
         records = packed.record_count
         packed_bytes = packed.size
-    json_bytes = os.path.getsize(jsonl) if jsonl else int(metadata.get("input_bytes") or 0)
-    tokens_in = token_field(metadata)
+    json_bytes = os.path.getsize(jsonl) if jsonl else metadata.input_bytes
+    tokens_in = token_field(metadata.arrays)
     tokens = count_tokens(path, tokens_in, metadata)
     report = LoadingReport(
         dataset=path,
@@ -353,7 +356,7 @@ def benchmark_loading(
     }
     if jsonl:
         for name, loads in _jsonl_parsers().items():
-            seconds = median_seconds(lambda loads=loads: scan_jsonl(jsonl, loads), repeats)
+            seconds = median_seconds(partial(scan_jsonl, jsonl, loads), repeats)
             report.jsonl[name] = _rates(seconds, records, json_bytes, tokens)
             report.ratios[f"scan_speedup_vs_{name}"] = seconds / scan
         if measure_memory:

@@ -101,7 +101,7 @@ def check_not_empty(records: int, rejected: int, inputs: list[str], allow_empty:
 def schema_metadata(
     options: EncodeOptions, inferred: SchemaInferrer, rejected: int
 ) -> dict[str, Any]:
-    """The schema section of the file's metadata: the user's schema, or the inferred one."""
+    """The schema fields of the file's metadata: the user's schema, or the inferred one."""
     return {
         "schema": dict(options.schema) if options.schema is not None else inferred.to_schema(),
         "schema_source": "user" if options.schema is not None else "inferred",

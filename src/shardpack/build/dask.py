@@ -11,7 +11,8 @@ from typing import Any
 
 from ..errors import OptionError
 from .planning import ShardTask
-from .sharded import Runner, ShardedPacker, ShardedPackResult, ShardResult, pack_shard
+from .resume import ShardResult
+from .sharded import Runner, ShardedPacker, ShardedPackResult, pack_shard
 from .units import EncodeOptions
 
 
@@ -88,7 +89,6 @@ def pack_distributed(
             raise OptionError("pack_distributed needs a Dask client or a scheduler address")
         client = distributed.Client(address)
     try:
-        workers = len(client.scheduler_info().get("workers", {}))
         packer = ShardedPacker(storage_options=storage_options, **packer_options)
         return packer.pack(
             inputs,
@@ -98,7 +98,6 @@ def pack_distributed(
             resume=resume,
             validate=validate,
             runner=dask_runner(client),
-            engine={"name": "dask", "version": distributed.__version__, "workers": workers},
         )
     finally:
         if own_client:

@@ -7,19 +7,26 @@ same user metadata and, for ``--schema`` packs, the same schema.
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 from ..dataset.validate_file import validate_path
 from ..errors import ShardpackError
+from ..format.metadata import FileMetadata, RecordedOptions
 from ..packfile.reader import PackedFile
-from .provenance import hash_file, recorded_options
+from .provenance import hash_file
 
 
 def find_up_to_date(
-    output: str, inputs: list[str], build_options: dict[str, Any], user_meta: dict[str, str]
-) -> tuple[dict[str, Any], int] | None:
+    output: str,
+    inputs: list[str],
+    options: RecordedOptions,
+    schema: Mapping[str, Any] | None,
+    user_meta: dict[str, str],
+) -> tuple[FileMetadata, int] | None:
     """(metadata, size) of ``output`` when it is up to date for this build, else None."""
     if "-" in inputs or not os.path.isfile(output):
         return None
@@ -28,17 +35,16 @@ def find_up_to_date(
             metadata, size = existing.metadata, existing.size
     except (OSError, ShardpackError):
         return None
-    provenance = metadata.get("provenance") or {}
-    recorded = provenance.get("inputs") or []
-    options = json.loads(json.dumps(recorded_options(build_options)))  # as stored: JSON types
+    provenance = metadata.provenance
+    if provenance is None:
+        return None
+    recorded = provenance.inputs
+    # compared as stored: through JSON, so tuples and lists, ints and floats compare alike
     if (
-        [source.get("path") for source in recorded] != inputs
-        or provenance.get("options") != options
-        or provenance.get("meta", {}) != dict(sorted(user_meta.items()))
-        or (
-            metadata.get("schema_source") == "user"
-            and metadata.get("schema") != build_options["schema"]
-        )
+        [source.path for source in recorded] != inputs
+        or msgspec.json.encode(provenance.options) != msgspec.json.encode(options)
+        or provenance.meta != dict(sorted(user_meta.items()))
+        or (metadata.schema_source == "user" and metadata.schema != schema)
     ):
         return None
     for source, path in zip(recorded, inputs, strict=True):
@@ -46,7 +52,7 @@ def find_up_to_date(
             sha256, _ = hash_file(path)
         except OSError:
             return None
-        if sha256 != source.get("sha256"):
+        if sha256 != source.sha256:
             return None
     if not validate_path(output).ok:
         return None

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..codecs import get_codec
 from ..errors import OptionError
+from ..format.metadata import FileMetadata, RecordedOptions, SourceSlice
 from ..ingest.jsonl import iter_line_batches
 from ..packfile.writer import PackedFileWriter
 from ..storage.atomic import refuse_inputs_as_output
@@ -25,7 +26,6 @@ from .checks import (
     check_written,
     open_rejects,
     resolve_schema,
-    schema_metadata,
 )
 from .collector import MetadataCollector
 from .incremental import find_up_to_date
@@ -62,7 +62,7 @@ class PackResult:
     seconds: float
     content_hash: str
     validation: Any = None
-    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    metadata: FileMetadata | None = field(default=None, repr=False)
     rejected_count: int = 0  # input lines left out under on_error="skip"
     rejects_path: str | None = None
     up_to_date: bool = False  # nothing was done: the output already matched inputs and options
@@ -147,21 +147,20 @@ class DatasetPacker:
         UnitEncoder(options)  # fail fast on bad options, before any output exists
         if zstd_dictionary and options.codec["id"] != "zstd":
             raise OptionError("a compression dictionary needs --compression zstd")
-        build_options = _build_options(options, on_error, allow_empty)
-        build_options["zstd_dictionary"] = zstd_dictionary
+        recorded = _recorded_options(options, allow_empty, zstd_dictionary)
         user_meta = parse_meta(meta)
         if not force:
-            existing = find_up_to_date(output, inputs, build_options, user_meta)
+            existing = find_up_to_date(output, inputs, recorded, options.schema, user_meta)
             if existing is not None:
                 metadata, size = existing
                 return PackResult(
                     output_path=output,
-                    record_count=int(metadata.get("record_count", 0)),
-                    block_count=int(metadata.get("block_count", 0)),
-                    input_bytes=int(metadata.get("input_bytes", 0)),
+                    record_count=metadata.record_count,
+                    block_count=metadata.block_count,
+                    input_bytes=metadata.input_bytes,
                     output_bytes=size,
                     seconds=time.perf_counter() - started,
-                    content_hash=str(metadata.get("content_hash", "")),
+                    content_hash=metadata.content_hash,
                     metadata=metadata,
                     up_to_date=True,
                 )
@@ -187,22 +186,25 @@ class DatasetPacker:
                 if progress is not None:
                     progress(collector.input_bytes, writer.record_count)
             check_not_empty(writer.record_count, rejects.count, inputs, allow_empty)
-            metadata = collector.metadata(options, writer, inputs)
-            metadata.update(schema_metadata(options, collector.inferred, rejects.count))
-            metadata["stats"] = collector.stats_metadata(writer)
-            metadata["provenance"] = build_provenance(inputs, digests, build_options, user_meta)
+            metadata = collector.metadata(
+                options,
+                writer,
+                [SourceSlice(path) for path in inputs],
+                rejected=rejects.count,
+                provenance=build_provenance(inputs, digests, recorded, user_meta),
+            )
             hook = (lambda tmp: checked.append(check_written(tmp, output))) if validate else None
             size = writer.finish(metadata, before_commit=hook)
             rejects.commit()
 
         result = PackResult(
             output_path=output,
-            record_count=metadata["record_count"],
-            block_count=metadata["block_count"],
+            record_count=metadata.record_count,
+            block_count=metadata.block_count,
             input_bytes=collector.input_bytes,
             output_bytes=size,
             seconds=time.perf_counter() - started,
-            content_hash=metadata["content_hash"],
+            content_hash=metadata.content_hash,
             metadata=metadata,
             validation=checked[0] if checked else None,
             rejected_count=rejects.count,
@@ -271,15 +273,17 @@ def _train_dictionary(
     return itertools.chain(first, units), replace(options, codec=codec.to_dict())
 
 
-def _build_options(options: EncodeOptions, on_error: str, allow_empty: bool) -> dict[str, Any]:
-    """Every option that decides the output, JSON-ready (worker count never changes output)."""
-    return {
-        "codec": {k: v for k, v in options.codec.items() if k != "dictionary"},
-        "block_size": options.block_size,
-        "dtypes": dict(sorted(options.dtype_overrides.items())),
-        "schema": options.schema,
-        "on_error": on_error,
-        "allow_empty": allow_empty,
-        "shuffle": options.shuffle,
-        "unit_input_bytes": UNIT_INPUT_BYTES,
-    }
+def _recorded_options(
+    options: EncodeOptions, allow_empty: bool, zstd_dictionary: bool
+) -> RecordedOptions:
+    """Every option that decides the output (the worker count never changes output)."""
+    return RecordedOptions(
+        codec={k: v for k, v in options.codec.items() if k != "dictionary"},
+        block_size=options.block_size,
+        dtypes=dict(sorted(options.dtype_overrides.items())),
+        shuffle=options.shuffle,
+        zstd_dictionary=zstd_dictionary,
+        on_error=options.on_error,
+        allow_empty=allow_empty,
+        unit_input_bytes=UNIT_INPUT_BYTES,
+    )

@@ -8,10 +8,11 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import IO, Any
 
 from ..errors import InputError, OptionError
+from ..format.metadata import SourceSlice
 from ..ingest.jsonl import LineBatch, iter_line_batches, iter_lines
 from ..storage.streams import InputDigest, open_any_input
 from ..storage.urls import is_url, url_to_fs
@@ -37,12 +38,9 @@ class InputSlice:
     end: int
     first_line: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputSlice:
-        return cls(str(data["path"]), int(data["start"]), int(data["end"]), int(data["first_line"]))
+    def source_slice(self) -> SourceSlice:
+        """As provenance records it."""
+        return SourceSlice(self.path, self.start, self.end, self.first_line)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import hashlib
 import os
 import platform
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from .._version import __version__
 from ..errors import OptionError
 from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
+from ..format.metadata import GitState, InputSource, Provenance, RecordedOptions
 from ..storage.streams import InputDigest
 from .gitstate import git_state
 
@@ -71,7 +71,7 @@ def _module_version(name: str) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def parse_meta(pairs: Mapping[str, str] | list[str] | tuple[str, ...] | None) -> dict[str, str]:
+def parse_meta(pairs: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
     """User metadata from ``{"k": "v"}`` or ``["k=v", ...]`` (``--meta KEY=VALUE``)."""
     if not pairs:
         return {}
@@ -89,34 +89,29 @@ def parse_meta(pairs: Mapping[str, str] | list[str] | tuple[str, ...] | None) ->
 def build_provenance(
     inputs: list[str],
     digests: Mapping[str, InputDigest],
-    build_options: dict[str, Any],
+    options: RecordedOptions,
     user_meta: dict[str, str],
-) -> dict[str, Any]:
+) -> Provenance:
     """The ``provenance`` section of a packed file's metadata."""
     sources = []
     for path in inputs:
         digest = digests[path]
-        source: dict[str, Any] = {
-            "path": path,
-            "size": digest.size,
-            "sha256": digest.sha256.hexdigest(),
-            "lines": digest.lines,
-        }
         git = git_state(path)
-        if git is not None:
-            source["git"] = git
-        sources.append(source)
-    return {
-        "inputs": sources,
-        "created": creation_time(),
-        "tool": f"shardpack {__version__}",
-        "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
-        "versions": library_versions(),
-        "options": recorded_options(build_options),
-        "meta": dict(sorted(user_meta.items())),
-    }
-
-
-def recorded_options(build_options: dict[str, Any]) -> dict[str, Any]:
-    """The build options as provenance records them (the schema is stored on its own)."""
-    return {k: v for k, v in build_options.items() if k != "schema"}
+        sources.append(
+            InputSource(
+                path=path,
+                size=digest.size,
+                sha256=digest.sha256.hexdigest(),
+                lines=digest.lines,
+                git=None if git is None else GitState(**git),
+            )
+        )
+    return Provenance(
+        inputs=sources,
+        created=creation_time(),
+        tool=f"shardpack {__version__}",
+        format_version=f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+        versions=library_versions(),
+        options=options,
+        meta=dict(sorted(user_meta.items())),
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from ..errors import ShardpackError
+from ..format.metadata import FileMetadata
 from ..storage.folder import Storage
 from ..storage.ranges import BytesSource
 from ..storage.urls import is_url, url_to_fs
@@ -26,7 +27,7 @@ class ShardResult:
 
     index: int
     entry: ShardEntry
-    metadata: dict[str, Any]
+    metadata: FileMetadata
     reused: bool = False
 
 
@@ -54,7 +55,7 @@ def reusable_shards(
     elif storage.exists(MANIFEST_NAME):
         try:
             manifest = Manifest.from_json(storage.read_bytes(MANIFEST_NAME))
-            previous = manifest.provenance.get("fingerprint")
+            previous = manifest.provenance.fingerprint
         except ShardpackError:
             previous = None
     if previous != json.loads(json.dumps(fingerprint)):
@@ -97,16 +98,16 @@ def check_shard(storage: Storage, task: ShardTask) -> ShardResult | None:
             digest = storage.hash_file(name)
     except (ShardpackError, OSError):
         return None
-    planned = [s.to_dict() for s in task.slices]
-    if metadata.get("inputs") != planned or metadata.get("record_count") != task.records:
+    planned = [item.source_slice() for item in task.slices]
+    if metadata.inputs != planned or metadata.record_count != task.records:
         return None
     entry = ShardEntry(
         file=name,
-        records=int(metadata["record_count"]),
-        blocks=int(metadata["block_count"]),
-        bytes=size,
+        records=metadata.record_count,
+        blocks=metadata.block_count,
+        size=size,
         file_hash=digest,
-        content_hash=str(metadata["content_hash"]),
+        content_hash=metadata.content_hash,
         inputs=planned,
     )
     return ShardResult(task.index, entry, metadata, reused=True)

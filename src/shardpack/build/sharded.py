@@ -19,10 +19,10 @@ from typing import Any
 
 from ..dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from ..errors import FormatError, OptionError, ShardpackError
+from ..format.metadata import RecordedOptions
 from ..packfile.writer import PackedFileWriter
 from ..storage.folder import Storage, file_hash, open_storage
 from ..storage.urls import is_url
-from .checks import schema_metadata
 from .collector import MetadataCollector, build_manifest
 from .options import (
     DEFAULT_COMPRESSION,
@@ -40,7 +40,7 @@ from .planning import (
     slice_units,
 )
 from .resume import PLAN_NAME, ShardResult, input_identity, reusable_shards
-from .units import EncodedUnit, EncodeOptions, UnitEncoder
+from .units import UNIT_INPUT_BYTES, EncodedUnit, EncodeOptions, UnitEncoder
 
 # (tasks to pack, encode options, output location, storage options) -> results in any order
 Runner = Callable[
@@ -67,7 +67,7 @@ class ShardedPackResult:
 
     @property
     def output_bytes(self) -> int:
-        return self.manifest.bytes
+        return self.manifest.size
 
     @property
     def content_hash(self) -> str:
@@ -100,22 +100,19 @@ class _ShardSink:
                 f"shard {task.name}: packed {self.writer.record_count} records but the plan "
                 f"counted {task.records} (inputs changed during the pack?)"
             )
-        inputs = [s.path for s in task.slices]
+        inputs = [item.source_slice() for item in task.slices]
         metadata = self.collector.metadata(self.options, self.writer, inputs)
-        metadata["inputs"] = [s.to_dict() for s in task.slices]
-        metadata.update(schema_metadata(self.options, self.collector.inferred, 0))
-        metadata["stats"] = self.collector.stats_metadata(self.writer)
         size = self.writer.finish(metadata)
         digest = file_hash(self.local)
         self._stack.close()  # uploads remote shards
         entry = ShardEntry(
             file=task.name,
-            records=metadata["record_count"],
-            blocks=metadata["block_count"],
-            bytes=size,
+            records=metadata.record_count,
+            blocks=metadata.block_count,
+            size=size,
             file_hash=digest,
-            content_hash=metadata["content_hash"],
-            inputs=metadata["inputs"],
+            content_hash=metadata.content_hash,
+            inputs=inputs,
         )
         return ShardResult(task.index, entry, metadata)
 
@@ -251,7 +248,6 @@ class ShardedPacker:
         resume: bool = True,
         validate: bool = False,
         runner: Runner | None = None,
-        engine: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ShardedPackResult:
         """Pack ``inputs`` (paths, URLs, globs) into the dataset folder ``output``.
@@ -293,30 +289,37 @@ class ShardedPacker:
             raise ShardpackError(f"{out}: the runner did not return shards {', '.join(missing)}")
 
         ordered = [results[task.index] for task in tasks]
-        if engine is None:
-            engine = {"name": "local", "workers": resolve_workers(self.workers)}
-        manifest = build_manifest(ordered, paths, fingerprint, engine, self.storage_options)
+        recorded = RecordedOptions(
+            codec=options.codec,
+            block_size=options.block_size,
+            dtypes=dict(sorted(options.dtype_overrides.items())),
+            shuffle=options.shuffle,
+            unit_input_bytes=UNIT_INPUT_BYTES,
+            shard_size=None if shard_size is None else parse_size(shard_size),
+            records_per_shard=records_per_shard,
+        )
+        manifest = build_manifest(ordered, fingerprint, recorded)
         _remove_stale_shards(storage, {task.name for task in tasks})
         storage.write_bytes(MANIFEST_NAME, manifest.to_json())
         storage.remove(PLAN_NAME)
 
-        result = ShardedPackResult(
+        packed = ShardedPackResult(
             output_path=out,
             manifest=manifest,
             shards_packed=sum(1 for r in ordered if not r.reused),
             shards_reused=sum(1 for r in ordered if r.reused),
-            input_bytes=manifest.stats.get("input_bytes", 0),
+            input_bytes=manifest.stats.input_bytes,
             seconds=time.perf_counter() - started,
             plan=tasks,
         )
         if validate:
             from ..dataset.validate_folder import validate_dataset
 
-            result.validation = validate_dataset(
+            packed.validation = validate_dataset(
                 out, deep=True, storage_options=self.storage_options
             )
-            result.validation.raise_if_failed()
-        return result
+            packed.validation.raise_if_failed()
+        return packed
 
 
 def _check_output_folder(storage: Storage, inputs: list[str]) -> None:

@@ -319,7 +319,7 @@ def _pack_sharded(
 
             validate_dataset(output, deep=True).raise_if_failed()
         summary = {"output": output, "records": one.entry.records, "blocks": one.entry.blocks}
-        summary |= {"output_bytes": one.entry.bytes, "content_hash": one.entry.content_hash}
+        summary |= {"output_bytes": one.entry.size, "content_hash": one.entry.content_hash}
         if as_json:
             print_json(summary)
         elif not quiet:

@@ -57,13 +57,13 @@ def info(packed: str, as_json: bool) -> None:
     from ..dataset.describe import describe
 
     with open_dataset(packed) as ds:
-        facts = describe(ds)
+        facts, meta = describe(ds), ds.metadata
     if as_json:
         print_json(facts)
         return
     from .render import render_info
 
-    render_info(facts)
+    render_info(facts, meta)
 
 
 @click.command()
@@ -142,7 +142,7 @@ def schema(packed: str) -> None:
     from ..ingest.schema_infer import infer_schema
 
     with open_dataset(packed) as ds:
-        stored = ds.metadata.get("schema")
+        stored = ds.metadata.schema
         print_json(stored if stored is not None else infer_schema(ds))
 
 

@@ -5,124 +5,123 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..format.metadata import DatasetMetadata, DatasetStats, LengthSummary, Provenance
 
-def render_info(facts: dict[str, Any]) -> None:
-    """Print ``describe`` output as tables."""
+
+def render_info(facts: dict[str, Any], meta: DatasetMetadata) -> None:
+    """Print a dataset's ``describe`` facts and metadata as tables."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    meta = facts["metadata"]
-    codec = meta.get("codec", {})
+    codec = meta.codec
     codec_text = codec.get("id", "?") + (f" level {codec['level']}" if "level" in codec else "")
     if "dictionary" in codec:
         codec_text += " + dictionary"
     summary = Table(show_header=False, box=None)
     summary.add_column(style="bold")
     summary.add_column()
+    size = f"{facts['file_bytes']:,} bytes"
+    if facts["ratio"]:
+        size += f" ({facts['ratio']:.3f} of {meta.input_bytes:,} input bytes)"
     rows = [
         ("file", ", ".join(facts["paths"])),
-        ("format", f"shardpack {meta.get('format_version', '?')}"),
+        ("format", f"shardpack {meta.format_version}"),
         ("records", f"{facts['records']:,}"),
-        ("blocks", f"{facts['blocks']:,} (block size {meta.get('block_size', 0):,} bytes)"),
+        ("blocks", f"{facts['blocks']:,} (block size {meta.block_size:,} bytes)"),
         ("codec", codec_text),
-        (
-            "size",
-            f"{facts['file_bytes']:,} bytes"
-            + (
-                f" ({facts['ratio']:.3f} of {meta.get('input_bytes', 0):,} input bytes)"
-                if facts["ratio"]
-                else ""
-            ),
-        ),
-        ("content hash", meta.get("content_hash", "")),
-        ("created by", meta.get("created_by", "")),
+        ("size", size),
+        ("content hash", meta.content_hash),
+        ("created by", meta.created_by),
     ]
+    if meta.shards is not None:
+        rows.insert(1, ("shards", f"{meta.shards:,}"))
     for key, value in rows:
         summary.add_row(key, str(value))
     console.print(summary)
-    _render_provenance(console, meta.get("provenance"))
-    _render_fields(console, meta.get("stats"))
-    arrays = meta.get("arrays", {})
-    if arrays:
+    _render_provenance(console, meta.provenance)
+    _render_fields(console, meta.stats)
+    if meta.arrays:
         table = Table(title="numeric arrays", title_justify="left")
         table.add_column("field")
         table.add_column("dtype")
         table.add_column("stored as")
-        for path, field in arrays.items():
-            stored = ", ".join(
-                f"{name} ×{count:,}" for name, count in field.get("stored", {}).items()
-            )
-            lossy = meta.get("lossy", {}).get(path)
-            table.add_row(path, field.get("dtype", "?") + (" (lossy)" if lossy else ""), stored)
+        for path, field in meta.arrays.items():
+            stored = ", ".join(f"{name} ×{count:,}" for name, count in field.stored.items())
+            lossy = " (lossy)" if path in meta.lossy else ""
+            table.add_row(path, field.dtype + lossy, stored)
         console.print(table)
 
 
-def _render_provenance(console: Any, provenance: dict[str, Any] | None) -> None:
-    if not provenance:
+def _render_provenance(console: Any, provenance: Provenance | None) -> None:
+    if provenance is None:
         return
     from rich.table import Table
 
     table = Table(title="provenance", title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    for source in provenance.get("inputs", []):
-        line = f"{source.get('size', 0):,} bytes, {source.get('lines', 0):,} lines"
-        if source.get("sha256"):
-            line += f", sha256 {source['sha256'][:16]}…"
-        git = source.get("git")
-        if git:
-            line += f", git {git['commit'][:10]}{' (dirty)' if git.get('dirty') else ''}"
-        table.add_row(f"input {source.get('path')}", line)
-    table.add_row("created", str(provenance.get("created", "")))
-    versions = provenance.get("versions", {})
-    table.add_row("built with", ", ".join(f"{k} {v}" for k, v in versions.items()))
-    options = provenance.get("options", {})
-    if options:
+    for source in provenance.inputs:
+        line = f"{source.size or 0:,} bytes, {source.lines or 0:,} lines"
+        if source.sha256:
+            line += f", sha256 {source.sha256[:16]}…"
+        git = source.git
+        if git is not None:
+            line += f", git {git.commit[:10]}{' (dirty)' if git.dirty else ''}"
+        table.add_row(f"input {source.path}", line)
+    for merged in provenance.merged_from or []:
+        table.add_row(f"merged from {merged.path}", f"{merged.shards or 0} shards")
+    table.add_row("created", str(provenance.created or ""))
+    table.add_row("built with", ", ".join(f"{k} {v}" for k, v in provenance.versions.items()))
+    if provenance.options is not None:
+        options = provenance.options.to_dict()
         table.add_row("options", ", ".join(f"{k}={v}" for k, v in options.items()))
-    for key, value in provenance.get("meta", {}).items():
+    for key, value in provenance.meta.items():
         table.add_row(f"meta {key}", str(value))
     console.print(table)
 
 
-def _render_fields(console: Any, stats: dict[str, Any] | None) -> None:
-    if not stats or not stats.get("fields"):
+def _render_fields(console: Any, stats: DatasetStats | None) -> None:
+    if stats is None or not stats.fields:
         return
     from rich.table import Table
 
-    table = Table(title=f"fields ({stats.get('records', 0):,} records)", title_justify="left")
+    table = Table(title=f"fields ({stats.records:,} records)", title_justify="left")
     for column in ("field", "present", "nulls", "types", "length min / mean / p95 / max", "values"):
         table.add_column(column, justify="left" if column in ("field", "types") else "right")
-    for path, field in stats["fields"].items():
-        lengths = field.get("string_length") or field.get("array_length")
+    for path, field in stats.fields.items():
+        lengths = field.string_length or field.array_length
         length_text = ""
-        if lengths and lengths.get("count"):
+        if lengths is not None and lengths.count:
             length_text = " / ".join(
                 (
-                    f"{lengths['min']:,}",
-                    f"{lengths['mean']:,.1f}",
-                    f"{lengths['p95']:,}",
-                    f"{lengths['max']:,}",
+                    f"{lengths.min or 0:,}",
+                    f"{lengths.mean or 0:,.1f}",
+                    f"{lengths.p95 or 0:,}",
+                    f"{lengths.max or 0:,}",
                 )
             )
-        values = field.get("number") or field.get("array_values")
-        value_text = f"{values['min']:.4g} … {values['max']:.4g}" if values else ""
-        types = ", ".join(f"{k} {v:,}" for k, v in field.get("types", {}).items())
-        if field.get("array_dtypes"):
-            types += " (" + ", ".join(field["array_dtypes"]) + ")"
+        values = field.number or field.array_values
+        value_text = ""
+        if values is not None and values.min is not None and values.max is not None:
+            value_text = f"{values.min:.4g} … {values.max:.4g}"
+        types = ", ".join(f"{k} {v:,}" for k, v in field.types.items())
+        if field.array_dtypes:
+            types += " (" + ", ".join(field.array_dtypes) + ")"
         table.add_row(
-            path, f"{field['present']:,}", f"{field['nulls']:,}", types, length_text, value_text
+            path, f"{field.present:,}", f"{field.nulls:,}", types, length_text, value_text
         )
     console.print(table)
-    token_field = stats.get("token_field")
-    if token_field and token_field in stats["fields"]:
-        lengths = stats["fields"][token_field].get("array_length", {})
-        console.print(_token_histogram(token_field, lengths))
+    token = stats.token_field
+    if token and token in stats.fields:
+        lengths = stats.fields[token].array_length
+        if lengths is not None:
+            console.print(_token_histogram(token, lengths))
 
 
-def _token_histogram(field: str, lengths: dict[str, Any], rows: int = 10, width: int = 40) -> str:
+def _token_histogram(field: str, lengths: LengthSummary, rows: int = 10, width: int = 40) -> str:
     """A terminal bar chart of a token field's length distribution."""
-    buckets = lengths.get("histogram") or []
+    buckets = lengths.histogram or []
     if not buckets:
         return ""
     low, high = buckets[0][0], buckets[-1][1]

@@ -26,10 +26,12 @@ class LZ4Codec(Codec):
 
     def encode(self, raw: bytes | memoryview) -> bytes:
         if self.level == 0:
-            return lz4.block.compress(raw, mode="default", store_size=False)
-        return lz4.block.compress(
-            raw, mode="high_compression", compression=self.level, store_size=False
-        )
+            stored: bytes = lz4.block.compress(raw, mode="default", store_size=False)
+        else:
+            stored = lz4.block.compress(
+                raw, mode="high_compression", compression=self.level, store_size=False
+            )
+        return stored
 
     def decode(self, stored: bytes | memoryview, raw_size: int) -> bytes:
         # LZ4 cannot expand more than ~255x: refuse a claimed size it could never produce before
@@ -37,7 +39,7 @@ class LZ4Codec(Codec):
         if raw_size > 255 * len(stored) + 64:
             raise CodecError(f"lz4 block of {len(stored)} bytes cannot hold {raw_size} raw bytes")
         try:
-            raw = lz4.block.decompress(stored, uncompressed_size=raw_size)
+            raw: bytes = lz4.block.decompress(stored, uncompressed_size=raw_size)
         except Exception as exc:  # lz4 raises a bare LZ4BlockError / ValueError
             raise CodecError(f"lz4 decompression failed: {exc}") from exc
         if len(raw) != raw_size:

@@ -50,9 +50,9 @@ class ZstdCodec(Codec):
         return self._compressor.compress(raw)
 
     def decode(self, stored: bytes | memoryview, raw_size: int) -> bytes:
-        if self._decompressor is None:
-            self._decompressor = zstandard.ZstdDecompressor(dict_data=self._dict())
         try:
+            if self._decompressor is None:  # a damaged dictionary fails here
+                self._decompressor = zstandard.ZstdDecompressor(dict_data=self._dict())
             # the decompressor allocates what the frame header claims, not max_output_size: a
             # forged header claiming a terabyte must be refused before it is believed
             declared = zstandard.frame_content_size(stored)
@@ -94,12 +94,12 @@ class ZstdCodec(Codec):
                 )
         return blocks
 
-    def train(self, samples: list[bytes], dict_size: int = 16 * 1024) -> None:
+    def train(self, samples: Sequence[bytes], dict_size: int = 16 * 1024) -> None:
         """Train a dictionary from sample blocks (needs a handful of samples to be worth it)."""
         if len(samples) < 8:
             return
         try:
-            trained = zstandard.train_dictionary(dict_size, samples, level=self.level)
+            trained = zstandard.train_dictionary(dict_size, list(samples), level=self.level)
         except zstandard.ZstdError:
             return  # too little or too uniform data: packing without a dictionary is fine
         self.dictionary = trained.as_bytes()

@@ -14,11 +14,14 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from ..errors import ManifestError, OptionError
-from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile, promotion_targets
+from ..format.metadata import DatasetMetadata, DatasetStats, widest_dtypes
+from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile, dtype_targets
 from ..storage.urls import is_url
+from .manifest import Manifest
 
 PathLike = str | os.PathLike[str]
 
@@ -39,6 +42,7 @@ class Dataset:
         counts = [len(f) for f in self.files]
         self._starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
         self._length = int(self._starts[-1])
+        self._metadata: DatasetMetadata | None = None
 
     def __len__(self) -> int:
         return self._length
@@ -103,16 +107,22 @@ class Dataset:
             yield pending
 
     @property
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> DatasetMetadata:
         """The dataset's metadata: of its only file, or from the manifest of a sharded dataset
         (dataset-wide statistics, schema, provenance, content hash); else of its first file."""
-        if len(self.manifests) == 1 and len(self.files) == len(self.manifests[0].shards):
-            return _manifest_metadata(self.manifests[0], self.files)
-        return self.files[0].metadata if self.files else {}
+        if self._metadata is None:
+            if len(self.manifests) == 1 and len(self.files) == len(self.manifests[0].shards):
+                self._metadata = _manifest_metadata(self.manifests[0], self.files)
+            elif not self.files:
+                raise ManifestError("the dataset holds no files")
+            else:
+                first = msgspec.structs.asdict(self.files[0].metadata)
+                self._metadata = DatasetMetadata(**first)
+        return self._metadata
 
     @property
-    def stats(self) -> dict[str, Any]:
-        return self.metadata.get("stats", {})
+    def stats(self) -> DatasetStats:
+        return self.metadata.stats or DatasetStats()
 
     @property
     def paths(self) -> list[str]:
@@ -175,28 +185,31 @@ def _check_columns(columns: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(columns))
 
 
-def _manifest_metadata(manifest: Any, files: Sequence[PackedFile]) -> dict[str, Any]:
+def _manifest_metadata(manifest: Manifest, files: Sequence[PackedFile]) -> DatasetMetadata:
     """A sharded dataset's metadata in the shape of one file's, for ``info`` and ``ds.stats``."""
-    first = files[0].metadata if files else {}
+    first = files[0].metadata
     schema = manifest.schema
-    return {
-        "format": "shardpack",
-        "format_version": first.get("format_version"),
-        "created_by": first.get("created_by"),
-        "sharded": True,
-        "shards": len(manifest.shards),
-        "codec": first.get("codec", {}),
-        "block_size": first.get("block_size"),
-        "record_count": manifest.records,
-        "block_count": sum(f.block_count for f in files),
-        "input_bytes": manifest.stats.get("input_bytes"),
-        "arrays": schema.get("arrays", {}),
-        "lossy": schema.get("lossy", {}),
-        "schema": schema.get("json_schema"),
-        "content_hash": manifest.content_hash,
-        "stats": manifest.stats,
-        "provenance": manifest.provenance,
-    }
+    return DatasetMetadata(
+        format="shardpack",
+        format_version=first.format_version,
+        created_by=first.created_by,
+        shards=len(manifest.shards),
+        codec=first.codec,
+        block_size=first.block_size,
+        shuffle=first.shuffle,
+        record_count=manifest.records,
+        block_count=sum(f.block_count for f in files),
+        max_block_raw_size=max(f.metadata.max_block_raw_size for f in files),
+        stored_bytes=sum(f.metadata.stored_bytes for f in files),
+        input_bytes=manifest.stats.input_bytes,
+        arrays=schema.arrays,
+        lossy=schema.lossy,
+        schema=schema.json_schema,
+        schema_source="user" if schema.json_schema is not None else None,
+        content_hash=manifest.content_hash,
+        stats=manifest.stats,
+        provenance=manifest.provenance,
+    )
 
 
 def open_dataset(
@@ -238,7 +251,7 @@ def open_dataset(
             targets: dict[str, Any] = {}
             if located.manifest is not None:
                 manifests.append(located.manifest)
-                targets = promotion_targets(located.manifest.schema.get("arrays", {}))
+                targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
             for where in located.locations:
                 packed = PackedFile(
                     where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)

@@ -67,7 +67,7 @@ def locate(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
             storage.location(entry.file),  # checks the name stays inside the folder
             storage=storage,
             name=entry.file,
-            size=entry.bytes,
+            size=entry.size,
             records=entry.records,
             storage_options=storage_options,
         )

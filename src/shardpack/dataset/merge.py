@@ -11,12 +11,24 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from .._version import __version__
 from ..errors import ManifestError, OptionError
+from ..format.metadata import DatasetStats, FileMetadata, MergedSource, Provenance, Spread
 from ..packfile.reader import PackedFile
+from ..stats import merge_stats
 from ..storage.folder import open_storage
 from .locate import locate
-from .manifest import MANIFEST_NAME, Manifest, ShardEntry, merge_schemas, schema_of, shard_name
+from .manifest import (
+    MANIFEST_NAME,
+    DatasetSchema,
+    Manifest,
+    ShardEntry,
+    merge_schemas,
+    schema_of,
+    shard_name,
+)
 
 
 def merge_datasets(
@@ -35,9 +47,9 @@ def merge_datasets(
         raise OptionError(f"output {out} exists and is not empty; merge writes a new dataset")
 
     parts: list[tuple[str, ShardEntry]] = []  # (source location, entry)
-    schemas: list[tuple[str, dict[str, Any]]] = []
-    origins: list[dict[str, Any]] = []
-    input_bytes = 0
+    schemas: list[tuple[str, DatasetSchema]] = []
+    origins: list[MergedSource] = []
+    all_stats: list[DatasetStats] = []
     for item in inputs:
         label = os.fspath(item)
         located = locate(label, storage_options)
@@ -46,21 +58,19 @@ def merge_datasets(
             for where, entry in zip(located.locations, manifest.shards, strict=True):
                 parts.append((where.path, entry))
             schemas.append((label, manifest.schema))
-            input_bytes += int(manifest.stats.get("input_bytes") or 0)
+            all_stats.append(manifest.stats)
             origins.append(
-                {
-                    "path": label,
-                    "shards": len(manifest.shards),
-                    "content_hash": manifest.content_hash,
-                }
+                MergedSource(
+                    path=label, shards=len(manifest.shards), content_hash=manifest.content_hash
+                )
             )
         else:
             where = located.locations[0]
             entry, metadata = _single_file_entry(where.path, where.source(), storage_options)
             parts.append((where.path, entry))
             schemas.append((label, schema_of(metadata)))
-            input_bytes += int(metadata.get("input_bytes") or 0)
-            origins.append({"path": label, "shards": 1, "content_hash": entry.content_hash})
+            all_stats.append(metadata.stats or DatasetStats(input_bytes=metadata.input_bytes))
+            origins.append(MergedSource(path=label, shards=1, content_hash=entry.content_hash))
     schema = merge_schemas(schemas)  # a clear error before anything is written
 
     entries = []
@@ -68,45 +78,32 @@ def merge_datasets(
         name = shard_name(number)
         target.copy_in(source, name)
         size = target.size(name)
-        if size != entry.bytes:
+        if size != entry.size:
             raise ManifestError(
-                f"{source}: copied {size} bytes but the manifest lists {entry.bytes}"
+                f"{source}: copied {size} bytes but the manifest lists {entry.size}"
             )
-        entries.append(
-            ShardEntry(
-                name,
-                entry.records,
-                entry.blocks,
-                entry.bytes,
-                entry.file_hash,
-                entry.content_hash,
-                entry.inputs,
-            )
-        )
+        entries.append(msgspec.structs.replace(entry, file=name))
     records = [e.records for e in entries]
-    sizes = [e.bytes for e in entries]
-    stats = {
-        "records": sum(records),
-        "shards": len(entries),
-        "input_bytes": input_bytes,
-        "stored_bytes": sum(sizes),
-        "ratio": round(sum(sizes) / input_bytes, 4) if input_bytes else None,
-        "records_per_shard": {"min": min(records, default=0), "max": max(records, default=0)},
-        "bytes_per_shard": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
-    }
-    provenance = {
-        "created_by": f"shardpack {__version__}",
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "merged_from": origins,
-    }
-    manifest = Manifest(entries, schema=schema, stats=stats, provenance=provenance)
+    sizes = [e.size for e in entries]
+    stats = merge_stats(all_stats)
+    stats.shards = len(entries)
+    stats.stored_bytes = sum(sizes)
+    stats.ratio = round(sum(sizes) / stats.input_bytes, 4) if stats.input_bytes else None
+    stats.records_per_shard = Spread(min=min(records, default=0), max=max(records, default=0))
+    stats.bytes_per_shard = Spread(min=min(sizes, default=0), max=max(sizes, default=0))
+    provenance = Provenance(
+        tool=f"shardpack {__version__}",
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        merged_from=origins,
+    )
+    manifest = Manifest.create(entries, schema=schema, stats=stats, provenance=provenance)
     target.write_bytes(MANIFEST_NAME, manifest.to_json())
     return manifest
 
 
 def _single_file_entry(
     path: str, source: Any, storage_options: dict[str, Any] | None
-) -> tuple[ShardEntry, dict[str, Any]]:
+) -> tuple[ShardEntry, FileMetadata]:
     """A manifest entry for a packed file that is not part of a sharded dataset."""
     import xxhash
 
@@ -129,11 +126,11 @@ def _single_file_entry(
         hashed = file_hash(path.removeprefix("file://"))
     entry = ShardEntry(
         file=shard_name(0),
-        records=int(metadata["record_count"]),
-        blocks=int(metadata["block_count"]),
-        bytes=size,
+        records=metadata.record_count,
+        blocks=metadata.block_count,
+        size=size,
         file_hash=hashed,
-        content_hash=str(metadata["content_hash"]),
-        inputs=[{"path": p.get("path")} for p in metadata.get("inputs", []) if isinstance(p, dict)],
+        content_hash=metadata.content_hash,
+        inputs=metadata.inputs,
     )
     return entry, metadata

@@ -157,7 +157,7 @@ def _validate_file(
                     )
                 )
         if deep and all_blocks_read:
-            expected = packed.metadata.get("content_hash")
+            expected = packed.metadata.content_hash
             actual = "xxh3_128:" + content.hexdigest()
             if expected is not None and expected != actual:
                 report.problems.append(
@@ -195,7 +195,7 @@ def _check_layout(packed: PackedFile, report: ValidationReport) -> None:
                     offset=0,
                 )
             )
-        meta_count = packed.metadata.get("record_count")
+        meta_count = packed.metadata.record_count
         if meta_count != trailer.record_count:
             problems.append(
                 Problem(
@@ -246,7 +246,7 @@ def _record_checker(
     from ..ingest.schema_check import RecordChecker, check_schema  # jsonschema: deep checks only
 
     if schema is None:
-        schema = packed.metadata.get("schema")
+        schema = packed.metadata.schema
         if schema is None:
             return None
         try:

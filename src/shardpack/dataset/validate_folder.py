@@ -71,13 +71,13 @@ def _check_entry(
 ) -> None:
     size = storage.size(entry.file)
     size_problem = None
-    if size < entry.bytes:
+    if size < entry.size:
         size_problem = Problem(
-            where, f"truncated shard: {size} bytes, the manifest says {entry.bytes}"
+            where, f"truncated shard: {size} bytes, the manifest says {entry.size}"
         )
-    elif size > entry.bytes:
+    elif size > entry.size:
         size_problem = Problem(
-            where, f"shard is {size} bytes, the manifest says {entry.bytes} (replaced?)"
+            where, f"shard is {size} bytes, the manifest says {entry.size} (replaced?)"
         )
     source = None
     if storage.is_remote:
@@ -100,7 +100,7 @@ def _check_entry(
         source = BytesSource(data, where)
     packed = PackedFile(where, source=source)
     try:
-        records, content = packed.record_count, packed.metadata.get("content_hash")
+        records, content = packed.record_count, packed.metadata.content_hash
     finally:
         packed.close()
     if content != entry.content_hash:
@@ -126,5 +126,5 @@ def _check_entry(
         report.problems.append(
             Problem(where, f"holds {records} records, the manifest says {entry.records}")
         )
-    elif digest != entry.file_hash and size == entry.bytes:
+    elif digest != entry.file_hash and size == entry.size:
         report.problems.append(Problem(where, "file hash differs from the manifest"))

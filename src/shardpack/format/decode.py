@@ -100,11 +100,12 @@ def thread_decoder() -> tuple[ArenaCursor, msgspec.msgpack.Decoder]:
     Creating a decoder costs more than decoding a small record, so each thread keeps one.
     """
     try:
-        return _thread_state.pair
+        return _thread_state.pair  # type: ignore[no-any-return]
     except AttributeError:
         cursor = ArenaCursor(b"", 0, 0)
-        _thread_state.pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
-        return _thread_state.pair
+        pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
+        _thread_state.pair = pair
+        return pair
 
 
 def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") -> Any:

@@ -38,3 +38,4 @@ LOSSY_DTYPES = {
 
 ARRAY_HEADERS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # code, ndim, dims
 MAX_NDIM = 32
+DTYPE_BY_NAME = {dtype.name: dtype for dtype in DTYPE_BY_CODE.values()}

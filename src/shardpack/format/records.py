@@ -67,7 +67,7 @@ def _flatten(values: list, ndim: int) -> Any:
 def _nested_list_type(scalar: type, ndim: int) -> Any:
     """``list[list[...[scalar]]]`` for msgspec's strict type check (cached)."""
     key = (scalar, ndim)
-    found = _LIST_TYPES.get(key)
+    found: Any = _LIST_TYPES.get(key)
     if found is None:
         found = scalar
         for _ in range(ndim):

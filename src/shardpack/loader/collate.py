@@ -45,7 +45,8 @@ def pad_arrays(
             continue
         rest = tuple(slice(0, n) for n in a.shape[1:])
         first = slice(0, a.shape[0]) if side == "right" else slice(shape[0] - a.shape[0], shape[0])
-        out[(i, first, *rest)] = a
+        index: tuple[Any, ...] = (i, first, *rest)
+        out[index] = a
     return out
 
 

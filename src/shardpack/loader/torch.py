@@ -88,10 +88,11 @@ def make_loader(
                 ) from None
         else:
             loader_class = StatefulDataLoader
-    return loader_class(
+    loader: torch.utils.data.DataLoader[Any] = loader_class(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate_fn if collate_fn is not None else PadCollate(),
         **kwargs,
     )
+    return loader

@@ -7,7 +7,6 @@ LRU cache of decoded blocks serves neighbouring records.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 from bisect import bisect_right
@@ -22,7 +21,7 @@ from ..codecs import Codec, get_codec
 from ..errors import CodecError, CorruptBlockError, FormatError, OptionError
 from ..format.block import BlockView, unshuffle_block
 from ..format.decode import promote_arrays
-from ..format.dtypes import DTYPE_BY_CODE
+from ..format.dtypes import DTYPE_BY_NAME
 from ..format.layout import (
     BLOCK_SHUFFLED,
     HEADER_SIZE,
@@ -33,11 +32,11 @@ from ..format.layout import (
     checksum,
     decode_index,
 )
+from ..format.metadata import FileMetadata, decode_file_metadata, widest_dtypes
 from ..format.projection import NotAnObject, Projection
 from .scan import iter_raw_blocks
 
 DEFAULT_CACHE_BLOCKS = 8
-_DTYPES_BY_NAME = {dtype.name: dtype for dtype in DTYPE_BY_CODE.values()}
 
 
 class LocalSource:
@@ -95,18 +94,6 @@ def _column(index: np.ndarray, name: str) -> memoryview:
     return column.astype(column.dtype.newbyteorder("="), copy=True).data
 
 
-def promotion_targets(arrays: dict[str, Any]) -> dict[str, np.dtype]:
-    """Fields whose arrays were stored in several widths of one kind -> the widest of them."""
-    targets: dict[str, np.dtype] = {}
-    for path, info in arrays.items():
-        stored = [
-            _DTYPES_BY_NAME[name] for name in info.get("stored", {}) if name in _DTYPES_BY_NAME
-        ]
-        if len(stored) > 1 and len({dtype.kind for dtype in stored}) == 1:
-            targets[path] = max(stored, key=lambda dtype: dtype.itemsize)
-    return targets
-
-
 class PackedFile:
     """One packed file, opened from its footer."""
 
@@ -142,15 +129,8 @@ class PackedFile:
         footer = source.read(trailer.index_offset, trailer.index_size + trailer.metadata_size)
         if checksum(footer) != trailer.footer_checksum:
             raise FormatError("footer checksum mismatch (index or metadata damaged)", path=path)
-        try:
-            metadata = json.loads(bytes(footer[trailer.index_size :]))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"metadata is not valid JSON: {exc}", path=path) from exc
-        if not isinstance(metadata, dict):
-            raise FormatError("metadata is not a JSON object", path=path)
-        max_raw = metadata.get("max_block_raw_size")
-        if not isinstance(max_raw, int) or max_raw < 0:
-            raise FormatError("metadata lacks a valid max_block_raw_size", path=path)
+        metadata = decode_file_metadata(footer[trailer.index_size :], path)
+        max_raw = metadata.max_block_raw_size
         self.index = decode_index(footer[: trailer.index_size])
         check_index(
             self.index,
@@ -160,13 +140,13 @@ class PackedFile:
             path=path,
         )
         try:
-            self.codec: Codec = get_codec(metadata.get("codec", {}))
-        except (CodecError, ValueError) as exc:
-            raise FormatError(f"cannot use the file's codec: {exc}", path=path) from exc
+            self.codec: Codec = get_codec(metadata.codec)
+        except (CodecError, ValueError, TypeError) as exc:
+            raise FormatError(f"cannot use the file's codec: {exc}", path=path) from None
         self._zero_copy = self.codec.codec_id == "none" and hasattr(source, "view")
         self._read = source.view if self._zero_copy else source.read
         self.trailer = trailer
-        self.metadata: dict[str, Any] = metadata
+        self.metadata: FileMetadata = metadata
         self.record_count = trailer.record_count
         self.block_count = len(self.index)
         # index columns as memoryviews of native-order copies: every block read looks up five
@@ -179,7 +159,7 @@ class PackedFile:
         self._checksums = _column(self.index, "checksum")
         self._counts = _column(self.index, "record_count")
         self._flags = _column(self.index, "flags")
-        self._promote = promotion_targets(metadata.get("arrays", {}))
+        self._promote = dtype_targets(widest_dtypes(metadata.arrays))
         self._projections: dict[tuple[str, ...], Projection] = {}
 
     @property
@@ -305,7 +285,7 @@ class PackedFile:
         found = self._projections.get(key)
         if found is None:
             try:
-                found = Projection(columns, self.metadata.get("arrays", {}))
+                found = Projection(columns, self.metadata.arrays)
             except TypeError as exc:
                 raise OptionError(str(exc)) from None
             self._projections[key] = found
@@ -384,3 +364,8 @@ class PackedFile:
 
     def __repr__(self) -> str:
         return f"PackedFile({self.path!r}, records={self.record_count}, blocks={self.block_count})"
+
+
+def dtype_targets(names: Mapping[str, str]) -> dict[str, np.dtype]:
+    """``{field: dtype name}`` as numpy dtypes (for ``widen_arrays``)."""
+    return {path: DTYPE_BY_NAME[name] for path, name in names.items() if name in DTYPE_BY_NAME}

@@ -7,11 +7,10 @@ moment leaves either the old file or nothing, never a partial file that could pa
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from ..format.layout import (
     checksum,
     encode_header,
 )
+from ..format.metadata import FileMetadata, encode_document
 from ..storage.atomic import discard, move_into_place, temp_beside
 
 
@@ -78,7 +78,7 @@ class PackedFileWriter:
         return len(self._entries)
 
     def finish(
-        self, metadata: dict[str, Any], before_commit: Callable[[Path], None] | None = None
+        self, metadata: FileMetadata, before_commit: Callable[[Path], None] | None = None
     ) -> int:
         """Write index, metadata and trailer, then move the file into place. Returns its size.
 
@@ -87,7 +87,7 @@ class PackedFileWriter:
         """
         index_offset = align(self._position, INDEX_ALIGN)
         index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
-        meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        meta = encode_document(metadata)
         trailer = Trailer(
             index_offset=index_offset,
             index_size=len(index),

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
 from ..format.dtypes import DTYPE_NAMES
+from ..format.metadata import ArrayField, DatasetStats, FieldSummary
 from .columns import BatchedPass, Column
 from .fields import FieldStats, max_optional, min_optional
 
@@ -59,17 +61,17 @@ class StatsCollector(BatchedPass):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"records": n, "fields": {dotted path: field stats}}``, paths sorted."""
+    def to_stats(self) -> DatasetStats:
+        """The records and field statistics (dotted paths, sorted); sizes are the caller's."""
         self.flush()
-        fields: dict[str, Any] = {}
+        fields: dict[str, FieldSummary] = {}
         self._flatten(self.root, "", fields)
-        return {"records": self.records, "fields": dict(sorted(fields.items()))}
+        return DatasetStats(records=self.records, fields=dict(sorted(fields.items())))
 
-    def _flatten(self, stats: FieldStats, path: str, out: dict[str, Any]) -> None:
+    def _flatten(self, stats: FieldStats, path: str, out: dict[str, FieldSummary]) -> None:
         for key, child in stats.children.items():
             child_path = f"{path}.{key}" if path else key
-            out[child_path] = child.to_dict()
+            out[child_path] = child.to_summary()
             self._flatten(child, child_path, out)
 
 
@@ -179,12 +181,11 @@ def _observe_numbers(numbers: list[int] | list[float], stats: FieldStats) -> Non
     stats.number_max = max_optional(stats.number_max, max(numbers))
 
 
-def token_field(metadata: dict[str, Any]) -> str | None:
+def token_field(arrays: Mapping[str, ArrayField]) -> str | None:
     """The field counted as tokens: ``input_ids`` if present, else the first 1-D int array field."""
-    arrays = metadata.get("arrays", {})
     if "input_ids" in arrays:
         return "input_ids"
-    for path, info in arrays.items():
-        if info.get("dtype", "").startswith(("int", "uint")) and "." not in path:
+    for path, field in arrays.items():
+        if field.dtype.startswith(("int", "uint")) and "." not in path:
             return path
     return None

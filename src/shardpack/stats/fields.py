@@ -3,10 +3,12 @@ statistics of a dataset merged from those of its shards."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from ..format.metadata import DatasetStats, FieldSummary, NumberSummary, ValueRange
 from .histogram import LengthHistogram
 
 _TYPE_NAMES = {
@@ -88,82 +90,84 @@ class FieldStats:
         self.value_min = min_optional(self.value_min, other.value_min)
         self.value_max = max_optional(self.value_max, other.value_max)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_summary(self) -> FieldSummary:
         types: dict[str, int] = {}
         for kind, n in self.types.items():
             name = _TYPE_NAMES.get(kind, "other")
             types[name] = types.get(name, 0) + n
-        out: dict[str, Any] = {"present": self.present, "types": dict(sorted(types.items()))}
-        out["nulls"] = types.get("null", 0)
         self.flush()
+        summary = FieldSummary(
+            present=self.present, types=dict(sorted(types.items())), nulls=types.get("null", 0)
+        )
         if self.string_lengths.count:
-            out["string_length"] = self.string_lengths.to_dict()
+            summary.string_length = self.string_lengths.to_summary()
         if self.numbers:
-            out["number"] = {
-                "count": self.numbers,
-                "min": self.number_min,
-                "mean": self.number_sum / self.numbers,
-                "max": self.number_max,
-            }
+            summary.number = NumberSummary(
+                count=self.numbers,
+                min=self.number_min,
+                mean=self.number_sum / self.numbers,
+                max=self.number_max,
+            )
         if self.array_lengths.count:
-            out["array_length"] = self.array_lengths.to_dict()
+            summary.array_length = self.array_lengths.to_summary()
         if self.array_dtypes:
-            out["array_dtypes"] = dict(sorted(self.array_dtypes.items()))
-            out["array_elements"] = self.elements
+            summary.array_dtypes = dict(sorted(self.array_dtypes.items()))
+            summary.array_elements = self.elements
             if self.value_min is not None:
-                out["array_values"] = {"min": self.value_min, "max": self.value_max}
-        return out
+                summary.array_values = ValueRange(min=self.value_min, max=self.value_max)
+        return summary
+
+    @classmethod
+    def from_summary(cls, summary: FieldSummary) -> FieldStats:
+        """A childless FieldStats from one of ``StatsCollector.to_stats().fields``."""
+        stats = cls()
+        stats.present = summary.present
+        stats.types = {_TYPES_BY_NAME.get(name, name): n for name, n in summary.types.items()}
+        if summary.string_length is not None:
+            stats.string_lengths = LengthHistogram.from_summary(summary.string_length)
+        if summary.array_length is not None:
+            stats.array_lengths = LengthHistogram.from_summary(summary.array_length)
+        stats.array_dtypes = dict(summary.array_dtypes or {})
+        stats.elements = summary.array_elements or 0
+        number = summary.number
+        if number is not None and number.count:
+            stats.numbers = number.count
+            mean = number.mean if number.mean is not None else math.nan
+            stats.number_sum = mean * stats.numbers
+            stats.number_min, stats.number_max = number.min, number.max
+        values = summary.array_values
+        if values is not None:
+            stats.value_min, stats.value_max = values.min, values.max
+        return stats
 
 
-_TYPES_BY_NAME = {name: kind for kind, name in _TYPE_NAMES.items() if kind is not np.ndarray}
+_TYPES_BY_NAME: dict[str, Any] = {
+    name: kind for kind, name in _TYPE_NAMES.items() if kind is not np.ndarray
+}
 
 
-def _field_from_dict(data: dict[str, Any]) -> FieldStats:
-    """A childless FieldStats from one entry of ``StatsCollector.to_dict()["fields"]``."""
-    stats = FieldStats()
-    stats.present = int(data.get("present", 0))
-    stats.types = {
-        _TYPES_BY_NAME.get(name, name): int(n) for name, n in data.get("types", {}).items()
-    }
-    if "string_length" in data:
-        stats.string_lengths = LengthHistogram.from_dict(data["string_length"])
-    if "array_length" in data:
-        stats.array_lengths = LengthHistogram.from_dict(data["array_length"])
-    stats.array_dtypes = {k: int(v) for k, v in data.get("array_dtypes", {}).items()}
-    stats.elements = int(data.get("array_elements", 0))
-    number = data.get("number")
-    if number:
-        stats.numbers = int(number["count"])
-        stats.number_sum = float(number["mean"]) * stats.numbers
-        stats.number_min, stats.number_max = number["min"], number["max"]
-    values = data.get("array_values")
-    if values:
-        stats.value_min, stats.value_max = values["min"], values["max"]
-    return stats
-
-
-def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_stats(parts: list[DatasetStats]) -> DatasetStats:
     """Dataset statistics from the statistics of its shards, as if packed as one file."""
     fields: dict[str, FieldStats] = {}
     for part in parts:
-        for path, data in part.get("fields", {}).items():
+        for path, summary in part.fields.items():
             merged = fields.get(path)
             if merged is None:
-                fields[path] = _field_from_dict(data)
+                fields[path] = FieldStats.from_summary(summary)
             else:
-                merged.merge(_field_from_dict(data))
-    totals = {
-        key: sum(int(part.get(key) or 0) for part in parts)
-        for key in ("records", "input_bytes", "raw_bytes", "stored_bytes")
-    }
-    stored = totals["stored_bytes"]
-    token_fields = [part.get("token_field") for part in parts if part.get("token_field")]
-    return {
-        **totals,
-        "compression_ratio": round(totals["input_bytes"] / stored, 4) if stored else None,
-        "fields": {path: fields[path].to_dict() for path in sorted(fields)},
-        "token_field": token_fields[0] if token_fields else None,
-    }
+                merged.merge(FieldStats.from_summary(summary))
+    stored = sum(part.stored_bytes for part in parts)
+    input_bytes = sum(part.input_bytes for part in parts)
+    token_fields = [part.token_field for part in parts if part.token_field]
+    return DatasetStats(
+        records=sum(part.records for part in parts),
+        fields={path: fields[path].to_summary() for path in sorted(fields)},
+        raw_bytes=sum(part.raw_bytes for part in parts),
+        stored_bytes=stored,
+        input_bytes=input_bytes,
+        compression_ratio=round(input_bytes / stored, 4) if stored else None,
+        token_field=token_fields[0] if token_fields else None,
+    )
 
 
 def min_optional(a: float | None, b: float | None) -> float | None:

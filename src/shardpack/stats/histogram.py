@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..format.metadata import BlockSizes, LengthSummary
+
 SUB_BUCKETS = 16  # per power of two: relative bucket width 1/16
 
 
@@ -112,45 +114,43 @@ class LengthHistogram:
         return self.max
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LengthHistogram:
-        """Rebuild a histogram from ``to_dict`` output (exactly: buckets are stored whole)."""
+    def from_summary(cls, summary: LengthSummary) -> LengthHistogram:
+        """Rebuild a histogram from ``to_summary`` output (exactly: buckets are stored whole)."""
         hist = cls()
-        for low, _high, n in data.get("histogram", []):
-            b = bucket_of(int(low))
-            hist.buckets[b] = hist.buckets.get(b, 0) + int(n)
-        hist.count = int(data.get("count", 0))
-        hist.total = int(data.get("total", 0))
-        hist.min = data.get("min")
-        hist.max = data.get("max")
+        for low, _high, n in summary.histogram or []:
+            b = bucket_of(low)
+            hist.buckets[b] = hist.buckets.get(b, 0) + n
+        hist.count = summary.count
+        hist.total = summary.total or 0
+        hist.min = summary.min
+        hist.max = summary.max
         return hist
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_summary(self, *, with_histogram: bool = True) -> LengthSummary:
         self.flush()
         if not self.count:
-            return {"count": 0}
-        return {
-            "count": self.count,
-            "total": self.total,
-            "min": self.min,
-            "mean": self.total / self.count,
-            "max": self.max,
-            "p50": self.percentile(50),
-            "p95": self.percentile(95),
-            "p99": self.percentile(99),
-            "histogram": [[*bucket_bounds(b), n] for b, n in sorted(self.buckets.items())],
-        }
+            return LengthSummary(count=0)
+        return LengthSummary(
+            count=self.count,
+            total=self.total,
+            min=self.min,
+            mean=self.total / self.count,
+            max=self.max,
+            p50=self.percentile(50),
+            p95=self.percentile(95),
+            p99=self.percentile(99),
+            histogram=[(*bucket_bounds(b), n) for b, n in sorted(self.buckets.items())]
+            if with_histogram
+            else None,
+        )
 
 
-def block_size_stats(raw_sizes: list[int], stored_sizes: list[int]) -> dict[str, Any]:
-    """Per-block raw and stored sizes, summarised."""
+def block_size_stats(raw_sizes: list[int], stored_sizes: list[int]) -> BlockSizes:
+    """Per-block raw and stored sizes, summarised (without histograms)."""
     raw = LengthHistogram()
     stored = LengthHistogram()
-    for r, s in zip(raw_sizes, stored_sizes, strict=True):
-        raw.add(r)
-        stored.add(s)
-    summary = {}
-    for name, hist in (("raw", raw), ("stored", stored)):
-        data = hist.to_dict()
-        data.pop("histogram", None)
-        summary[name] = data
-    return summary
+    raw.add_all(raw_sizes)
+    stored.add_all(stored_sizes)
+    return BlockSizes(
+        raw=raw.to_summary(with_histogram=False), stored=stored.to_summary(with_histogram=False)
+    )

@@ -104,7 +104,7 @@ class RangeSource:
                 f"short read at byte {offset}: got {len(data)} of {length} bytes (file changed?)",
                 path=self.path,
             )
-        return data
+        return bytes(data)
 
     def read(self, offset: int, length: int) -> memoryview:
         if offset < 0 or length < 0 or offset + length > self.size:

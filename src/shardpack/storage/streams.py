@@ -33,7 +33,7 @@ def open_input(path: str, digest: InputDigest | None = None) -> Iterator[IO[byte
             source = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise InputError(f"cannot open input: {exc.strerror or exc}", path=path) from exc
-    counted = HashingReader(source, digest) if digest is not None else source
+    counted: Any = HashingReader(source, digest) if digest is not None else source
     try:
         with decompressed(counted) as stream:
             yield stream
@@ -48,17 +48,17 @@ def is_compressed_head(head: bytes) -> bool:
 
 
 @contextmanager
-def decompressed(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+def decompressed(raw: Any) -> Iterator[IO[bytes]]:
     """A buffered stream of ``raw``'s content, gunzipped or un-zstd-ed when its magic says so."""
     # a large buffer: KD lines are tens of KB, and small reads make line splitting slow
-    buffered = io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+    buffered = io.BufferedReader(raw, buffer_size=1 << 20)
     head = buffered.peek(4)[:4]
     if head.startswith(GZIP_MAGIC):
         with gzip.GzipFile(fileobj=buffered) as stream:
             yield stream  # type: ignore[misc]
     elif head.startswith(ZSTD_MAGIC):
         with zstandard.ZstdDecompressor().stream_reader(buffered) as reader:
-            yield io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+            yield io.BufferedReader(reader, buffer_size=1 << 20)
     else:
         yield buffered
 

@@ -30,7 +30,8 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[
             f"{url}: URLs need fsspec (pip install 'shardpack[remote]'; s3fs/gcsfs for s3/gs)"
         ) from None
     try:
-        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+        fs, fs_path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return fs, str(fs_path)
     except (ImportError, ValueError) as exc:
         raise OptionError(f"{url}: cannot use this URL: {exc}") from None
 
