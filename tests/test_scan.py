@@ -52,14 +52,14 @@ def test_zstd_scan_runs_in_batches_on_a_worker(
         original(self, codec)
 
     monkeypatch.setattr(scan._Job, "run", recording)
-    with shardpack.open(zstd_packed) as ds:
+    with shardpack.open(zstd_packed, read_ahead=True) as ds:
         assert list(ds) == _lines(text_jsonl)
         assert len(batches) > 1 and sum(batches) == ds.files[0].block_count
 
 
 def test_scan_stops_its_worker_when_left_early(zstd_packed: Path) -> None:
     before = threading.active_count()
-    with shardpack.open(zstd_packed) as ds:
+    with shardpack.open(zstd_packed, read_ahead=True) as ds:
         records = iter(ds)
         next(records)
         assert threading.active_count() == before + 1
@@ -80,7 +80,10 @@ def test_damage_in_a_later_batch_is_named_after_the_records_before_it(
         block = scan.batch_ranges(packed)[1][0] + 2  # inside the second batch
     path, first_record = _damaged_copy(zstd_packed, tmp_path, block)
     seen = []
-    with shardpack.open(path, verify=verify) as ds, pytest.raises(CorruptBlockError) as caught:
+    with (
+        shardpack.open(path, verify=verify, read_ahead=True) as ds,
+        pytest.raises(CorruptBlockError) as caught,
+    ):
         for record in ds:
             seen.append(record)
     assert caught.value.block == block

@@ -220,6 +220,7 @@ def open_dataset(
     storage_options: dict[str, Any] | None = None,
     block_cache_bytes: int = 0,
     columns: Sequence[str] | None = None,
+    read_ahead: bool = False,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
     of either, or a list of these, read as one dataset.
@@ -227,6 +228,8 @@ def open_dataset(
     ``columns``: read only these top-level fields of (object) records; the other fields are
     skipped while decoding, and a record without one of them simply lacks it.
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
+    ``read_ahead=True``: full scans of zstd files decompress the next blocks on a worker thread
+    (faster when a core is free, slower when none is).
     Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
     fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
     """
@@ -234,9 +237,10 @@ def open_dataset(
     if isinstance(path, (str, os.PathLike)):
         local = _plain_local_file(path)
         if local is not None:
-            return Dataset(
-                [PackedFile(local, verify=verify, cache_blocks=cache_blocks)], (), columns
+            packed = PackedFile(
+                local, verify=verify, cache_blocks=cache_blocks, read_ahead=read_ahead
             )
+            return Dataset([packed], (), columns)
 
     from ..storage.ranges import BlockCache
     from .locate import locate
@@ -254,7 +258,11 @@ def open_dataset(
                 targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
             for where in located.locations:
                 packed = PackedFile(
-                    where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)
+                    where.path,
+                    verify=verify,
+                    cache_blocks=cache_blocks,
+                    source=where.source(cache),
+                    read_ahead=read_ahead,
                 )
                 files.append(packed)
                 if where.records is not None and len(packed) != where.records:

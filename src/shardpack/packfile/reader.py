@@ -104,11 +104,15 @@ class PackedFile:
         verify: bool = True,
         cache_blocks: int = 8,
         source: Any = None,
+        read_ahead: bool = False,
     ) -> None:
         """``source``: anything with ``size``, ``read(offset, length)`` and ``close()`` (e.g. a
-        remote byte-range source); by default the local file at ``path`` is memory-mapped."""
+        remote byte-range source); by default the local file at ``path`` is memory-mapped.
+        ``read_ahead``: full scans decompress the next blocks on a worker thread where the codec
+        can do that without the GIL (zstd); it pays only when a core is free (see scan.py)."""
         self.path = os.fspath(path)
         self.verify = verify
+        self.read_ahead = read_ahead
         self._source = source if source is not None else LocalSource(self.path)
         try:
             self._open()

@@ -8,6 +8,10 @@ only every few milliseconds (the interpreter's switch interval). So the worker t
 blocks per call, and the scanning thread waits until the worker is inside that call before it
 goes on: it hands the GIL over once per batch. Blocks are still read one at a time: a 1 MiB read
 into fresh memory measured slower here than 32-64 KiB reads into memory the allocator reuses.
+
+The worker is opt-in (``read_ahead=True``): with a free core it took a GSM8K zstd scan from
+6.2 to 5.0 ms, but on a machine whose other core is busy the two threads share one core and the
+handovers cost more than the overlap gives (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def batch_ranges(packed: PackedFile, start: int = 0) -> list[tuple[int, int]]:
 
 def iter_raw_blocks(packed: PackedFile, start: int = 0) -> Iterator[tuple[int, Any]]:
     """(block number, raw block bytes) for every block from ``start`` on, in file order."""
-    if packed.codec.batch_releases_gil:
+    if packed.read_ahead and packed.codec.batch_releases_gil:
         ranges = batch_ranges(packed, start)
         if len(ranges) > 1:
             yield from _pipelined(packed, ranges)
