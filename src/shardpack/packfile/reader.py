@@ -257,8 +257,22 @@ class PackedFile:
 
     def read_raw_block(self, block: int, *, verify: bool | None = None) -> bytes | memoryview:
         """The decompressed bytes of ``block``, its checksum verified first (unless disabled)."""
+        # raw_from_stored inlined: this runs once per block of every scan and random access
         stored = self._read(self._offsets[block], self._stored_sizes[block])
-        return self.raw_from_stored(block, stored, verify=verify)
+        if self.verify if verify is None else verify:
+            actual = checksum(stored)
+            expected = self._checksums[block]
+            if actual != expected:
+                raise self.corrupt_error(
+                    block, "checksum mismatch", expected=f"{expected:016x}", actual=f"{actual:016x}"
+                )
+        try:
+            raw = self.codec.decode(stored, self._raw_sizes[block])
+            if self._flags[block] & BLOCK_SHUFFLED:
+                raw = unshuffle_block(raw)
+        except (CodecError, ValueError) as exc:
+            raise self.corrupt_error(block, str(exc)) from None
+        return raw
 
     def view_block(self, block: int) -> BlockView:
         """Parse a block's tables (uncached)."""
@@ -341,7 +355,11 @@ class PackedFile:
         many blocks per call (see ``scan``)."""
         projection = self.projection(columns)
         counts = self._counts
-        for block, raw in iter_raw_blocks(self, start_block):
+        if self.read_ahead and self.codec.batch_releases_gil:
+            blocks: Iterator[tuple[int, Any]] = iter_raw_blocks(self, start_block)
+        else:  # one generator less per block
+            blocks = ((b, self.read_raw_block(b)) for b in range(start_block, self.block_count))
+        for block, raw in blocks:
             try:
                 view = BlockView(raw, counts[block])
             except ValueError as exc:

@@ -48,12 +48,12 @@ def batch_ranges(packed: PackedFile, start: int = 0) -> list[tuple[int, int]]:
 
 
 def iter_raw_blocks(packed: PackedFile, start: int = 0) -> Iterator[tuple[int, Any]]:
-    """(block number, raw block bytes) for every block from ``start`` on, in file order."""
-    if packed.read_ahead and packed.codec.batch_releases_gil:
-        ranges = batch_ranges(packed, start)
-        if len(ranges) > 1:
-            yield from _pipelined(packed, ranges)
-            return
+    """(block number, raw block bytes) for every block from ``start`` on, in file order, the
+    next batch decompressed on a worker thread when the codec can do that without the GIL."""
+    ranges = batch_ranges(packed, start)
+    if packed.codec.batch_releases_gil and len(ranges) > 1:
+        yield from _pipelined(packed, ranges)
+        return
     for block in range(start, packed.block_count):
         yield block, packed.read_raw_block(block)
 
