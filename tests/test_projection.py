@@ -37,6 +37,8 @@ def _kd_records(count: int = 40) -> list[dict[str, Any]]:
             "topk_logprobs": (-rng.random((n, 4))).tolist(),
             "response": "answer " * (i % 7),
             "big": 2**70 + i,
+            "score": [float("nan"), -0.0, float("inf")][i % 3],
+            "text": "astral 𝄞, nul \u0000, unpaired \ud800" if i % 4 == 0 else "plain",
         }
         if i % 5 == 0:
             del record["response"]  # optional field: absent from the projection too
@@ -81,6 +83,7 @@ def test_text_projection_equals_json_loads(codec: str, text_jsonl: Path, tmp_pat
         ["meta", "topk_logprobs"],  # nested arrays kept
         ["response", "prompt"],  # asked in another order: records keep their own
         ["big"],
+        ["score", "text"],  # NaN, -0.0, inf; astral, NUL, an unpaired surrogate
         ["nothing_like_this"],
         [],
     ],
