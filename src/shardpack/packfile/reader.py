@@ -311,10 +311,11 @@ class PackedFile:
 
     def record(self, i: int, columns: Sequence[str] | None = None) -> Any:
         """Record ``i`` of this file (0 <= i < len); only its ``columns`` fields if given."""
+        projection = None if columns is None else self.projection(columns)
         block = self.block_of(i)
         view = self.block(block)
         try:
-            value = view.record(i - self._first_records[block], self.projection(columns))
+            value = view.record(i - self._first_records[block], projection)
         except NotAnObject as exc:
             raise self._not_an_object(block, exc) from None
         except (ValueError, TypeError, RecursionError) as exc:
