@@ -9,9 +9,9 @@ blocks per call, and the scanning thread waits until the worker is inside that c
 goes on: it hands the GIL over once per batch. Blocks are still read one at a time: a 1 MiB read
 into fresh memory measured slower here than 32-64 KiB reads into memory the allocator reuses.
 
-The worker is opt-in (``read_ahead=True``): with a free core it took a GSM8K zstd scan from
-6.2 to 5.0 ms, but on a machine whose other core is busy the two threads share one core and the
-handovers cost more than the overlap gives (docs/BENCHMARKS.md).
+The worker is opt-in (``read_ahead=True``): a prototype took a GSM8K zstd scan from 6.2 to
+5.0 ms while a core was free, but on a machine whose other core is busy the two threads share
+one core and the handovers cost more than the overlap gives (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
