@@ -161,14 +161,14 @@ def batch_columns(records: list[Any]) -> dict[str, Any]:
             columns = _ragged_columns(records)
     else:
         columns = _ragged_columns(records)
-    for key, values in columns.items():
+    for key, values in list(columns.items()):
         if type(values[0]) is np.ndarray:
             first = values[0]
             if all(
                 type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype
                 for v in values
             ):
-                columns[key] = np.stack(values)
+                columns[key] = np.stack(values)  # type: ignore[assignment]
     return columns
 
 

@@ -53,11 +53,14 @@ class NotAnObject(Exception):
 def _array_holders(array_paths: Iterable[str]) -> set[str]:
     """Top-level keys that may hold arrays: ``a.b.c`` may be key ``a``, ``a.b`` or ``a.b.c``
     (paths join keys with dots, and keys may contain dots)."""
-    holders = set()
+    holders: set[str] = set()
     for path in array_paths:
         parts = path.split(".")
         holders.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return holders
+
+
+Decoders = tuple[ArenaCursor, msgspec.msgpack.Decoder, msgspec.msgpack.Decoder]
 
 
 class Projection:
@@ -74,27 +77,30 @@ class Projection:
         self.resolved = tuple(name for name in self.columns if name in holders)
         fields = dict.fromkeys((*self.columns, *self.dropped), Any)
         self._wanted = frozenset(self.columns)
-        self.record_type: Any = TypedDict("Projected", fields, total=False)  # type: ignore[operator]
+        # built at run time from the asked names (functional TypedDict), hence the Any
+        make_typed_dict: Any = TypedDict
+        self.record_type: Any = make_typed_dict("Projected", fields, total=False)
         self._local = threading.local()
 
     @property
     def marks_arrays(self) -> bool:
         return bool(self.dropped)
 
-    def decoders(self) -> tuple[ArenaCursor, msgspec.msgpack.Decoder, msgspec.msgpack.Decoder]:
+    def decoders(self) -> Decoders:
         """This thread's (cursor, record decoder, block decoder)."""
         local = self._local
         try:
-            return local.decoders
+            found: Decoders = local.decoders
         except AttributeError:
             cursor = MarkingCursor(b"", 0, 0) if self.dropped else ArenaCursor(b"", 0, 0)
             hook = cursor.ext_hook
-            local.decoders = (
+            record_type = self.record_type
+            found = local.decoders = (
                 cursor,
-                msgspec.msgpack.Decoder(self.record_type, ext_hook=hook),
-                msgspec.msgpack.Decoder(list[self.record_type], ext_hook=hook),  # type: ignore[name-defined]
+                msgspec.msgpack.Decoder(record_type, ext_hook=hook),
+                msgspec.msgpack.Decoder(list[record_type], ext_hook=hook),  # type: ignore[valid-type]
             )
-            return local.decoders
+        return found
 
     def project(self, records: list[Any], first: int = 0) -> list[Any]:
         """The asked fields of fully decoded records, in record order: the slow way, for blocks
