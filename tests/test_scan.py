@@ -57,17 +57,27 @@ def test_zstd_scan_runs_in_batches_on_a_worker(
         assert len(batches) > 1 and sum(batches) == ds.files[0].block_count
 
 
+def _scan_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "shardpack-scan" and t.is_alive()]
+
+
 def test_scan_stops_its_worker_when_left_early(zstd_packed: Path) -> None:
-    before = threading.active_count()
+    assert _scan_workers() == []
     with shardpack.open(zstd_packed, read_ahead=True) as ds:
         records = iter(ds)
         next(records)
-        assert threading.active_count() == before + 1
+        workers = _scan_workers()
+        assert len(workers) == 1
         del records  # the generator closes, and its worker ends
-    for thread in threading.enumerate():
-        if thread.name == "shardpack-scan":
-            thread.join(timeout=5)
-    assert threading.active_count() == before
+    workers[0].join(timeout=10)
+    assert _scan_workers() == []
+
+
+def test_read_ahead_is_off_by_default(zstd_packed: Path) -> None:
+    with shardpack.open(zstd_packed) as ds:
+        records = iter(ds)
+        next(records)
+        assert _scan_workers() == []
 
 
 @pytest.mark.parametrize("verify", [True, False], ids=["checksum", "codec"])
