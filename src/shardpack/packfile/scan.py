@@ -16,6 +16,7 @@ one core and the handovers cost more than the overlap gives (docs/BENCHMARKS.md)
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from queue import SimpleQueue
@@ -137,9 +138,14 @@ class _Worker(threading.Thread):
 def _pipelined(packed: PackedFile, ranges: list[tuple[int, int]]) -> Iterator[tuple[int, Any]]:
     worker = _Worker(packed.codec)
     worker.start()
+    owner = os.getpid()
     try:
         pending = worker.submit(StoredBatch(packed, *ranges[0]))
         for k in range(len(ranges)):
+            if os.getpid() != owner:  # a forked child goes on without the parent's worker
+                for block in range(ranges[k][0], packed.block_count):
+                    yield block, packed.read_raw_block(block)
+                return
             job = pending
             if k + 1 < len(ranges):
                 # read and verify the batch after this one while the worker decodes this one
@@ -157,4 +163,5 @@ def _pipelined(packed: PackedFile, ranges: list[tuple[int, int]]) -> Iterator[tu
             if batch.error is not None:
                 raise batch.error
     finally:
-        worker.jobs.put(None)
+        if os.getpid() == owner:
+            worker.jobs.put(None)
