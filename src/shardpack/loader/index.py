@@ -22,7 +22,6 @@ import numpy as np
 from ..errors import OptionError
 from ..packfile.reader import PackedFile
 from ..storage.atomic import discard, move_into_place, temp_beside
-from .fields import read_block
 from .plan import SourceIndex
 
 INDEX_VERSION = 1
@@ -96,7 +95,7 @@ def build_index(
         for block in range(packed.block_count):
             # token counts alone: decode only the token field (where the reader can)
             wanted = [token_field] if predicate is None and token_field else None
-            for record in read_block(packed, block, wanted):
+            for record in packed.block_records(block, columns=wanted):
                 if keep is not None:
                     try:
                         keep[record_id] = bool(predicate(record))  # type: ignore[misc]

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from ..packfile.reader import PackedFile
-from .fields import read_block, read_record
 from .source import BlockMap, RecordFinisher
 
 _SOURCE_STRIDE = 1 << 40  # block keys: source * stride + block
@@ -110,12 +109,12 @@ class EpochReader:
             if self.whole_blocks:
                 values = decoded.get(key)
                 if values is None:
-                    values = decoded[key] = read_block(packed, local, self.columns)
+                    values = decoded[key] = packed.block_records(local, columns=self.columns)
                 record = values[slot]
                 if last:
                     del decoded[key]
             else:
-                record = read_record(packed, slot, self.columns)
+                record = packed.record(slot, columns=self.columns)
             yield finish(record, record_id)
 
 
