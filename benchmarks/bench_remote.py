@@ -54,7 +54,7 @@ SCENARIOS = [
 def prepare(workdir: Path, jsonl_mb: int, shard_size: str) -> Path:
     import gen_kd_mix
 
-    from shardpack.build.sharded import ShardedPacker
+    from shardpack import ShardedPacker
 
     workdir.mkdir(parents=True, exist_ok=True)
     params = {"jsonl_mb": jsonl_mb, "shard_size": shard_size}

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 import shardpack
-from shardpack.build.sharded import ShardedPacker
+from shardpack import ShardedPacker
 from shardpack.dataset.manifest import MANIFEST_NAME, Manifest, shard_name
 from shardpack.errors import ManifestError, ObjectChangedError, RemoteError
 from shardpack.storage.disk_cache import DiskCache
@@ -215,7 +215,7 @@ def test_shuffled_epoch_is_the_local_order_with_blocks_read_ahead(
     )
     server.reset_log()
     assert [digest(r) for r in remote] == local
-    stats = remote._records.dataset.remote_stats()
+    stats = remote._handles[0].dataset.remote_stats()
     blocks = sum(e.blocks for e in manifest.shards)
     # blocks came from the read-ahead (a reader may overtake a small window now and then)
     assert stats.readahead_hits >= 0.9 * blocks and stats.direct <= 0.1 * blocks

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from ._version import __version__
 from .build.dask import pack_distributed
-from .build.packer import DatasetPacker, PackResult
-from .build.sharded import ShardedPacker
+from .build.options import PackOptions
+from .build.packer import DatasetPacker, ShardedPacker, pack
+from .build.results import PackPlan, PackResult
+from .build.writer import Writer
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .dataset.dataset import Dataset, open_dataset
 from .errors import (
@@ -41,6 +43,8 @@ __all__ = [
     "ManifestError",
     "ObjectChangedError",
     "OptionError",
+    "PackOptions",
+    "PackPlan",
     "PackResult",
     "RemoteError",
     "RemoteOptions",
@@ -48,11 +52,13 @@ __all__ = [
     "ShardedPacker",
     "ShardpackError",
     "UnknownCodecError",
+    "Writer",
     "__version__",
     "available_codecs",
     "get_codec",
     "open",
     "open_dataset",
+    "pack",
     "pack_distributed",
     "register_codec",
 ]

@@ -2,21 +2,24 @@
 
 ``shardpack.open(path)`` is the entry point: ``len(ds)``, ``ds[i]`` (negative indices, slices),
 iteration in order and ``ds.iter_batches(n)``. A global index maps to (file, record) by binary
-search over cumulative record counts.
+search over cumulative record counts. ``shardpack.open(path, columns=[...])`` reads only those
+top-level fields of object records: the others are skipped while decoding, never built.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
-from ..errors import ManifestError
-from ..format.metadata import DatasetMetadata, DatasetStats, widest_dtypes
-from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile, dtype_targets
+from ..errors import ManifestError, OptionError
+from ..format.metadata import DatasetMetadata, DatasetStats
+from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile
 from ..storage.urls import is_remote, is_url
 from .manifest import Manifest
 from .shards import ShardSlots
@@ -24,7 +27,6 @@ from .shards import ShardSlots
 if TYPE_CHECKING:
     from ..storage.remote import RemoteReader, RemoteStats
     from ..storage.remote_options import RemoteOptions
-    from .locate import PackedLocation
 
 PathLike = str | os.PathLike[str]
 OPEN_AHEAD = 4  # shards opened ahead of a remote scan
@@ -37,10 +39,13 @@ class Dataset:
         self,
         files: Sequence[PackedFile] | ShardSlots,
         manifests: Sequence[Any] = (),
+        columns: Sequence[str] | None = None,
         remote: RemoteReader | None = None,
     ) -> None:
         self._slots = files if isinstance(files, ShardSlots) else ShardSlots.of_files(files)
         self.manifests = list(manifests)  # of the sharded datasets among the inputs
+        # top-level fields to read (None: all), in the order asked; records keep their own order
+        self.columns: tuple[str, ...] | None = _check_columns(columns)
         self._starts = np.concatenate(([0], np.cumsum(self._slots.counts, dtype=np.int64)))
         self._length = int(self._starts[-1])
         self._metadata: DatasetMetadata | None = None
@@ -84,26 +89,21 @@ class Dataset:
         if not 0 <= i < self._length:
             raise IndexError(f"record {key} out of range for a dataset of {self._length}")
         packed, local = self._locate(i)
-        return packed.record(local)
+        return packed.record(local, self.columns)
 
     def __iter__(self) -> Iterator[Any]:
+        return chain.from_iterable(self._iter_blocks())
+
+    def _iter_blocks(self) -> Iterator[list[Any]]:
+        """Each block's records, file after file (remote: every block fetched ahead, in large
+        requests, and the next shards opened ahead)."""
         if self._remote is not None:
-            return self._iter_remote()
-        if len(self._slots) == 1:
-            return self.file(0).iter_records()  # one generator less per record
-        return self._iter_files()
-
-    def _iter_files(self) -> Iterator[Any]:
-        for i in range(len(self._slots)):
-            yield from self.file(i).iter_records()
-
-    def _iter_remote(self) -> Iterator[Any]:
-        # every block in order, fetched ahead in large requests; later shards open ahead too
-        self.read_ahead(self._scan_plan())
+            self.prefetch(self._scan_plan())
         try:
-            yield from self._iter_files()
+            for i in range(len(self._slots)):
+                yield from self.file(i).iter_block_records(columns=self.columns)
         finally:
-            self.stop_read_ahead()
+            self.stop_prefetch()
 
     def _scan_plan(self) -> Iterator[tuple[int, int]]:
         count = len(self._slots)
@@ -112,14 +112,14 @@ class Dataset:
                 self._slots.open_soon(ahead)  # their footers arrive while this one is read
             yield from ((f, b) for b in range(self.file(f).block_count))
 
-    def read_ahead(self, blocks: Iterable[tuple[int, int]]) -> None:
+    def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
         """Remote data: fetch these blocks, ``(file number, block number)`` in the order they
         will be read, ahead of their reads (up to ``RemoteOptions.readahead_bytes`` ahead).
         Replaces the previous plan. Local data needs none: a no-op."""
         if self._remote is not None:
             self._remote.read_ahead(self._planned(blocks))
 
-    def stop_read_ahead(self) -> None:
+    def stop_prefetch(self) -> None:
         if self._remote is not None:
             self._remote.stop_read_ahead()
 
@@ -131,22 +131,38 @@ class Dataset:
             if isinstance(source, RangeSource):
                 yield source, block
 
+    @property
+    def is_remote(self) -> bool:
+        """Whether some of its files are read from remote storage."""
+        return self._remote is not None
+
     def remote_stats(self) -> RemoteStats | None:
         """Requests, bytes and cache hits of this dataset's remote reads in this process."""
         return self._remote.stats() if self._remote is not None else None
 
-    def iter_batches(self, batch_size: int, *, drop_last: bool = False) -> Iterator[list[Any]]:
-        """Records in order, ``batch_size`` at a time (the last batch may be short)."""
+    def iter_batches(
+        self, batch_size: int, *, drop_last: bool = False, as_columns: bool = False
+    ) -> Iterator[Any]:
+        """Records in order, ``batch_size`` at a time (the last batch may be short): lists of
+        records, or with ``as_columns`` one dict per batch of each field's values (see
+        ``batch_columns``)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        batch: list[Any] = []
-        for record in self:
-            batch.append(record)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch and not drop_last:
-            yield batch
+        batches = self._record_batches(batch_size, drop_last)
+        return map(batch_columns, batches) if as_columns else batches
+
+    def _record_batches(self, batch_size: int, drop_last: bool) -> Iterator[list[Any]]:
+        # whole blocks are sliced into batches: no Python step per record
+        pending: list[Any] = []
+        for values in self._iter_blocks():
+            pending += values
+            if len(pending) >= batch_size:
+                full = len(pending) - len(pending) % batch_size
+                for start in range(0, full, batch_size):
+                    yield pending[start : start + batch_size]
+                pending = pending[full:]
+        if pending and not drop_last:
+            yield pending
 
     @property
     def metadata(self) -> DatasetMetadata:
@@ -185,6 +201,49 @@ class Dataset:
         return f"Dataset(records={self._length}, files={len(self._slots)})"
 
 
+def batch_columns(records: list[Any]) -> dict[str, Any]:
+    """A batch of object records as one dict of columns: each field (in order of first
+    appearance) -> its values, None where a record lacks the field. A column of numpy arrays of
+    one shape and dtype is stacked into one array; every other column is a list."""
+    if not records:
+        return {}
+    if set(map(type, records)) != {dict}:
+        kinds = sorted({type(r).__name__ for r in records} - {"dict"})
+        raise OptionError(f"as_columns needs object records, got {', '.join(kinds)}")
+    keys = list(records[0])
+    columns: dict[str, Any]
+    # one record shape (the common case): every record has the first one's keys and no more
+    if sum(map(len, records)) == len(records) * len(keys):
+        try:
+            columns = {key: list(map(itemgetter(key), records)) for key in keys}
+        except KeyError:
+            columns = _ragged_columns(records)
+    else:
+        columns = _ragged_columns(records)
+    for key, values in list(columns.items()):
+        if type(values[0]) is np.ndarray:
+            first = values[0]
+            if all(
+                type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype
+                for v in values
+            ):
+                columns[key] = np.stack(values)  # type: ignore[assignment]
+    return columns
+
+
+def _ragged_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys = list(dict.fromkeys(chain.from_iterable(records)))
+    return {key: [record.get(key) for record in records] for key in keys}
+
+
+def _check_columns(columns: Sequence[str] | None) -> tuple[str, ...] | None:
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        raise OptionError(f"columns must be a list of field names, got {columns!r}")
+    return tuple(dict.fromkeys(columns))
+
+
 def _manifest_metadata(manifest: Manifest, files: Sequence[PackedFile]) -> DatasetMetadata:
     """A sharded dataset's metadata in the shape of one file's, for ``info`` and ``ds.stats``."""
     first = files[0].metadata
@@ -219,28 +278,38 @@ def open_dataset(
     cache_blocks: int = DEFAULT_CACHE_BLOCKS,
     storage_options: dict[str, Any] | None = None,
     block_cache_bytes: int = 0,
+    columns: Sequence[str] | None = None,
+    read_ahead: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     remote: RemoteOptions | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
     of either, or a list of these, read as one dataset.
 
+    ``columns``: read only these top-level fields of (object) records; the other fields are
+    skipped while decoding, and a record without one of them simply lacks it.
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
-    Remote data (see docs/REMOTE.md) is read by byte ranges, with the settings of ``remote``
-    (a ``RemoteOptions``: concurrency, read-ahead, timeouts and retries, caches); the
-    arguments ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the
-    machine's processes) and ``block_cache_bytes`` (a per-process memory cache) set the
-    common ones directly. A remote sharded dataset opens with one request (its manifest);
-    each shard is opened on first use.
+    ``read_ahead=True``: full scans of zstd files decompress the next blocks on a worker thread
+    (faster when a core is free, slower when none is).
+    Remote data (docs/REMOTE.md) is read by byte ranges with the settings of ``remote`` (a
+    ``RemoteOptions``: concurrency, how far to fetch ahead, timeouts, retries, caches);
+    ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the machine's
+    processes) and ``block_cache_bytes`` (a per-process memory cache) set the common ones
+    directly. A remote sharded dataset opens with one request, its manifest; each shard opens
+    on first use.
     """
+    columns = _check_columns(columns)
     if isinstance(path, (str, os.PathLike)):
         local = _plain_local_file(path)
         if local is not None:
-            return Dataset([PackedFile(local, verify=verify, cache_blocks=cache_blocks)])
+            packed = PackedFile(
+                local, verify=verify, cache_blocks=cache_blocks, read_ahead=read_ahead
+            )
+            return Dataset([packed], (), columns)
 
     from ..storage.remote import RemoteReader
     from ..storage.remote_options import resolve_remote
-    from .locate import locate
+    from .shards import open_shards
 
     options = resolve_remote(
         remote,
@@ -249,63 +318,16 @@ def open_dataset(
         memory_cache_bytes=block_cache_bytes,
     )
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    remote_paths = any(is_remote(os.fspath(p)) for p in paths)
-    reader = RemoteReader(options) if remote_paths else None
-    manifests: list[Manifest] = []
-    names: list[str] = []
-    counts: list[int] = []
-    openers: list[Callable[[], PackedFile] | None] = []
-    files: list[PackedFile | None] = []
-    try:
-        for p in paths:
-            located = locate(p, options.storage_options or None, reader)
-            targets: dict[str, Any] = {}
-            if located.manifest is not None:
-                manifests.append(located.manifest)
-                targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
-            for where in located.locations:
-                opener = _opener(where, verify, cache_blocks, reader, targets)
-                names.append(where.path)
-                if where.records is not None and is_remote(where.path):
-                    counts.append(where.records)  # opened on first use
-                    openers.append(opener)
-                    files.append(None)
-                else:
-                    packed = opener()
-                    files.append(packed)
-                    counts.append(len(packed))
-                    openers.append(None)
-    except BaseException:
-        for f in files:
-            if f is not None:
-                f.close()
-        raise
-    return Dataset(ShardSlots(names, counts, openers, files), manifests, reader)
-
-
-def _opener(
-    where: PackedLocation,
-    verify: bool,
-    cache_blocks: int,
-    reader: RemoteReader | None,
-    targets: dict[str, Any],
-) -> Callable[[], PackedFile]:
-    """Opens the packed file at ``where`` and checks it against its manifest entry."""
-
-    def open_file() -> PackedFile:
-        source = where.source(reader)
-        packed = PackedFile(where.path, verify=verify, cache_blocks=cache_blocks, source=source)
-        if where.records is not None and len(packed) != where.records:
-            packed.close()
-            raise ManifestError(
-                f"{where.path}: holds {len(packed)} records but the manifest lists "
-                f"{where.records} (shards swapped or replaced?)"
-            )
-        if targets:
-            packed.widen_arrays(targets)
-        return packed
-
-    return open_file
+    reader = RemoteReader(options) if any(is_remote(os.fspath(p)) for p in paths) else None
+    slots, manifests = open_shards(
+        paths,
+        options.storage_options or None,
+        reader,
+        lambda where, source: PackedFile(
+            where, verify=verify, cache_blocks=cache_blocks, source=source, read_ahead=read_ahead
+        ),
+    )
+    return Dataset(slots, manifests, columns, reader)
 
 
 def _plain_local_file(path: PathLike) -> str | None:

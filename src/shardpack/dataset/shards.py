@@ -5,12 +5,25 @@ shard costs its one round trip (header and footer) when a record of it is first 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from ..packfile.reader import PackedFile
+from ..errors import ManifestError
+from ..format.metadata import widest_dtypes
+from ..packfile.reader import PackedFile, dtype_targets
 from ..storage.locks import ForkSafeLock
+from ..storage.urls import is_remote
+
+if TYPE_CHECKING:
+    from ..storage.remote import RemoteReader
+    from .locate import PackedLocation
+    from .manifest import Manifest
+
+# (path, source or None) -> the opened file, with the dataset's reading options
+FileOpener = Callable[[str, Any], PackedFile]
 
 OPEN_THREADS = 32  # shards opened side by side when all are needed at once
 
@@ -78,3 +91,68 @@ class ShardSlots:
             if packed is not None:
                 packed.close()
             self._openers[i] = None
+
+
+def open_shards(
+    paths: Sequence[str | os.PathLike[str]],
+    storage_options: dict[str, Any] | None,
+    reader: RemoteReader | None,
+    open_file: FileOpener,
+) -> tuple[ShardSlots, list[Manifest]]:
+    """The packed files that ``paths`` stand for, and the manifests among them. Local files and
+    files without a manifest entry are opened now; remote shards of a manifest on first use."""
+    from .locate import locate
+
+    manifests: list[Manifest] = []
+    names: list[str] = []
+    counts: list[int] = []
+    openers: list[Callable[[], PackedFile] | None] = []
+    files: list[PackedFile | None] = []
+    try:
+        for path in paths:
+            located = locate(path, storage_options, reader)
+            targets: dict[str, Any] = {}
+            if located.manifest is not None:
+                manifests.append(located.manifest)
+                targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
+            for where in located.locations:
+                opener = _opener(where, reader, targets, open_file)
+                names.append(where.path)
+                if where.records is not None and is_remote(where.path):
+                    counts.append(where.records)  # opened on first use
+                    openers.append(opener)
+                    files.append(None)
+                else:
+                    packed = opener()
+                    files.append(packed)
+                    counts.append(len(packed))
+                    openers.append(None)
+    except BaseException:
+        for f in files:
+            if f is not None:
+                f.close()
+        raise
+    return ShardSlots(names, counts, openers, files), manifests
+
+
+def _opener(
+    where: PackedLocation,
+    reader: RemoteReader | None,
+    targets: dict[str, Any],
+    open_file: FileOpener,
+) -> Callable[[], PackedFile]:
+    """Opens the packed file at ``where`` and checks it against its manifest entry."""
+
+    def open_checked() -> PackedFile:
+        packed = open_file(where.path, where.source(reader))
+        if where.records is not None and len(packed) != where.records:
+            packed.close()
+            raise ManifestError(
+                f"{where.path}: holds {len(packed)} records but the manifest lists "
+                f"{where.records} (shards swapped or replaced?)"
+            )
+        if targets:
+            packed.widen_arrays(targets)
+        return packed
+
+    return open_checked

@@ -29,11 +29,17 @@ _ARRAY_SPECS: dict[bytes, ArraySpec] = {}
 _MAX_ARRAY_SPECS = 4096
 
 
+def array_spec(data: memoryview) -> ArraySpec:
+    """An array extension header's (dtype, byte size, shape), from the cache or parsed."""
+    spec = _ARRAY_SPECS.get(bytes(data))
+    return spec if spec is not None else _array_spec(data)
+
+
 def _array_spec(data: memoryview) -> ArraySpec:
     """Parse and check an array extension header (and remember the answer)."""
     size = len(data)
     ndim = (size - 2) >> 2
-    if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
+    if size < 2 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
         raise ValueError(f"bad array header ({size} bytes)")
     header = ARRAY_HEADERS[ndim].unpack(data)
     dtype = DTYPE_BY_CODE.get(header[0])
