@@ -9,7 +9,6 @@ pieces: workers read their own row groups or record batches.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from typing import Any
 
 from ..errors import OptionError
 from ..ingest.columnar import HEAD_BYTES, JSONL, columnar_kind
+from ..storage.globs import expand_globs
 from ..storage.streams import is_compressed_head, read_head, stored_size_and_stamp
-from ..storage.urls import is_remote, is_url, url_to_fs
+from ..storage.urls import is_remote
 
 InputsArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -44,24 +44,7 @@ def expand_inputs(inputs: InputsArg, storage_options: dict[str, Any] | None = No
 
     A glob that matches nothing is an error (a typo must not silently pack less data).
     """
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not items:
-        raise OptionError("no input given")
-    result: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if not glob.has_magic(text) or text == "-":
-            result.append(text)
-            continue
-        if is_url(text):
-            fs, pattern = url_to_fs(text, storage_options)
-            matches = [fs.unstrip_protocol(p) for p in sorted(fs.glob(pattern)) if fs.isfile(p)]
-        else:
-            matches = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise OptionError(f"no input matches {text!r}")
-        result.extend(matches)
-    return result
+    return expand_globs(inputs, storage_options)
 
 
 def resolve_inputs(

@@ -106,6 +106,25 @@ class Dataset:
         if pending and not drop_last:
             yield pending
 
+    def to_arrow(self) -> Any:
+        """The records as a ``pyarrow.Table``: one column per field, arrays as (nested) lists of
+        their dtype; what Arrow cannot hold as it is raises (docs/ARROW.md)."""
+        from .arrow_export import to_arrow
+
+        return to_arrow(self)
+
+    def to_pandas(self) -> Any:
+        """The records as a ``pandas.DataFrame`` (through ``to_arrow``)."""
+        from .arrow_export import to_pandas
+
+        return to_pandas(self)
+
+    def to_hf(self) -> Any:
+        """The records as a Hugging Face ``datasets.Dataset`` (through ``to_arrow``)."""
+        from .arrow_export import to_hf
+
+        return to_hf(self)
+
     @property
     def metadata(self) -> DatasetMetadata:
         """The dataset's metadata: of its only file, or from the manifest of a sharded dataset
@@ -223,7 +242,8 @@ def open_dataset(
     read_ahead: bool = False,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
-    of either, or a list of these, read as one dataset.
+    of either, a glob of these (``"kd/*.packed"``, ``"s3://bucket/kd-*/"``: sorted, as ``pack``
+    expands its inputs), or a list of these, read as one dataset.
 
     ``columns``: read only these top-level fields of (object) records; the other fields are
     skipped while decoding, and a record without one of them simply lacks it.
@@ -242,10 +262,11 @@ def open_dataset(
             )
             return Dataset([packed], (), columns)
 
+    from ..storage.globs import expand_globs
     from ..storage.ranges import BlockCache
     from .locate import locate
 
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    paths = expand_globs(path, storage_options, folders=True, what="dataset")
     cache = BlockCache(block_cache_bytes) if block_cache_bytes > 0 else None
     files: list[PackedFile] = []
     manifests = []
