@@ -15,8 +15,8 @@ numpy arrays. Made once in memory, then each round times, in turn:
   (``bash benchmarks/peers/setup_envs.sh mosaic_mds``), through this same script run there
   with ``--part mds``: it makes the same records from the same seed.
 
-Each row reports records/s (the best of the rounds: the machine is shared), the median, and the
-bytes written (files closed, fsynced where the writer does). The write of each ends when its
+Each row reports records/s (the best of the rounds, after one untimed write: the machine is
+shared), the median, and the bytes written (files closed, fsynced where the writer does). The write of each ends when its
 output is complete on disk (``close`` returned).
 """
 
@@ -116,12 +116,13 @@ def time_writes(
     name: str, write: Callable[[Path], None], records: int, rounds: int
 ) -> dict[str, Any]:
     seconds, size = [], 0
-    for _ in range(rounds):
+    for warm in [True] + [False] * rounds:  # one untimed write first: imports, caches
         folder = Path(tempfile.mkdtemp(prefix="bench-writer-"))
         try:
             started = time.perf_counter()
             write(folder)
-            seconds.append(time.perf_counter() - started)
+            if not warm:
+                seconds.append(time.perf_counter() - started)
             size = tree_bytes(folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
