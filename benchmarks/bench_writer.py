@@ -16,8 +16,8 @@ numpy arrays. Made once in memory, then each round times, in turn:
   with ``--part mds``: it makes the same records from the same seed.
 
 Each row reports records/s (the best of the rounds, after one untimed write: the machine is
-shared), the median, and the bytes written (files closed, fsynced where the writer does). The write of each ends when its
-output is complete on disk (``close`` returned).
+shared), the median, and the bytes written. A write ends when its output is complete on disk
+(``close`` returned; fsynced where the writer does).
 """
 
 from __future__ import annotations
