@@ -92,6 +92,37 @@ def test_one_fingerprint_decides_up_to_date_and_resume(text_jsonl: Path, tmp_pat
     assert not DatasetPacker().pack(source, single, meta={"a": "2"}).up_to_date  # meta decides
 
 
+def test_a_resume_after_touching_unchanged_inputs_keeps_finished_shards(
+    text_jsonl: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(text_jsonl.read_bytes())
+    out = tmp_path / "ds"
+
+    class Stop(Exception):
+        pass
+
+    def stop_midway(done_bytes: int, records: int) -> None:
+        if records > 900:
+            raise Stop
+
+    with pytest.raises(Stop):
+        ShardedPacker(workers=1).pack(
+            source, out, records_per_shard=None, shard_size="40K", progress=stop_midway
+        )
+    plan = json.loads((out / PLAN_NAME).read_text())
+    assert plan["fingerprint"]  # recorded once the input was hashed
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))  # same content, new mtime
+    resumed = ShardedPacker(workers=1).pack(source, out, shard_size="40K")
+    assert resumed.shards_reused >= 2
+    source.write_bytes(source.read_bytes().replace(b"a", b"b", 1))  # new content: nothing kept
+    with pytest.raises(Stop):
+        ShardedPacker(workers=1).pack(source, out, shard_size="40K", progress=stop_midway)
+    with source.open("ab") as extra:
+        extra.write(b"\n")
+    assert ShardedPacker(workers=1).pack(source, out, shard_size="40K").shards_reused == 0
+
+
 def test_an_aborted_pack_ends_its_own_workers_only(kd_jsonl: Path, tmp_path: Path) -> None:
     """A library call that fails midway terminates its pool, not the caller's other child
     processes, and leaves no thread of its pool behind."""

@@ -76,6 +76,10 @@ class InputHasher:
         except ShardpackError as exc:
             self._error = exc
 
+    def covers_all(self) -> bool:
+        """Whether every input is hashed here, and the hashing has ended."""
+        return len(self._which) == len(self._files) and not self._thread.is_alive()
+
     def result(self) -> dict[int, InputDigest]:
         if self._thread.is_alive() or self._thread.ident is not None:
             self._thread.join()

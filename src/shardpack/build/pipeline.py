@@ -170,7 +170,7 @@ class _Run:
         executor = LocalExecutor(options.worker_count(), self.storage_options)
         if self.client is None:
             executor.start(self.encode_options())
-        hasher = InputHasher(self.files, hashed, self.storage_options).start()
+        hasher = self._hasher = InputHasher(self.files, hashed, self.storage_options).start()
         try:
             if self.client is not None:
                 from .dask import run_shards
@@ -254,9 +254,29 @@ class _Run:
         if sink.records == 0:
             sink.abort()
             return []
-        return [sink.finish(check=self._check(sink.name))]
+        finished = sink.finish(check=self._check(sink.name))
+        self._note_fingerprint()
+        return [finished]
+
+    def _note_fingerprint(self) -> None:
+        """Once every input is hashed, the plan records the pack's fingerprint: a resume after
+        inputs were touched (same content, new mtime) may then still keep finished shards."""
+        hasher = self._hasher
+        if self._fingerprint_noted or hasher is None or not hasher.covers_all():
+            return
+        self._fingerprint_noted = True
+        fingerprint = self._fingerprint(hasher.result())
+        if fingerprint is not None:
+            self.layout.record_fingerprint(fingerprint)
+
+    def _fingerprint(self, digests: dict[int, InputDigest]) -> str | None:
+        sha256 = {i: d.sha256.hexdigest() for i, d in digests.items()}
+        ids = content_ids(self.files, sha256, self.storage_options)
+        return self.options.fingerprint(ids) if ids is not None else None
 
     _single: ShardSink | None = None
+    _hasher: InputHasher | None = None
+    _fingerprint_noted = False
     _reports: list[Any]
 
     def _check(self, name: str) -> Any:
@@ -278,9 +298,7 @@ class _Run:
         started: float,
     ) -> PackResult:
         options = self.options
-        sha256 = {i: d.sha256.hexdigest() for i, d in digests.items()}
-        ids = content_ids(self.files, sha256, self.storage_options)
-        fingerprint = options.fingerprint(ids) if ids is not None else None
+        fingerprint = self._fingerprint(digests)
         provenance = build_provenance(
             self.files, digests, ledger.lines, options.recorded(), options.meta, fingerprint,
             format_minor=self.format_minor,
