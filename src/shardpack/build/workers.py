@@ -74,7 +74,6 @@ class LocalExecutor:
     def __init__(self, workers: int, storage_options: dict[str, Any] | None = None) -> None:
         self.workers = max(1, workers)
         self.storage_options = storage_options
-        self.worker_pids: set[int] = set()
         self._pool: cf.ProcessPoolExecutor | None = None
         self._pending: deque[cf.Future[list[EncodedUnit]]] = deque()
         self._options: EncodeOptions | None = None
@@ -93,7 +92,8 @@ class LocalExecutor:
             initargs=(options, self.storage_options),
         )
         ready = [self._pool.submit(_ready) for _ in range(self.workers)]
-        self.worker_pids = {_result(future) for future in ready}
+        for future in ready:
+            _result(future)  # every worker is up before the pack starts threads of its own
 
     def encode(self, specs: Iterable[UnitSpec]) -> Iterator[EncodedUnit]:
         """Encoded units, in order; at most a few groups in flight (bounded memory)."""

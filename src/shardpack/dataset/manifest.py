@@ -26,7 +26,6 @@ from ..format.metadata import (
 from ..storage.folder import check_name
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "shardpack-dataset"
 MANIFEST_VERSION = 1
 SHARD_PATTERN = "shard-{:05d}.packed"
 Hash = Annotated[str, msgspec.Meta(pattern="^xxh3_128:[0-9a-f]{32}$")]

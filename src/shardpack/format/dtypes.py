@@ -31,7 +31,6 @@ DTYPE_BY_CODE: dict[int, np.dtype] = {
     12: np.dtype("<u2"),
     13: np.dtype("<u4"),
 }
-CODES_SINCE_1_1 = frozenset(range(9, 14))  # and 0-d arrays (ndim 0)
 CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
 DTYPE_NAMES = {dtype: dtype.name for dtype in DTYPE_BY_CODE.values()}
 

@@ -9,16 +9,14 @@ file, line and column.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 import numpy as np
-import zstandard
 
 from ..errors import InputError
-from ..storage.streams import InputDigest
 
 BOM = b"\xef\xbb\xbf"
 EXCERPT_CHARS = 40
@@ -40,66 +38,13 @@ class LineBatch:
     raw_sizes: np.ndarray  # int64: each line's bytes as read (with BOM and line ending)
 
 
-def iter_line_batches(
-    stream: IO[bytes],
-    path: str,
-    first_line: int = 1,
-    limit: int | None = None,
-    digest: InputDigest | None = None,
-) -> Iterator[LineBatch]:
-    """The non-blank lines of ``stream``, a few MiB at a time.
-
-    Lines are split in C (``bytes.split``) rather than one Python iteration per line, which
-    cost about as much as parsing short records. A UTF-8 BOM before line 1 and CRLF endings are
-    dropped; whitespace-only lines are skipped. ``first_line`` numbers a slice that starts
-    inside an input; ``limit`` reads only that many bytes; ``digest.lines`` is kept at the last
-    non-blank line number.
-    """
-    number, offset, tail, remaining = first_line, 0, b"", limit
-    try:
-        while True:
-            want = READ_CHUNK_BYTES if remaining is None else min(READ_CHUNK_BYTES, remaining)
-            chunk = stream.read(want) if want > 0 else b""
-            if not chunk:
-                break
-            if remaining is not None:
-                remaining -= len(chunk)
-            data = tail + chunk if tail else chunk
-            lines = data.split(b"\n")
-            tail = lines.pop()  # the unfinished last line waits for the next chunk
-            if lines:
-                batch = _line_batch(lines, number, offset, b"\r" in data, complete=True)
-                number += len(lines)
-                offset += len(data) - len(tail)
-                if batch is not None:
-                    if digest is not None:
-                        digest.lines = batch.numbers[-1]
-                    yield batch
-        if tail:  # a last line without a line ending keeps everything but a BOM
-            batch = _line_batch([tail], number, offset, False, complete=False)
-            if batch is not None:
-                if digest is not None:
-                    digest.lines = batch.numbers[-1]
-                yield batch
-    except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
-        raise InputError(f"cannot read input: {exc}", path=path) from exc
-
-
 def _line_batch(
-    lines: list[bytes],
-    first: int,
-    offset: int,
-    has_cr: bool,
-    *,
-    complete: bool,
-    strip_bom: bool = True,
+    lines: list[bytes], first: int, has_cr: bool, *, complete: bool
 ) -> LineBatch | None:
     raw_sizes = np.fromiter(map(len, lines), np.int64, len(lines))
     if complete:
         raw_sizes += 1
-    ends = offset + np.cumsum(raw_sizes)
-    if strip_bom and first == 1 and lines[0].startswith(BOM):
-        lines[0] = lines[0][len(BOM) :]
+    ends = np.cumsum(raw_sizes)
     if has_cr:  # CRLF endings: split at LF left the CR
         lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     numbers = list(range(first, first + len(lines)))
@@ -116,8 +61,8 @@ def _line_batch(
 
 def split_lines(data: bytes, first_line: int, at_input_start: bool) -> tuple[LineBatch | None, int]:
     """The non-blank lines of ``data`` (whole lines; the last may lack its ending), numbered from
-    ``first_line``, and how many lines ``data`` holds (blank ones included). The rules are
-    ``iter_line_batches``': BOM before the input's first line and CR before LF dropped."""
+    ``first_line``, and how many lines ``data`` holds (blank ones included). A BOM before the
+    input's first line and CR before LF are dropped; whitespace-only lines are skipped."""
     if not data:
         return None, 0
     lines = data.split(b"\n")
@@ -127,7 +72,7 @@ def split_lines(data: bytes, first_line: int, at_input_start: bool) -> tuple[Lin
     if at_input_start and lines[0].startswith(BOM):
         lines[0] = lines[0][len(BOM) :]
     has_cr = b"\r" in data
-    batch = _line_batch(lines, first_line, 0, has_cr, complete=complete, strip_bom=False)
+    batch = _line_batch(lines, first_line, has_cr, complete=complete)
     return batch, len(lines)
 
 
@@ -162,12 +107,6 @@ def line_range(
         found = buffer.find(b"\n", search)
     stop = base + found + 1 if found >= 0 else base + len(buffer)
     return first, stop, bytes(buffer[first - base : stop - base])
-
-
-def iter_lines(stream: IO[bytes], path: str, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
-    """(line number, line bytes without line ending) for each non-blank line."""
-    for batch in iter_line_batches(stream, path, first_line):
-        yield from zip(batch.numbers, batch.lines, strict=True)
 
 
 def decode_lines(lines: list[bytes]) -> list[Any] | None:

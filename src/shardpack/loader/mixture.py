@@ -83,10 +83,6 @@ class MixtureOrder:
         self.cumulative = _apportion_rows(bounds, counts)  # [chunks + 1, sources]
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
 
-    @property
-    def chunk_count(self) -> int:
-        return len(self.cumulative) - 1
-
     def chunk_labels(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         """(source, index within the chunk's positions of that source) per position of ``chunk``."""
         if self._cached is not None and self._cached[0] == chunk:

@@ -214,12 +214,6 @@ class PackedFile:
     def block_raw_sizes(self) -> memoryview:
         return self._raw_sizes
 
-    @property
-    def reads_in_batches(self) -> bool:
-        """Whether a full scan reads many blocks per call (local files; remote sources are read
-        block by block, the ranges their block cache knows)."""
-        return isinstance(self._source, LocalSource)
-
     def read_stored(self, offset: int, length: int) -> bytes | memoryview:
         """Stored bytes of the file (a view of the map for uncompressed files)."""
         return self._read(offset, length)

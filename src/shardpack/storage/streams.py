@@ -119,11 +119,6 @@ def open_any_input(
             yield stream
 
 
-def is_compressed(path: str, storage_options: dict[str, Any] | None = None) -> bool:
-    """True for gzip/zstd inputs, where reading from the middle means decompressing up to it."""
-    return is_compressed_head(read_head(path, 4, storage_options))
-
-
 def read_head(path: str, length: int, storage_options: dict[str, Any] | None = None) -> bytes:
     """The first ``length`` bytes of a local file or URL (fewer if it is shorter): what its
     magic number says it is."""
