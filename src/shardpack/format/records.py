@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from ..errors import OptionError
+from .bounds import MAX_NESTING_DEPTH
 from .dtypes import (
     ARRAY_ALIGN,
     ARRAY_HEADERS,
@@ -38,6 +39,11 @@ from .dtypes import (
 )
 
 _INT32 = np.iinfo(np.int32)
+
+
+class RecordLimitError(OptionError):
+    """A record beyond the format's bounds (nesting depth, size: see ``bounds``). Packing
+    reports it as an InputError naming the record's line, or rejects the line."""
 
 
 def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.dtype]:
@@ -200,13 +206,19 @@ class RecordEncoder:
         would store it; encoding the result again converts nothing twice."""
         return self._convert(value, "")
 
-    def _convert(self, value: Any, path: str) -> Any:
+    def _convert(self, value: Any, path: str, depth: int = 1) -> Any:
+        # every container of the record passes here (typed arrays end the walk), so this is
+        # where the nesting depth is bounded for everything that walks records later
+        if depth > MAX_NESTING_DEPTH:
+            raise RecordLimitError(
+                f"JSON nested deeper than {MAX_NESTING_DEPTH} levels (the format's limit)"
+            )
         kind = type(value)
         if kind is dict:
             for key, item in value.items():
                 item_kind = type(item)
                 if item_kind is list or item_kind is dict:
-                    value[key] = self._convert(item, f"{path}.{key}" if path else key)
+                    value[key] = self._convert(item, f"{path}.{key}" if path else key, depth + 1)
             return value
         if kind is list and value:
             first = type(value[0])
@@ -217,7 +229,7 @@ class RecordEncoder:
             for i, item in enumerate(value):
                 item_kind = type(item)
                 if item_kind is list or item_kind is dict:
-                    value[i] = self._convert(item, path)
+                    value[i] = self._convert(item, path, depth + 1)
         return value
 
     def _typed(self, array: np.ndarray, path: str) -> np.ndarray:

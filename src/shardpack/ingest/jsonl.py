@@ -18,6 +18,7 @@ import numpy as np
 import zstandard
 
 from ..errors import InputError
+from ..format.bounds import MAX_NESTING_DEPTH
 from ..storage.streams import InputDigest
 
 BOM = b"\xef\xbb\xbf"
@@ -54,7 +55,8 @@ def iter_line_batches(
     inside an input; ``limit`` reads only that many bytes; ``digest.lines`` is kept at the last
     non-blank line number.
     """
-    number, offset, tail, remaining = first_line, 0, b"", limit
+    number, offset, remaining = first_line, 0, limit
+    pending: list[bytes] = []  # the pieces of an unfinished line, joined once when it ends
     try:
         while True:
             want = READ_CHUNK_BYTES if remaining is None else min(READ_CHUNK_BYTES, remaining)
@@ -63,9 +65,13 @@ def iter_line_batches(
                 break
             if remaining is not None:
                 remaining -= len(chunk)
-            data = tail + chunk if tail else chunk
+            if b"\n" not in chunk:  # a long line goes on: joining at every chunk is quadratic
+                pending.append(chunk)
+                continue
+            data = b"".join((*pending, chunk)) if pending else chunk
             lines = data.split(b"\n")
             tail = lines.pop()  # the unfinished last line waits for the next chunk
+            pending = [tail] if tail else []
             if lines:
                 batch = _line_batch(lines, number, offset, b"\r" in data, complete=True)
                 number += len(lines)
@@ -74,6 +80,7 @@ def iter_line_batches(
                     if digest is not None:
                         digest.lines = batch.numbers[-1]
                     yield batch
+        tail = b"".join(pending)
         if tail:  # a last line without a line ending keeps everything but a BOM
             batch = _line_batch([tail], number, offset, False, complete=False)
             if batch is not None:
@@ -118,7 +125,7 @@ def decode_lines(lines: list[bytes]) -> list[Any] | None:
     (invalid JSON, or what only the standard library accepts)."""
     try:
         return list(map(_decode, lines))
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -126,7 +133,7 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
     """The JSON value of one line, or an InputError with its line and column."""
     try:
         return _decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         pass  # msgspec raises a bare UnicodeDecodeError on invalid UTF-8: located below
     try:
         text = data.decode("utf-8")
@@ -149,7 +156,14 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
             excerpt=_excerpt(text, exc.pos),
         ) from None
     except RecursionError:
-        raise InputError("JSON nested too deeply", path=path, line=line) from None
+        raise InputError(
+            f"JSON nested deeper than {MAX_NESTING_DEPTH} levels (the format's limit)",
+            path=path,
+            line=line,
+        ) from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        reason = str(exc).split(";")[0]
+        raise InputError(f"cannot read JSON: {reason}", path=path, line=line) from None
 
 
 def _excerpt(text: str, position: int) -> str:

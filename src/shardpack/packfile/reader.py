@@ -34,6 +34,9 @@ from ..format.layout import (
 from ..format.metadata import FileMetadata, decode_file_metadata, widest_dtypes
 
 DEFAULT_CACHE_BLOCKS = 8
+# Decoded blocks kept per open file, in raw bytes: with blocks up to the format's 256 MiB cap a
+# count alone would let a crafted file pin gigabytes; the newest block always stays.
+CACHE_MAX_BYTES = 256 << 20
 
 
 class LocalSource:
@@ -101,9 +104,12 @@ class PackedFile:
         verify: bool = True,
         cache_blocks: int = 8,
         source: Any = None,
+        cache_bytes: int = CACHE_MAX_BYTES,
     ) -> None:
         """``source``: anything with ``size``, ``read(offset, length)`` and ``close()`` (e.g. a
-        remote byte-range source); by default the local file at ``path`` is memory-mapped."""
+        remote byte-range source); by default the local file at ``path`` is memory-mapped.
+        The decoded-block cache keeps up to ``cache_blocks`` blocks and ``cache_bytes`` raw
+        bytes (the newest block always)."""
         self.path = os.fspath(path)
         self.verify = verify
         self._source = source if source is not None else LocalSource(self.path)
@@ -114,6 +120,8 @@ class PackedFile:
             raise
         self._cache: OrderedDict[int, BlockView] = OrderedDict()
         self._cache_blocks = max(1, cache_blocks)
+        self._cache_bytes = 0
+        self._cache_max_bytes = cache_bytes
 
     def _open(self) -> None:
         source, path = self._source, self.path
@@ -228,8 +236,11 @@ class PackedFile:
             return view
         view = self.view_block(block)
         cache[block] = view
-        if len(cache) > self._cache_blocks:
-            cache.popitem(last=False)
+        self._cache_bytes += len(view.raw)
+        while len(cache) > self._cache_blocks or (
+            self._cache_bytes > self._cache_max_bytes and len(cache) > 1
+        ):
+            self._cache_bytes -= len(cache.popitem(last=False)[1].raw)
         return view
 
     def record(self, i: int) -> Any:
@@ -260,6 +271,7 @@ class PackedFile:
 
     def close(self) -> None:
         self._cache.clear()
+        self._cache_bytes = 0
         self._source.close()
 
     def __enter__(self) -> PackedFile:
