@@ -8,19 +8,22 @@ search over cumulative record counts.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from ..errors import ManifestError
+from ..errors import ManifestError, OptionError
 from ..format.metadata import DatasetMetadata, DatasetStats, widest_dtypes
 from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile, dtype_targets
 from ..storage.urls import is_url
-from .manifest import Manifest
+from .identity import check_pinned, check_shard
+from .manifest import Manifest, combined_content_hash
 
 PathLike = str | os.PathLike[str]
+_HASH = re.compile(r"^xxh3_128:[0-9a-f]{32}$")
 
 
 class Dataset:
@@ -101,6 +104,15 @@ class Dataset:
         return self._metadata
 
     @property
+    def content_hash(self) -> str:
+        """What this dataset's records hash to, as its footers and manifest claim: a single
+        file's own content hash, else the hash over its files' hashes in order (a sharded
+        dataset's manifest hash; for several inputs, the hash ``merge`` would give them)."""
+        if len(self.files) == 1 and not self.manifests:
+            return self.files[0].metadata.content_hash
+        return combined_content_hash(f.metadata.content_hash for f in self.files)
+
+    @property
     def stats(self) -> DatasetStats:
         return self.metadata.stats or DatasetStats()
 
@@ -156,6 +168,7 @@ def open_dataset(
     cache_blocks: int = DEFAULT_CACHE_BLOCKS,
     storage_options: dict[str, Any] | None = None,
     block_cache_bytes: int = 0,
+    expected_hash: str | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
     of either, or a list of these, read as one dataset.
@@ -163,11 +176,16 @@ def open_dataset(
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
     Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
     fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
+    Every shard of a sharded dataset is checked against its manifest entry (content hash, size,
+    record count). ``expected_hash`` pins the dataset's content hash (``Dataset.content_hash``,
+    as ``shardpack info`` shows it): open reads every block once to check that the records
+    hash to it, and refuses other data with a FormatError.
     """
     if isinstance(path, (str, os.PathLike)):
         local = _plain_local_file(path)
         if local is not None:
-            return Dataset([PackedFile(local, verify=verify, cache_blocks=cache_blocks)])
+            dataset = Dataset([PackedFile(local, verify=verify, cache_blocks=cache_blocks)])
+            return _pinned(dataset, expected_hash, os.fspath(path))
 
     from ..storage.ranges import BlockCache
     from .locate import locate
@@ -183,23 +201,49 @@ def open_dataset(
             if located.manifest is not None:
                 manifests.append(located.manifest)
                 targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
-            for where in located.locations:
+            listed = (
+                [(e.file, e.content_hash) for e in located.manifest.shards]
+                if (located.manifest is not None)
+                else []
+            )
+            for number, where in enumerate(located.locations):
                 packed = PackedFile(
                     where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)
                 )
                 files.append(packed)
-                if where.records is not None and len(packed) != where.records:
-                    raise ManifestError(
-                        f"{where.path}: holds {len(packed)} records but the manifest lists "
-                        f"{where.records} (shards swapped or replaced?)"
-                    )
+                check_shard(
+                    packed,
+                    entry_number=number,
+                    size=where.size,
+                    records=where.records,
+                    content_hash=where.content_hash,
+                    listed=listed,
+                )
                 if targets:
                     packed.widen_arrays(targets)
     except BaseException:
         for f in files:
             f.close()
         raise
-    return Dataset(files, manifests)
+    label = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the datasets given"
+    return _pinned(Dataset(files, manifests), expected_hash, label)
+
+
+def _pinned(dataset: Dataset, expected_hash: str | None, where: str) -> Dataset:
+    """``dataset``, once its records are checked to hash to ``expected_hash`` (if given)."""
+    if expected_hash is None:
+        return dataset
+    if not isinstance(expected_hash, str) or not _HASH.match(expected_hash):
+        dataset.close()
+        raise OptionError(
+            f"expected_hash must look like 'xxh3_128:' and 32 hex digits, got {expected_hash!r}"
+        )
+    try:
+        check_pinned(dataset.files, dataset.content_hash, expected_hash, where)
+    except BaseException:
+        dataset.close()
+        raise
+    return dataset
 
 
 def _plain_local_file(path: PathLike) -> str | None:

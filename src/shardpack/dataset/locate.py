@@ -26,6 +26,7 @@ class PackedLocation:
     size: int | None = None
     records: int | None = None
     storage_options: dict[str, Any] | None = None
+    content_hash: str | None = None  # the manifest's, checked against the footer on open
 
     def source(self, cache: BlockCache | None = None) -> Any:
         """A reader source (remote byte ranges), or None for a local file."""
@@ -70,6 +71,7 @@ def locate(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
             size=entry.size,
             records=entry.records,
             storage_options=storage_options,
+            content_hash=entry.content_hash,
         )
         for entry in manifest.shards
     ]
