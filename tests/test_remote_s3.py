@@ -91,3 +91,27 @@ def test_remote_validate_names_missing_shard_and_resume_packs_it(s3: Any, text_j
     again = packer.pack("s3://data/text2.jsonl", "s3://data/t2", records_per_shard=700)
     assert (again.shards_reused, again.shards_packed) == (2, 1)
     assert validate_dataset("s3://data/t2", storage_options=options).ok
+
+
+def test_a_swapped_remote_shard_is_refused_naming_it(s3: Any, text_jsonl: Path) -> None:
+    """The footer of each shard is read on open anyway: its content hash must be the manifest's."""
+    client, options = s3
+    client.put_object(Bucket="data", Key="in/swap.jsonl", Body=text_jsonl.read_bytes())
+    packer = ShardedPacker(storage_options=options, workers=1)
+    packer.pack(["s3://data/in/swap.jsonl"], "s3://data/swapped", records_per_shard=500)
+    first = client.get_object(Bucket="data", Key="swapped/shard-00000.packed")["Body"].read()
+    second = client.get_object(Bucket="data", Key="swapped/shard-00001.packed")["Body"].read()
+    client.put_object(Bucket="data", Key="swapped/shard-00000.packed", Body=second)
+    client.put_object(Bucket="data", Key="swapped/shard-00001.packed", Body=first)
+    # the manifest's size is what the tail is fetched by: a shard of another size is a short
+    # read, a shard of the same size is caught by its content hash; both name the shard
+    with pytest.raises(shardpack.ShardpackError) as caught:
+        shardpack.open("s3://data/swapped", storage_options=options)
+    assert "s3://data/swapped/shard-00000.packed: " in str(caught.value)
+    client.put_object(Bucket="data", Key="swapped/shard-00000.packed", Body=first)
+    doc = json.loads(client.get_object(Bucket="data", Key="swapped/manifest.json")["Body"].read())
+    doc["shards"][1]["bytes"] = doc["shards"][0]["bytes"]  # lists shard 0 twice, in effect
+    doc["totals"]["bytes"] = sum(entry["bytes"] for entry in doc["shards"])
+    client.put_object(Bucket="data", Key="swapped/manifest.json", Body=json.dumps(doc).encode())
+    with pytest.raises(shardpack.ManifestError, match=r"holds the records of shard-00000\.packed"):
+        shardpack.open("s3://data/swapped", storage_options=options)
