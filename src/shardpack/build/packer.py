@@ -20,6 +20,7 @@ from ..format.metadata import FileMetadata, RecordedOptions, SourceSlice
 from ..ingest.jsonl import iter_line_batches
 from ..packfile.writer import PackedFileWriter
 from ..storage.atomic import refuse_inputs_as_output
+from ..storage.lock import output_lock
 from ..storage.streams import InputDigest, open_input
 from .checks import (
     check_not_empty,
@@ -167,35 +168,40 @@ class DatasetPacker:
 
         collector = MetadataCollector()
         digests = {path: InputDigest() for path in inputs}
-        rejects = open_rejects(output, rejects_path, on_error, inputs)
-        checked: list[Any] = []
-        with PackedFileWriter(output) as writer, rejects:
-            if n_workers > 1 and "-" not in inputs and not zstd_dictionary:
-                # workers read their own byte ranges of the inputs
-                encoded_units = encode_inputs(inputs, options, n_workers, digests, UNIT_INPUT_BYTES)
-            else:
-                units: Iterator[Unit] = _iter_units(inputs, digests)
-                if zstd_dictionary:
-                    units, options = _train_dictionary(units, options)
-                encoded_units = encode_items(units, options, n_workers, None)
-            for encoded in encoded_units:
-                for block in encoded.blocks:
-                    writer.write_block(block)
-                collector.add(encoded)
-                rejects.write(encoded.rejects)
-                if progress is not None:
-                    progress(collector.input_bytes, writer.record_count)
-            check_not_empty(writer.record_count, rejects.count, inputs, allow_empty)
-            metadata = collector.metadata(
-                options,
-                writer,
-                [SourceSlice(path) for path in inputs],
-                rejected=rejects.count,
-                provenance=build_provenance(inputs, digests, recorded, user_meta),
-            )
-            hook = (lambda tmp: checked.append(check_written(tmp, output))) if validate else None
-            size = writer.finish(metadata, before_commit=hook)
-            rejects.commit()
+        with output_lock(output):  # trust: one pack per output; refused while held
+            rejects = open_rejects(output, rejects_path, on_error, inputs)
+            checked: list[Any] = []
+            with PackedFileWriter(output) as writer, rejects:
+                if n_workers > 1 and "-" not in inputs and not zstd_dictionary:
+                    # workers read their own byte ranges of the inputs
+                    encoded_units = encode_inputs(
+                        inputs, options, n_workers, digests, UNIT_INPUT_BYTES
+                    )
+                else:
+                    units: Iterator[Unit] = _iter_units(inputs, digests)
+                    if zstd_dictionary:
+                        units, options = _train_dictionary(units, options)
+                    encoded_units = encode_items(units, options, n_workers, None)
+                for encoded in encoded_units:
+                    for block in encoded.blocks:
+                        writer.write_block(block)
+                    collector.add(encoded)
+                    rejects.write(encoded.rejects)
+                    if progress is not None:
+                        progress(collector.input_bytes, writer.record_count)
+                check_not_empty(writer.record_count, rejects.count, inputs, allow_empty)
+                metadata = collector.metadata(
+                    options,
+                    writer,
+                    [SourceSlice(path) for path in inputs],
+                    rejected=rejects.count,
+                    provenance=build_provenance(inputs, digests, recorded, user_meta),
+                )
+                hook = (
+                    (lambda tmp: checked.append(check_written(tmp, output))) if validate else None
+                )
+                size = writer.finish(metadata, before_commit=hook)
+                rejects.commit()
 
         result = PackResult(
             output_path=output,

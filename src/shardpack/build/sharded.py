@@ -22,6 +22,7 @@ from ..errors import FormatError, OptionError, ShardpackError
 from ..format.metadata import RecordedOptions
 from ..packfile.writer import PackedFileWriter
 from ..storage.folder import Storage, file_hash, open_storage
+from ..storage.lock import output_lock
 from ..storage.urls import is_url
 from .collector import MetadataCollector, build_manifest
 from .options import (
@@ -256,9 +257,33 @@ class ShardedPacker:
         to it, cut at record boundaries); ``records_per_shard`` caps records per shard. With
         ``resume`` a re-run after an interruption keeps the finished shards that validate.
         """
+        # trust: one pack per output folder, taken before anything in it is looked at or removed
+        with output_lock(os.fspath(output), self.storage_options):
+            return self._pack_locked(
+                inputs,
+                os.fspath(output),
+                shard_size=shard_size,
+                records_per_shard=records_per_shard,
+                resume=resume,
+                validate=validate,
+                runner=runner,
+                progress=progress,
+            )
+
+    def _pack_locked(
+        self,
+        inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        out: str,
+        *,
+        shard_size: int | str | None,
+        records_per_shard: int | None,
+        resume: bool,
+        validate: bool,
+        runner: Runner | None,
+        progress: ProgressCallback | None,
+    ) -> ShardedPackResult:
         started = time.perf_counter()
         paths = expand_inputs(inputs, self.storage_options)
-        out = os.fspath(output)
         storage = open_storage(out, self.storage_options)
         _check_output_folder(storage, paths)
         options = self.options()
@@ -383,5 +408,6 @@ def pack_file(
     task = ShardTask(0, name, first.slices, first.records, first.input_bytes, first.units)
     options = packer.options()
     run = local_runner(resolve_workers(packer.workers))
-    results = list(run([task], options, folder, packer.storage_options))
+    with output_lock(output, packer.storage_options):  # trust: one pack per output
+        results = list(run([task], options, folder, packer.storage_options))
     return results[0]

@@ -19,6 +19,7 @@ from ..format.metadata import DatasetStats, FileMetadata, MergedSource, Provenan
 from ..packfile.reader import PackedFile
 from ..stats import merge_stats
 from ..storage.folder import open_storage
+from ..storage.lock import output_lock
 from .locate import locate
 from .manifest import (
     MANIFEST_NAME,
@@ -42,6 +43,13 @@ def merge_datasets(
     if len(inputs) < 1:
         raise OptionError("merge needs at least one input dataset")
     out = os.fspath(output)
+    with output_lock(out, storage_options):
+        return _merge_locked(inputs, out, storage_options)
+
+
+def _merge_locked(
+    inputs: Sequence[str | os.PathLike[str]], out: str, storage_options: dict[str, Any] | None
+) -> Manifest:
     target = open_storage(out, storage_options)
     if target.list_names():
         raise OptionError(f"output {out} exists and is not empty; merge writes a new dataset")
