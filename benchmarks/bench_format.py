@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         kd = args.kd
         if kd is None:
             kd = workdir / "kd_mix.jsonl"
-            gen_kd_mix.generate(kd, int(args.kd_mb * 1e6), seed=0, top_k=20, vocab_size=151_936)
+            gen_kd_mix.generate(
+                kd, int(args.kd_mb * 1e6), seed=0, top_k=20, vocab_size=151_936, mix="uniform"
+            )
         results = []
         if not args.overhead_only:
             results = [

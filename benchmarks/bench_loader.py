@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         kd_jsonl = folder / "kd.jsonl"
-        _generator().generate(kd_jsonl, int(args.kd_mb * 1e6), seed=0, top_k=20, vocab_size=151_936)
+        _generator().generate(
+            kd_jsonl, int(args.kd_mb * 1e6), seed=0, top_k=20, vocab_size=151_936, mix="uniform"
+        )
         packed = folder / "kd.packed"
         DatasetPacker().pack(kd_jsonl, packed)
         text_jsonl = folder / "text.jsonl"

@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shardpack import DatasetPacker
-from shardpack.build.sharded import ShardedPacker
+from shardpack import DatasetPacker, ShardedPacker
 
 
 def _digest(path: Path) -> str:

@@ -38,9 +38,21 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
 
 @pytest.fixture(scope="session")
 def kd_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small knowledge-distillation mix (about 3 MB, a few dozen records)."""
+    """A small uniform knowledge-distillation mix (about 3 MB, a few dozen distill records,
+    all with the same fields)."""
     path = tmp_path_factory.mktemp("kd") / "kd_mix.jsonl"
-    gen_kd_mix.generate(path, target_bytes=3_000_000, seed=1, top_k=8, vocab_size=32_000)
+    gen_kd_mix.generate(
+        path, target_bytes=3_000_000, seed=1, top_k=8, vocab_size=32_000, mix="uniform"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def kd_mixed_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small mixed KD mix as the demo makes it (about 2 MB): chat and instruct records (text
+    only) beside distill records (token ids, top-k ids and log-probs), optional fields."""
+    path = tmp_path_factory.mktemp("kd_mixed") / "kd_mix.jsonl"
+    gen_kd_mix.generate(path, target_bytes=2_000_000, seed=3, top_k=8, vocab_size=32_000)
     return path
 
 

@@ -24,7 +24,6 @@ from shardpack import DatasetPacker, InputError
 
 src, out, point = sys.argv[1:4]
 os.environ["SOURCE_DATE_EPOCH"] = "1700000000"  # every run writes the same bytes
-shardpack.build.packer.UNIT_INPUT_BYTES = 256 * 1024  # several units, so a kill can land between them
 
 def die(*_args, **_kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -54,7 +53,8 @@ elif point == "slow":
         import time; time.sleep(0.02)
         real_write(self, *args)
     shardpack.packfile.writer.PackedFileWriter.write_block = write_block
-DatasetPacker().pack(src, out, validate=True, progress=progress, block_size="16K")
+# several units, so that a kill can land between them
+DatasetPacker().pack(src, out, validate=True, progress=progress, block_size="16K", unit_bytes=256 * 1024)
 """
 
 POINTS = ["unit:1", "unit:3", "before-fsync", "validating", "before-rename", "after-rename"]

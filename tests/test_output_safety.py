@@ -4,7 +4,6 @@ merge takes the same lock."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -37,11 +36,11 @@ def _refused(proc: subprocess.CompletedProcess[str], output: Path) -> str:
     return lines[0]
 
 
-def _start_blocked_pack(fifo: Path, output: Path, *extra: str) -> subprocess.Popen[str]:
-    """A pack that takes its output's lock, then waits on a FIFO input nobody writes yet."""
-    os.mkfifo(fifo)
+def _start_blocked_pack(output: Path, *extra: str) -> subprocess.Popen[str]:
+    """A pack that takes its output's lock, then waits for its input on stdin."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shardpack", "pack", str(fifo), "-o", str(output), *extra],
+        [sys.executable, "-m", "shardpack", "pack", "-", "-o", str(output), *extra],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -58,22 +57,21 @@ def _start_blocked_pack(fifo: Path, output: Path, *extra: str) -> subprocess.Pop
 def test_a_second_pack_into_a_file_being_packed_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out.packed"
     other = write_jsonl(tmp_path / "other.jsonl", RECORDS[:5])
-    first = _start_blocked_pack(tmp_path / "fifo.jsonl", out, "--workers", "1")  # reads once
+    first = _start_blocked_pack(out)
     try:
         line = _refused(_cli("pack", str(other), "-o", str(out)), out)
         assert f"pid {first.pid} on " in line
         with pytest.raises(OptionError, match="is being written by another pack"):
             shardpack.DatasetPacker().pack(other, out)
-        with open(tmp_path / "fifo.jsonl", "w") as fifo:  # let the first one finish
-            fifo.write("".join(f'{{"id": {i}}}\n' for i in range(3)))
-        _out, err = first.communicate(timeout=120)
+        lines = "".join(f'{{"id": {i}}}\n' for i in range(3))
+        _out, err = first.communicate(lines, timeout=120)  # let the first one finish
         assert first.returncode == 0, err
     finally:
         first.kill()
         first.communicate()
     with shardpack.open(out) as ds:
         assert list(ds) == [{"id": i} for i in range(3)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.jsonl", "other.jsonl", "out.packed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl", "out.packed"]
 
 
 def test_a_second_sharded_pack_into_a_busy_folder_touches_nothing(tmp_path: Path) -> None:
@@ -81,14 +79,15 @@ def test_a_second_sharded_pack_into_a_busy_folder_touches_nothing(tmp_path: Path
     refused before it looks at the folder (it used to delete the first one's temp files)."""
     folder = tmp_path / "ds"
     source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
-    first = _start_blocked_pack(tmp_path / "fifo.jsonl", folder, "--records-per-shard", "10")
+    first = _start_blocked_pack(folder, "--records-per-shard", "10")
     try:
         folder.mkdir(exist_ok=True)
         live = folder / ".shard-00000.packed.k3j2.tmp"  # what the first pack would be writing
         live.write_bytes(b"in progress")
+        before = sorted(p.name for p in folder.iterdir())
         for extra in (["--records-per-shard", "10"], []):
             _refused(_cli("pack", str(source), "-o", str(folder), *extra), folder)
-        assert [p.name for p in folder.iterdir()] == [live.name]
+        assert sorted(p.name for p in folder.iterdir()) == before and live.exists()
         with pytest.raises(OptionError, match="is being written by another pack"):
             merge_datasets([source], folder)
     finally:
@@ -115,3 +114,15 @@ def test_the_lock_is_released_on_failure_and_refuses_a_foreign_file(tmp_path: Pa
     with pytest.raises(OptionError, match="exists and is not a shardpack lock"):
         shardpack.DatasetPacker().pack(write_jsonl(tmp_path / "in.jsonl", RECORDS), out)
     assert lock.read_text() == "my notes\n"
+
+
+def test_a_dry_run_removes_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    leftover = folder / ".shard-00000.packed.k3j2.tmp"  # ours by its name: a real pack drops it
+    leftover.write_bytes(b"in progress")
+    source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    plan = shardpack.pack(source, folder, records_per_shard=10, dry_run=True)
+    assert plan.units >= 1 and leftover.exists()
+    shardpack.pack(source, folder, records_per_shard=10)
+    assert not leftover.exists()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import shardpack
-from shardpack.build.sharded import ShardedPacker
+from shardpack import ShardedPacker
 from shardpack.dataset.validate_folder import validate_dataset
 from shardpack.storage.ranges import RangeSource
 
@@ -91,6 +91,37 @@ def test_remote_validate_names_missing_shard_and_resume_packs_it(s3: Any, text_j
     again = packer.pack("s3://data/text2.jsonl", "s3://data/t2", records_per_shard=700)
     assert (again.shards_reused, again.shards_packed) == (2, 1)
     assert validate_dataset("s3://data/t2", storage_options=options).ok
+
+
+def test_a_mixture_of_a_local_file_and_an_s3_folder_trains_with_workers(
+    s3: Any, text_jsonl: Path, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from shardpack.torch import PackedIterableDataset, make_loader
+
+    client, options = s3
+    lines = text_jsonl.read_text("utf-8").splitlines(keepends=True)
+    client.put_object(Bucket="data", Key="mix/text.jsonl", Body="".join(lines[500:]).encode())
+    ShardedPacker(storage_options=options, workers=1).pack(
+        ["s3://data/mix/text.jsonl"], "s3://data/mix/ds", shard_size="200K"
+    )
+    (tmp_path / "local.jsonl").write_text("".join(lines[:500]), "utf-8")
+    local = tmp_path / "local.packed"
+    shardpack.DatasetPacker().pack(tmp_path / "local.jsonl", local)
+    local_questions = {json.loads(line)["question"] for line in lines[:500]}
+    ds = PackedIterableDataset(
+        [local, "s3://data/mix/ds"],
+        weights=[0.25, 0.75],
+        num_samples=800,
+        columns=["question"],
+        transform=lambda r: {"question": r["question"], "n": 1},
+        storage_options=options,
+        seed=1,
+    )
+    batches = list(make_loader(ds, 16, num_workers=2, stateful=False))
+    questions = [q for b in batches for q in b["question"]]
+    assert len(questions) == 800 and all(isinstance(b["n"], torch.Tensor) for b in batches)
+    assert sum(q in local_questions for q in questions) == 200  # the local file's 25%
 
 
 def test_a_swapped_remote_shard_is_refused_naming_it(s3: Any, text_jsonl: Path) -> None:

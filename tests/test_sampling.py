@@ -164,8 +164,148 @@ def test_collater_batches_fields_by_kind() -> None:
     assert batch["m"]["x_lengths"].tolist() == [0, 1]
 
 
-def test_collater_refuses_records_with_different_fields() -> None:
+def test_collater_refuses_records_with_different_fields_when_asked() -> None:
     with pytest.raises(OptionError, match="record 1 of the batch differs"):
-        Collater()([{"a": 1}, {"b": 1}])
+        Collater(missing="error")([{"a": 1}, {"b": 1}])
+    with pytest.raises(OptionError, match="record 1 of the batch differs at m"):
+        Collater()([{"m": {"a": 1}}, {"m": 3}])  # an object and a number: no way to batch them
     with pytest.raises(OptionError):
         Collater(side="middle")
+    with pytest.raises(OptionError, match="missing must be one of"):
+        Collater(missing="ignore")
+
+
+def test_collater_masks_fields_some_records_lack() -> None:
+    chat = {"id": 1, "text": "hi", "n": 3}
+    distill = {
+        "id": 2,
+        "input_ids": np.array([5, 6, 7], np.int32),
+        "topk": np.array([[1, 2], [3, 4], [5, 6]], np.int32),
+        "meta": {"t": 0.5, "who": "teacher"},
+        "ok": True,
+    }
+    batch = Collater(pad_values={"input_ids": -1}, with_lengths=True)([chat, distill, chat])
+    assert list(batch) == [
+        "id",
+        "text",
+        "text_present",
+        "n",
+        "n_present",
+        "input_ids",
+        "input_ids_present",
+        "input_ids_lengths",
+        "topk",
+        "topk_present",
+        "topk_lengths",
+        "meta",
+        "meta_present",
+        "ok",
+        "ok_present",
+    ]
+    assert batch["input_ids"].tolist() == [[-1, -1, -1], [5, 6, 7], [-1, -1, -1]]
+    assert batch["input_ids"].dtype == np.int32
+    assert batch["input_ids_present"].tolist() == [False, True, False]
+    assert batch["input_ids_lengths"].tolist() == [0, 3, 0]
+    assert batch["topk"].shape == (3, 3, 2) and batch["topk"][1].tolist() == [
+        [1, 2],
+        [3, 4],
+        [5, 6],
+    ]
+    assert batch["text"] == ["hi", None, "hi"] and batch["n"].tolist() == [3, 0, 3]
+    assert batch["meta"]["t"].tolist() == [0.0, 0.5, 0.0]
+    assert batch["meta"]["t_present"].tolist() == [False, True, False]
+    assert batch["meta"]["who"] == [None, "teacher", None]
+    assert batch["ok"].tolist() == [False, True, False]
+    same = Collater()([distill, distill])
+    assert not any(key.endswith("_present") for key in same)  # masks only where a field is missing
+
+
+def test_collater_lists_fields_some_records_lack_when_asked() -> None:
+    a = {"x": np.array([1, 2]), "y": 1}
+    b = {"y": 2}
+    batch = Collater(missing="list")([a, b])
+    assert batch["x"][0].tolist() == [1, 2] and batch["x"][1] is None
+    assert batch["y"].tolist() == [1, 2] and "x_present" not in batch
+
+
+# -- mixtures and batch plans (pure numpy) ---------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    samples=st.lists(st.integers(0, 3000), min_size=1, max_size=5),
+    seed=st.integers(0, 2**32 - 1),
+    shuffle=st.booleans(),
+    chunk=st.integers(1, 5000),
+)
+def test_mixture_order_gives_each_source_its_samples_once(
+    samples: list[int], seed: int, shuffle: bool, chunk: int
+) -> None:
+    from shardpack.loader.mixture import MixtureOrder
+
+    if not sum(samples):
+        return
+    order = MixtureOrder(samples, seed=seed, shuffle=shuffle, chunk=chunk)
+    source, index = order.sources_at(np.arange(order.total))
+    for s, n in enumerate(samples):
+        assert sorted(index[source == s].tolist()) == list(range(n))
+        # every prefix ending on a chunk boundary holds the source's share within one sample
+        for bound in range(0, order.total, order.chunk):
+            assert abs((source[:bound] == s).sum() - bound * n / order.total) < 1 + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 700), min_size=1, max_size=400),
+    budget=st.integers(1, 2000),
+    window=st.integers(1, 100),
+    truncate=st.booleans(),
+)
+def test_token_budget_plan_reads_each_position_once_within_the_budget(
+    lengths: list[int], budget: int, window: int, truncate: bool
+) -> None:
+    import warnings
+
+    from shardpack.loader.batching import BatchPlan, TokenBudget
+
+    spec = TokenBudget(budget, sort_window=window, oversize="truncate" if truncate else "alone")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = BatchPlan(np.array(lengths), spec, seed=1, epoch=0, shuffle=True)
+    seen = np.concatenate([plan.positions(b) for b in range(len(plan))])
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    for b in range(len(plan)):
+        got = np.maximum(np.array(lengths)[plan.positions(b)], 1)
+        if truncate:
+            got = np.minimum(got, budget)
+        assert len(got) * got.max() <= budget or len(got) == 1
+        spans = set((plan.positions(b) // window).tolist())
+        assert len(spans) == 1  # a batch never mixes sort windows
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), min_size=1, max_size=300),
+    seq_len=st.integers(1, 400),
+    per_batch=st.integers(1, 6),
+)
+def test_packing_plan_fills_sequences_without_overflow(
+    lengths: list[int], seq_len: int, per_batch: int
+) -> None:
+    from shardpack.loader.batching import BatchPlan, SequencePacking
+
+    plan = BatchPlan(
+        np.array(lengths),
+        SequencePacking(seq_len, per_batch, sort_window=50),
+        seed=0,
+        epoch=2,
+        shuffle=True,
+    )
+    seen = []
+    for b in range(len(plan)):
+        rows, positions = plan.rows(b), plan.positions(b)
+        assert rows.max() < per_batch
+        for row in set(rows.tolist()):
+            assert np.minimum(np.array(lengths)[positions[rows == row]], seq_len).sum() <= seq_len
+        seen += positions.tolist()
+    assert sorted(seen) == list(range(len(lengths)))

@@ -218,12 +218,10 @@ def test_inference_merges_to_the_same_schema_for_any_split(
 def test_workers_give_identical_files_with_schema(
     kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shardpack.build.packer as pack_module
-
-    monkeypatch.setattr(pack_module, "UNIT_INPUT_BYTES", 256 * 1024)  # several units
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the creation time is in the file
-    one = DatasetPacker().pack(kd_jsonl, tmp_path / "one.packed", workers=1)
-    two = DatasetPacker().pack(kd_jsonl, tmp_path / "two.packed", workers=2)
+    units = 256 * 1024  # several units
+    one = DatasetPacker().pack(kd_jsonl, tmp_path / "one.packed", workers=1, unit_bytes=units)
+    two = DatasetPacker().pack(kd_jsonl, tmp_path / "two.packed", workers=2, unit_bytes=units)
     assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()
     assert one.metadata.schema == two.metadata.schema
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import shardpack
-from shardpack import DatasetPacker, ManifestError, OptionError
-from shardpack.build.sharded import PLAN_NAME, ShardedPacker
+from shardpack import DatasetPacker, ManifestError, OptionError, ShardedPacker
+from shardpack.build.outputs import PLAN_NAME
 from shardpack.dataset.manifest import MANIFEST_NAME, Manifest
 from shardpack.dataset.merge import merge_datasets
 from shardpack.dataset.validate_file import validate_path
@@ -112,16 +112,19 @@ def test_workers_give_byte_identical_output(
     kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # small units so that 3 MB of input makes many units for the pool to share
-    monkeypatch.setattr("shardpack.build.planning.UNIT_INPUT_BYTES", 256 * 1024)
-    monkeypatch.setattr("shardpack.build.packer.UNIT_INPUT_BYTES", 256 * 1024)
-    one = ShardedPacker(workers=1).pack(kd_jsonl, tmp_path / "w1", shard_size="400K")
-    two = ShardedPacker(workers=2).pack(kd_jsonl, tmp_path / "w2", shard_size="400K")
+    units = 256 * 1024
+    one = ShardedPacker(workers=1, unit_bytes=units).pack(
+        kd_jsonl, tmp_path / "w1", shard_size="400K"
+    )
+    two = ShardedPacker(workers=2, unit_bytes=units).pack(
+        kd_jsonl, tmp_path / "w2", shard_size="400K"
+    )
     assert len(one.manifest.shards) >= 2
     assert _shard_bytes(tmp_path / "w1") == _shard_bytes(tmp_path / "w2")
     assert one.content_hash == two.content_hash
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
-    a = DatasetPacker(workers=1).pack(kd_jsonl, tmp_path / "a.packed")
-    b = DatasetPacker(workers=2).pack(kd_jsonl, tmp_path / "b.packed")
+    a = DatasetPacker(workers=1, unit_bytes=units).pack(kd_jsonl, tmp_path / "a.packed")
+    b = DatasetPacker(workers=2, unit_bytes=units).pack(kd_jsonl, tmp_path / "b.packed")
     assert a.metadata.block_count > 4
     assert Path(a.output_path).read_bytes() == Path(b.output_path).read_bytes()
 
@@ -337,66 +340,80 @@ def test_errors_in_worker_processes_reach_the_caller_intact(tmp_path: Path) -> N
     assert not (tmp_path / "ds" / MANIFEST_NAME).exists() and not list(tmp_path.glob("ds/.*.tmp"))
 
 
-def test_planned_units_cut_where_a_sequential_read_cuts(
+def test_units_cut_without_reading_hold_every_line_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Plain files are cut into units by byte ranges nobody reads first (each worker finds its
+    own first and last line); a stream read by the driver is cut at the same places. Together
+    the units hold every line once, numbered as in the whole file, with BOM, CRLF, blank lines
+    and lines longer than a unit."""
     import gzip
 
-    from shardpack.build.planning import iter_unit_slices, plan_shards, read_unit, slice_units
-    from shardpack.build.units import split_unit_batches, split_units
-    from shardpack.ingest.jsonl import iter_line_batches, iter_lines
+    from shardpack.build.inputs import resolve_inputs
+    from shardpack.build.planning import plan_units
+    from shardpack.build.units import read_unit
 
-    monkeypatch.setattr("shardpack.build.planning.UNIT_INPUT_BYTES", 300)
-    # lines are read in chunks: small ones make lines straddle chunk boundaries
-    monkeypatch.setattr("shardpack.ingest.jsonl.READ_CHUNK_BYTES", 97)
+    # drivers read streams in chunks: small ones make lines straddle chunk boundaries
+    monkeypatch.setattr("shardpack.build.planning.READ_BYTES", 97)
+    monkeypatch.setattr("shardpack.ingest.jsonl.PROBE_BYTES", 13)
     lines = []
     for i in range(400):
-        record = json.dumps({"i": i, "t": "x" * (i * 7 % 90)})
+        record = json.dumps({"i": i, "t": "x" * (i * 7 % 90 if i % 50 else 1500)})
         lines.append(record + ("\r\n" if i % 3 == 0 else "\n") + ("\n  \n" if i % 11 == 0 else ""))
     src = tmp_path / "mixed.jsonl"
     src.write_bytes(b"\xef\xbb\xbf" + "".join(lines).encode())
-    tasks = plan_shards([str(src)], records_per_shard=70)
-    assert sum(t.records for t in tasks) == 400
-    for task in tasks:
-        sequential = list(slice_units(task.slices))
-        planned = [read_unit(u) for units in task.units for u in units]
-        assert len(planned) == len(sequential) > 1
-        for a, b in zip(planned, sequential, strict=True):
-            assert (a.line_numbers, a.lines) == (b.line_numbers, b.lines)
-    whole = [read_unit(u) for u in iter_unit_slices(str(src))]
-    with open(src, "rb") as stream:
-        sequential = list(split_units(iter_lines(stream, str(src)), str(src), 300))
-    with open(src, "rb") as stream:
-        bulk = list(split_unit_batches(iter_line_batches(stream, str(src)), str(src), 300))
-    assert [(u.line_numbers, u.lines) for u in whole] == [
-        (u.line_numbers, u.lines) for u in sequential
-    ]
-    assert [(u.line_numbers, u.lines) for u in bulk] == [
-        (u.line_numbers, u.lines) for u in sequential
-    ]
+    gz = tmp_path / "mixed.jsonl.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
     # line by line, as a plain reader sees them (BOM and CR dropped, blank lines skipped)
     expected = [
         (number, line.rstrip(b"\r"))
         for number, line in enumerate(src.read_bytes()[3:].split(b"\n"), start=1)
         if line.strip()
     ]
-    pairs = [pair for u in sequential for pair in zip(u.line_numbers, u.lines, strict=True)]
-    assert pairs == expected
-    # gzip input: read by the driver in one pass; same records and content hash
-    gz = tmp_path / "mixed.jsonl.gz"
-    gz.write_bytes(gzip.compress(src.read_bytes()))
-    plain = ShardedPacker(workers=2).pack(src, tmp_path / "a", records_per_shard=70)
-    zipped = ShardedPacker(workers=2).pack(gz, tmp_path / "b", records_per_shard=70)
-    assert plain.content_hash == zipped.content_hash
+
+    def numbered(path: Path, **kw: object) -> tuple[list[tuple[int, bytes]], list[tuple]]:
+        files = resolve_inputs(str(path))
+        found, ranges, lines_before = [], [], 0
+        for spec in plan_units(files, unit_bytes=300, **kw):  # type: ignore[arg-type]
+            unit, start, end, count = read_unit(spec)
+            offset = 0 if spec.first_line is not None else lines_before
+            lines_before += count
+            found += [
+                (n + offset, line) for n, line in zip(unit.line_numbers, unit.lines, strict=True)
+            ]
+            ranges.append((spec.index, start, end, spec.shard))
+        return found, ranges
+
+    plain, plain_ranges = numbered(src)
+    zipped, zipped_ranges = numbered(gz)
+    assert plain == zipped == expected
+    assert plain_ranges == zipped_ranges and len(plain_ranges) > 30
+    counted, counted_ranges = numbered(src, records_per_shard=70)
+    assert counted == expected
+    per_shard = {}
+    for _, _, _, shard in counted_ranges:
+        per_shard[shard] = per_shard.get(shard, 0) + 1
+    assert sorted(per_shard) == list(range(6))  # 400 records, 70 a shard
+    assert numbered(gz, records_per_shard=70) == (counted, counted_ranges)
+    # packs: plain or gzip, one worker or two, the same bytes
+    plain_pack = ShardedPacker(workers=2, unit_bytes=300).pack(
+        src, tmp_path / "a", records_per_shard=70
+    )
+    zipped_pack = ShardedPacker(workers=2, unit_bytes=300).pack(
+        gz, tmp_path / "b", records_per_shard=70
+    )
+    assert plain_pack.content_hash == zipped_pack.content_hash
+    assert [e.records for e in plain_pack.manifest.shards] == [70] * 5 + [50]
     with shardpack.open(tmp_path / "b") as ds:
         assert ds[399] == json.loads(lines[399])
-    # single files: one worker or two, plain or gzip in one pack, the same bytes
-    monkeypatch.setattr("shardpack.build.packer.UNIT_INPUT_BYTES", 300)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the build time is in the metadata
-    one = DatasetPacker(workers=1).pack([src, gz], tmp_path / "one.packed")
-    two = DatasetPacker(workers=2).pack([src, gz], tmp_path / "two.packed")
+    one = DatasetPacker(workers=1, unit_bytes=300).pack([src, gz], tmp_path / "one.packed")
+    two = DatasetPacker(workers=2, unit_bytes=300).pack([src, gz], tmp_path / "two.packed")
     assert one.metadata.block_count > 10
     assert one.metadata.provenance.inputs == two.metadata.provenance.inputs
+    assert [i.lines for i in one.metadata.provenance.inputs] == [
+        len(src.read_bytes().split(b"\n")) - 1
+    ] * 2
     assert (tmp_path / "one.packed").read_bytes() == (tmp_path / "two.packed").read_bytes()
 
 
@@ -460,7 +477,6 @@ def test_torch_loaders_read_a_sharded_folder(text_jsonl: Path, tmp_path: Path) -
 
 def test_sharded_dataset_metadata_is_dataset_wide(kd_jsonl: Path, tmp_path: Path) -> None:
     """ds.stats of a sharded dataset describe all its records, as a single-file pack would."""
-    from shardpack.build.sharded import ShardedPacker
 
     single = tmp_path / "single.packed"
     DatasetPacker().pack(kd_jsonl, single)
@@ -474,34 +490,61 @@ def test_sharded_dataset_metadata_is_dataset_wide(kd_jsonl: Path, tmp_path: Path
         assert many.metadata.arrays["input_ids"].dtype == "int32"
 
 
-def test_sharded_cli_refuses_options_it_cannot_honour_yet(text_jsonl: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shardpack",
-            "pack",
-            str(text_jsonl),
-            "-o",
-            str(tmp_path / "out"),
-            "--records-per-shard",
-            "500",
-            "--meta",
-            "a=b",
-            "--on-error",
-            "skip",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "--on-error skip, --meta: not supported yet for sharded" in proc.stderr
-    assert not (tmp_path / "out").exists()
+def test_every_option_works_on_a_sharded_pack(tmp_path: Path) -> None:
+    """Schema, skip with rejects, meta, dictionary, validate, force: the same options as a
+    single file, through the same pipeline, and the same provenance in the manifest."""
+    import hashlib
+
+    records = [
+        {"id": i, "text": f"row {i} " * (i % 9), "ids": list(range(i % 13))} for i in range(300)
+    ]
+    lines = [json.dumps(r) for r in records]
+    lines[40] = '{"id": "forty"}'  # breaks the schema
+    lines[77] = "{oops"  # not JSON
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"id": {"type": "integer"}}}))
+    out = tmp_path / "ds"
+    args = [
+        sys.executable, "-m", "shardpack", "pack", str(src), "-o", str(out),
+        "--records-per-shard", "100", "--schema", str(schema), "--on-error", "skip",
+        "--meta", "teacher=t-7b", "--compression", "zstd", "--dictionary", "--validate", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["records"] == 298 and summary["rejected"] == 2 and summary["validated"]
+    rejects = [json.loads(x) for x in Path(summary["rejects_path"]).read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [41, 78]
+    assert summary["rejects_path"] == str(out) + ".rejects.jsonl"
+    with shardpack.open(out) as ds:
+        meta = ds.metadata
+        assert len(ds) == 298 and meta.shards == 3
+        assert meta.codec["id"] == "zstd" and "dictionary" in meta.codec
+        (source,) = meta.provenance.inputs
+        assert source.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+        assert source.size == src.stat().st_size and source.lines == 300
+        assert meta.provenance.meta == {"teacher": "t-7b"}
+        assert meta.provenance.options.records_per_shard == 100
+        assert meta.provenance.options.zstd_dictionary
+        assert meta.schema["properties"] == {"id": {"type": "integer"}}
+        dictionaries = {f.metadata.codec["dictionary"] for f in ds.files}
+        assert len(dictionaries) == 1  # trained once for the whole dataset
+    info = subprocess.run(
+        [sys.executable, "-m", "shardpack", "info", str(out), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    facts = json.loads(info.stdout)
+    assert facts["metadata"]["provenance"]["inputs"][0]["lines"] == 300
+    assert facts["metadata"]["input_bytes"] == src.stat().st_size
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert json.loads(again.stdout)["up_to_date"]
+    forced = subprocess.run([*args, "--force"], capture_output=True, text=True, timeout=120)
+    assert not json.loads(forced.stdout)["up_to_date"]
 
 
 def test_sharded_zstd_shuffles_like_a_single_file(kd_jsonl: Path, tmp_path: Path) -> None:
-    from shardpack.build.sharded import ShardedPacker
 
     ShardedPacker(compression="zstd").pack(
         [str(kd_jsonl)], str(tmp_path / "z"), records_per_shard=10

@@ -121,7 +121,8 @@ def test_any_batching_gives_the_same_statistics_and_schema(
     ids=["flat-text", "arrays", "bigints", "nested", "mixed"],
 )
 def test_fast_and_careful_encoding_paths_agree(records: list) -> None:
-    from shardpack.build.units import EncodeOptions, Unit, UnitEncoder
+    from shardpack.build.options import EncodeOptions
+    from shardpack.build.units import Unit, UnitEncoder
 
     lines = [json.dumps(r).encode() for r in records]
     unit = Unit("t.jsonl", list(range(1, len(lines) + 1)), lines)

@@ -123,7 +123,7 @@ def test_already_open_dataset_is_accepted_and_pickles_as_paths(sharded: list[str
     blob = pickle.dumps(ds)
     assert len(blob) < 2_000  # paths and options, no data, no memory maps
     clone = pickle.loads(blob)
-    assert clone._records._dataset is None  # opened lazily where it is iterated
+    assert clone._handles[0]._dataset is None  # opened lazily where it is iterated
     assert ids_of(list(clone)) == ids_of(list(ds))
 
 
@@ -166,6 +166,34 @@ def test_state_of_other_data_or_options_is_refused(single: str, sharded: list[st
         PackedIterableDataset(sharded[0], seed=1).load_state_dict(state)
     with pytest.raises(OptionError):
         PackedIterableDataset(single).load_state_dict({"epoch": 1})
+
+
+def test_states_are_checked_field_by_field_and_version_1_states_load(single: str) -> None:
+    ds = PackedIterableDataset(single, seed=1)
+    ds.set_epoch(2)
+    it = iter(ds)
+    taken = [next(it)["id"] for _ in range(30)]
+    state = ds.state_dict()
+    for bad, where in [
+        ({"epoch": "2"}, r"Expected `int`, got `str` - at `\$\.epoch`"),
+        ({"yielded": -1}, r"Expected `int` >= 0 - at `\$\.yielded`"),
+        ({"uneven": "wrap"}, r"\$\.uneven"),
+        (
+            {"batching": {"mode": "tokens"}},
+            r"missing required field `token_field` - at `\$\.batching`",
+        ),
+        ({"surprise": 1}, r"unknown field `surprise`"),
+        ({"version": 9}, r"\$\.version"),
+    ]:
+        with pytest.raises(OptionError, match=where):
+            PackedIterableDataset(single, seed=1).load_state_dict({**state, **bad})
+    with pytest.raises(OptionError, match="outside the epoch"):
+        PackedIterableDataset(single, seed=1).load_state_dict({**state, "position": 10**6})
+    # a state written by the first loader (version 1: no samples, kept, batching or units)
+    old = {k: v for k, v in state.items() if k not in {"samples", "kept", "batching", "units"}}
+    fresh = PackedIterableDataset(single, seed=1)
+    fresh.load_state_dict({**old, "version": 1})
+    assert taken + ids_of(list(fresh)) == expected_order(single, seed=1, epoch=2)
 
 
 def test_ranks_in_lockstep_resume_with_another_world_size(sharded: list[str]) -> None:
@@ -212,7 +240,7 @@ def test_columns_and_transform(single: str) -> None:
     )
     first = next(iter(ds))
     assert list(first) == ["id", "tokens", "n"]
-    with pytest.raises(OptionError, match="no field 'nope'"):
+    with pytest.raises(OptionError, match="no record has field 'nope'"):
         next(iter(PackedIterableDataset(single, columns=["nope"])))
 
 
@@ -348,7 +376,7 @@ def test_pad_collate_turns_ml_dtypes_bfloat16_into_torch_bfloat16() -> None:
     assert batch["x"].float().tolist() == [[1.5, -2.25, 3.0], [1.5, 0.0, 0.0]]
 
 
-def test_pad_collate_hands_numpy_batches_to_torch_without_copy(monkeypatch: Any) -> None:
+def test_pad_collate_writes_the_batch_once_into_one_buffer(monkeypatch: Any) -> None:
     made: list[np.ndarray] = []
     original = torch.from_numpy
 
@@ -357,9 +385,31 @@ def test_pad_collate_hands_numpy_batches_to_torch_without_copy(monkeypatch: Any)
         return original(array)
 
     monkeypatch.setattr(torch, "from_numpy", spy)
-    batch = PadCollate()([{"x": np.arange(3, dtype=np.int32)}, {"x": np.arange(1, dtype=np.int32)}])
-    assert batch["x"].dtype == torch.int32
-    assert batch["x"].data_ptr() == made[0].ctypes.data  # the padded array, not a copy of it
+    records = [
+        {"x": np.arange(3, dtype=np.int32), "m": {"y": 1.5}, "t": "a"},
+        {"x": np.arange(1, dtype=np.int32), "m": {"y": 2.0}, "t": "b"},
+    ]
+    batch = PadCollate(with_lengths=True)(records)
+    assert list(batch) == ["x", "x_lengths", "m", "t"]
+    assert batch["x"].dtype == torch.int32 and batch["x"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert batch["m"]["y"].tolist() == [1.5, 2.0] and batch["t"] == ["a", "b"]
+    assert len(made) == 1  # one buffer, written in place: no array copied in afterwards
+    tensors = [batch["x"], batch["x_lengths"], batch["m"]["y"]]
+    assert {t.untyped_storage().data_ptr() for t in tensors} == {made[0].ctypes.data}
+    moved = batch.to("cpu")
+    assert moved["x"].tolist() == batch["x"].tolist() and moved["t"] == ["a", "b"]
+    clone = pickle.loads(pickle.dumps(batch))
+    assert clone["m"]["y"].tolist() == [1.5, 2.0] and list(clone) == list(batch)
+
+
+def test_a_batch_from_a_worker_arrives_as_one_shared_storage(single: str) -> None:
+    ds = PackedIterableDataset(single, seed=0)
+    collate = PadCollate(with_lengths=True)
+    for batch in make_loader(ds, 8, num_workers=2, collate_fn=collate, stateful=False):
+        tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
+        assert len(tensors) == 3  # id, tokens, tokens_lengths (text stays a list)
+        assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1
+        assert tensors[0].is_shared()
 
 
 # -- separate ranks over torch.distributed (gloo on loopback) -------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from ._version import __version__
 from .build.dask import pack_distributed
-from .build.packer import DatasetPacker, PackResult
-from .build.sharded import ShardedPacker
+from .build.options import PackOptions
+from .build.packer import DatasetPacker, ShardedPacker, pack
+from .build.results import PackPlan, PackResult
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .dataset.dataset import Dataset, open_dataset
 from .errors import (
@@ -37,6 +38,8 @@ __all__ = [
     "InputError",
     "ManifestError",
     "OptionError",
+    "PackOptions",
+    "PackPlan",
     "PackResult",
     "SchemaError",
     "ShardedPacker",
@@ -47,6 +50,7 @@ __all__ = [
     "get_codec",
     "open",
     "open_dataset",
+    "pack",
     "pack_distributed",
     "register_codec",
 ]

@@ -2,4 +2,6 @@
 
 from .cli.main import main
 
-raise SystemExit(main())
+# guarded: worker processes started by forkserver or spawn import this module as __mp_main__
+if __name__ == "__main__":
+    raise SystemExit(main())

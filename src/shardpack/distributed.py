@@ -6,6 +6,6 @@ __getattr__ = forwarder(
     "shardpack.distributed",
     {
         "pack_distributed": "shardpack:pack_distributed",
-        "dask_runner": "shardpack.build.dask:dask_runner",
+        "pack_shard": "shardpack.build.dask:pack_shard",
     },
 )

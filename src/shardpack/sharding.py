@@ -6,8 +6,7 @@ __getattr__ = forwarder(
     "shardpack.sharding",
     {
         "ShardedPacker": "shardpack:ShardedPacker",
-        "ShardedPackResult": "shardpack.build.sharded:ShardedPackResult",
-        "PLAN_NAME": "shardpack.build.sharded:PLAN_NAME",
-        "pack_shard": "shardpack.build.sharded:pack_shard",
+        "ShardedPackResult": "shardpack:PackResult",
+        "PLAN_NAME": "shardpack.build.outputs:PLAN_NAME",
     },
 )

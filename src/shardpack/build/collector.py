@@ -3,7 +3,7 @@ footer, and a sharded dataset's manifest from its shards."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import xxhash
@@ -15,9 +15,7 @@ from ..format.metadata import (
     ArrayField,
     DatasetStats,
     FileMetadata,
-    InputSource,
     Provenance,
-    RecordedOptions,
     SourceSlice,
     Spread,
     widest_dtypes,
@@ -25,13 +23,11 @@ from ..format.metadata import (
 from ..ingest.schema_infer import SchemaInferrer
 from ..packfile.writer import PackedFileWriter
 from ..stats import StatsCollector, block_size_stats, merge_stats, token_field
-from .provenance import creation_time
-from .resume import ShardResult
-from .units import (
-    UNIT_INPUT_BYTES,
-    EncodedUnit,
-    EncodeOptions,
-)
+from .options import EncodeOptions
+from .units import EncodedUnit
+
+if TYPE_CHECKING:
+    from .sink import ShardResult
 
 
 class MetadataCollector:
@@ -98,7 +94,7 @@ class MetadataCollector:
             codec=options.codec,
             block_size=options.block_size,
             shuffle=options.shuffle,
-            unit_input_bytes=UNIT_INPUT_BYTES,
+            unit_input_bytes=options.unit_bytes,
             record_count=writer.record_count,
             block_count=writer.block_count,
             max_block_raw_size=writer.max_raw_size,
@@ -117,11 +113,9 @@ class MetadataCollector:
         )
 
 
-def build_manifest(
-    results: list[ShardResult],
-    fingerprint: dict[str, Any],
-    options: RecordedOptions,
-) -> Manifest:
+def build_manifest(results: list[ShardResult], provenance: Provenance) -> Manifest:
+    """A sharded dataset's manifest: its shards in order (their input slices numbered by line
+    from each input's start), merged schema and statistics, and the pack's provenance."""
     schema = merge_schemas([(r.entry.file, schema_of(r.metadata)) for r in results])
     input_bytes = sum(r.metadata.input_bytes for r in results)
     records = [r.entry.records for r in results]
@@ -134,13 +128,15 @@ def build_manifest(
     stats.ratio = round(sum(sizes) / input_bytes, 4) if input_bytes else None
     stats.records_per_shard = Spread(min=min(records, default=0), max=max(records, default=0))
     stats.bytes_per_shard = Spread(min=min(sizes, default=0), max=max(sizes, default=0))
-    provenance = Provenance(
-        tool=f"shardpack {__version__}",
-        created=creation_time(),  # SOURCE_DATE_EPOCH when set: reproducible manifests
-        inputs=msgspec.convert(fingerprint["inputs"], list[InputSource]),
-        options=options,
-        fingerprint=fingerprint,
-    )
-    return Manifest.create(
-        [r.entry for r in results], schema=schema, stats=stats, provenance=provenance
-    )
+    lines_before: dict[str, int] = {}
+    entries = []
+    for result in results:
+        numbered = []
+        for piece in result.entry.inputs:
+            first = lines_before.get(piece.path, 0) + 1
+            if piece.start == 0:
+                first = 1  # the same file given twice starts counting again
+            lines_before[piece.path] = first - 1 + (piece.lines or 0)
+            numbered.append(msgspec.structs.replace(piece, first_line=first))
+        entries.append(msgspec.structs.replace(result.entry, inputs=numbered))
+    return Manifest.create(entries, schema=schema, stats=stats, provenance=provenance)

@@ -1,265 +1,225 @@
-"""Shard planning: inputs (paths, URLs, globs) -> shard tasks, each "these input byte ranges become
-this shard". Planning reads the inputs once to find line boundaries; the plan depends only on the
-inputs and the options, so every engine (local processes, Dask) packs exactly the same shards.
+"""Planning: inputs -> work units, in order, as a stream (nothing is read twice, and stdin or a
+huge file starts packing while it is still being read).
+
+A unit is about ``unit_bytes`` of one input. Its lines are the lines that *start* in its byte
+range ``[k * unit_bytes, (k + 1) * unit_bytes)``: a plain file is cut without reading it (each
+worker finds its own first and last line, see ``ingest.jsonl.line_range``), and a stream
+(stdin, gzip, zstd) read by the driver is cut at exactly the same places. Units only depend on
+the input bytes, so any number of workers, and any machine, packs the same bytes.
+
+Shards are runs of consecutive units: ``units_per_shard`` of them for a target shard size, or,
+with ``records_per_shard``, cut at exact record counts, which needs the records counted: then
+the driver reads each input once and cuts units at shard boundaries too.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
-from ..errors import InputError, OptionError
-from ..format.metadata import SourceSlice
-from ..ingest.jsonl import LineBatch, iter_line_batches, iter_lines
+import numpy as np
+
 from ..storage.streams import InputDigest, open_any_input
-from ..storage.urls import is_url, url_to_fs
-from .units import (
-    UNIT_INPUT_BYTES,
-    EncodeOptions,
-    Unit,
-    UnitEncoder,
-    split_unit_batches,
-    split_units,
-    unit_cuts,
-)
+from .inputs import InputFile
 
-SAMPLE_INPUT_BYTES = 4 << 20  # input sampled to estimate packed size per input byte
+READ_BYTES = 8 << 20  # driver reads of a stream
+# bytes.isspace(): a line of only these is blank and holds no record
+_NOT_SPACE = np.ones(256, dtype=bool)
+_NOT_SPACE[[9, 10, 11, 12, 13, 32]] = False
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
-class InputSlice:
-    """Lines of one input: bytes [start, end) of its decompressed content, from line first_line."""
+class UnitSpec:
+    """One work unit, small enough to send to any worker: where its lines are."""
 
-    path: str
+    index: int  # position in the pack, counting every unit of every input
+    input: int  # which input (position in the list)
+    source: str  # the input's name as given (for messages)
+    location: str  # where to read it
+    size: int  # of the input, in bytes (as read: decompressed for streams)
     start: int
     end: int
-    first_line: int
-
-    def source_slice(self) -> SourceSlice:
-        """As provenance records it."""
-        return SourceSlice(self.path, self.start, self.end, self.first_line)
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """The unit of work of a sharded pack: these input slices, in order, become shard ``name``."""
-
-    index: int
-    name: str
-    slices: tuple[InputSlice, ...]
-    records: int
-    input_bytes: int
-    # per slice, its work units as sub-slices: cut exactly where ``split_units`` cuts, so a
-    # worker can read and encode a unit itself and the bytes stay those of a sequential pack
-    units: tuple[tuple[InputSlice, ...], ...] = ()
+    exact: bool = False  # [start, end) are line boundaries (else: lines starting in it)
+    data: bytes | None = None  # the lines, when the driver read them (streams)
+    first_line: int | None = None  # when the driver counted lines
+    shard: int = 0
 
 
-def expand_inputs(
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    storage_options: dict[str, Any] | None = None,
-) -> list[str]:
-    """Paths and URLs with globs (``*``, ``?``, ``[..]``, ``**``) expanded, each sorted, in order.
-
-    A glob that matches nothing is an error (a typo must not silently pack less data).
-    """
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not items:
-        raise OptionError("no input given")
-    result: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if not glob.has_magic(text) or text == "-":
-            result.append(text)
-            continue
-        if is_url(text):
-            fs, pattern = url_to_fs(text, storage_options)
-            matches = [fs.unstrip_protocol(p) for p in sorted(fs.glob(pattern)) if fs.isfile(p)]
-        else:
-            matches = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise OptionError(f"no input matches {text!r}")
-        result.extend(matches)
-    return result
-
-
-def iter_slice_batches(
-    item: InputSlice, storage_options: dict[str, Any] | None = None
-) -> Iterator[LineBatch]:
-    """The non-blank lines of one slice, numbered as in the whole input."""
-    with open_any_input(item.path, storage_options) as stream:
-        _skip(stream, item.start, item.path)
-        limit = item.end - item.start
-        yield from iter_line_batches(stream, item.path, item.first_line, limit=limit)
-
-
-def slice_units(
-    slices: Sequence[InputSlice], storage_options: dict[str, Any] | None = None
-) -> Iterator[Unit]:
-    """The work units of a shard: each slice split exactly as a single-file pack splits it."""
-    for item in slices:
-        batches = iter_slice_batches(item, storage_options)
-        yield from split_unit_batches(batches, item.path, UNIT_INPUT_BYTES)
-
-
-def plan_shards(
-    inputs: Sequence[str],
+def plan_units(
+    files: Sequence[InputFile],
     *,
-    shard_input_bytes: int | None = None,
+    unit_bytes: int,
     records_per_shard: int | None = None,
+    digests: dict[int, InputDigest] | None = None,
     storage_options: dict[str, Any] | None = None,
-    digests: Mapping[str, InputDigest] | None = None,
-    unit_bytes: int | None = None,
-) -> list[ShardTask]:
-    """Cut the inputs, in order, into shards at line boundaries.
+) -> Iterator[UnitSpec]:
+    """Every unit of every input, in order. Streams, and every input under ``records_per_shard``,
+    are read here (hashed into ``digests[i]`` on the way); plain files are not read at all."""
+    index = 0
+    counter = _RecordCounter(records_per_shard) if records_per_shard else None
+    for number, file in enumerate(files):
+        reads = counter is not None or file.stream
+        digest = (
+            digests.setdefault(number, InputDigest()) if digests is not None and reads else None
+        )
+        if counter is not None:
+            pieces = counter.units(file, unit_bytes, digest, storage_options)
+        elif file.stream:
+            pieces = _stream_units(file, unit_bytes, digest, storage_options)
+        else:
+            pieces = _range_units(file, unit_bytes)
+        for piece in pieces:
+            yield dataclasses.replace(piece, index=index, input=number)
+            index += 1
 
-    A shard closes once it holds ``records_per_shard`` records or ``shard_input_bytes`` bytes of
-    input, whichever comes first; a shard may span the end of one input and the start of the next.
-    """
-    if shard_input_bytes is None and records_per_shard is None:
-        raise OptionError("a sharded pack needs a shard size or a record count per shard")
-    if records_per_shard is not None and records_per_shard <= 0:
-        raise OptionError(f"records per shard must be positive, got {records_per_shard}")
-    from ..dataset.manifest import shard_name
 
-    unit_bytes = unit_bytes or UNIT_INPUT_BYTES
+def assign_shards(units: Iterator[UnitSpec], units_per_shard: int | None) -> Iterator[UnitSpec]:
+    """Shard numbers for a target shard size: ``units_per_shard`` consecutive units each."""
+    if units_per_shard is None:
+        yield from units
+        return
+    for unit in units:
+        yield dataclasses.replace(unit, shard=unit.index // units_per_shard)
 
-    tasks: list[ShardTask] = []
-    slices: list[InputSlice] = []
-    units: list[tuple[InputSlice, ...]] = []
-    records = size = 0
 
-    def close_shard() -> None:
-        nonlocal slices, units, records, size
-        if records:
-            name = shard_name(len(tasks))
-            tasks.append(ShardTask(len(tasks), name, tuple(slices), records, size, tuple(units)))
-        slices, units, records, size = [], [], 0, 0
+def _range_units(file: InputFile, unit_bytes: int) -> Iterator[UnitSpec]:
+    size = file.size or 0
+    for start in range(0, size, unit_bytes):
+        end = min(start + unit_bytes, size)
+        yield UnitSpec(0, 0, file.path, file.location, size, start, end)
 
-    for path in inputs:
-        if path == "-":
-            raise OptionError("a sharded pack cannot read stdin (it plans over the inputs first)")
-        digest = digests.get(path) if digests else None
-        with open_any_input(path, storage_options, digest) as stream:
-            offset, start, first_line, slice_records = 0, 0, 1, 0
-            slice_units_: list[InputSlice] = []
-            unit_start, unit_first, unit_size = 0, 1, 0
-            for number, offset, unit_length, raw_length in scan_records(stream, path, digest):
-                slice_records += 1
-                records += 1
-                size += raw_length
-                unit_size += unit_length
-                if unit_size >= unit_bytes:
-                    slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
-                    unit_start, unit_first, unit_size = offset, number + 1, 0
-                full = (records_per_shard is not None and records >= records_per_shard) or (
-                    shard_input_bytes is not None and size >= shard_input_bytes
+
+def _stream_units(
+    file: InputFile,
+    unit_bytes: int,
+    digest: InputDigest | None,
+    storage_options: dict[str, Any] | None,
+) -> Iterator[UnitSpec]:
+    """A stream cut where ``line_range`` would cut the same bytes stored as a plain file."""
+    buffer, base, position, k, total = b"", 0, 0, 0, 0
+    with open_any_input(file.location, storage_options, digest) as stream:
+        done = False
+        while not done:
+            chunk = stream.read(READ_BYTES)
+            done = not chunk
+            total += len(chunk)
+            buffer = buffer + chunk if buffer else chunk
+            while True:
+                limit = (k + 1) * unit_bytes
+                if position >= limit:  # no line starts in unit k (a long line runs through)
+                    yield _data_unit(file, k, k * unit_bytes, k * unit_bytes, b"", 0)
+                    k += 1
+                    continue
+                found = (
+                    buffer.find(b"\n", limit - 1 - base) if limit - 1 - base < len(buffer) else -1
                 )
-                if full:
-                    if unit_size:
-                        slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
-                    slices.append(InputSlice(path, start, offset, first_line))
-                    units.append(tuple(slice_units_))
-                    close_shard()
-                    start, first_line, slice_records = offset, number + 1, 0
-                    slice_units_ = []
-                    unit_start, unit_first, unit_size = offset, number + 1, 0
-            if slice_records:
-                if unit_size:
-                    slice_units_.append(InputSlice(path, unit_start, offset, unit_first))
-                slices.append(InputSlice(path, start, offset, first_line))
-                units.append(tuple(slice_units_))
-    close_shard()
-    return tasks
+                if found < 0:
+                    if not done:
+                        break  # the unit's last line is not complete yet
+                    if position >= base + len(buffer):
+                        break
+                    found = len(buffer) - 1  # the input ends inside the last line
+                stop = base + found + 1
+                data = buffer[position - base : stop - base]
+                yield _data_unit(file, k, position, stop, data, total if done else 0)
+                k += 1
+                buffer, base, position = buffer[stop - base :], stop, stop
+    for empty in range(k, -(-total // unit_bytes)):  # as many units as a plain file has
+        yield _data_unit(file, empty, empty * unit_bytes, empty * unit_bytes, b"", total)
 
 
-def scan_records(
-    stream: IO[bytes], path: str, digest: InputDigest | None = None
-) -> Iterator[tuple[int, int, int, int]]:
-    """(line number, byte offset after the line, unit length, raw length) of each record line.
+def _data_unit(file: InputFile, k: int, start: int, end: int, data: bytes, size: int) -> UnitSpec:
+    return UnitSpec(0, k, file.path, file.location, size, start, end, True, data)
 
-    The lines are ``iter_line_batches``' (blank lines skipped); the unit length is what
-    ``split_units`` counts (the line without its ending, plus 1), so units planned from a scan
-    cut exactly where a sequential read cuts.
-    """
-    for batch in iter_line_batches(stream, path, digest=digest):
-        unit_lengths = [len(line) + 1 for line in batch.lines]
-        yield from zip(
-            batch.numbers, batch.ends.tolist(), unit_lengths, batch.raw_sizes.tolist(), strict=True
+
+class _RecordCounter:
+    """Cuts units at exact record counts for ``records_per_shard``, across inputs: a unit ends
+    where ``line_range`` would end it, or before the record that starts a new shard."""
+
+    def __init__(self, records_per_shard: int) -> None:
+        self.per_shard = records_per_shard
+        self.records = 0  # records so far, in every input
+
+    def units(
+        self,
+        file: InputFile,
+        unit_bytes: int,
+        digest: InputDigest | None,
+        storage_options: dict[str, Any] | None,
+    ) -> Iterator[UnitSpec]:
+        buffer, base, scanned, lines_before = b"", 0, 0, 0
+        unit_start, unit_line, last_key = 0, 1, 0
+        shard = self.records // self.per_shard
+        with open_any_input(file.location, storage_options, digest) as stream:
+            done = False
+            while not done:
+                chunk = stream.read(READ_BYTES)
+                done = not chunk
+                buffer = buffer + chunk if buffer else chunk
+                view = np.frombuffer(buffer, np.uint8)[scanned - base :]
+                ends = np.flatnonzero(view == 10) + 1
+                if done and len(view) and (not len(ends) or ends[-1] < len(view)):
+                    ends = np.append(ends, len(view))  # a last line without its line end
+                if not len(ends):
+                    continue
+                starts = np.concatenate(([0], ends[:-1]))
+                keep = _record_lines(view, starts, ends, at_input_start=scanned == 0)
+                before = self.records + np.cumsum(keep) - keep  # records before each line
+                keys = (scanned + starts) // unit_bytes
+                new_shard = keep & (before % self.per_shard == 0) & (before > 0)
+                previous = np.concatenate(([last_key], keys[:-1]))
+                for i in np.flatnonzero(new_shard | (keys != previous)).tolist():
+                    position = scanned + int(starts[i])
+                    if position > unit_start:
+                        yield self._unit(file, buffer, base, unit_start, position, unit_line, shard)
+                    unit_start, unit_line = position, lines_before + i + 1
+                    if new_shard[i]:
+                        shard = int(before[i]) // self.per_shard
+                self.records += int(keep.sum())
+                lines_before += len(ends)
+                last_key = int(keys[-1])
+                scanned += int(ends[-1])
+                # streams travel as data: keep the open unit's bytes; files are read by workers
+                keep_from = unit_start if file.stream else scanned
+                buffer, base = buffer[keep_from - base :], keep_from
+            if scanned > unit_start:
+                yield self._unit(file, buffer, base, unit_start, scanned, unit_line, shard)
+
+    def _unit(
+        self,
+        file: InputFile,
+        buffer: bytes,
+        base: int,
+        start: int,
+        end: int,
+        first_line: int,
+        shard: int,
+    ) -> UnitSpec:
+        data = buffer[start - base : end - base] if file.stream else None
+        return UnitSpec(
+            0,
+            0,
+            file.path,
+            file.location,
+            file.size or 0,
+            start,
+            end,
+            True,
+            data,
+            first_line,
+            shard,
         )
 
 
-def iter_unit_slices(
-    path: str,
-    *,
-    unit_bytes: int | None = None,
-    digest: InputDigest | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> Iterator[InputSlice]:
-    """The work units of one whole input as byte ranges, yielded while the input is scanned (so
-    workers start on the first unit while the rest is still being read)."""
-    unit_bytes = unit_bytes or UNIT_INPUT_BYTES
-    with open_any_input(path, storage_options, digest) as stream:
-        start, first, open_size, end = 0, 1, 0, 0
-        for batch in iter_line_batches(stream, path, digest=digest):
-            cuts, open_size = unit_cuts(batch.lines, open_size, unit_bytes)
-            for i in cuts:
-                cut = int(batch.ends[i])
-                yield InputSlice(path, start, cut, first)
-                start, first = cut, batch.numbers[i] + 1
-            end = int(batch.ends[-1])
-        if open_size:
-            yield InputSlice(path, start, end, first)
-
-
-def read_unit(item: InputSlice, storage_options: dict[str, Any] | None = None) -> Unit:
-    """One planned unit, read from its input by whoever encodes it."""
-    numbers: list[int] = []
-    lines: list[bytes] = []
-    for batch in iter_slice_batches(item, storage_options):
-        numbers += batch.numbers
-        lines += batch.lines
-    return Unit(item.path, numbers, lines)
-
-
-def estimate_packed_ratio(
-    inputs: Sequence[str], options: EncodeOptions, storage_options: dict[str, Any] | None = None
-) -> float:
-    """Packed bytes per input byte, measured by encoding the first few MiB of the inputs."""
-    encoder = UnitEncoder(options)
-    lines: list[tuple[int, bytes]] = []
-    taken = 0
-    for path in inputs:
-        with open_any_input(path, storage_options) as stream:
-            for number, line in iter_lines(stream, path):
-                lines.append((number, line))
-                taken += len(line) + 1
-                if taken >= SAMPLE_INPUT_BYTES:
-                    break
-        if taken >= SAMPLE_INPUT_BYTES:
-            break
-    if not taken:
-        return 1.0
-    stored = 0
-    for unit in split_units(lines, "sample", UNIT_INPUT_BYTES):
-        stored += sum(len(block.stored) for block in encoder.encode(unit).blocks)
-    return max(stored / taken, 1e-3)
-
-
-def _skip(stream: IO[bytes], count: int, path: str) -> None:
-    if count == 0:
-        return
-    try:
-        if stream.seekable():
-            stream.seek(count)
-            return
-    except (OSError, ValueError):
-        pass
-    # compressed inputs cannot seek: read past the bytes before the slice
-    while count > 0:
-        chunk = stream.read(min(count, 8 << 20))
-        if not chunk:
-            raise InputError("input is shorter than planned (changed during the pack?)", path=path)
-        count -= len(chunk)
+def _record_lines(
+    view: np.ndarray, starts: np.ndarray, ends: np.ndarray, at_input_start: bool
+) -> np.ndarray:
+    """Which lines hold a record (are not blank), vectorised: a line is blank when all its
+    bytes are whitespace; a BOM before the input's first line does not count."""
+    keep = np.logical_or.reduceat(_NOT_SPACE[view[: int(ends[-1])]], starts)
+    if at_input_start and view[:3].tobytes() == _BOM:
+        keep[0] = bool(view[3 : int(ends[0])].tobytes().strip())
+    return keep

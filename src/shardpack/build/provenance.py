@@ -20,6 +20,7 @@ from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
 from ..format.metadata import GitState, InputSource, Provenance, RecordedOptions
 from ..storage.streams import InputDigest
 from .gitstate import git_state
+from .inputs import InputFile
 
 KEY_LIBRARIES = ("numpy", "msgspec", "lz4", "zstandard", "xxhash", "ml-dtypes")
 
@@ -71,38 +72,26 @@ def _module_version(name: str) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def parse_meta(pairs: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
-    """User metadata from ``{"k": "v"}`` or ``["k=v", ...]`` (``--meta KEY=VALUE``)."""
-    if not pairs:
-        return {}
-    if isinstance(pairs, Mapping):
-        return {str(k): str(v) for k, v in pairs.items()}
-    result = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise OptionError(f"--meta expects KEY=VALUE, got {pair!r}")
-        result[key] = value
-    return result
-
-
 def build_provenance(
-    inputs: list[str],
-    digests: Mapping[str, InputDigest],
+    files: Sequence[InputFile],
+    digests: Mapping[int, InputDigest],
+    lines: Sequence[int],
     options: RecordedOptions,
-    user_meta: dict[str, str],
+    user_meta: Mapping[str, str],
+    fingerprint: str | None,
 ) -> Provenance:
-    """The ``provenance`` section of a packed file's metadata."""
+    """The ``provenance`` of a packed file or dataset: each input byte for byte, the tool and
+    library versions, the options that decided the output, the user's metadata."""
     sources = []
-    for path in inputs:
-        digest = digests[path]
-        git = git_state(path)
+    for number, file in enumerate(files):
+        digest = digests.get(number)
+        git = git_state(file.location) if file.path != "-" else None
         sources.append(
             InputSource(
-                path=path,
-                size=digest.size,
-                sha256=digest.sha256.hexdigest(),
-                lines=digest.lines,
+                path=file.path,
+                size=digest.size if digest is not None else file.size,
+                sha256=digest.sha256.hexdigest() if digest is not None else None,
+                lines=lines[number],
                 git=None if git is None else GitState(**git),
             )
         )
@@ -114,4 +103,5 @@ def build_provenance(
         versions=library_versions(),
         options=options,
         meta=dict(sorted(user_meta.items())),
+        fingerprint=fingerprint,
     )

@@ -1,14 +1,15 @@
-"""Work units: the deterministic split of the input that makes parallel packing reproducible.
+"""Work units: reading one unit's lines and turning them into compressed blocks.
 
-Input lines are grouped into units of about ``UNIT_INPUT_BYTES``; a unit is parsed, encoded and
-compressed into whole blocks on its own, and blocks never span units. Unit boundaries depend only
-on the input, so one process or many produce byte-identical files. Memory per worker is bounded
-by one unit plus its compressed blocks.
+A unit is parsed, encoded and compressed into whole blocks on its own; blocks never span units,
+and unit boundaries depend only on the input (``planning``), so one process or many produce
+byte-identical files. Memory per worker is bounded by one unit plus its compressed blocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,42 +17,30 @@ import numpy as np
 import xxhash
 
 from ..codecs import Codec, get_codec
-from ..errors import InputError, OptionError, SchemaError
+from ..errors import InputError, OptionError, SchemaError, ShardpackError
 from ..format.block import BlockBuilder, block_cuts
 from ..format.bounds import MAX_BLOCK_RAW_BYTES, describe_size
 from ..format.layout import BLOCK_SHUFFLED, checksum
 from ..format.records import RecordEncoder, RecordLimitError
-from ..ingest.jsonl import LineBatch, decode_lines, parse_line
+from ..ingest.jsonl import decode_lines, line_range, parse_line, split_lines
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
 from ..ingest.schema_infer import SchemaInferrer
 from ..stats import StatsCollector
 from ..stats.columns import Column
+from ..storage.streams import read_range
+from .options import EncodeOptions
+from .planning import UnitSpec
 
 if TYPE_CHECKING:
     from ..ingest.schema_check import RecordChecker
 
-# Small units keep a unit's working set (lines, values, payloads, blocks: ~5x the unit) in memory
-# the allocator reuses: first-touching fresh pages costs up to ~3 ms per MB on a VM, which made
-# a 4 MB pack 25% slower with 8 MiB units (docs/DECISIONS.md, "Work units").
-UNIT_INPUT_BYTES = 1024 * 1024
 _UNPARSED = object()  # stands for a line that decode_lines left to parse_line
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Everything that decides the bytes of the blocks (recorded in the file's metadata)."""
-
-    codec: dict[str, Any]
-    block_size: int
-    dtype_overrides: Mapping[str, str] = field(default_factory=dict)
-    schema: Mapping[str, Any] | None = None  # a user's JSON Schema every record must meet
-    on_error: str = "fail"  # "skip": a bad line becomes a Rejection instead of failing the pack
-    shuffle: bool = False  # store block arenas as byte planes (BLOCK_SHUFFLED)
 
 
 @dataclass
 class Unit:
-    """Consecutive input lines of one source."""
+    """Consecutive input lines of one source, numbered (from 1 when the driver did not count
+    the lines before them: then the driver adds the offset)."""
 
     source: str
     line_numbers: list[int]
@@ -79,24 +68,91 @@ class EncodedUnit:
     rejects: list[Rejection] = field(default_factory=list)
     inferred: SchemaInferrer | None = None  # the unit's records' shape, when no schema is given
     stats: StatsCollector = field(default_factory=StatsCollector)
+    # where the unit's lines were, how many, who encoded them, and the first bad line (fail mode)
+    spec: UnitSpec | None = None
+    start: int = 0
+    end: int = 0
+    lines: int = 0
+    failure: ShardpackError | None = None
+    worker: str = ""
+
+    @property
+    def records(self) -> int:
+        return len(self.record_digests)
 
 
-def split_units(
-    lines: Iterable[tuple[int, bytes]], source: str, unit_bytes: int = UNIT_INPUT_BYTES
-) -> Iterator[Unit]:
-    """Group (line number, bytes) pairs into units of about ``unit_bytes`` of input."""
-    numbers: list[int] = []
-    chunk: list[bytes] = []
-    size = 0
-    for number, line in lines:
-        numbers.append(number)
-        chunk.append(line)
-        size += len(line) + 1
-        if size >= unit_bytes:
-            yield Unit(source, numbers, chunk)
-            numbers, chunk, size = [], [], 0
-    if chunk:
-        yield Unit(source, numbers, chunk)
+def read_unit(
+    spec: UnitSpec, storage_options: dict[str, Any] | None = None
+) -> tuple[Unit, int, int, int]:
+    """The unit's non-blank lines, its byte range ``[start, end)`` and its line count (blank
+    lines included). Plain files are read here, at the unit's own byte range."""
+    if spec.data is not None:
+        start, end, data = spec.start, spec.end, spec.data
+    elif spec.exact:
+        start, end = spec.start, spec.end
+        data = read_range(spec.location, start, end - start, storage_options)
+    else:
+
+        def read(offset: int, length: int) -> bytes:
+            return read_range(spec.location, offset, length, storage_options)
+
+        start, end, data = line_range(read, spec.size, spec.start, spec.end)
+    batch, count = split_lines(data, spec.first_line or 1, at_input_start=start == 0)
+    numbers = batch.numbers if batch is not None else []
+    lines = batch.lines if batch is not None else []
+    return Unit(spec.source, numbers, lines), start, end, count
+
+
+def encode_spec(
+    encoder: UnitEncoder, spec: UnitSpec, storage_options: dict[str, Any] | None = None
+) -> EncodedUnit:
+    """Read and encode one unit; an input or schema error in fail mode becomes ``failure``
+    (the driver knows the line numbers before the unit and raises it with the real line)."""
+    unit, start, end, count = read_unit(spec, storage_options)
+    try:
+        encoded = encoder.encode(unit)
+    except (InputError, SchemaError) as exc:
+        encoded = EncodedUnit([], np.zeros(0, np.uint64), {}, {}, 0, failure=exc)
+    encoded.spec, encoded.start, encoded.end, encoded.lines = spec, start, end, count
+    encoded.worker = worker_name()
+    return encoded
+
+
+UNITS_PER_GROUP = 8
+
+
+def unit_groups(specs: Iterable[UnitSpec]) -> Iterator[list[UnitSpec]]:
+    """Consecutive units of one shard with the same ``index // UNITS_PER_GROUP``: what a worker
+    takes at a time, and summarises together (the groups depend on unit numbers only, so any
+    worker count, a resumed pack and Dask all sum the same statistics in the same order)."""
+    group: list[UnitSpec] = []
+    for spec in specs:
+        if group and (
+            spec.index // UNITS_PER_GROUP != group[0].index // UNITS_PER_GROUP
+            or spec.shard != group[0].shard
+        ):
+            yield group
+            group = []
+        group.append(spec)
+    if group:
+        yield group
+
+
+def encode_group(
+    encoder: UnitEncoder, specs: list[UnitSpec], storage_options: dict[str, Any] | None = None
+) -> list[EncodedUnit]:
+    """Encode a group of units; their statistics and inferred schema are merged here, into the
+    group's last unit, so that the driver merges one summary per group, not per unit."""
+    encoded = [encode_spec(encoder, spec, storage_options) for spec in specs]
+    stats, inferred = encoded[0].stats, encoded[0].inferred
+    for unit in encoded[1:]:  # in input order
+        stats.merge(unit.stats)
+        if inferred is not None and unit.inferred is not None:
+            inferred.merge(unit.inferred)
+    for unit in encoded[:-1]:
+        unit.stats, unit.inferred = StatsCollector(), None
+    encoded[-1].stats, encoded[-1].inferred = stats, inferred
+    return encoded
 
 
 def cut_points(sizes: np.ndarray, open_size: int, limit: int) -> tuple[list[int], int]:
@@ -117,32 +173,16 @@ def cut_points(sizes: np.ndarray, open_size: int, limit: int) -> tuple[list[int]
     return cuts, (int(totals[-1]) - base if len(totals) else open_size)
 
 
-def unit_cuts(lines: list[bytes], open_size: int, unit_bytes: int) -> tuple[list[int], int]:
-    """Where ``split_units`` would close units within ``lines`` (each counts its length + 1)."""
-    sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 1
-    return cut_points(sizes, open_size, unit_bytes)
-
-
-def split_unit_batches(
-    batches: Iterable[LineBatch], source: str, unit_bytes: int = UNIT_INPUT_BYTES
-) -> Iterator[Unit]:
-    """``split_units`` for batches of lines: the same units, without a Python step per line."""
-    numbers: list[int] = []
-    lines: list[bytes] = []
-    open_size = 0
-    for batch in batches:
-        cuts, open_size = unit_cuts(batch.lines, open_size, unit_bytes)
-        start = 0
-        for i in cuts:
-            numbers += batch.numbers[start : i + 1]
-            lines += batch.lines[start : i + 1]
-            yield Unit(source, numbers, lines)
-            numbers, lines = [], []
-            start = i + 1
-        numbers += batch.numbers[start:]
-        lines += batch.lines[start:]
-    if lines:
-        yield Unit(source, numbers, lines)
+def worker_name() -> str:
+    """Who encodes: this process, and the Dask worker it serves, if any."""
+    name = f"pid {os.getpid()}"
+    distributed = sys.modules.get("distributed")  # imported on Dask workers only: never here
+    if distributed is None:
+        return name
+    try:
+        return f"{distributed.get_worker().address} {name}"
+    except ValueError:  # not inside a Dask task
+        return name
 
 
 class UnitEncoder:

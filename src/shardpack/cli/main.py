@@ -1,13 +1,16 @@
 """The ``shardpack`` command: parse arguments, call the library, print. Nothing else.
 
-Exit status: 0 success, 1 bad data (invalid input, damaged or failing packed files), 2 bad usage.
+Exit status: 0 success, 1 bad data (invalid input, damaged or failing packed files), 2 bad usage,
+3 an internal error (a bug), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 Errors are one line on stderr (``--debug`` shows the traceback). Progress bars appear only when
 stderr is a terminal and ``CI`` is not set; ``--json`` prints machine-readable results on stdout.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any, NoReturn
 
 import click
@@ -15,7 +18,14 @@ import click
 from .._version import __version__
 from ..errors import OptionError, ShardpackError
 from .bench_command import bench
-from .output import EXIT_BAD_DATA, EXIT_OK, EXIT_USAGE
+from .output import (
+    EXIT_BAD_DATA,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
 from .pack_command import pack
 from .read_commands import diff, head, info, merge, schema, unpack, validate
 
@@ -46,13 +56,32 @@ class _Group(click.Group):
             sys.stderr.close()  # e.g. `shardpack head ... | head -1`
             raise SystemExit(EXIT_OK) from None
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except Terminated:
+            _fail("terminated (SIGTERM)", EXIT_TERMINATED)
         except OSError as exc:
             if debug:
                 raise
             _fail(
                 f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", EXIT_BAD_DATA
             )
+        except Exception as exc:
+            if debug:
+                raise
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} (this is a bug: please report it; "
+                "--debug shows where)",
+                EXIT_INTERNAL,
+            )
+
+
+class Terminated(BaseException):
+    """SIGTERM (timeout, SLURM, Kubernetes) as an exception, so that everything a command started
+    is cleaned up on the way out: temp files removed, worker processes ended."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +97,8 @@ for command in (pack, info, head, schema, validate, unpack, diff, merge, bench):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="shardpack", standalone_mode=False)
     except click.exceptions.UsageError as exc:
@@ -75,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except click.exceptions.Abort:
         click.echo("shardpack: aborted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except click.ClickException as exc:
         click.echo(f"shardpack: error: {exc.format_message()}", err=True)
         return exc.exit_code

@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-EXIT_OK, EXIT_BAD_DATA, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_BAD_DATA, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 
 def show_progress(quiet: bool) -> bool:
@@ -21,7 +22,10 @@ def show_progress(quiet: bool) -> bool:
 
 @contextmanager
 def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A callback advancing a progress bar to ``done`` units; a no-op when disabled."""
+    """A callback advancing a progress bar to ``done`` units; a no-op when disabled.
+
+    The bar (and the thread that redraws it) starts on the first update: a pack forks its
+    worker processes before that, and forking is only safe while no other thread runs."""
     if not enabled:
         yield lambda done: None
         return
@@ -36,9 +40,19 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Calla
 
     columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
     columns += [TransferSpeedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=True, console=stderr_console()) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=done)
+    bar = Progress(*columns, transient=True, console=stderr_console())
+    task = bar.add_task(label, total=total)
+
+    def advance(done: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done)
+
+    try:
+        yield advance
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def stderr_console() -> Any:

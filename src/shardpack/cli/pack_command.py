@@ -145,6 +145,11 @@ def _input_size(paths: list[str]) -> int | None:
     is_flag=True,
     help="Rebuild even when OUT is up to date (same input hashes and options).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (inputs, units, shards, workers) and write nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def pack(
@@ -169,6 +174,7 @@ def pack(
     shuffle: bool | None,
     zstd_dictionary: bool,
     force: bool,
+    dry_run: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -176,190 +182,89 @@ def pack(
 
     INPUT and OUT may be fsspec URLs (s3://, gs://, ...) and INPUT may be a glob.
     """
-    from ..build.packer import DatasetPacker
-    from ..build.planning import expand_inputs
-    from ..storage.urls import is_url
+    from ..build.options import PackOptions
+    from ..build.packer import pack as run_pack
+    from ..build.results import PackPlan
 
     paths = list(inputs) + list(extra_inputs)
     if not paths:
         raise click.UsageError("give at least one INPUT (or --input PATH)")
-    paths = expand_inputs(paths)
-    if (
-        shard_size is not None
-        or records_per_shard is not None
-        or is_url(output)
-        or any(is_url(p) for p in paths)
-    ):
-        unsupported = [
-            flag
-            for flag, used in (
-                ("--schema", schema_path is not None),
-                ("--on-error skip", on_error != "fail"),
-                ("--rejects", rejects is not None),
-                ("--allow-empty", allow_empty),
-                ("--meta", bool(meta)),
-                ("--dictionary", zstd_dictionary),
-                ("--force", force),
-            )
-            if used
-        ]
-        if unsupported:
-            raise click.UsageError(
-                f"{', '.join(unsupported)}: not supported yet for sharded or remote packs "
-                "(pack a single local file, or leave the option out)"
-            )
-        _pack_sharded(
-            paths,
-            output,
-            shard_size=shard_size,
-            records_per_shard=records_per_shard,
-            resume=not no_resume,
-            dask_address=dask_address,
-            options={
-                "compression": compression.lower(),
-                "level": level,
-                "block_size": block_size,
-                "dtypes": _parse_dtypes(dtypes),
-                "workers": workers,
-                "shuffle": shuffle,
-            },
-            validate=validate,
-            as_json=as_json,
-            quiet=quiet,
-        )
+    options = PackOptions.create(
+        compression=compression.lower(),
+        level=level,
+        block_size=block_size,
+        dtypes=_parse_dtypes(dtypes),
+        shuffle=shuffle,
+        dictionary=zstd_dictionary,
+        schema=schema_path,
+        on_error=on_error,
+        rejects=rejects,
+        allow_empty=allow_empty,
+        meta=list(meta),
+        shard_size=shard_size,
+        records_per_shard=records_per_shard,
+        workers=workers,
+        validate=validate,
+        force=force,
+        resume=not no_resume,
+    )
+    if dry_run:
+        planned = run_pack(paths, output, options=options, dry_run=True)
+        assert isinstance(planned, PackPlan)
+        _print_plan(planned, as_json)
         return
-    packer = DatasetPacker()
-    with progress_bar("packing", _input_size(paths), show_progress(quiet or as_json)) as advance:
-        result = packer.pack(
-            paths,
-            output,
-            compression=compression.lower(),
-            level=level,
-            block_size=block_size,
-            dtypes=_parse_dtypes(dtypes),
-            workers=workers,
-            validate=validate,
-            progress=lambda done, _records: advance(done),
-            schema=schema_path,
-            on_error=on_error,
-            rejects_path=rejects,
-            allow_empty=allow_empty,
-            meta=list(meta),
-            force=force,
-            zstd_dictionary=zstd_dictionary,
-            shuffle=shuffle,
-        )
-    summary = {
-        "output": result.output_path,
-        "records": result.record_count,
-        "blocks": result.block_count,
-        "input_bytes": result.input_bytes,
-        "output_bytes": result.output_bytes,
-        "ratio": round(result.ratio, 4),
-        "seconds": round(result.seconds, 3),
-        "content_hash": result.content_hash,
-        "validated": bool(validate),
-        "rejected": result.rejected_count,
-        "rejects_path": result.rejects_path,
-        "up_to_date": result.up_to_date,
-    }
-    if as_json:
-        print_json(summary)
-    elif result.up_to_date:
-        if not quiet:
-            click.echo(f"up to date: {result.output_path} ({result.record_count} records)")
-    elif not quiet:
-        mb_s = result.input_bytes / 1e6 / result.seconds if result.seconds else 0.0
-        click.echo(
-            f"packed {result.record_count} records into {result.output_path} "
-            f"({result.output_bytes:,} bytes, {result.ratio:.3f} of input, "
-            f"{result.seconds:.2f} s, {mb_s:.0f} MB/s)" + (", validated" if validate else "")
-        )
-        if result.rejects_path is not None:
-            click.echo(f"rejected {result.rejected_count} lines, listed in {result.rejects_path}")
-
-
-def _pack_sharded(
-    paths: list[str],
-    output: str,
-    *,
-    shard_size: str | None,
-    records_per_shard: int | None,
-    resume: bool,
-    dask_address: str | None,
-    options: dict[str, Any],
-    validate: bool,
-    as_json: bool,
-    quiet: bool,
-) -> None:
-    from ..build.sharded import ShardedPacker, pack_file
-
     if dask_address is not None:
         from ..build.dask import pack_distributed
 
-        options = {key: value for key, value in options.items() if key != "workers"}
-        result = pack_distributed(
-            paths,
-            output,
-            address=dask_address,
-            shard_size=shard_size,
-            records_per_shard=records_per_shard,
-            resume=resume,
-            validate=validate,
-            **options,
-        )
-        _print_sharded(result, validate, as_json, quiet)
-        return
-
-    packer = ShardedPacker(**options)
-    if shard_size is None and records_per_shard is None:  # URLs, one packed file
-        one = pack_file(packer, paths, output)
-        if validate:
-            from ..dataset.validate_folder import validate_dataset
-
-            validate_dataset(output, deep=True).raise_if_failed()
-        summary = {"output": output, "records": one.entry.records, "blocks": one.entry.blocks}
-        summary |= {"output_bytes": one.entry.size, "content_hash": one.entry.content_hash}
-        if as_json:
-            print_json(summary)
-        elif not quiet:
-            click.echo(f"packed {one.entry.records} records into {output}")
-        return
-    with progress_bar("packing", _input_size(paths), show_progress(quiet or as_json)) as advance:
-        result = packer.pack(
-            paths,
-            output,
-            shard_size=shard_size,
-            records_per_shard=records_per_shard,
-            resume=resume,
-            validate=validate,
-            progress=lambda done, _records: advance(done),
-        )
-    _print_sharded(result, validate, as_json, quiet)
-
-
-def _print_sharded(result: Any, validate: bool, as_json: bool, quiet: bool) -> None:
-    summary = {
-        "output": result.output_path,
-        "shards": len(result.manifest.shards),
-        "shards_packed": result.shards_packed,
-        "shards_reused": result.shards_reused,
-        "records": result.record_count,
-        "input_bytes": result.input_bytes,
-        "output_bytes": result.output_bytes,
-        "ratio": round(result.ratio, 4),
-        "seconds": round(result.seconds, 3),
-        "content_hash": result.content_hash,
-        "validated": bool(validate),
-    }
+        result = pack_distributed(paths, output, address=dask_address, options=options)
+    else:
+        show = show_progress(quiet or as_json)
+        with progress_bar("packing", _input_size(paths), show) as advance:
+            done = run_pack(
+                paths, output, options=options, progress=lambda done, _records: advance(done)
+            )
+        assert not isinstance(done, PackPlan)
+        result = done
     if as_json:
-        print_json(summary)
+        print_json(result.summary())
     elif not quiet:
+        _print_result(result)
+
+
+def _print_result(result: Any) -> None:
+    if result.up_to_date:
+        click.echo(f"up to date: {result.output_path} ({result.record_count} records)")
+        return
+    mb_s = result.input_bytes / 1e6 / result.seconds if result.seconds else 0.0
+    where = result.output_path
+    if result.manifest is not None:
         reused = (
             f", {result.shards_reused} kept from a previous run" if result.shards_reused else ""
         )
-        click.echo(
-            f"packed {result.record_count} records into {summary['shards']} shards in "
-            f"{result.output_path} ({result.output_bytes:,} bytes, {result.ratio:.3f} of input, "
-            f"{result.seconds:.2f} s{reused})" + (", validated" if validate else "")
-        )
+        where = f"{len(result.manifest.shards)} shards in {where}"
+    else:
+        reused = ""
+    click.echo(
+        f"packed {result.record_count} records into {where} ({result.output_bytes:,} bytes, "
+        f"{result.ratio:.3f} of input, {result.seconds:.2f} s, {mb_s:.0f} MB/s{reused})"
+        + (", validated" if result.validation is not None else "")
+    )
+    if result.rejects_path is not None:
+        click.echo(f"rejected {result.rejected_count} lines, listed in {result.rejects_path}")
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(plan.summary())
+        return
+    kind = "sharded dataset" if plan.sharded else "packed file"
+    click.echo(f"plan for {plan.output} ({kind}){' - up to date' if plan.up_to_date else ''}")
+    for path, size, stream in plan.inputs:
+        how = "read by the driver" if stream else "read by the workers"
+        click.echo(f"  input {path}: {'?' if size is None else f'{size:,}'} bytes, {how}")
+    click.echo(
+        f"  {plan.units} units of up to {plan.unit_bytes:,} input bytes, "
+        f"{plan.workers or 'Dask'} workers ({plan.engine})"
+    )
+    for shard in plan.shards:
+        click.echo(f"  {shard.name}: {shard.units} units, {shard.input_bytes:,} input bytes")

@@ -4,11 +4,15 @@ Contract: ``encode(raw) -> stored`` and ``decode(stored, raw_size) -> raw`` are 
 their input and the codec's settings; ``decode`` must never return more than ``raw_size`` bytes
 and must raise ``CodecError`` (never crash or over-allocate) on damaged input. Settings
 round-trip through ``to_dict``/``from_dict`` and are stored in the file's metadata.
+``decode_batch`` decodes several blocks; a codec that does it in one call
+releasing the GIL throughout sets ``batch_releases_gil``, and a full scan then decodes the next
+batch on a worker thread while the current one is turned into records.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..errors import OptionError, UnknownCodecError
@@ -18,6 +22,8 @@ class Codec(ABC):
     """Compresses and decompresses whole blocks."""
 
     codec_id: ClassVar[str]
+    # decode_batch runs as one call that holds no GIL: worth a worker thread on a full scan
+    batch_releases_gil: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, raw: bytes | memoryview) -> bytes:
@@ -26,6 +32,15 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, stored: bytes | memoryview, raw_size: int) -> bytes | memoryview:
         """Decompress one block whose uncompressed size is ``raw_size``."""
+
+    def decode_batch(
+        self, stored: Sequence[bytes | memoryview], raw_sizes: Sequence[int]
+    ) -> list[Any]:
+        """Decode several blocks (``decode`` for each); returns one buffer per block. Raises
+        ``CodecError`` if any is damaged."""
+        return [
+            self.decode(block, raw_size) for block, raw_size in zip(stored, raw_sizes, strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """The codec id and settings, as recorded in the packed file."""

@@ -2,7 +2,8 @@
 
 ``shardpack.open(path)`` is the entry point: ``len(ds)``, ``ds[i]`` (negative indices, slices),
 iteration in order and ``ds.iter_batches(n)``. A global index maps to (file, record) by binary
-search over cumulative record counts.
+search over cumulative record counts. ``shardpack.open(path, columns=[...])`` reads only those
+top-level fields of object records: the others are skipped while decoding, never built.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -29,9 +32,16 @@ _HASH = re.compile(r"^xxh3_128:[0-9a-f]{32}$")
 class Dataset:
     """Random access and iteration over the records of packed files."""
 
-    def __init__(self, files: Sequence[PackedFile], manifests: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        files: Sequence[PackedFile],
+        manifests: Sequence[Any] = (),
+        columns: Sequence[str] | None = None,
+    ) -> None:
         self.files = list(files)
         self.manifests = list(manifests)  # of the sharded datasets among the inputs
+        # top-level fields to read (None: all), in the order asked; records keep their own order
+        self.columns: tuple[str, ...] | None = _check_columns(columns)
         counts = [len(f) for f in self.files]
         self._starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
         self._length = int(self._starts[-1])
@@ -65,29 +75,39 @@ class Dataset:
         if not 0 <= i < self._length:
             raise IndexError(f"record {key} out of range for a dataset of {self._length}")
         packed, local = self._locate(i)
-        return packed.record(local)
+        return packed.record(local, self.columns)
 
     def __iter__(self) -> Iterator[Any]:
-        if len(self.files) == 1:
-            return self.files[0].iter_records()  # one generator less per record
-        return self._iter_files()
+        return chain.from_iterable(self._iter_blocks())
 
-    def _iter_files(self) -> Iterator[Any]:
+    def _iter_blocks(self) -> Iterator[list[Any]]:
+        """Each block's records, file after file."""
         for packed in self.files:
-            yield from packed.iter_records()
+            yield from packed.iter_block_records(columns=self.columns)
 
-    def iter_batches(self, batch_size: int, *, drop_last: bool = False) -> Iterator[list[Any]]:
-        """Records in order, ``batch_size`` at a time (the last batch may be short)."""
+    def iter_batches(
+        self, batch_size: int, *, drop_last: bool = False, as_columns: bool = False
+    ) -> Iterator[Any]:
+        """Records in order, ``batch_size`` at a time (the last batch may be short): lists of
+        records, or with ``as_columns`` one dict per batch of each field's values (see
+        ``batch_columns``)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        batch: list[Any] = []
-        for record in self:
-            batch.append(record)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch and not drop_last:
-            yield batch
+        batches = self._record_batches(batch_size, drop_last)
+        return map(batch_columns, batches) if as_columns else batches
+
+    def _record_batches(self, batch_size: int, drop_last: bool) -> Iterator[list[Any]]:
+        # whole blocks are sliced into batches: no Python step per record
+        pending: list[Any] = []
+        for values in self._iter_blocks():
+            pending += values
+            if len(pending) >= batch_size:
+                full = len(pending) - len(pending) % batch_size
+                for start in range(0, full, batch_size):
+                    yield pending[start : start + batch_size]
+                pending = pending[full:]
+        if pending and not drop_last:
+            yield pending
 
     @property
     def metadata(self) -> DatasetMetadata:
@@ -134,6 +154,49 @@ class Dataset:
         return f"Dataset(records={self._length}, files={len(self.files)})"
 
 
+def batch_columns(records: list[Any]) -> dict[str, Any]:
+    """A batch of object records as one dict of columns: each field (in order of first
+    appearance) -> its values, None where a record lacks the field. A column of numpy arrays of
+    one shape and dtype is stacked into one array; every other column is a list."""
+    if not records:
+        return {}
+    if set(map(type, records)) != {dict}:
+        kinds = sorted({type(r).__name__ for r in records} - {"dict"})
+        raise OptionError(f"as_columns needs object records, got {', '.join(kinds)}")
+    keys = list(records[0])
+    columns: dict[str, Any]
+    # one record shape (the common case): every record has the first one's keys and no more
+    if sum(map(len, records)) == len(records) * len(keys):
+        try:
+            columns = {key: list(map(itemgetter(key), records)) for key in keys}
+        except KeyError:
+            columns = _ragged_columns(records)
+    else:
+        columns = _ragged_columns(records)
+    for key, values in list(columns.items()):
+        if type(values[0]) is np.ndarray:
+            first = values[0]
+            if all(
+                type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype
+                for v in values
+            ):
+                columns[key] = np.stack(values)  # type: ignore[assignment]
+    return columns
+
+
+def _ragged_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys = list(dict.fromkeys(chain.from_iterable(records)))
+    return {key: [record.get(key) for record in records] for key in keys}
+
+
+def _check_columns(columns: Sequence[str] | None) -> tuple[str, ...] | None:
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        raise OptionError(f"columns must be a list of field names, got {columns!r}")
+    return tuple(dict.fromkeys(columns))
+
+
 def _manifest_metadata(manifest: Manifest, files: Sequence[PackedFile]) -> DatasetMetadata:
     """A sharded dataset's metadata in the shape of one file's, for ``info`` and ``ds.stats``."""
     first = files[0].metadata
@@ -168,12 +231,18 @@ def open_dataset(
     cache_blocks: int = DEFAULT_CACHE_BLOCKS,
     storage_options: dict[str, Any] | None = None,
     block_cache_bytes: int = 0,
+    columns: Sequence[str] | None = None,
+    read_ahead: bool = False,
     expected_hash: str | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
     of either, or a list of these, read as one dataset.
 
+    ``columns``: read only these top-level fields of (object) records; the other fields are
+    skipped while decoding, and a record without one of them simply lacks it.
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
+    ``read_ahead=True``: full scans of zstd files decompress the next blocks on a worker thread
+    (faster when a core is free, slower when none is).
     Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
     fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
     Every shard of a sharded dataset is checked against its manifest entry (content hash, size,
@@ -181,11 +250,14 @@ def open_dataset(
     as ``shardpack info`` shows it): open reads every block once to check that the records
     hash to it, and refuses other data with a FormatError.
     """
+    columns = _check_columns(columns)
     if isinstance(path, (str, os.PathLike)):
         local = _plain_local_file(path)
         if local is not None:
-            dataset = Dataset([PackedFile(local, verify=verify, cache_blocks=cache_blocks)])
-            return _pinned(dataset, expected_hash, os.fspath(path))
+            packed = PackedFile(
+                local, verify=verify, cache_blocks=cache_blocks, read_ahead=read_ahead
+            )
+            return _pinned(Dataset([packed], (), columns), expected_hash, os.fspath(path))
 
     from ..storage.ranges import BlockCache
     from .locate import locate
@@ -208,7 +280,11 @@ def open_dataset(
             )
             for number, where in enumerate(located.locations):
                 packed = PackedFile(
-                    where.path, verify=verify, cache_blocks=cache_blocks, source=where.source(cache)
+                    where.path,
+                    verify=verify,
+                    cache_blocks=cache_blocks,
+                    source=where.source(cache),
+                    read_ahead=read_ahead,
                 )
                 files.append(packed)
                 check_shard(
@@ -226,7 +302,7 @@ def open_dataset(
             f.close()
         raise
     label = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the datasets given"
-    return _pinned(Dataset(files, manifests), expected_hash, label)
+    return _pinned(Dataset(files, manifests, columns), expected_hash, label)
 
 
 def _pinned(dataset: Dataset, expected_hash: str | None, where: str) -> Dataset:

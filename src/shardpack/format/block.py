@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import msgspec
 import numpy as np
 import xxhash
 
@@ -27,8 +28,9 @@ from .bounds import (
     describe_size,
     raw_block_size,
 )
-from .decode import thread_decoder
+from .decode import ArenaCursor, thread_decoder
 from .layout import align
+from .projection import Projection
 from .records import RecordEncoder, RecordLimitError
 
 BLOCK_HEADER = struct.Struct("<II")
@@ -289,9 +291,15 @@ class BlockView:
             raise ValueError(f"offset table entry for record {j} is out of bounds")
         return begin, end, start, stop
 
-    def _decode(self, begin: int, end: int, arena_position: int) -> tuple[Any, int]:
+    def _decode(
+        self,
+        begin: int,
+        end: int,
+        arena_position: int,
+        pair: tuple[ArenaCursor, msgspec.msgpack.Decoder] | None = None,
+    ) -> tuple[Any, int]:
         """Decode payload bytes [begin, end); returns the value and the arena cursor after it."""
-        cursor, decoder = thread_decoder()
+        cursor, decoder = pair if pair is not None else thread_decoder()
         cursor.buffer = self.raw
         cursor.arena_start = self.arena_offset
         cursor.arena_end = len(self.raw)
@@ -307,25 +315,57 @@ class BlockView:
         raw = memoryview(self.raw)
         return raw[begin:end], raw[self.arena_offset + start : self.arena_offset + stop]
 
-    def record(self, j: int) -> Any:
-        """Decode record ``j`` of the block (0 <= j < count)."""
+    def record(self, j: int, projection: Projection | None = None) -> Any:
+        """Decode record ``j`` of the block (0 <= j < count), or only its ``projection``."""
         begin, end, start, stop = self._record_span(j)
+        if projection is not None:
+            cursor, decoder, _ = projection.decoders()
+            try:
+                value, position = self._decode(begin, end, start, (cursor, decoder))
+            except msgspec.ValidationError:
+                value = None  # not an object: the full decode below says which record
+            # which fields hold arrays comes from metadata: trust it only if the arena adds up
+            if value is not None and (position + 7) & ~7 == stop:
+                projection.finish([value], self.raw)
+                return value
+            return projection.project([self.record(j)], j)[0]
         value, position = self._decode(begin, end, start)
         if position > stop:
             raise ValueError(f"record {j} reads arrays beyond its arena range")
         return value
 
-    def records(self) -> list[Any]:
-        """Decode every record of the block in one call."""
+    def records(self, projection: Projection | None = None) -> list[Any]:
+        """Decode every record of the block in one call (only ``projection``'s fields)."""
         tables, n = self._tables, self.count + 1
         end = self._region_start + tables[n - 1]
         if tables[0] != 5 or end > self.arena_offset:
             raise ValueError("block payload region is out of bounds")
+        if projection is not None:
+            projected = self._projected(end, projection)
+            if projected is not None:
+                return projected
+            return projection.project(self.records(), 0)
         values, position = self._decode(self._region_start, end, 0)
         if type(values) is not list or len(values) != self.count:
             raise ValueError("block payload region does not hold its records")
         if position > tables[2 * n - 1]:
             raise ValueError("records read arrays beyond the block's arena")
+        return values
+
+    def _projected(self, end: int, projection: Projection) -> list[Any] | None:
+        """The block's records through ``projection``, or None where that cannot be trusted (a
+        record that is no object, arrays where the file's metadata said none)."""
+        cursor, _, decoder = projection.decoders()
+        try:
+            values, position = self._decode(self._region_start, end, 0, (cursor, decoder))
+        except msgspec.ValidationError:
+            return None
+        if type(values) is not list or len(values) != self.count:
+            raise ValueError("block payload region does not hold its records")
+        if (position + 7) & ~7 != self._tables[2 * self.count + 1]:
+            return None
+        if projection.marks_arrays:
+            projection.finish(values, self.raw)
         return values
 
     def check_arrays(self) -> None:

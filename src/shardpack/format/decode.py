@@ -29,6 +29,12 @@ _ARRAY_SPECS: dict[bytes, ArraySpec] = {}
 _MAX_ARRAY_SPECS = 4096
 
 
+def array_spec(data: memoryview) -> ArraySpec:
+    """An array extension header's (dtype, byte size, shape), from the cache or parsed."""
+    spec = _ARRAY_SPECS.get(bytes(data))
+    return spec if spec is not None else _array_spec(data)
+
+
 def _array_spec(data: memoryview) -> ArraySpec:
     """Parse and check an array extension header (and remember the answer)."""
     size = len(data)

@@ -9,7 +9,7 @@ file, line and column.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -27,7 +27,8 @@ EXCERPT_CHARS = 40
 _decode = msgspec.json.decode
 
 
-READ_CHUNK_BYTES = 1024 * 1024  # one unit's worth: see units.UNIT_INPUT_BYTES
+READ_CHUNK_BYTES = 1024 * 1024  # one unit's worth: see build.options.UNIT_INPUT_BYTES
+PROBE_BYTES = 64 * 1024  # read past a range's end in steps of this, to finish its last line
 
 
 @dataclass
@@ -92,13 +93,19 @@ def iter_line_batches(
 
 
 def _line_batch(
-    lines: list[bytes], first: int, offset: int, has_cr: bool, *, complete: bool
+    lines: list[bytes],
+    first: int,
+    offset: int,
+    has_cr: bool,
+    *,
+    complete: bool,
+    strip_bom: bool = True,
 ) -> LineBatch | None:
     raw_sizes = np.fromiter(map(len, lines), np.int64, len(lines))
     if complete:
         raw_sizes += 1
     ends = offset + np.cumsum(raw_sizes)
-    if first == 1 and lines[0].startswith(BOM):
+    if strip_bom and first == 1 and lines[0].startswith(BOM):
         lines[0] = lines[0][len(BOM) :]
     if has_cr:  # CRLF endings: split at LF left the CR
         lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
@@ -112,6 +119,56 @@ def _line_batch(
         ends = ends[keep]
         raw_sizes = raw_sizes[keep]
     return LineBatch(numbers, lines, ends, raw_sizes)
+
+
+def split_lines(data: bytes, first_line: int, at_input_start: bool) -> tuple[LineBatch | None, int]:
+    """The non-blank lines of ``data`` (whole lines; the last may lack its ending), numbered from
+    ``first_line``, and how many lines ``data`` holds (blank ones included). The rules are
+    ``iter_line_batches``': BOM before the input's first line and CR before LF dropped."""
+    if not data:
+        return None, 0
+    lines = data.split(b"\n")
+    complete = not lines[-1]
+    if complete:
+        lines.pop()
+    if at_input_start and lines[0].startswith(BOM):
+        lines[0] = lines[0][len(BOM) :]
+    has_cr = b"\r" in data
+    batch = _line_batch(lines, first_line, 0, has_cr, complete=complete, strip_bom=False)
+    return batch, len(lines)
+
+
+def line_range(
+    read: Callable[[int, int], bytes], size: int, start: int, end: int
+) -> tuple[int, int, bytes]:
+    """The lines that *start* in bytes [start, end) of an input of ``size`` bytes, whole:
+    ``(first byte, end byte, bytes)``. ``read(offset, length)`` reads the input.
+
+    This is how an input is cut into work units without reading it first: every line belongs
+    to the unit its first byte falls in, so anyone holding (start, end) finds the same lines,
+    and consecutive ranges cover every line exactly once.
+    """
+    base = max(start - 1, 0)
+    buffer = bytearray(read(base, min(end + PROBE_BYTES, size) - base))
+    if start == 0:
+        first = 0
+    else:
+        # a line starts at `start` if the byte before it ends a line; else after the next LF
+        found = buffer.find(b"\n", 0, end - base)
+        if found < 0:
+            return start, start, b""  # one long line runs through the whole range
+        first = base + found + 1
+    if first >= end:
+        return start, start, b""  # the line that starts after `start` starts after `end`
+    # the last line starting before `end` ends at the first LF at or after end - 1
+    search = end - 1 - base
+    found = buffer.find(b"\n", search)
+    while found < 0 and base + len(buffer) < size:
+        search = len(buffer)
+        buffer += read(base + len(buffer), min(PROBE_BYTES, size - base - len(buffer)))
+        found = buffer.find(b"\n", search)
+    stop = base + found + 1 if found >= 0 else base + len(buffer)
+    return first, stop, bytes(buffer[first - base : stop - base])
 
 
 def iter_lines(stream: IO[bytes], path: str, first_line: int = 1) -> Iterator[tuple[int, bytes]]:

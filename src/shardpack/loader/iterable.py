@@ -1,9 +1,13 @@
-"""The iterable training dataset: shuffled by blocks then windows, split over ranks and workers,
-resumable mid-epoch."""
+"""The iterable training dataset: one source or a weighted mixture, optionally filtered, read
+in a shuffled order split over ranks and workers, by records or by token-budget batches.
+Resuming lives in ``resuming``, the order in ``plan``/``sampling``, batches in ``batching``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,20 +21,49 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ..errors import OptionError
+from .batching import Batching, BatchPlan, SequencePacking
+from .index import Predicate, build_index
+from .mixture import apportion, check_weights
+from .plan import EpochPlan, SourceIndex
+from .reading import EpochReader, Slab
+from .resuming import Resumable
 from .sampling import DEFAULT_WINDOW_BLOCKS, EpochOrder, Partition
-from .source import BlockMap, RecordSource, Source, distributed_rank_world
+from .source import (
+    DataHandle,
+    RecordFinisher,
+    Source,
+    check_columns,
+    distributed_rank_world,
+    require_known_columns,
+)
+from .state import WorkerMark
 
-STATE_KIND = "shardpack.PackedIterableDataset"
-STATE_VERSION = 1
 # Below this share of a block's records wanted by one reader, decode records one by one
 # (through the file's block cache) instead of decoding the whole block.
 WHOLE_BLOCK_SHARE = 0.25
 SLAB_RECORDS = 4096  # positions mapped to records at a time (vectorised)
+SLAB_BATCHES = 128
 MAX_CACHE_BLOCKS = 64
 
 
-class PackedIterableDataset(torch.utils.data.IterableDataset):
+@dataclass
+class Progress:
+    """The running (or last) iteration of this process: its epoch, partition and count."""
+
+    epoch: int
+    partition: Partition
+    yielded: int
+
+
+class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
     """Packed records for training: shuffled by blocks then windows, split over ranks and workers.
+
+    ``source``: a path or URL (file or sharded folder), a list of them or an open Dataset (read
+    as one); with ``weights``, a list of such sources mixed in these proportions
+    (``storage_options`` go to fsspec for URLs). ``num_samples``: positions per epoch
+    (default: every kept record of every source once); sources are repeated or subsampled to
+    their share. ``filter``: keep only the records for which it returns true (a pre-pass reads
+    every record once; ``index_cache`` stores its result in a folder for later runs).
 
     ``set_epoch(e)`` before each epoch; the order is a function of (seed, epoch) alone. Pass the
     DataLoader's batch size as ``batch_size`` (``make_loader`` does) so that workers take turns
@@ -40,8 +73,12 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
 
     def __init__(
         self,
-        source: Source,
+        source: Source | Sequence[Source],
         *,
+        weights: Sequence[float] | None = None,
+        num_samples: int | None = None,
+        filter: Predicate | None = None,
+        index_cache: str | os.PathLike[str] | None = None,
         shuffle: bool = True,
         seed: int = 0,
         window_blocks: int = DEFAULT_WINDOW_BLOCKS,
@@ -52,42 +89,101 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
         columns: Sequence[str] | None = None,
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self._records = RecordSource(
-            source,
-            columns=columns,
-            transform=transform,
-            verify=verify,
-            cache_blocks=min(max(window_blocks + 1, 8), MAX_CACHE_BLOCKS),
-        )
+        EpochOrder([], seed=seed, window_blocks=window_blocks)  # validate options early
+        Partition(total=0, chunk=batch_size, uneven=uneven)
+        if (rank is None) != (world_size is None):
+            raise OptionError("give both rank and world_size, or neither")
+        if filter is not None and not callable(filter):
+            raise OptionError(f"filter must be a callable (record -> bool), got {filter!r}")
+        if num_samples is not None and (
+            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+        ):
+            raise OptionError(f"num_samples must be a positive integer, got {num_samples!r}")
+        self.columns = check_columns(columns)
+        if weights is None:
+            sources: list[Any] = [source]
+            self.weights: list[float] | None = None
+        else:
+            if isinstance(source, (str, os.PathLike)) or not isinstance(source, Sequence):
+                raise OptionError("weights= needs a list of sources, one per weight")
+            sources = list(source)
+            self.weights = check_weights(weights, len(sources))
+        cache_blocks = min(max(window_blocks + 1, 8), MAX_CACHE_BLOCKS)
+        self._handles = [
+            DataHandle(
+                s,
+                verify=verify,
+                cache_blocks=cache_blocks,
+                storage_options=storage_options,
+            )
+            for s in sources
+        ]
+        for handle in self._handles:
+            handle.files  # noqa: B018 - open now: a bad path fails here, not in a worker
+        require_known_columns(self._handles, self.columns)
+        self.filter = filter
+        self.index_cache = index_cache
+        self.num_samples = num_samples
+        self.transform = transform
         self.shuffle = bool(shuffle)
         self.seed = seed
         self.window_blocks = window_blocks
-        if (rank is None) != (world_size is None):
-            raise OptionError("give both rank and world_size, or neither")
         self.rank = rank
         self.world_size = world_size
         self.uneven = uneven
         self.batch_size = batch_size
+        self.batching: Batching | None = None
         self.epoch = 0
-        self._resume: dict[str, Any] | None = None  # a loaded state, applied by the next iter
-        self._progress: dict[str, Any] | None = None  # the running (or last) iteration
-        self._order: EpochOrder | None = None
-        self._order_for_epoch(0)  # validate options early
-        Partition(total=0, chunk=batch_size, uneven=uneven)
+        self._indexes: list[SourceIndex] | None = None
+        self._plans: dict[int, EpochPlan] = {}
+        self._batch_plans: dict[int, BatchPlan] = {}
+        self._init_resume()
+        self._mark = WorkerMark()
+        if filter is None:
+            self._epoch_plan(0)  # block counts read now: a bad source fails here
 
     # -- configuration ------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (its order follows from seed and epoch); forgets other epochs' state."""
+        """Select the epoch (its order follows from seed and epoch); forgets other epochs' state.
+
+        When the dataset makes token-budget batches, the epoch's batch plan is computed here,
+        in the parent process, so DataLoader workers inherit it."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = int(epoch)
-        if self._resume is not None and self._resume["epoch"] != self.epoch:
-            self._resume = None
-        if self._progress is not None and self._progress["epoch"] != self.epoch:
-            self._progress = None
+        self._forget_other_epochs()
+        if self.batching is not None and get_worker_info() is None:
+            self._batch_plan(self.epoch)
+
+    def use_batching(self, batching: Batching | None) -> None:
+        """Make batches in the dataset (token budgets, sequence packing) or, with None, single
+        records (the DataLoader batches them). ``make_loader`` calls this."""
+        if (
+            batching is not None
+            and self.columns is not None
+            and batching.token_field not in self.columns
+        ):
+            raise OptionError(
+                f"token_field {batching.token_field!r} is not among columns={self.columns}"
+            )
+        if batching != self.batching:
+            self.batching = batching
+            self._batch_plans.clear()
+            indexes = self._indexes
+            if batching is not None and indexes and any(i.lengths is None for i in indexes):
+                self._indexes = None  # token counts needed: index again
+                self._plans.clear()
+
+    def prepare(self) -> None:
+        """Run the pre-pass (filter, token counts) and plan this epoch now, in this process:
+        DataLoader workers then inherit the result instead of each computing it."""
+        self._epoch_plan(self.epoch)
+        if self.batching is not None:
+            self._batch_plan(self.epoch)
 
     def _rank_world(self) -> tuple[int, int]:
         if self.rank is not None and self.world_size is not None:
@@ -99,230 +195,161 @@ class PackedIterableDataset(torch.utils.data.IterableDataset):
         # fix rank/world size in the parent: a worker started by "spawn" has no process group
         if self.rank is None:
             state["rank"], state["world_size"] = distributed_rank_world()
-        state["_order"] = None
+        state["_plans"] = {}
+        state["_identity_cache"] = None
+        if self._indexes is not None and self.filter is not None:
+            try:  # the filter has run: workers need only its result (a lambda cannot pickle)
+                pickle.dumps(self.filter)
+            except Exception:
+                state["filter"] = _Applied()
         return state
 
-    def _order_for_epoch(self, epoch: int) -> EpochOrder:
-        order = self._order
-        if order is None or order.epoch != epoch:
-            counts = self._records.block_counts()
-            order = EpochOrder(
-                counts,
+    # -- the epoch ----------------------------------------------------------------------------
+
+    def _source_indexes(self) -> list[SourceIndex]:
+        if self._indexes is None:
+            token_field = self.batching.token_field if self.batching is not None else None
+            self._indexes = [self._index_of(h, token_field) for h in self._handles]
+        return self._indexes
+
+    def _index_of(self, handle: DataHandle, token_field: str | None) -> SourceIndex:
+        if isinstance(self.filter, _Applied):
+            raise OptionError("the filter cannot be re-run here: it did not pickle")
+        return build_index(
+            handle.files, predicate=self.filter, token_field=token_field, cache_dir=self.index_cache
+        )
+
+    def samples(self) -> list[int]:
+        """Positions of each source in an epoch."""
+        sizes = [index.size for index in self._source_indexes()]
+        if self.filter is not None and 0 in sizes:
+            where = f"source {sizes.index(0)}" if len(sizes) > 1 else "the dataset"
+            raise OptionError(f"the filter keeps no record of {where}: no records to read")
+        if self.weights is None:
+            return [self.num_samples if self.num_samples is not None else sizes[0]]
+        total = self.num_samples if self.num_samples is not None else sum(sizes)
+        return [int(n) for n in apportion(total, self.weights)]
+
+    def _epoch_plan(self, epoch: int) -> EpochPlan:
+        plan = self._plans.get(epoch)
+        if plan is None:
+            if len(self._plans) >= 2:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[epoch] = EpochPlan(
+                self._source_indexes(),
+                samples=self.samples(),
                 seed=self.seed,
                 epoch=epoch,
                 shuffle=self.shuffle,
                 window_blocks=self.window_blocks,
             )
-            self._order = order
-        return order
+        return plan
+
+    def _batch_plan(self, epoch: int) -> BatchPlan:
+        if self.batching is None:
+            raise OptionError("this dataset yields records, not batches")
+        batches = self._batch_plans.get(epoch)
+        if batches is None:
+            plan = self._epoch_plan(epoch)
+            self._batch_plans.clear()  # one epoch at a time: it holds every position
+            batches = self._batch_plans[epoch] = BatchPlan(
+                plan.lengths_at(np.arange(plan.total)),
+                self.batching,
+                seed=self.seed,
+                epoch=epoch,
+                shuffle=self.shuffle,
+            )
+        return batches
+
+    def _units(self, epoch: int) -> int:
+        """Records (or batches, when batching) in the epoch."""
+        if self.batching is None:
+            return self._epoch_plan(epoch).total
+        return len(self._batch_plan(epoch))
 
     def _partition(self, start: int, *, workers: bool) -> Partition:
         rank, world = self._rank_world()
         info = get_worker_info() if workers else None
         return Partition(
-            total=self._order_for_epoch(self.epoch).total,
+            total=self._units(self.epoch),
             start=start,
             rank=rank,
             world_size=world,
             worker=info.id if info is not None else 0,
             num_workers=info.num_workers if info is not None else 1,
-            chunk=self.batch_size,
+            chunk=self.batch_size if self.batching is None else 1,
             uneven=self.uneven,
         )
 
-    def _start_of_next_iter(self, part: Partition) -> tuple[int, int]:
-        """(epoch start position, records of this consumer to skip) for the next iteration."""
-        resume = self._resume
-        if resume is None or resume["epoch"] != self.epoch:
-            return 0, 0
-        if resume["in_worker"] and _layout(resume) == _layout_of(part, resume["start"]):
-            return resume["start"], resume["yielded"]  # the same consumer carries on exactly
-        return resume["position"], 0
-
     def __len__(self) -> int:
-        """Records this rank reads in the current epoch (from a loaded resume point, if any)."""
+        """Records (batches, when batching) this rank reads in the current epoch, from a loaded
+        resume point if any."""
         part = self._partition(0, workers=False)
         start, _ = self._start_of_next_iter(part)
-        return Partition(**{**_fields(part), "start": start}).rank_length
+        return replace(part, start=start).rank_length
 
     # -- iteration ----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
+        # tell the parent process who iterates: its own state_dict() is useless after workers
+        self._mark.set(get_worker_info() is not None)
         part = self._partition(0, workers=True)
         start, skip = self._start_of_next_iter(part)
-        part = Partition(**{**_fields(part), "start": start})
-        self._resume = None
-        progress = {"epoch": self.epoch, "partition": part, "yielded": skip}
+        part = replace(part, start=start)
+        self._begin_iteration()
+        progress = Progress(self.epoch, part, skip)
         self._progress = progress
-        return self._generate(self._order_for_epoch(self.epoch), part, progress)
+        return self._generate(part, progress)
 
-    def _generate(
-        self, order: EpochOrder, part: Partition, progress: dict[str, Any]
-    ) -> Iterator[Any]:
-        records = self._records
-        blocks = BlockMap(records.files)
+    def _generate(self, part: Partition, progress: Progress) -> Iterator[Any]:
+        plan = self._epoch_plan(progress.epoch)
+        batching = self.batching
         share = 1.0 / (part.world_size * part.num_workers)
-        whole_blocks = share >= WHOLE_BLOCK_SHARE
-        decoded: dict[int, list[Any]] = {}  # whole blocks of the current window
-        window = -1
-        k, length = progress["yielded"], len(part)
-        while k < length:
-            ks = np.arange(k, min(k + SLAB_RECORDS, length))
-            positions = part.positions(ks)
-            ids = order.records_at(positions)
-            windows = order.windows_at(positions)
-            block_ids = order.block_of(ids)
-            file_ids = blocks.block_file[block_ids]
-            local_blocks = block_ids - blocks.file_first_block[file_ids]
-            # index inside the block (whole-block path) or inside the file (record path)
-            slots = (
-                ids - order.block_first[block_ids]
-                if whole_blocks
-                else (ids - blocks.file_first_record[file_ids])
+        reader = EpochReader(
+            [h.files for h in self._handles],
+            RecordFinisher(
+                columns=self.columns,
+                transform=self.transform,
+                token_field=batching.token_field if batching is not None else None,
+                truncate_to=batching.truncate_to if batching is not None else None,
+            ),
+            whole_blocks=share >= WHOLE_BLOCK_SHARE,
+            columns=self.columns,
+        )
+        if batching is None:
+            slabs = self._record_slabs(plan, part, progress.yielded)
+        else:
+            slabs = self._batch_slabs(
+                plan, self._batch_plan(progress.epoch), part, progress.yielded
             )
-            files = blocks.files
-            for record_id, win, block, f, local_block, slot in zip(
-                ids.tolist(),
-                windows.tolist(),
-                block_ids.tolist(),
-                file_ids.tolist(),
-                local_blocks.tolist(),
-                slots.tolist(),
-                strict=True,
-            ):
-                if win != window:  # a block is needed only while its window is current
-                    decoded.clear()
-                    window = win
-                if whole_blocks:
-                    values = decoded.get(block)
-                    if values is None:
-                        values = decoded[block] = files[f].block_records(local_block)
-                    record = values[slot]
-                else:
-                    record = files[f].record(slot)
-                progress["yielded"] += 1
-                yield records.finish(record, record_id)
-            k = int(ks[-1]) + 1
+        return reader.read(slabs, progress)
 
-    # -- resume -------------------------------------------------------------------------------
+    @staticmethod
+    def _record_slabs(plan: EpochPlan, part: Partition, first: int) -> Iterator[Slab]:
+        for k in range(first, len(part), SLAB_RECORDS):
+            ks = np.arange(k, min(k + SLAB_RECORDS, len(part)))
+            yield Slab(*plan.locate(part.positions(ks)))
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where this dataset's iteration stands: load it into a fresh dataset to carry on.
-
-        In the process that iterates (main process, or a DataLoader worker under torchdata's
-        StatefulDataLoader) it counts records handed out so far this epoch.
-        """
-        if self._progress is not None:
-            return self._state(self._progress["partition"], self._progress["yielded"], True)
-        if self._resume is not None:
-            return dict(self._resume)
-        return self._state(self._partition(0, workers=False), 0, False)
-
-    def state_after(self, records: int) -> dict[str, Any]:
-        """The state of this rank once its loop has received ``records`` records this epoch.
-
-        For a plain DataLoader with workers, where the datasets that iterate live in the
-        workers: the training loop counts what it consumed (steps x batch size) and saves this.
-        Counting starts where this epoch's iteration started (a loaded resume point included).
-        """
-        part = self._partition(0, workers=False)
-        start, _ = self._start_of_next_iter(part)
-        part = Partition(**{**_fields(part), "start": start})
-        if records < 0 or records > part.rank_length:
-            raise OptionError(f"records must be in [0, {part.rank_length}], got {records}")
-        return self._state(part, records, False)
-
-    def _state(self, part: Partition, yielded: int, live: bool) -> dict[str, Any]:
-        order = self._order_for_epoch(self.epoch)
-        return {
-            "kind": STATE_KIND,
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "seed": order.seed,
-            "shuffle": order.shuffle,
-            "window_blocks": order.window_blocks,
-            "total": order.total,
-            "blocks": len(order.block_counts),
-            **_layout_of(part, part.start),
-            "yielded": int(yielded),
-            "position": part.consumed_after(yielded),
-            # a worker's own count is exact only for that same worker; anyone else uses position
-            "in_worker": bool(live and get_worker_info() is not None),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from ``state``: the next iteration carries on right after its last record."""
-        if not isinstance(state, Mapping) or state.get("kind") != STATE_KIND:
-            raise OptionError("not a PackedIterableDataset state")
-        if state.get("version") != STATE_VERSION:
-            raise OptionError(f"unsupported loader state version {state.get('version')!r}")
-        order = self._order_for_epoch(self.epoch)
-        expected = {
-            "seed": order.seed,
-            "shuffle": order.shuffle,
-            "window_blocks": order.window_blocks,
-            "total": order.total,
-            "blocks": len(order.block_counts),
-        }
-        for key, value in expected.items():
-            if state.get(key) != value:
-                raise OptionError(
-                    f"state does not match this dataset: {key} is {state.get(key)!r} in the "
-                    f"state, {value!r} here (same data and shuffle options are needed to resume)"
-                )
-        resume = dict(state)
-        if get_worker_info() is None:
-            resume["in_worker"] = False  # loaded in the parent: every worker uses the position
-        self.set_epoch(int(state["epoch"]))
-        self._resume = resume
-        self._progress = None
+    @staticmethod
+    def _batch_slabs(
+        plan: EpochPlan, batches: BatchPlan, part: Partition, first: int
+    ) -> Iterator[Slab]:
+        packing = isinstance(batches.spec, SequencePacking)
+        for k in range(first, len(part), SLAB_BATCHES):
+            units = part.positions(np.arange(k, min(k + SLAB_BATCHES, len(part)))).tolist()
+            positions = [batches.positions(b) for b in units]
+            sources, records = plan.locate(np.concatenate(positions))
+            rows = np.concatenate([batches.rows(b) for b in units]) if packing else None
+            sizes = np.array([len(p) for p in positions], dtype=np.int64)
+            yield Slab(sources, records, batched=True, sizes=sizes, rows=rows)
 
     def close(self) -> None:
-        self._records.close()
+        for handle in self._handles:
+            handle.close()
 
 
-def _layout_of(part: Partition, start: int) -> dict[str, Any]:
-    return {
-        "start": int(start),
-        "rank": part.rank,
-        "world_size": part.world_size,
-        "worker": part.worker,
-        "num_workers": part.num_workers,
-        "chunk": part.chunk,
-        "uneven": part.uneven,
-    }
+class _Applied:
+    """Stands for a filter that already ran in the parent and could not be pickled."""
 
-
-def _layout(state: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("start", "rank", "world_size", "worker", "num_workers", "chunk", "uneven")
-    return {key: state.get(key) for key in keys}
-
-
-def _fields(part: Partition) -> dict[str, Any]:
-    return {name: getattr(part, name) for name in Partition.__dataclass_fields__}
-
-
-def resume_state_from_loader(loader_state: Mapping[str, Any]) -> dict[str, Any]:
-    """The dataset state (world-size and worker-count independent) inside a loader's state.
-
-    Takes a torchdata ``StatefulDataLoader.state_dict()`` and returns the furthest position any
-    worker reported, as a state any ``PackedIterableDataset`` over the same data can load, with
-    a different world size or number of workers.
-    """
-    found = [s for s in _find_states(loader_state)]
-    if not found:
-        raise OptionError("no PackedIterableDataset state inside this loader state")
-    best = max(found, key=lambda s: s["position"])
-    return {**best, "start": best["position"], "yielded": 0, "in_worker": False}
-
-
-def _find_states(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, Mapping):
-        if value.get("kind") == STATE_KIND:
-            yield dict(value)
-            return
-        for item in value.values():
-            yield from _find_states(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _find_states(item)
+    def __call__(self, record: Any) -> bool:  # pragma: no cover - never called
+        raise OptionError("the filter cannot be re-run here: it did not pickle")

@@ -21,6 +21,16 @@ _TAG_BLOCKS = 0
 _TAG_WINDOW = 1
 
 
+def groups(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(key, indices of that key) for each distinct key, keys in increasing order (one sort, not
+    one pass over all keys per key)."""
+    if len(keys) and keys[0] == keys[-1] and (keys == keys[0]).all():
+        return [(int(keys[0]), np.arange(len(keys)))]
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    return [(int(keys[part[0]]), part) for part in np.split(order, cuts) if len(part)]
+
+
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise OptionError(f"seed must be a non-negative integer, got {seed!r}")
@@ -31,7 +41,7 @@ class EpochOrder:
     """The record order of one epoch: blocks permuted, then records shuffled within windows.
 
     Position ``p`` (0 <= p < total) of the epoch maps to a dataset-wide record id. The order
-    depends only on (block sizes, seed, epoch, shuffle, window_blocks), never on ranks or
+    depends only on (block sizes, seed, epoch, shuffle, window_blocks, key), never on ranks or
     workers, so every consumer agrees on it. A window is ``window_blocks`` consecutive blocks of
     the permuted block order; its records are shuffled together, so a reader walking the epoch in
     order needs each block only while its window is current (one decompression per block).
@@ -45,6 +55,7 @@ class EpochOrder:
         epoch: int = 0,
         shuffle: bool = True,
         window_blocks: int = DEFAULT_WINDOW_BLOCKS,
+        key: Sequence[int] = (),
     ) -> None:
         if isinstance(window_blocks, bool) or not isinstance(window_blocks, (int, np.integer)):
             raise OptionError(f"window_blocks must be an integer, got {window_blocks!r}")
@@ -54,13 +65,15 @@ class EpochOrder:
         self.epoch = _check_seed(epoch)
         self.shuffle = bool(shuffle)
         self.window_blocks = int(window_blocks)
+        # ``key`` prefixes every random stream: sources of a mixture get independent orders
+        self.key = tuple(int(k) for k in key)
         counts = np.asarray(block_counts, dtype=np.int64)
         self.block_counts = counts
         self.block_first = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
         self.total = int(counts.sum())
         n_blocks = len(counts)
         if self.shuffle and n_blocks:
-            rng = np.random.default_rng([self.seed, self.epoch, _TAG_BLOCKS])
+            rng = np.random.default_rng([*self.key, self.seed, self.epoch, _TAG_BLOCKS])
             self.block_order = rng.permutation(n_blocks).astype(np.int64)
         else:
             self.block_order = np.arange(n_blocks, dtype=np.int64)
@@ -87,19 +100,13 @@ class EpochOrder:
         if self._cached is not None and self._cached[0] == window:
             return self._cached[1]
         blocks = self.window_blocks_of(window)
-        ids = (
-            np.concatenate(
-                [
-                    np.arange(self.block_first[b], self.block_first[b] + self.block_counts[b])
-                    for b in blocks
-                ]
-            )
-            if len(blocks)
-            else np.zeros(0, np.int64)
-        )
+        counts = self.block_counts[blocks]
+        # the blocks' record ranges, concatenated in window order (vectorised)
+        offsets = np.repeat(self.block_first[blocks] - (np.cumsum(counts) - counts), counts)
+        ids: np.ndarray = np.arange(int(counts.sum()), dtype=np.int64) + offsets
         if self.shuffle:
-            rng = np.random.default_rng([self.seed, self.epoch, _TAG_WINDOW, window])
-            ids = rng.permutation(ids)
+            rng = np.random.default_rng([*self.key, self.seed, self.epoch, _TAG_WINDOW, window])
+            ids = np.asarray(rng.permutation(ids), dtype=np.int64)
         self._cached = (window, ids)
         return ids
 
@@ -113,11 +120,8 @@ class EpochOrder:
             raise IndexError(f"epoch positions must lie in [0, {self.total})")
         ids = np.empty_like(positions)
         windows = self.windows_at(positions)
-        for window in np.unique(windows):
-            mask = windows == window
-            ids[mask] = self.window_records(int(window))[
-                positions[mask] - self.window_starts[window]
-            ]
+        for window, where in groups(windows):
+            ids[where] = self.window_records(window)[positions[where] - self.window_starts[window]]
         return ids
 
     def all_records(self) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""What the torch datasets read: a picklable handle on packed data that opens lazily in each
-process, the dataset-wide block map, and this process's rank in torch.distributed."""
+"""What the torch datasets read: picklable handles on packed data that open lazily in each
+process, what is done to each record on the way out (fields kept, tokens cut, the user's
+transform), the dataset-wide block map, and this process's rank in torch.distributed."""
 
 from __future__ import annotations
 
@@ -31,22 +32,30 @@ def distributed_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-class RecordSource:
-    """The picklable part of a dataset: where the data is, which fields, which transform.
+def check_columns(columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        raise OptionError(f"columns must be a list of field names, got {columns!r}")
+    if not columns:
+        raise OptionError("columns is empty: give at least one field name, or None for all")
+    return list(columns)
 
-    Opens the data on first use in each process and never pickles the open files.
-    """
+
+class DataHandle:
+    """One source: paths (or an open Dataset) that open on first use in each process; the
+    open files never pickle."""
 
     def __init__(
         self,
         source: Source,
         *,
-        columns: Sequence[str] | None,
-        transform: Callable[[Any], Any] | None,
         verify: bool,
         cache_blocks: int,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self._dataset: Dataset | None = None
+        self.storage_options = storage_options
         if isinstance(source, (str, os.PathLike)):
             self.source: str | list[str] = os.fspath(source)
         elif hasattr(source, "files"):
@@ -55,15 +64,12 @@ class RecordSource:
             verify = all(getattr(f, "verify", verify) for f in source.files) and verify
             self._dataset = source  # type: ignore[assignment]
         else:
-            self.source = [os.fspath(p) for p in source]
+            try:
+                self.source = [os.fspath(p) for p in source]
+            except TypeError:
+                raise OptionError(f"not a packed data source: {source!r}") from None
             if not self.source:
                 raise OptionError("no packed files given")
-        if columns is not None:
-            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
-                raise OptionError(f"columns must be a list of field names, got {columns!r}")
-            columns = list(columns)
-        self.columns: list[str] | None = columns
-        self.transform = transform
         self.verify = verify
         self.cache_blocks = cache_blocks
 
@@ -76,7 +82,10 @@ class RecordSource:
     def dataset(self) -> Dataset:
         if self._dataset is None:
             self._dataset = open_dataset(
-                self.source, verify=self.verify, cache_blocks=self.cache_blocks
+                self.source,
+                verify=self.verify,
+                cache_blocks=self.cache_blocks,
+                storage_options=self.storage_options,
             )
         return self._dataset
 
@@ -84,31 +93,117 @@ class RecordSource:
     def files(self) -> list[PackedFile]:
         return self.dataset.files
 
-    def block_counts(self) -> np.ndarray:
-        """Records per block over all files, files in order (dataset-wide block numbers)."""
-        counts = [np.asarray(f.index["record_count"], dtype=np.int64) for f in self.files]
-        return np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    def field_names(self) -> set[str] | None:
+        """Every field path the files' statistics name, or None when a file has none."""
+        names: set[str] = set()
+        for f in self.files:
+            stats = f.metadata.stats
+            if stats is None or not stats.fields:
+                return None
+            names.update(stats.fields)
+        return names
+
+    def close(self) -> None:
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
+
+
+def require_known_columns(handles: Sequence[DataHandle], columns: list[str] | None) -> None:
+    """OptionError for a column no record of any source has (a typo would give empty records)."""
+    if columns is None:
+        return
+    known: set[str] = set()
+    for handle in handles:
+        names = handle.field_names()
+        if names is None:
+            return  # files without statistics: nothing to check against
+        known |= names
+    tops = {name.split(".", 1)[0] for name in known} | known
+    missing = [c for c in columns if c not in tops]
+    if missing:
+        raise OptionError(
+            f"columns: no record has field {missing[0]!r} (columns={columns}; fields: "
+            f"{', '.join(sorted(n for n in tops if '.' not in n))})"
+        )
+
+
+class RecordFinisher:
+    """What happens to a record on its way out: fields kept (``columns``; a field a record
+    lacks is left out), arrays cut to ``truncate_to`` tokens, then the user's ``transform``."""
+
+    def __init__(
+        self,
+        *,
+        columns: list[str] | None,
+        transform: Callable[[Any], Any] | None,
+        token_field: str | None = None,
+        truncate_to: int | None = None,
+    ) -> None:
+        self.columns = columns
+        self.transform = transform
+        self.token_field = token_field
+        self.truncate_to = truncate_to
 
     def finish(self, record: Any, record_id: int) -> Any:
-        """Column selection, then the user's transform."""
         if self.columns is not None:
             if not isinstance(record, dict):
                 raise OptionError(
                     f"record {record_id} is a {type(record).__name__}, not an object: "
                     "columns= needs object records"
                 )
-            try:
-                record = {name: record[name] for name in self.columns}
-            except KeyError as exc:
-                raise OptionError(
-                    f"record {record_id} has no field {exc.args[0]!r} (columns={self.columns})"
-                ) from None
+            record = {name: record[name] for name in self.columns if name in record}
+        if self.truncate_to is not None and self.token_field is not None:
+            record = truncate_tokens(record, self.token_field, self.truncate_to)
         return self.transform(record) if self.transform is not None else record
 
+
+def truncate_tokens(record: Any, token_field: str, limit: int) -> Any:
+    """``record`` with every top-level array as long as its ``token_field`` cut to ``limit``
+    (per-token fields such as top-k ids and log-probs are cut with the tokens)."""
+    if not isinstance(record, dict):
+        return record
+    tokens = record.get(token_field)
+    length = len(tokens) if isinstance(tokens, (np.ndarray, list)) else None
+    if length is None or length <= limit:
+        return record
+    out = dict(record)
+    for key, value in record.items():
+        if isinstance(value, (np.ndarray, list)) and len(value) == length:
+            out[key] = value[:limit]
+    return out
+
+
+class RecordSource:
+    """A map-style source: one handle and its finisher (``columns`` must exist)."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        columns: Sequence[str] | None,
+        transform: Callable[[Any], Any] | None,
+        verify: bool,
+        cache_blocks: int,
+    ) -> None:
+        names = check_columns(columns)
+        self.handle = DataHandle(source, verify=verify, cache_blocks=cache_blocks)
+        self.finisher = RecordFinisher(columns=names, transform=transform)
+        require_known_columns([self.handle], names)
+
+    @property
+    def dataset(self) -> Dataset:
+        return self.handle.dataset
+
+    def block_counts(self) -> np.ndarray:
+        counts = [np.asarray(f.index["record_count"], dtype=np.int64) for f in self.handle.files]
+        return np.concatenate(counts) if counts else np.zeros(0, np.int64)
+
+    def finish(self, record: Any, record_id: int) -> Any:
+        return self.finisher.finish(record, record_id)
+
     def close(self) -> None:
-        if self._dataset is not None:
-            self._dataset.close()
-            self._dataset = None
+        self.handle.close()
 
 
 class BlockMap:
@@ -121,3 +216,9 @@ class BlockMap:
         self.file_first_block = np.concatenate(([0], np.cumsum(blocks))).astype(np.int64)
         self.file_first_record = np.concatenate(([0], np.cumsum(records))).astype(np.int64)
         self.block_file = np.repeat(np.arange(len(files)), blocks)
+        counts = [np.asarray(f.index["record_count"], dtype=np.int64) for f in files]
+        all_counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+        self.block_first = np.concatenate(([0], np.cumsum(all_counts)))[:-1].astype(np.int64)
+
+    def block_of(self, record_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.block_first, record_ids, side="right") - 1

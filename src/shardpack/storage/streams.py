@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,3 +129,56 @@ def is_compressed(path: str, storage_options: dict[str, Any] | None = None) -> b
         with open(path.removeprefix("file://"), "rb") as file:
             head = file.read(4)
     return is_compressed_head(head)
+
+
+def read_range(
+    location: str, start: int, length: int, storage_options: dict[str, Any] | None = None
+) -> bytes:
+    """Bytes [start, start + length) of a local file or a URL (fewer at the end of the file)."""
+    if length <= 0:
+        return b""
+    if is_remote(location):
+        fs, fs_path = url_to_fs(location, storage_options)
+        try:
+            return bytes(fs.cat_file(fs_path, start=start, end=start + length))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read input: {reason_of(exc)}", path=location) from exc
+    try:
+        fd = os.open(location.removeprefix("file://"), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise InputError(f"cannot open input: {exc.strerror or exc}", path=location) from exc
+    try:
+        chunks = []
+        while length > 0:
+            chunk = os.pread(fd, length, start)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            start += len(chunk)
+            length -= len(chunk)
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    finally:
+        os.close(fd)
+
+
+def stored_size_and_stamp(
+    location: str, storage_options: dict[str, Any] | None = None
+) -> tuple[int, str]:
+    """An input's size as stored and a cheap change stamp (mtime in ns, or the object's ETag)."""
+    if is_remote(location):
+        fs, fs_path = url_to_fs(location, storage_options)
+        try:
+            info = fs.info(fs_path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot open input: {reason_of(exc)}", path=location) from exc
+        if info.get("type") == "directory":
+            raise InputError("is a folder, not a JSONL file", path=location)
+        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+        return int(info.get("size") or 0), str(stamp)
+    try:
+        stat = os.stat(location.removeprefix("file://"))
+    except OSError as exc:
+        raise InputError(f"cannot open input: {exc.strerror or exc}", path=location) from exc
+    if not os.path.isfile(location.removeprefix("file://")):
+        raise InputError("is not a regular file", path=location)
+    return stat.st_size, str(stat.st_mtime_ns)

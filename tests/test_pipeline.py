@@ -1,0 +1,212 @@
+"""One pack pipeline for every path: identical bytes for any worker count, one fingerprint for
+"up to date" and "resume", a dry run, work that runs where it is claimed to, and packs that end
+cleanly when interrupted (SIGTERM, Ctrl-C, a killed driver) and then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import shardpack
+from shardpack import DatasetPacker, ShardedPacker
+from shardpack.build.outputs import PLAN_NAME
+from shardpack.dataset.manifest import MANIFEST_NAME
+
+from .conftest import gen_kd_mix, write_jsonl
+
+EPOCH = "1700000000"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_any_worker_count_writes_the_same_bytes_and_says_who_encoded(
+    kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    units = 128 * 1024  # many units for the pool to share
+    for layout in ({}, {"shard_size": "300K"}, {"records_per_shard": 30}):
+        name = "-".join(f"{k}{v}" for k, v in layout.items()) or "single"
+        results = {}
+        for workers in (1, 2):
+            out = tmp_path / f"{name}-{workers}" / ("out.packed" if not layout else "ds")
+            results[workers] = shardpack.pack(
+                kd_jsonl, out, workers=workers, unit_bytes=units, **layout
+            )
+        one, two = results[1], results[2]
+        assert one.content_hash == two.content_hash
+        if layout:
+            assert _files(Path(one.output_path)) == _files(Path(two.output_path))  # + manifest
+            assert len(one.manifest.shards) >= 3
+        else:
+            assert Path(one.output_path).read_bytes() == Path(two.output_path).read_bytes()
+        # the work ran where it is said to: in this process, or in two worker processes
+        assert {w for ws in one.workers.values() for w in ws} == {f"pid {os.getpid()}"}
+        pids = {w for ws in two.workers.values() for w in ws}
+        assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
+
+
+def test_one_fingerprint_decides_up_to_date_and_resume(text_jsonl: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(text_jsonl.read_bytes())
+    out = tmp_path / "ds"
+
+    class Stop(Exception):
+        pass
+
+    def stop_midway(done_bytes: int, records: int) -> None:
+        if records > 900:
+            raise Stop
+
+    with pytest.raises(Stop):
+        ShardedPacker().pack(source, out, records_per_shard=250, progress=stop_midway)
+    assert (out / PLAN_NAME).exists() and not (out / MANIFEST_NAME).exists()
+    # another byte shuffle changes the bytes: nothing may be kept (it was, before)
+    other = ShardedPacker(compression="zstd", shuffle=False).pack(
+        source, out, records_per_shard=250, progress=stop_midway if False else None
+    )
+    assert other.shards_reused == 0
+    with pytest.raises(Stop):
+        ShardedPacker(compression="zstd").pack(
+            source, out, records_per_shard=250, progress=stop_midway
+        )
+    resumed = ShardedPacker(compression="zstd").pack(source, out, records_per_shard=250)
+    assert resumed.shards_reused >= 2 and resumed.shards_packed + resumed.shards_reused == 8
+    # the same pack again is up to date; touching an input without changing it keeps it so
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))
+    again = ShardedPacker(compression="zstd").pack(source, out, records_per_shard=250)
+    assert again.up_to_date and again.content_hash == resumed.content_hash
+    single = tmp_path / "one.packed"
+    DatasetPacker().pack(source, single, meta={"a": "1"})
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert DatasetPacker().pack(source, single, meta={"a": "1"}).up_to_date
+    assert not DatasetPacker().pack(source, single, meta={"a": "2"}).up_to_date  # meta decides
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(kd_jsonl: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "shardpack", "pack", str(kd_jsonl), "-o", str(out)]
+    proc = subprocess.run(
+        [*args, "--shard-size", "400K", "--dry-run", "--json", "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["sharded"] and plan["workers"] == 2 and plan["engine"] == "local"
+    assert plan["units"] >= len(plan["shards"]) >= 3
+    assert sum(s["input_bytes"] for s in plan["shards"]) == kd_jsonl.stat().st_size
+    assert not out.exists()
+    text = subprocess.run(
+        [*args, "--records-per-shard", "20", "--dry-run"], capture_output=True, text=True
+    )
+    assert "shard-00000.packed" in text.stdout and "read by the workers" in text.stdout
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def big_kd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough input that a slow pack (zstd level 22) is still running when it is signalled."""
+    path = tmp_path_factory.mktemp("big") / "kd.jsonl"
+    gen_kd_mix.generate(path, target_bytes=16_000_000, seed=3, top_k=8, vocab_size=32_000)
+    return path
+
+
+def _slow_pack(source: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "shardpack", "pack", str(source), "-o", str(out),
+        "--records-per-shard", "8", "--compression", "zstd", "--level", "22", "--block-size", "1M",
+        "-j", "2",
+    ]  # fmt: skip
+
+
+def _start_and_wait_for_workers(
+    args: list[str], out: Path
+) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    driver = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:
+        # the workers (forked: the driver's command line), not multiprocessing's helpers
+        workers = [c for c in driver.children() if c.cmdline() == driver.cmdline()]
+        if len(workers) >= 2 and list(out.glob("shard-*.packed")):
+            return proc, [c.pid for c in workers]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the pack did not start its workers")
+
+
+def _gone(pids: list[int], seconds: float) -> bool:
+    """Whether every process in ``pids`` has ended, waiting up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("how", "code", "words"), [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    (signal.SIGINT, 130, "interrupted"),
+])  # fmt: skip
+def test_a_signal_ends_every_worker_and_the_pack_resumes(
+    how: signal.Signals, code: int, words: str, big_kd: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ds"
+    proc, workers = _start_and_wait_for_workers(_slow_pack(big_kd, out), out)
+    proc.send_signal(how)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert stderr.strip() == f"shardpack: error: {words}"
+    # ended by the driver before it exits (not later, by noticing that it is gone)
+    assert _gone(workers, 0), "worker processes outlived the pack"
+    assert not list(out.glob(".*.tmp")) and (out / PLAN_NAME).exists()
+    again = subprocess.run([*_slow_pack(big_kd, out), "--json"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["shards_reused"] >= 1 and summary["records"] == len(shardpack.open(out))
+
+
+@pytest.mark.slow
+def test_workers_exit_when_their_driver_is_killed(big_kd: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    proc, workers = _start_and_wait_for_workers(_slow_pack(big_kd, out), out)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert _gone(workers, 5), "workers of a killed driver kept running"
+    again = subprocess.run([*_slow_pack(big_kd, out), "--json"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["shards_reused"] >= 1
+
+
+def test_single_file_pack_of_an_empty_input(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(shardpack.InputError, match="holds no records"):
+        DatasetPacker().pack(empty, tmp_path / "x.packed")
+    result = DatasetPacker().pack(empty, tmp_path / "x.packed", allow_empty=True)
+    assert result.record_count == 0 and len(shardpack.open(result.output_path)) == 0
+    write_jsonl(tmp_path / "one.jsonl", [{"a": 1}])
+    folder = ShardedPacker().pack(
+        [empty, tmp_path / "one.jsonl"], tmp_path / "ds", records_per_shard=5
+    )
+    assert [e.records for e in folder.manifest.shards] == [1]
