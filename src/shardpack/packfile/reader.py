@@ -10,7 +10,6 @@ from __future__ import annotations
 import mmap
 import os
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -34,12 +33,10 @@ from ..format.layout import (
 )
 from ..format.metadata import FileMetadata, decode_file_metadata, widest_dtypes
 from ..format.projection import NotAnObject, Projection
+from .blockcache import CACHE_MAX_BYTES, DecodedBlocks
 from .scan import iter_raw_blocks
 
 DEFAULT_CACHE_BLOCKS = 8
-# Decoded blocks kept per open file, in raw bytes: with blocks up to the format's 256 MiB cap a
-# count alone would let a crafted file pin gigabytes; the newest block always stays.
-CACHE_MAX_BYTES = 256 << 20
 
 
 class LocalSource:
@@ -125,10 +122,7 @@ class PackedFile:
         except BaseException:
             self._source.close()
             raise
-        self._cache: OrderedDict[int, BlockView] = OrderedDict()
-        self._cache_blocks = max(1, cache_blocks)
-        self._cache_bytes = 0
-        self._cache_max_bytes = cache_bytes
+        self._cache = DecodedBlocks(cache_blocks, cache_bytes)
 
     def _open(self) -> None:
         source, path = self._source, self.path
@@ -292,18 +286,10 @@ class PackedFile:
 
     def block(self, block: int) -> BlockView:
         """A block's view through the LRU cache."""
-        cache = self._cache
-        view = cache.get(block)
-        if view is not None:
-            cache.move_to_end(block)
-            return view
-        view = self.view_block(block)
-        cache[block] = view
-        self._cache_bytes += len(view.raw)
-        while len(cache) > self._cache_blocks or (
-            self._cache_bytes > self._cache_max_bytes and len(cache) > 1
-        ):
-            self._cache_bytes -= len(cache.popitem(last=False)[1].raw)
+        view = self._cache.get_recent(block)
+        if view is None:
+            view = self.view_block(block)
+            self._cache.put(block, view)
         return view
 
     def projection(self, columns: Sequence[str] | None) -> Projection | None:
@@ -388,7 +374,6 @@ class PackedFile:
 
     def close(self) -> None:
         self._cache.clear()
-        self._cache_bytes = 0
         self._source.close()
 
     def __enter__(self) -> PackedFile:
