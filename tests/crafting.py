@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,3 +179,77 @@ def zstd_rle_frame(content_size: int, byte: int = 0) -> bytes:
         out += (int(left == 0) | (1 << 1) | (size << 3)).to_bytes(3, "little") + bytes([byte])
         if left == 0:
             return bytes(out)
+
+
+def seed_records(count: int = 120) -> list[Any]:
+    """Deterministic records that use every part of the format: text, int32/float32/float64/bool
+    arrays, a 2-D array, big integers, a lone surrogate, nesting, empty lists."""
+    records: list[Any] = []
+    for i in range(count):
+        records.append(
+            {
+                "id": i,
+                "text": "word " * (i % 7),
+                "ids": [i, i + 1, i + 2],
+                "logp": [0.5 * i, -1.25],
+                "wide": [i * 0.1, 2.0**40],
+                "mask": [True, False],
+                "grid": [[i, 1], [2, 3]],
+                "big": 10**20 + i if i % 5 == 0 else i,
+                "nested": {"a": [{"b": None}], "s": "\ud800" if i % 11 == 0 else "ok"},
+                "empty": [],
+            }
+        )
+    return records
+
+
+def write_seeds(folder: Path) -> dict[str, Path]:
+    """Small real packed files, one per codec path (lz4; zstd with shuffled arenas; zstd with a
+    trained dictionary; none), many blocks each, and a sharded dataset folder."""
+    from shardpack import pack
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "seed.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in seed_records()), encoding="utf-8")
+    text = folder / "text.jsonl"
+    text.write_text(
+        "".join(json.dumps({"n": i, "s": f"sentence {i} " * 40}) + "\n" for i in range(400)),
+        encoding="utf-8",
+    )
+    seeds = {
+        "lz4": (source, {"compression": "lz4", "block_size": 1024}),
+        "zstd": (source, {"compression": "zstd", "block_size": 1024}),
+        "dict": (text, {"compression": "zstd", "block_size": 2048, "dictionary": True}),
+        "none": (source, {"compression": "none", "block_size": 1024}),
+    }
+    paths = {}
+    for name, (input_path, options) in seeds.items():
+        paths[name] = folder / f"{name}.packed"
+        pack(input_path, paths[name], workers=1, **options)
+    paths["sharded"] = folder / "sharded"
+    pack(source, paths["sharded"], records_per_shard=40, workers=1, block_size=2048)
+    return paths
+
+
+def raw_of(parts: PackedParts, block: int) -> bytes:
+    """Block ``block`` decompressed (and its arena un-shuffled): the raw block of FORMAT.md."""
+    from shardpack.codecs import get_codec
+    from shardpack.format.block import unshuffle_block
+    from shardpack.format.layout import BLOCK_SHUFFLED
+
+    entry = parts.index[block]
+    raw = get_codec(parts.metadata["codec"]).decode(parts.blocks[block], int(entry["raw_size"]))
+    if int(entry["flags"]) & BLOCK_SHUFFLED:
+        raw = unshuffle_block(raw)
+    return bytes(raw)
+
+
+def set_raw(parts: PackedParts, block: int, raw: bytes) -> None:
+    """Store ``raw`` as block ``block`` with the file's codec (unshuffled), its index entry
+    and the metadata's maximum raw size made consistent with it."""
+    from shardpack.codecs import get_codec
+
+    parts.blocks[block] = get_codec(parts.metadata["codec"]).encode(raw)
+    parts.index[block]["raw_size"] = len(raw)
+    parts.index[block]["flags"] = 0
+    parts.metadata["max_block_raw_size"] = int(parts.index["raw_size"].max())
