@@ -300,6 +300,11 @@ CASES: list[Case] = [
         edit("lz4", lambda p: setattr(p, "metadata_bytes", b'{"a":' * 100_000)),
         "metadata is nested too deeply",
     ),
+    Case(  # found by the fuzzer: msgspec raised a bare UnicodeDecodeError
+        "metadata-invalid-utf8",
+        edit("lz4", lambda p: setattr(p, "metadata_bytes", b'\x80"')),
+        "metadata is not valid JSON",
+    ),
     Case("metadata-wrong-type", metadata_field("lz4", "block_count", "many"), "$.block_count"),
     Case("metadata-list", metadata_field("lz4", "max_block_raw_size", [1]), "$.max_block_raw_size"),
     Case(
@@ -325,6 +330,11 @@ CASES: list[Case] = [
     Case("index-empty-block", index_field(2, "record_count", 0), "a block holds no records"),
     Case("index-overlap", edit("lz4", _overlap), "blocks overlap or are out of order"),
     Case("index-outside", edit("lz4", _outside), "a block lies outside the data area"),
+    Case(  # found by the fuzzer: the end of such a block wrapped around in int64
+        "index-offset-wraps",
+        index_field(0, "offset", 2**63 - 1, keep="offsets"),
+        "a block lies outside the data area",
+    ),
     Case("index-numbering", index_field(2, "first_record", 1), "record numbering"),
     Case("index-flags", index_field(2, "flags", 2), "flags this reader does not know"),
     # blocks as stored (reader checksums, codecs)

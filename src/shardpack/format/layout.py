@@ -189,6 +189,9 @@ def check_index(
         if record_count != 0:
             raise FormatError("index has no blocks but the file claims records", path=path)
         return
+    if np.any(index["offset"] > data_end) or np.any(index["stored_size"] > data_end):
+        # before any sum: offsets near 2**64 would wrap around in int64 and pass the checks
+        raise FormatError("inconsistent block index: a block lies outside the data area", path=path)
     offsets = index["offset"].astype(np.int64)
     ends = offsets + index["stored_size"].astype(np.int64)
     counts = index["record_count"].astype(np.int64)

@@ -243,7 +243,7 @@ def decode_document(data: bytes | memoryview, kind: type[T], where: str) -> T:
         raise FormatError(f"invalid metadata: {exc}", path=where) from None
     except RecursionError:
         raise FormatError("metadata is nested too deeply to read", path=where) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec's own, or invalid UTF-8
         pass  # not strict JSON: format 1.0 wrote NaN/Infinity in statistics, json reads them
     try:
         loaded = json.loads(bytes(data))
