@@ -28,8 +28,9 @@ Craft = Callable[[dict[str, Path], Path], Path]
 class Case:
     """A crafted input and what reading it must say.
 
-    ``access``: "open" fails at open, "scan" when every record is read in order, "get:N" when
-    record N is read on its own (the other records may read fine). ``cli``: the commands whose
+    ``access``: "open" fails at open, "scan" when every record is read in order, "columns" when
+    they are read through a column projection, "get:N" when record N is read on its own (the
+    other records may read fine), "none" when only deep validation can tell. ``cli``: the commands whose
     one error line (``validate --deep``: one of its INVALID lines) must hold ``message``.
     """
 
@@ -63,15 +64,17 @@ def edit(seed: str, change: Callable[[PackedParts], bytes | None]) -> Craft:
     return craft
 
 
-def raw_edit(block: int, change: Callable[[bytearray], bytes | bytearray | None]) -> Craft:
-    """A case made by editing raw block ``block`` of the lz4 seed (then recompressed)."""
+def raw_edit(
+    block: int, change: Callable[[bytearray], bytes | bytearray | None], seed: str = "lz4"
+) -> Craft:
+    """A case made by editing raw block ``block`` of a seed (then recompressed)."""
 
     def apply(parts: PackedParts) -> None:
         raw = bytearray(raw_of(parts, block))
         changed = change(raw)
         set_raw(parts, block, bytes(raw if changed is None else changed))
 
-    return edit("lz4", apply)
+    return edit(seed, apply)
 
 
 def set_u32(raw: bytearray, position: int, value: int) -> None:
@@ -259,6 +262,33 @@ def _stores_more_than_raw(parts: PackedParts) -> None:
     parts.index[2]["raw_size"] = 100  # no codec stores 1,200 bytes of 100
 
 
+def _region_one_short(raw: bytearray) -> None:
+    """The payload region's array header and end both say one record fewer than the block."""
+    n = _n(raw)
+    region = 8 + 8 * (n + 1)
+    raw[region + 1 : region + 5] = (n - 1).to_bytes(4, "big")
+    set_u32(raw, table(raw, "offsets", n), u32(raw, table(raw, "offsets", n - 1)))
+
+
+def _last_arena_start_short(raw: bytearray) -> None:
+    n = _n(raw)
+    set_u32(raw, table(raw, "starts", n), u32(raw, table(raw, "starts", n - 1)))
+
+
+def _block_in_the_header(parts: PackedParts) -> None:
+    parts.keep.add("offsets")
+    parts.index[0]["offset"] = 8
+
+
+def _last_block_runs_on(parts: PackedParts) -> None:
+    parts.keep.add("offsets")
+    parts.index[-1]["stored_size"] = int(parts.index[-1]["stored_size"]) + 1000
+
+
+def _raw_above_the_files_maximum(parts: PackedParts) -> None:
+    parts.metadata["max_block_raw_size"] = int(parts.index["raw_size"].max()) - 1
+
+
 def _n(raw: bytearray) -> int:
     return u32(raw, 0)
 
@@ -302,7 +332,7 @@ CASES: list[Case] = [
     ),
     Case(  # found by the fuzzer: msgspec raised a bare UnicodeDecodeError
         "metadata-invalid-utf8",
-        edit("lz4", lambda p: setattr(p, "metadata_bytes", b'\x80"')),
+        edit("lz4", lambda p: setattr(p, "metadata_bytes", b'{"codec": {"id": "\x80"}}')),
         "metadata is not valid JSON",
     ),
     Case("metadata-wrong-type", metadata_field("lz4", "block_count", "many"), "$.block_count"),
@@ -330,6 +360,13 @@ CASES: list[Case] = [
     Case("index-empty-block", index_field(2, "record_count", 0), "a block holds no records"),
     Case("index-overlap", edit("lz4", _overlap), "blocks overlap or are out of order"),
     Case("index-outside", edit("lz4", _outside), "a block lies outside the data area"),
+    Case("index-runs-on", edit("lz4", _last_block_runs_on), "a block lies outside the data area"),
+    Case("index-in-header", edit("lz4", _block_in_the_header), "a block lies outside the data"),
+    Case(
+        "index-raw-above-maximum",
+        edit("lz4", _raw_above_the_files_maximum),
+        "raw size above the file's maximum",
+    ),
     Case(  # found by the fuzzer: the end of such a block wrapped around in int64
         "index-offset-wraps",
         index_field(0, "offset", 2**63 - 1, keep="offsets"),
@@ -440,6 +477,28 @@ CASES: list[Case] = [
         "get:14",
         ("validate",),
         "arrays do not fill its arena range",
+    ),
+    Case(
+        "payload-region-short",
+        raw_edit(2, _region_one_short),
+        "payload region does not hold its records",
+        CorruptBlockError,
+        "scan",
+    ),
+    Case(
+        "payload-region-short-projected",
+        raw_edit(2, _region_one_short, "dict"),  # text: no arena to give the short list away
+        "payload region does not hold its records",
+        CorruptBlockError,
+        "columns",
+        ("validate",),
+    ),
+    Case(
+        "records-beyond-the-arena",
+        raw_edit(2, _last_arena_start_short),
+        "records read arrays beyond the block's arena",
+        CorruptBlockError,
+        "scan",
     ),
     Case(
         "payload-not-an-array",

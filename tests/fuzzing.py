@@ -228,9 +228,9 @@ EDITS = [
 
 def exercise(path: Path) -> None:
     """Everything a reader does with a file; only shardpack's errors may come out."""
-    for verify in (True, False):
+    for verify, columns in ((True, None), (False, None), (True, ["id", "text", "ids"])):
         try:
-            with shardpack.open(path, verify=verify) as ds:
+            with shardpack.open(path, verify=verify, columns=columns) as ds:
                 count = len(ds)
                 for _ in ds:
                     pass

@@ -373,3 +373,38 @@ def test_footer_metadata_of_a_bad_zstd_dictionary_is_a_format_error(
     with pytest.raises(FormatError, match="cannot use the file's codec"):
         shardpack.open(_write(parts, tmp_path / "dict.packed"))
     assert json.loads(json.dumps(parts.metadata))  # the crafted metadata is plain JSON
+
+
+def test_a_file_that_shrinks_under_an_open_reader_names_the_block(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": f"{i:06d}" * 300} for i in range(60)])
+    out = tmp_path / "out.packed"
+    DatasetPacker().pack(source, out, block_size=4096)
+    with PackedFile(out) as packed:
+        last = packed.block_count - 1
+        with out.open("r+b") as file:
+            file.truncate(int(packed.index[last]["offset"]) + 10)
+        assert packed.record(0) == {"text": "000000" * 300}
+        with pytest.raises(shardpack.CorruptBlockError, match="file shrank") as caught:
+            packed.record(len(packed) - 1)
+        assert caught.value.block == last
+
+
+def test_the_writer_refuses_metadata_above_the_cap_and_leaves_nothing(
+    one_block: PackedParts, tmp_path: Path
+) -> None:
+    from shardpack.build.units import EncodedBlock
+    from shardpack.format.metadata import FileMetadata
+    from shardpack.packfile.writer import PackedFileWriter
+
+    entry = one_block.index[0]
+    block = EncodedBlock(
+        one_block.blocks[0], int(entry["raw_size"]), int(entry["record_count"]), 0, 0
+    )
+    metadata = msgspec.convert(one_block.metadata, FileMetadata)
+    huge = msgspec.structs.replace(metadata, schema={"description": "x" * MAX_METADATA_BYTES})
+    out = tmp_path / "out" / "big.packed"
+    above = pytest.raises(FormatError, match=r"metadata of \d+ bytes is above the format's cap")
+    with above, PackedFileWriter(out) as writer:
+        writer.write_block(block)
+        writer.finish(huge)
+    assert list(out.parent.iterdir()) == []

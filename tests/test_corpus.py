@@ -34,8 +34,8 @@ def seeds(corpus: dict[str, Path]) -> dict[str, Path]:
 
 
 def _read(path: Path, access: str) -> None:
-    with shardpack.open(path) as ds:
-        if access == "scan":
+    with shardpack.open(path, columns=["id", "text"] if access == "columns" else None) as ds:
+        if access in ("scan", "columns"):
             for _ in ds:
                 pass
         elif access.startswith("get:"):

@@ -260,7 +260,10 @@ class PackedFile:
     def read_raw_block(self, block: int, *, verify: bool | None = None) -> bytes | memoryview:
         """The decompressed bytes of ``block``, its checksum verified first (unless disabled)."""
         # raw_from_stored inlined: this runs once per block of every scan and random access
-        stored = self._read(self._offsets[block], self._stored_sizes[block])
+        try:
+            stored = self._read(self._offsets[block], self._stored_sizes[block])
+        except FormatError as exc:  # a file that shrank under us: name the block
+            raise self.corrupt_error(block, str(exc).removeprefix(f"{self.path}: ")) from None
         if self.verify if verify is None else verify:
             actual = checksum(stored)
             expected = self._checksums[block]
