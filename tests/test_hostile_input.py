@@ -128,3 +128,20 @@ def test_a_schema_that_recurses_forever_is_a_schema_violation_not_a_crash(tmp_pa
     DatasetPacker().pack(source, tmp_path / "out.packed")
     report = DatasetPacker().validate(tmp_path / "out.packed", schema=loop)
     assert not report.ok and "recurses too deeply" in str(report.problems[0])
+
+
+def test_python_records_too_deep_or_holding_themselves_are_refused_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    loop: list[Any] = ["x"]
+    loop.append(loop)
+    for bad in (loop, nested(MAX_NESTING_DEPTH + 1, 1, "object")):
+        writer = shardpack.Writer(tmp_path / "w.packed")
+        writer.write({"ok": 1})
+        writer.write(bad)
+        with pytest.raises(InputError, match=r"<python>:2: .*nested deeper than 128 levels"):
+            writer.close()
+        assert not (tmp_path / "w.packed").exists()
+    with shardpack.Writer(tmp_path / "w.packed") as writer:
+        writer.write(nested(MAX_NESTING_DEPTH, 1, "mixed"))
+    assert _unpacked(tmp_path / "w.packed") == [nested(MAX_NESTING_DEPTH, 1, "mixed")]

@@ -287,6 +287,7 @@ def test_pipeline_spellings(mixed: Path, tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["records"] == 4
 
 
+@pytest.mark.slow
 def test_make_build_dataset(mixed: Path, tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "built.packed"

@@ -126,3 +126,24 @@ def test_a_dry_run_removes_nothing(tmp_path: Path) -> None:
     assert plan.units >= 1 and leftover.exists()
     shardpack.pack(source, folder, records_per_shard=10)
     assert not leftover.exists()
+
+
+def test_a_writer_holds_its_output_until_it_is_closed_or_dropped(tmp_path: Path) -> None:
+    """Two writers appending to one dataset would both number their shards after the same
+    manifest: the second is refused while the first is open."""
+    folder = tmp_path / "ds"
+    first = shardpack.Writer(folder, records_per_shard=10, append=True)
+    first.write_many(RECORDS[:15])
+    with pytest.raises(OptionError, match="is being written by another pack"):
+        shardpack.Writer(folder, records_per_shard=10, append=True)
+    with pytest.raises(OptionError, match="is being written by another pack"):
+        shardpack.pack(write_jsonl(tmp_path / "in.jsonl", RECORDS), folder, records_per_shard=10)
+    first.close()
+    second = shardpack.Writer(folder, records_per_shard=10, append=True)
+    second.write_many(RECORDS[15:])
+    second.abort()  # dropped: releases the output too
+    with shardpack.Writer(folder, records_per_shard=10, append=True) as third:
+        third.write_many(RECORDS[15:])
+    with shardpack.open(folder) as ds:
+        assert list(ds) == RECORDS
+    assert not Path(lock_location(str(folder))).exists()

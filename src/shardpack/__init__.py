@@ -12,6 +12,7 @@ from .build.dask import pack_distributed
 from .build.options import PackOptions
 from .build.packer import DatasetPacker, ShardedPacker, pack
 from .build.results import PackPlan, PackResult
+from .build.writer import Writer
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .dataset.dataset import Dataset, open_dataset
 from .errors import (
@@ -45,6 +46,7 @@ __all__ = [
     "ShardedPacker",
     "ShardpackError",
     "UnknownCodecError",
+    "Writer",
     "__version__",
     "available_codecs",
     "get_codec",

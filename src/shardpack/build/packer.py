@@ -6,19 +6,21 @@ pipeline (``build.pipeline``); defaults given to a packer apply to each of its p
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..dataset.validate_file import ValidationReport, validate_path
+from ..errors import OptionError
 from .inputs import InputsArg
 from .options import PackOptions, ProgressCallback, load_schema_option
 from .pipeline import pack as run_pack
 from .pipeline import plan as run_plan
 from .results import PackPlan, PackResult
+from .writer import Writer
 
 
 def pack(
-    inputs: InputsArg,
+    inputs: InputsArg | Iterable[Any],
     output: str | os.PathLike[str],
     *,
     options: PackOptions | None = None,
@@ -26,20 +28,37 @@ def pack(
     dry_run: bool = False,
     **pack_options: Any,
 ) -> PackResult | PackPlan:
-    """Pack JSONL inputs (paths, URLs, globs, ``-`` for stdin) into ``output``: one packed file,
-    or a sharded dataset folder with ``shard_size=`` or ``records_per_shard=``.
+    """Pack JSONL inputs (paths, URLs, globs, ``-`` for stdin), or records made in Python (any
+    iterable of dicts: see ``Writer``), into ``output``: one packed file, or a sharded dataset
+    folder with ``shard_size=`` or ``records_per_shard=``.
 
     Options as ``PackOptions`` (``compression``, ``level``, ``block_size``, ``dtypes``,
     ``schema``, ``on_error``, ``rejects``, ``meta``, ``workers``, ``validate``, ``force``, ...),
     spelled as people type them (``block_size="64K"``). ``dry_run`` returns the plan only.
     """
+    if not _are_paths(inputs):
+        if dry_run:
+            raise OptionError("a dry run plans inputs read from files, not records")
+        with Writer(output, options=options, **pack_options) as writer:
+            writer.write_many(inputs)  # type: ignore[arg-type]
+            return writer.close()
     if options is None:
         options = PackOptions.create(**pack_options)
     elif pack_options:
         options = options.replace(**pack_options)
+    paths: InputsArg = inputs  # type: ignore[assignment]
     if dry_run:
-        return run_plan(inputs, output, options)
-    return run_pack(inputs, output, options, progress=progress)
+        return run_plan(paths, output, options)
+    return run_pack(paths, output, options, progress=progress)
+
+
+def _are_paths(inputs: Any) -> bool:
+    """Paths, URLs or globs (one, or a list of them), rather than records made in Python."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return True
+    if isinstance(inputs, (list, tuple)):
+        return bool(inputs) and all(isinstance(item, (str, os.PathLike)) for item in inputs)
+    return False
 
 
 class DatasetPacker:

@@ -46,6 +46,7 @@ class UnitSpec:
     data: bytes | None = None  # the lines, when the driver read them (streams)
     first_line: int | None = None  # when the driver counted lines
     shard: int = 0
+    records: list[Any] | None = None  # records made in Python (``Writer``): no lines at all
 
 
 def plan_units(

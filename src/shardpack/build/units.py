@@ -7,6 +7,7 @@ byte-identical files. Memory per worker is bounded by one unit plus its compress
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from ..codecs import Codec, get_codec
 from ..errors import InputError, OptionError, SchemaError, ShardpackError
 from ..format.block import BlockBuilder, block_cuts
 from ..format.bounds import MAX_BLOCK_RAW_BYTES, describe_size
+from ..format.decode import to_jsonable
 from ..format.layout import BLOCK_SHUFFLED, checksum
 from ..format.records import RecordEncoder, RecordLimitError
 from ..ingest.jsonl import decode_lines, line_range, parse_line, split_lines
@@ -40,11 +42,13 @@ _UNPARSED = object()  # stands for a line that decode_lines left to parse_line
 @dataclass
 class Unit:
     """Consecutive input lines of one source, numbered (from 1 when the driver did not count
-    the lines before them: then the driver adds the offset)."""
+    the lines before them: then the driver adds the offset); or, with ``records``, records made
+    in Python (numbered as written), which are not JSON text."""
 
     source: str
     line_numbers: list[int]
     lines: list[bytes]
+    records: list[Any] | None = None
 
 
 @dataclass
@@ -86,6 +90,10 @@ def read_unit(
 ) -> tuple[Unit, int, int, int]:
     """The unit's non-blank lines, its byte range ``[start, end)`` and its line count (blank
     lines included). Plain files are read here, at the unit's own byte range."""
+    if spec.records is not None:
+        first = spec.first_line or 1
+        numbers = list(range(first, first + len(spec.records)))
+        return Unit(spec.source, numbers, [], records=spec.records), 0, 0, len(spec.records)
     if spec.data is not None:
         start, end, data = spec.start, spec.end, spec.data
     elif spec.exact:
@@ -212,6 +220,8 @@ class UnitEncoder:
             self.checker = RecordChecker(options.schema)
 
     def encode(self, unit: Unit) -> EncodedUnit:
+        if unit.records is not None:
+            return self._encode_checked(unit, unit.records, native=True)
         decoded = decode_lines(unit.lines)
         if decoded is not None and self.checker is None and not self.overrides:
             try:
@@ -265,20 +275,26 @@ class UnitEncoder:
         digests = np.fromiter(map(xxhash.xxh3_64_intdigest, payloads), np.uint64, len(payloads))
         return blocks, digests
 
-    def _encode_checked(self, unit: Unit, decoded: list[Any] | None) -> EncodedUnit:
-        """Record by record: lines to parse carefully, schema checks, ``on_error`` rejects."""
+    def _encode_checked(
+        self, unit: Unit, decoded: list[Any] | None, *, native: bool = False
+    ) -> EncodedUnit:
+        """Record by record: lines to parse carefully, schema checks, ``on_error`` rejects;
+        ``native``: the values are Python records (numpy arrays and tensors keep their dtype)."""
         encoder = RecordEncoder(self.overrides)
         builder = BlockBuilder(encoder)
         blocks: list[EncodedBlock] = []
-        digests = np.empty(len(unit.lines), dtype=np.uint64)
+        count = len(decoded) if native and decoded is not None else len(unit.lines)
+        digests = np.empty(count, dtype=np.uint64)
         block_size = self.options.block_size
+        convert = encoder.convert_record if native else encoder.convert
+        lines: list[Any] = [b""] * count if native else unit.lines
         kept = 0
         rejects: list[Rejection] = []
         checker = self.checker
         kept_values: list[Any] = []  # summarised column-wise once the unit is encoded
         if decoded is None:  # some line needs the careful parser (and maybe an error message)
             decoded = [_UNPARSED] * len(unit.lines)
-        for number, line, value in zip(unit.line_numbers, unit.lines, decoded, strict=True):
+        for number, line, value in zip(unit.line_numbers, lines, decoded, strict=True):
             # a rejected record must not count in the fields' dtype statistics
             seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
             try:
@@ -286,7 +302,7 @@ class UnitEncoder:
                     value = parse_line(line, unit.source, number)
                 # typed arrays, as statistics describe them; a schema checks the record as it
                 # will be stored before it joins a block
-                value = encoder.convert(value)
+                value = convert(value)
                 if checker is not None:
                     checker.check(value, path=unit.source, line=number)
                 digests[kept] = builder.add(value, converted=True)
@@ -296,6 +312,8 @@ class UnitEncoder:
                     if isinstance(exc, OptionError):
                         raise InputError(str(exc), path=unit.source, line=number) from None
                     raise
+                if native:
+                    line = json.dumps(value, default=to_jsonable).encode("utf-8", "replace")
                 rejects.append(Rejection.from_error(exc, unit.source, number, line))
                 continue
             kept += 1

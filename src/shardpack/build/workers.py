@@ -77,14 +77,17 @@ class LocalExecutor:
         self._pool: cf.ProcessPoolExecutor | None = None
         self._pending: deque[cf.Future[list[EncodedUnit]]] = deque()
         self._options: EncodeOptions | None = None
+        self._encoder: UnitEncoder | None = None
 
-    def start(self, options: EncodeOptions) -> None:
+    def start(self, options: EncodeOptions, *, fork: bool = True) -> None:
+        """``fork=False`` starts workers from a clean interpreter even when forking looks safe
+        (a caller's program may run threads that Python does not see, as torch does)."""
         self._options = options
         if self.workers <= 1:
             return
         self._pool = cf.ProcessPoolExecutor(
             self.workers,
-            mp_context=_worker_context(),
+            mp_context=_worker_context(fork),
             initializer=_init_worker,
             initargs=(options, self.storage_options),
         )
@@ -92,21 +95,34 @@ class LocalExecutor:
         self.worker_pids = {_result(future) for future in ready}
 
     def encode(self, specs: Iterable[UnitSpec]) -> Iterator[EncodedUnit]:
-        """Encoded units, in order; at most a few batches in flight (bounded memory)."""
+        """Encoded units, in order; at most a few groups in flight (bounded memory)."""
+        for group in unit_groups(specs):
+            yield from self.push(group)
+        yield from self.drain()
+
+    def push(self, group: list[UnitSpec]) -> list[EncodedUnit]:
+        """Hand a group of units over; returns the units finished so far, in order (all of
+        them in this process; with a pool, once more than two groups a worker are waiting)."""
         if self._options is None:
             raise RuntimeError("start the executor first")
         if self._pool is None:
-            encoder = UnitEncoder(self._options)
-            for group in unit_groups(specs):
-                yield from encode_group(encoder, group, self.storage_options)
-            return
-        pending = self._pending
-        for batch in unit_groups(specs):
-            pending.append(self._pool.submit(_encode_batch, batch))
-            if len(pending) >= 2 * self.workers:
-                yield from _result(pending.popleft())
-        while pending:
-            yield from _result(pending.popleft())
+            if self._encoder is None:
+                self._encoder = UnitEncoder(self._options)
+            return encode_group(self._encoder, group, self.storage_options)
+        self._pending.append(self._pool.submit(_encode_batch, group))
+        done: list[EncodedUnit] = []
+        while len(self._pending) > 2 * self.workers:
+            finished: list[EncodedUnit] = _result(self._pending.popleft())
+            done += finished
+        return done
+
+    def drain(self) -> list[EncodedUnit]:
+        """Every unit still being encoded, in order."""
+        done: list[EncodedUnit] = []
+        while self._pending:
+            finished: list[EncodedUnit] = _result(self._pending.popleft())
+            done += finished
+        return done
 
     def close(self, *, abort: bool = False) -> None:
         """Shut the pool down; ``abort`` (an error, Ctrl-C, SIGTERM) terminates the workers
@@ -141,7 +157,7 @@ def _stop(pool: cf.ProcessPoolExecutor, pending: deque[cf.Future[Any]], abort: b
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context(fork: bool = True) -> multiprocessing.context.BaseContext:
     """How worker processes start: forked when that is safe, else from a clean interpreter.
 
     A forkserver starts a fresh interpreter that imports shardpack and numpy first: ~0.5 s
@@ -150,7 +166,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     lock at the fork would leave it locked in the child forever); the pack starts its own
     threads only once every worker is running.
     """
-    if sys.platform == "linux" and threading.active_count() == 1:
+    if fork and sys.platform == "linux" and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     if os.name == "posix":
         context = multiprocessing.get_context("forkserver")

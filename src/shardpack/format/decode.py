@@ -39,7 +39,7 @@ def _array_spec(data: memoryview) -> ArraySpec:
     """Parse and check an array extension header (and remember the answer)."""
     size = len(data)
     ndim = (size - 2) >> 2
-    if size < 6 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
+    if size < 2 or size != 2 + 4 * ndim or ndim > MAX_NDIM or data[1] != ndim:
         raise ValueError(f"bad array header ({size} bytes)")
     header = ARRAY_HEADERS[ndim].unpack(data)
     dtype = DTYPE_BY_CODE.get(header[0])

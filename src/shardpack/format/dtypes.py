@@ -24,7 +24,14 @@ DTYPE_BY_CODE: dict[int, np.dtype] = {
     6: np.dtype("<f8"),
     7: np.dtype("<f2"),
     8: np.dtype(ml_dtypes.bfloat16),
+    # format 1.1: what Python records bring with them (packs of JSON never make these)
+    9: np.dtype("i1"),
+    10: np.dtype("u1"),
+    11: np.dtype("<i2"),
+    12: np.dtype("<u2"),
+    13: np.dtype("<u4"),
 }
+CODES_SINCE_1_1 = frozenset(range(9, 14))  # and 0-d arrays (ndim 0)
 CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
 DTYPE_NAMES = {dtype: dtype.name for dtype in DTYPE_BY_CODE.values()}
 
@@ -36,6 +43,6 @@ LOSSY_DTYPES = {
 }
 
 
-ARRAY_HEADERS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # code, ndim, dims
+ARRAY_HEADERS = [struct.Struct(f"<BB{n}I") for n in range(33)]  # code, ndim, dims (1.1: ndim 0)
 MAX_NDIM = 32
 DTYPE_BY_NAME = {dtype.name: dtype for dtype in DTYPE_BY_CODE.values()}

@@ -34,7 +34,8 @@ from .bounds import (
 
 MAGIC = b"\x89SHP\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncated downloads
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 0  # what packs of JSON write; packs of Python records write 1 (format 1.1)
+LATEST_MINOR = 1  # the newest minor version this shardpack reads and writes
 
 HEADER = struct.Struct("<8sHHI")
 HEADER_SIZE = HEADER.size  # 16
@@ -73,8 +74,8 @@ def align(offset: int, alignment: int) -> int:
     return (offset + alignment - 1) // alignment * alignment
 
 
-def encode_header() -> bytes:
-    return HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0)
+def encode_header(minor: int = FORMAT_MINOR) -> bytes:
+    return HEADER.pack(MAGIC, FORMAT_MAJOR, minor, 0)
 
 
 def check_header(data: bytes, path: str | None = None) -> None:

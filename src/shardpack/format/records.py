@@ -17,6 +17,7 @@ strings holding unpaired surrogates (both legal in JSON) use their own extension
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from itertools import chain
 from typing import Any
@@ -30,6 +31,7 @@ from .dtypes import (
     ARRAY_ALIGN,
     ARRAY_HEADERS,
     CODE_BY_DTYPE,
+    DTYPE_BY_CODE,
     DTYPE_NAMES,
     EXT_ARRAY,
     EXT_BIGINT,
@@ -232,6 +234,41 @@ class RecordEncoder:
                     value[i] = self._convert(item, path, depth + 1)
         return value
 
+    def convert_record(self, value: Any, path: str = "", depth: int = 1) -> Any:
+        """A record made in Python, as it will be stored; the caller's objects are not changed.
+
+        JSON values as ``convert`` (numeric lists become typed arrays); numpy arrays, numpy
+        scalars (0-d arrays) and CPU torch tensors keep their own dtype; tuples are lists.
+        Anything else (bytes, sets, objects, keys that are not strings) is an OptionError
+        naming its path."""
+        kind = type(value)
+        if kind is str or kind is int or kind is float or kind is bool or value is None:
+            return value
+        if depth > MAX_NESTING_DEPTH:  # containers only, as ``convert``; ends a self-holding list
+            where = _where(path)
+            raise RecordLimitError(f"{where}: nested deeper than {MAX_NESTING_DEPTH} levels")
+        if kind is dict:
+            out = {}
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise OptionError(f"{_where(path)}: keys must be strings, not {key!r}")
+                out[key] = self.convert_record(item, f"{path}.{key}" if path else key, depth + 1)
+            return out
+        if kind is list or kind is tuple:
+            items = list(value)
+            if items and type(items[0]) in (int, float, bool, list):
+                array = to_typed_array(items)
+                if array is not None:
+                    return self._typed(array, path)
+            return [self.convert_record(item, path, depth + 1) for item in items]
+        array = native_array(value, path)
+        if array is None:
+            raise OptionError(
+                f"{_where(path)}: a {kind.__name__} is not a JSON value, numpy array or scalar, "
+                "or torch tensor"
+            )
+        return self._typed(array, path)
+
     def _typed(self, array: np.ndarray, path: str) -> np.ndarray:
         forced = self.dtype_overrides.get(path)
         if forced is not None:
@@ -259,6 +296,44 @@ class RecordEncoder:
         code = CODE_BY_DTYPE[obj.dtype]
         header = ARRAY_HEADERS[obj.ndim].pack(code, obj.ndim, *obj.shape)
         return msgspec.msgpack.Ext(EXT_ARRAY, header)
+
+
+def native_array(value: Any, path: str) -> np.ndarray | None:
+    """A numpy array (or scalar: 0-d) or CPU torch tensor as a little-endian array of a dtype
+    the format stores; None when ``value`` is none of these."""
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    elif type(value).__module__ == "torch" and type(value).__name__ == "Tensor":
+        value = _tensor_array(value, path)
+    if not isinstance(value, np.ndarray):
+        return None
+    dtype = value.dtype
+    if dtype.byteorder == ">":
+        dtype = dtype.newbyteorder("<")
+        value = value.astype(dtype)
+    if dtype not in CODE_BY_DTYPE:
+        raise OptionError(
+            f"{_where(path)}: arrays of {dtype.name} cannot be stored "
+            "(bool, int8-64, uint8-64, float16/32/64 and bfloat16 can)"
+        )
+    if value.ndim > MAX_NDIM or any(n >= 2**32 for n in value.shape):
+        raise OptionError(f"{_where(path)}: an array of shape {value.shape} is too large")
+    array: np.ndarray = value
+    return array
+
+
+def _tensor_array(tensor: Any, path: str) -> np.ndarray:
+    if tensor.device.type != "cpu":
+        raise OptionError(f"{_where(path)}: a tensor on {tensor.device} (move it to the CPU first)")
+    tensor = tensor.detach()
+    if str(tensor.dtype) == "torch.bfloat16":  # numpy has none: the same bits, as ml_dtypes'
+        int16 = sys.modules["torch"].int16  # torch is loaded: the caller holds a tensor
+        return tensor.view(int16).numpy().view(DTYPE_BY_CODE[8])  # type: ignore[no-any-return]
+    return tensor.numpy()  # type: ignore[no-any-return]
+
+
+def _where(path: str) -> str:
+    return f"field {path!r}" if path else "the record"
 
 
 def _escape_unencodable(value: Any) -> Any:

@@ -28,6 +28,7 @@ from ..format.bounds import (
 from ..format.layout import (
     BLOCK_ALIGN,
     BLOCK_ENTRY,
+    FORMAT_MINOR,
     HEADER_SIZE,
     INDEX_ALIGN,
     TRAILER_SIZE,
@@ -53,14 +54,16 @@ class SealedBlock(Protocol):
 class PackedFileWriter:
     """Appends compressed blocks to a new packed file and seals it with its footer."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, minor: int = FORMAT_MINOR) -> None:
+        """``minor``: the format's minor version the file declares (1 for the dtypes of 1.1)."""
         self.path = Path(path)
         fd, self._tmp_path = temp_beside(self.path)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         # the whole file's hash, computed as it is written: a manifest needs it, and reading a
         # freshly written shard back only to hash it cost a sharded pack's driver ~3% of the CPU
         self._hash = xxhash.xxh3_128()
-        self._write(encode_header())
+        self.minor = minor
+        self._write(encode_header(minor))
         self._position = HEADER_SIZE
         self._entries: list[tuple[int, int, int, int, int, int, int]] = []
         self.record_count = 0
@@ -143,6 +146,7 @@ class PackedFileWriter:
             metadata_size=len(meta),
             record_count=self.record_count,
             footer_checksum=checksum(index + meta),
+            minor=self.minor,
         )
         self._write(b"\0" * (index_offset - self._position))
         self._write(index)

@@ -116,7 +116,7 @@ def _observe_lists(lists: list[list[Any]], column: Column, stats: FieldStats) ->
 
 
 def _observe_arrays(arrays: list[np.ndarray], stats: FieldStats) -> None:
-    stats.array_lengths.add_all(map(len, arrays))
+    stats.array_lengths.add_all([len(a) if a.ndim else 1 for a in arrays])  # 0-d: one value
     stats.elements += sum(map(_size, arrays))
     by_dtype = Counter(map(_dtype, arrays))
     for dtype, n in by_dtype.items():

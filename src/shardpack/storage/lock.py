@@ -40,20 +40,44 @@ def lock_location(output: str) -> str:
     return os.fspath(target.parent / f".{target.name}.lock")
 
 
+class OutputLock:
+    """The lock of one output, for writers that live across calls (``shardpack.Writer``):
+    ``acquire`` (OptionError if another pack holds it), then ``release`` (idempotent)."""
+
+    def __init__(self, output: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.output = output
+        self.storage_options = storage_options
+        self._held: Any = None
+
+    def acquire(self) -> OutputLock:
+        if is_remote(self.output):
+            held = _remote_lock(self.output, lock_location(self.output), self.storage_options)
+            held.__enter__()
+            self._held = held
+            return self
+        path = Path(lock_location(self.output))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._held = (path, _acquire(path, self.output))
+        return self
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if isinstance(held, tuple):
+            _release(*held)
+        else:
+            held.__exit__(None, None, None)
+
+
 @contextmanager
 def output_lock(output: str, storage_options: dict[str, Any] | None = None) -> Iterator[None]:
     """Hold the lock of ``output`` for the ``with`` block; OptionError if another pack holds it."""
-    if is_remote(output):
-        with _remote_lock(output, lock_location(output), storage_options):
-            yield
-        return
-    path = Path(lock_location(output))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, output)
+    lock = OutputLock(output, storage_options).acquire()
     try:
         yield
     finally:
-        _release(path, fd)
+        lock.release()
 
 
 def _holder() -> str:
