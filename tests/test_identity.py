@@ -153,3 +153,18 @@ def test_a_file_that_only_claims_the_pinned_hash_is_refused(tmp_path: Path) -> N
         assert ds.content_hash == pinned and plain(ds[0]) == OTHER[0]  # unpinned, the claim stands
     with pytest.raises(FormatError, match=r"fake.packed: records hash to .* but the footer claims"):
         shardpack.open(fake, expected_hash=pinned)
+
+
+def test_merge_refuses_a_dataset_with_a_swapped_shard_before_copying(
+    folder: Path, tmp_path: Path
+) -> None:
+    from shardpack.dataset.merge import merge_datasets
+
+    first, second = folder / "shard-00000.packed", folder / "shard-00001.packed"
+    data = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(data)
+    out = tmp_path / "merged"
+    with pytest.raises(ManifestError, match="holds the records of shard-00001"):
+        merge_datasets([folder], out)
+    assert not out.exists() or not list(out.iterdir())

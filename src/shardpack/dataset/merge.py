@@ -20,6 +20,7 @@ from ..packfile.reader import PackedFile
 from ..stats import merge_stats
 from ..storage.folder import open_storage
 from ..storage.lock import output_lock
+from .identity import check_shard
 from .locate import locate
 from .manifest import (
     MANIFEST_NAME,
@@ -63,7 +64,20 @@ def _merge_locked(
         located = locate(label, storage_options)
         if located.manifest is not None:
             manifest = located.manifest
-            for where, entry in zip(located.locations, manifest.shards, strict=True):
+            listed = [(e.file, e.content_hash) for e in manifest.shards]
+            for number, (where, entry) in enumerate(
+                zip(located.locations, manifest.shards, strict=True)
+            ):
+                # each shard is the one its entry names (a footer read), before anything is copied
+                with PackedFile(where.path, source=where.source()) as packed:
+                    check_shard(
+                        packed,
+                        entry_number=number,
+                        size=entry.size,
+                        records=entry.records,
+                        content_hash=entry.content_hash,
+                        listed=listed,
+                    )
                 parts.append((where.path, entry))
             schemas.append((label, manifest.schema))
             all_stats.append(manifest.stats)
