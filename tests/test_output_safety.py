@@ -81,7 +81,10 @@ def test_a_second_sharded_pack_into_a_busy_folder_touches_nothing(tmp_path: Path
     source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     first = _start_blocked_pack(folder, "--records-per-shard", "10")
     try:
-        folder.mkdir(exist_ok=True)
+        deadline = time.monotonic() + 60
+        while not (folder / "unfinished-pack.json").exists():  # then it waits for its input
+            assert time.monotonic() < deadline and first.poll() is None, "no plan written"
+            time.sleep(0.05)
         live = folder / ".shard-00000.packed.k3j2.tmp"  # what the first pack would be writing
         live.write_bytes(b"in progress")
         before = sorted(p.name for p in folder.iterdir())
