@@ -15,7 +15,7 @@ import pytest
 import shardpack
 from shardpack import OptionError, ShardedPacker
 from shardpack.dataset.merge import merge_datasets
-from shardpack.storage.lock import lock_location, output_lock
+from shardpack.storage.output_lock import lock_location, output_lock
 
 from .conftest import write_jsonl
 

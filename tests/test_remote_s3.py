@@ -134,15 +134,23 @@ def test_a_swapped_remote_shard_is_refused_naming_it(s3: Any, text_jsonl: Path) 
     second = client.get_object(Bucket="data", Key="swapped/shard-00001.packed")["Body"].read()
     client.put_object(Bucket="data", Key="swapped/shard-00000.packed", Body=second)
     client.put_object(Bucket="data", Key="swapped/shard-00001.packed", Body=first)
-    # the manifest's size is what the tail is fetched by: a shard of another size is a short
-    # read, a shard of the same size is caught by its content hash; both name the shard
-    with pytest.raises(shardpack.ShardpackError) as caught:
-        shardpack.open("s3://data/swapped", storage_options=options)
-    assert "s3://data/swapped/shard-00000.packed: " in str(caught.value)
+    # a remote shard opens on first use (its footer read once): there it is checked. The
+    # manifest's size is what the tail is fetched by: a shard of another size is a short read,
+    # a shard of the same size is caught by its content hash; both name the shard
+    with (
+        shardpack.open("s3://data/swapped", storage_options=options) as ds,
+        pytest.raises(shardpack.ShardpackError) as caught,
+    ):
+        ds[0]
+    assert "s3://data/swapped/shard-00000.packed" in str(caught.value)
     client.put_object(Bucket="data", Key="swapped/shard-00000.packed", Body=first)
     doc = json.loads(client.get_object(Bucket="data", Key="swapped/manifest.json")["Body"].read())
-    doc["shards"][1]["bytes"] = doc["shards"][0]["bytes"]  # lists shard 0 twice, in effect
+    for key in ("bytes", "footer_offset"):  # entry 1 describes shard 0's file, but its hash
+        doc["shards"][1][key] = doc["shards"][0][key]
     doc["totals"]["bytes"] = sum(entry["bytes"] for entry in doc["shards"])
     client.put_object(Bucket="data", Key="swapped/manifest.json", Body=json.dumps(doc).encode())
-    with pytest.raises(shardpack.ManifestError, match=r"holds the records of shard-00000\.packed"):
-        shardpack.open("s3://data/swapped", storage_options=options)
+    with (
+        shardpack.open("s3://data/swapped", storage_options=options) as ds,
+        pytest.raises(shardpack.ManifestError, match=r"holds the records of shard-00000\.packed"),
+    ):
+        ds[500]  # the first record of shard 1

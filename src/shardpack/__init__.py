@@ -21,11 +21,14 @@ from .errors import (
     FormatError,
     InputError,
     ManifestError,
+    ObjectChangedError,
     OptionError,
+    RemoteError,
     SchemaError,
     ShardpackError,
     UnknownCodecError,
 )
+from .storage.remote_options import RemoteOptions
 
 open = open_dataset
 
@@ -38,10 +41,13 @@ __all__ = [
     "FormatError",
     "InputError",
     "ManifestError",
+    "ObjectChangedError",
     "OptionError",
     "PackOptions",
     "PackPlan",
     "PackResult",
+    "RemoteError",
+    "RemoteOptions",
     "SchemaError",
     "ShardedPacker",
     "ShardpackError",

@@ -8,7 +8,9 @@
     ├── CodecError                         compression or decompression failed
     │   └── UnknownCodecError              a codec id that is not registered, with an install hint
     ├── ManifestError (also ValueError)    a sharded dataset's manifest is damaged or unsafe
-    └── OptionError (also ValueError)      an option value that makes no sense (size, dtype)
+    ├── OptionError (also ValueError)      an option value that makes no sense (size, dtype)
+    └── RemoteError (also OSError)         a remote read failed (after its retries): .path
+        └── ObjectChangedError             a remote object was replaced while it was being read
 
 Errors always name where: the file, and the block, line or record when there is one.
 """
@@ -130,3 +132,17 @@ class ManifestError(ShardpackError, ValueError):
 
 class OptionError(ShardpackError, ValueError):
     """An option value that cannot be used (unknown dtype, bad size, conflicting flags)."""
+
+
+class RemoteError(ShardpackError, OSError):
+    """A request to remote storage failed for good (not found, denied, or still failing after
+    its retries)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class ObjectChangedError(RemoteError):
+    """A remote object no longer has the version (ETag) it had when it was opened: its bytes
+    are never mixed with those already read or cached."""

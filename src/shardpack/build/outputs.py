@@ -208,6 +208,7 @@ class OutputLayout:
                     continue
                 with PackedFile(where, source=_in_memory(data, where)) as packed:
                     metadata, size = packed.metadata, packed.size
+                    footer_offset = packed.trailer.index_offset  # for remote readers
                 digest = storage.hash_file(name)
             except (ShardpackError, OSError):
                 continue
@@ -219,6 +220,7 @@ class OutputLayout:
                 file_hash=digest,
                 content_hash=metadata.content_hash,
                 inputs=metadata.inputs,
+                footer_offset=footer_offset,
             )
             finished[index] = ShardResult(index, entry, metadata, reused=True)
         return finished

@@ -18,7 +18,7 @@ from ..errors import OptionError
 from ..format.metadata import FileMetadata, SourceSlice
 from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.atomic import refuse_inputs_as_output
-from ..storage.lock import output_lock
+from ..storage.output_lock import output_lock
 from ..storage.streams import InputDigest
 from .collector import build_manifest
 from .hashing import InputHasher

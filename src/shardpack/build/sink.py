@@ -137,6 +137,7 @@ class ShardSink:
             file_hash=digest,
             content_hash=metadata.content_hash,
             inputs=metadata.inputs,
+            footer_offset=self.writer.footer_offset,  # remote reads fetch the footer exactly
         )
         return ShardResult(self.index, entry, metadata, workers=self.workers)
 

@@ -29,7 +29,7 @@ from ..format.bounds import MAX_NESTING_DEPTH
 from ..format.layout import LATEST_MINOR
 from ..format.metadata import MergedSource
 from ..ingest.rejects import RejectsWriter, default_rejects_path
-from ..storage.lock import OutputLock
+from ..storage.output_lock import OutputLock
 from .collector import build_manifest
 from .inputs import InputFile
 from .ledger import Ledger

@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from ..errors import ManifestError, OptionError
-from ..format.metadata import DatasetMetadata, DatasetStats, widest_dtypes
-from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile, dtype_targets
-from ..storage.urls import is_url
-from .identity import check_pinned, check_shard
+from ..format.metadata import DatasetMetadata, DatasetStats
+from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile
+from ..storage.urls import is_remote, is_url
+from .identity import check_pinned
 from .manifest import Manifest, combined_content_hash
+from .shards import ShardSlots
+
+if TYPE_CHECKING:
+    from ..storage.remote import RemoteReader, RemoteStats
+    from ..storage.remote_options import RemoteOptions
 
 PathLike = str | os.PathLike[str]
+OPEN_AHEAD = 4  # shards opened ahead of a remote scan
 _HASH = re.compile(r"^xxh3_128:[0-9a-f]{32}$")
 
 
@@ -34,27 +40,38 @@ class Dataset:
 
     def __init__(
         self,
-        files: Sequence[PackedFile],
+        files: Sequence[PackedFile] | ShardSlots,
         manifests: Sequence[Any] = (),
         columns: Sequence[str] | None = None,
+        remote: RemoteReader | None = None,
     ) -> None:
-        self.files = list(files)
+        self._slots = files if isinstance(files, ShardSlots) else ShardSlots.of_files(files)
         self.manifests = list(manifests)  # of the sharded datasets among the inputs
         # top-level fields to read (None: all), in the order asked; records keep their own order
         self.columns: tuple[str, ...] | None = _check_columns(columns)
-        counts = [len(f) for f in self.files]
-        self._starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+        self._starts = np.concatenate(([0], np.cumsum(self._slots.counts, dtype=np.int64)))
         self._length = int(self._starts[-1])
         self._metadata: DatasetMetadata | None = None
+        self._remote = remote  # the caches and read-ahead of its remote files
+
+    @property
+    def files(self) -> list[PackedFile]:
+        """Every packed file, opened (remote shards not opened yet are opened side by side)."""
+        return self._slots.all()
+
+    def file(self, i: int) -> PackedFile:
+        """Packed file ``i``, opened on first use."""
+        return self._slots.files[i] or self._slots.open(i)
 
     def __len__(self) -> int:
         return self._length
 
     def _locate(self, i: int) -> tuple[PackedFile, int]:
-        if len(self.files) == 1:
-            return self.files[0], i
+        files = self._slots.files
+        if len(files) == 1:
+            return files[0] or self._slots.open(0), i
         f = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self.files[f], i - int(self._starts[f])
+        return files[f] or self._slots.open(f), i - int(self._starts[f])
 
     def __getitem__(self, key: int | slice) -> Any:
         if type(key) is int:  # the common case, checked first: random access is per call
@@ -81,9 +98,50 @@ class Dataset:
         return chain.from_iterable(self._iter_blocks())
 
     def _iter_blocks(self) -> Iterator[list[Any]]:
-        """Each block's records, file after file."""
-        for packed in self.files:
-            yield from packed.iter_block_records(columns=self.columns)
+        """Each block's records, file after file (remote: every block fetched ahead, in large
+        requests, and the next shards opened ahead)."""
+        if self._remote is not None:
+            self.prefetch(self._scan_plan())
+        try:
+            for i in range(len(self._slots)):
+                yield from self.file(i).iter_block_records(columns=self.columns)
+        finally:
+            self.stop_prefetch()
+
+    def _scan_plan(self) -> Iterator[tuple[int, int]]:
+        count = len(self._slots)
+        for f in range(count):
+            for ahead in range(f + 1, min(f + 1 + OPEN_AHEAD, count)):
+                self._slots.open_soon(ahead)  # their footers arrive while this one is read
+            yield from ((f, b) for b in range(self.file(f).block_count))
+
+    def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
+        """Remote data: fetch these blocks, ``(file number, block number)`` in the order they
+        will be read, ahead of their reads (up to ``RemoteOptions.readahead_bytes`` ahead).
+        Replaces the previous plan. Local data needs none: a no-op."""
+        if self._remote is not None:
+            self._remote.read_ahead(self._planned(blocks))
+
+    def stop_prefetch(self) -> None:
+        if self._remote is not None:
+            self._remote.stop_read_ahead()
+
+    def _planned(self, blocks: Iterable[tuple[int, int]]) -> Iterator[tuple[Any, int]]:
+        from ..storage.ranges import RangeSource
+
+        for f, block in blocks:
+            source = self.file(f).source
+            if isinstance(source, RangeSource):
+                yield source, block
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether some of its files are read from remote storage."""
+        return self._remote is not None
+
+    def remote_stats(self) -> RemoteStats | None:
+        """Requests, bytes and cache hits of this dataset's remote reads in this process."""
+        return self._remote.stats() if self._remote is not None else None
 
     def iter_batches(
         self, batch_size: int, *, drop_last: bool = False, as_columns: bool = False
@@ -114,12 +172,12 @@ class Dataset:
         """The dataset's metadata: of its only file, or from the manifest of a sharded dataset
         (dataset-wide statistics, schema, provenance, content hash); else of its first file."""
         if self._metadata is None:
-            if len(self.manifests) == 1 and len(self.files) == len(self.manifests[0].shards):
+            if len(self.manifests) == 1 and len(self._slots) == len(self.manifests[0].shards):
                 self._metadata = _manifest_metadata(self.manifests[0], self.files)
-            elif not self.files:
+            elif not len(self._slots):
                 raise ManifestError("the dataset holds no files")
             else:
-                first = msgspec.structs.asdict(self.files[0].metadata)
+                first = msgspec.structs.asdict(self.file(0).metadata)
                 self._metadata = DatasetMetadata(**first)
         return self._metadata
 
@@ -128,8 +186,10 @@ class Dataset:
         """What this dataset's records hash to, as its footers and manifest claim: a single
         file's own content hash, else the hash over its files' hashes in order (a sharded
         dataset's manifest hash; for several inputs, the hash ``merge`` would give them)."""
-        if len(self.files) == 1 and not self.manifests:
-            return self.files[0].metadata.content_hash
+        if len(self._slots) == 1 and not self.manifests:
+            return self.file(0).metadata.content_hash
+        if len(self.manifests) == 1 and len(self._slots) == len(self.manifests[0].shards):
+            return str(self.manifests[0].content_hash)  # each shard is checked as it opens
         return combined_content_hash(f.metadata.content_hash for f in self.files)
 
     @property
@@ -138,11 +198,12 @@ class Dataset:
 
     @property
     def paths(self) -> list[str]:
-        return [f.path for f in self.files]
+        return list(self._slots.paths)
 
     def close(self) -> None:
-        for packed in self.files:
-            packed.close()
+        if self._remote is not None:
+            self._remote.close()
+        self._slots.close()
 
     def __enter__(self) -> Dataset:
         return self
@@ -151,7 +212,7 @@ class Dataset:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Dataset(records={self._length}, files={len(self.files)})"
+        return f"Dataset(records={self._length}, files={len(self._slots)})"
 
 
 def batch_columns(records: list[Any]) -> dict[str, Any]:
@@ -233,6 +294,8 @@ def open_dataset(
     block_cache_bytes: int = 0,
     columns: Sequence[str] | None = None,
     read_ahead: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    remote: RemoteOptions | None = None,
     expected_hash: str | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
@@ -243,12 +306,15 @@ def open_dataset(
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
     ``read_ahead=True``: full scans of zstd files decompress the next blocks on a worker thread
     (faster when a core is free, slower when none is).
-    Remote files are read by byte ranges; ``block_cache_bytes`` > 0 keeps that many bytes of
-    fetched blocks in a local LRU shared by all files. ``storage_options`` go to fsspec.
-    Every shard of a sharded dataset is checked against its manifest entry (content hash, size,
-    record count). ``expected_hash`` pins the dataset's content hash (``Dataset.content_hash``,
-    as ``shardpack info`` shows it): open reads every block once to check that the records
-    hash to it, and refuses other data with a FormatError.
+    Remote data (docs/REMOTE.md) is read by byte ranges with the settings of ``remote`` (a
+    ``RemoteOptions``: concurrency, how far to fetch ahead, timeouts, retries, caches);
+    ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the machine's
+    processes) and ``block_cache_bytes`` (a per-process memory cache) set the common ones
+    directly. A remote sharded dataset opens with one request, its manifest; each shard opens
+    on first use. Every shard of a sharded dataset is checked against its manifest entry
+    (content hash, size, record count) when it opens. ``expected_hash`` pins the dataset's
+    content hash (``Dataset.content_hash``, as ``shardpack info`` shows it): open reads every
+    block once to check that the records hash to it, and refuses other data with a FormatError.
     """
     columns = _check_columns(columns)
     if isinstance(path, (str, os.PathLike)):
@@ -259,50 +325,28 @@ def open_dataset(
             )
             return _pinned(Dataset([packed], (), columns), expected_hash, os.fspath(path))
 
-    from ..storage.ranges import BlockCache
-    from .locate import locate
+    from ..storage.remote import RemoteReader
+    from ..storage.remote_options import resolve_remote
+    from .shards import open_shards
 
+    options = resolve_remote(
+        remote,
+        storage_options=storage_options,
+        cache_dir=cache_dir,
+        memory_cache_bytes=block_cache_bytes,
+    )
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    cache = BlockCache(block_cache_bytes) if block_cache_bytes > 0 else None
-    files: list[PackedFile] = []
-    manifests = []
-    try:
-        for p in paths:
-            located = locate(p, storage_options)
-            targets: dict[str, Any] = {}
-            if located.manifest is not None:
-                manifests.append(located.manifest)
-                targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
-            listed = (
-                [(e.file, e.content_hash) for e in located.manifest.shards]
-                if (located.manifest is not None)
-                else []
-            )
-            for number, where in enumerate(located.locations):
-                packed = PackedFile(
-                    where.path,
-                    verify=verify,
-                    cache_blocks=cache_blocks,
-                    source=where.source(cache),
-                    read_ahead=read_ahead,
-                )
-                files.append(packed)
-                check_shard(
-                    packed,
-                    entry_number=number,
-                    size=where.size,
-                    records=where.records,
-                    content_hash=where.content_hash,
-                    listed=listed,
-                )
-                if targets:
-                    packed.widen_arrays(targets)
-    except BaseException:
-        for f in files:
-            f.close()
-        raise
+    reader = RemoteReader(options) if any(is_remote(os.fspath(p)) for p in paths) else None
+    slots, manifests = open_shards(
+        paths,
+        options.storage_options or None,
+        reader,
+        lambda where, source: PackedFile(
+            where, verify=verify, cache_blocks=cache_blocks, source=source, read_ahead=read_ahead
+        ),
+    )
     label = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the datasets given"
-    return _pinned(Dataset(files, manifests, columns), expected_hash, label)
+    return _pinned(Dataset(slots, manifests, columns, reader), expected_hash, label)
 
 
 def _pinned(dataset: Dataset, expected_hash: str | None, where: str) -> Dataset:

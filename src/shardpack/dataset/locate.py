@@ -11,8 +11,10 @@ from typing import Any
 
 from ..errors import FormatError, ManifestError
 from ..storage.folder import Storage, open_storage, split_location
-from ..storage.ranges import BlockCache, RangeSource
-from ..storage.urls import is_url, url_to_fs
+from ..storage.ranges import RangeSource
+from ..storage.remote import RemoteReader
+from ..storage.remote_options import RemoteOptions
+from ..storage.urls import is_remote, is_url, url_to_fs
 from .manifest import MANIFEST_NAME, Manifest
 
 
@@ -27,13 +29,24 @@ class PackedLocation:
     records: int | None = None
     storage_options: dict[str, Any] | None = None
     content_hash: str | None = None  # the manifest's, checked against the footer on open
+    footer_offset: int | None = None
+    file_hash: str | None = None
 
-    def source(self, cache: BlockCache | None = None) -> Any:
-        """A reader source (remote byte ranges), or None for a local file."""
+    def source(self, reader: RemoteReader | None = None) -> Any:
+        """A reader source (remote byte ranges), or None for a local file. ``reader``: the
+        caches and read-ahead shared by the files of a dataset."""
         if self.storage is not None and self.name is not None:
-            return self.storage.source(self.name, size=self.size, cache=cache)
-        if is_url(self.path) and not self.path.startswith("file://"):
-            return RangeSource(self.path, storage_options=self.storage_options, cache=cache)
+            return self.storage.source(
+                self.name,
+                size=self.size,
+                reader=reader,
+                footer_offset=self.footer_offset,
+                file_hash=self.file_hash,
+            )
+        if is_remote(self.path):
+            if reader is None:
+                reader = RemoteReader(RemoteOptions(storage_options=self.storage_options or {}))
+            return RangeSource(self.path, reader=reader)
         return None
 
 
@@ -44,9 +57,20 @@ class Located:
     root: str | None = None
 
 
-def locate(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Located:
-    """Resolve one path or URL to the packed files it stands for."""
+def locate(
+    path: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+    reader: RemoteReader | None = None,
+) -> Located:
+    """Resolve one path or URL to the packed files it stands for. With ``reader``, a remote
+    dataset's manifest is read in one request (no listing, no metadata request)."""
     text = os.fspath(path)
+    if reader is not None and is_remote(text) and not text.endswith(".packed"):
+        root = split_location(text)[0] if _is_manifest(text) else text
+        storage = open_storage(root, storage_options)
+        data = reader.fetcher.read_object(storage.location(MANIFEST_NAME))
+        if data is not None:
+            return _from_manifest(storage, data, storage_options)
     folder = _dataset_folder(text, storage_options)
     if folder is None:
         return Located(
@@ -58,11 +82,17 @@ def locate(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
             f"{folder}: no {MANIFEST_NAME} (not a sharded dataset, or a pack that did not finish: "
             "run it again to resume)"
         )
-    where = storage.location(MANIFEST_NAME)
     try:
-        manifest = Manifest.from_json(storage.read_bytes(MANIFEST_NAME), where)
+        data = storage.read_bytes(MANIFEST_NAME)
     except OSError as exc:
-        raise FormatError(f"cannot read: {exc}", path=where) from exc
+        raise FormatError(f"cannot read: {exc}", path=storage.location(MANIFEST_NAME)) from exc
+    return _from_manifest(storage, data, storage_options)
+
+
+def _from_manifest(
+    storage: Storage, data: bytes, storage_options: dict[str, Any] | None
+) -> Located:
+    manifest = Manifest.from_json(data, storage.location(MANIFEST_NAME))
     locations = [
         PackedLocation(
             storage.location(entry.file),  # checks the name stays inside the folder
@@ -72,6 +102,8 @@ def locate(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
             records=entry.records,
             storage_options=storage_options,
             content_hash=entry.content_hash,
+            footer_offset=entry.footer_offset,
+            file_hash=entry.file_hash,
         )
         for entry in manifest.shards
     ]
@@ -81,6 +113,10 @@ def locate(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
 def is_dataset(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> bool:
     """True when ``path`` names a sharded dataset (folder or manifest), not a single packed file."""
     return _dataset_folder(os.fspath(path), storage_options) is not None
+
+
+def _is_manifest(text: str) -> bool:
+    return split_location(text)[1] == MANIFEST_NAME
 
 
 def _dataset_folder(text: str, storage_options: dict[str, Any] | None) -> str | None:

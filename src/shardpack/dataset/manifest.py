@@ -13,6 +13,7 @@ import xxhash
 
 from .._version import __version__
 from ..errors import FormatError, ManifestError
+from ..format.layout import HEADER_SIZE, TRAILER_SIZE
 from ..format.metadata import (
     ArrayField,
     Count,
@@ -46,9 +47,18 @@ class ShardEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     file_hash: Hash  # xxh3_128 of the whole file: catches any change, truncation, swap
     content_hash: Hash  # the shard's own record content hash (from its footer)
     inputs: list[SourceSlice] = []  # provenance: the input slices it was packed from
+    # where the footer (block index + metadata + trailer) starts: a remote reader fetches
+    # exactly it, in one request, on the shard's first use; absent in older manifests
+    footer_offset: Count | None = None
 
     def __post_init__(self) -> None:
         check_name(self.file)  # a ManifestError (a ValueError): reported with its JSON path
+        if self.footer_offset is not None and not (
+            HEADER_SIZE <= self.footer_offset <= self.size - TRAILER_SIZE
+        ):
+            raise ManifestError(
+                f"footer_offset {self.footer_offset} lies outside a file of {self.size} bytes"
+            )
 
 
 class DatasetSchema(Document):

@@ -19,7 +19,7 @@ from ..format.metadata import DatasetStats, FileMetadata, MergedSource, Provenan
 from ..packfile.reader import PackedFile
 from ..stats import merge_stats
 from ..storage.folder import open_storage
-from ..storage.lock import output_lock
+from ..storage.output_lock import output_lock
 from .identity import check_shard
 from .locate import locate
 from .manifest import (
@@ -135,6 +135,7 @@ def _single_file_entry(
     packed = PackedFile(path, source=source)
     try:
         metadata, size = packed.metadata, packed.size
+        footer_offset = packed.trailer.index_offset
     finally:
         packed.close()
     if is_url(path) and not path.startswith("file://"):
@@ -154,5 +155,6 @@ def _single_file_entry(
         file_hash=hashed,
         content_hash=metadata.content_hash,
         inputs=metadata.inputs,
+        footer_offset=footer_offset,
     )
     return entry, metadata

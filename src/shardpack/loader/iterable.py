@@ -21,14 +21,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ..errors import OptionError
+from ..storage.remote_options import RemoteOptions
 from .batching import Batching, BatchPlan, SequencePacking
 from .index import Predicate, build_index
 from .mixture import apportion, check_weights
 from .plan import EpochPlan, SourceIndex
-from .reading import EpochReader, Slab
+from .reading import EpochReader, Slab, first_use_blocks
 from .resuming import Resumable
 from .sampling import DEFAULT_WINDOW_BLOCKS, EpochOrder, Partition
 from .source import (
+    BlockMap,
     DataHandle,
     RecordFinisher,
     Source,
@@ -90,6 +92,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
         storage_options: dict[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         super().__init__()
         EpochOrder([], seed=seed, window_blocks=window_blocks)  # validate options early
@@ -118,6 +121,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
                 verify=verify,
                 cache_blocks=cache_blocks,
                 storage_options=storage_options,
+                remote=remote,
             )
             for s in sources
         ]
@@ -316,13 +320,32 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
             whole_blocks=share >= WHOLE_BLOCK_SHARE,
             columns=self.columns,
         )
-        if batching is None:
-            slabs = self._record_slabs(plan, part, progress.yielded)
-        else:
-            slabs = self._batch_slabs(
-                plan, self._batch_plan(progress.epoch), part, progress.yielded
+        self._prefetch(part, progress)
+        return reader.read(self._slabs(plan, part, progress), progress)
+
+    def _slabs(self, plan: EpochPlan, part: Partition, progress: Progress) -> Iterator[Slab]:
+        if self.batching is None:
+            return self._record_slabs(plan, part, progress.yielded)
+        batches = self._batch_plan(progress.epoch)
+        return self._batch_slabs(plan, batches, part, progress.yielded)
+
+    def _prefetch(self, part: Partition, progress: Progress) -> None:
+        """Remote sources: fetch the blocks this reader will need, in the order it first needs
+        them. Each plan runs in its source's read-ahead thread, on its own EpochPlan."""
+        indexes, samples = self._source_indexes(), self.samples()
+        for s, handle in enumerate(self._handles):
+            if not handle.dataset.is_remote:
+                continue
+            plan = EpochPlan(
+                indexes,
+                samples=samples,
+                seed=self.seed,
+                epoch=progress.epoch,
+                shuffle=self.shuffle,
+                window_blocks=self.window_blocks,
             )
-        return reader.read(slabs, progress)
+            slabs = self._slabs(plan, part, progress)
+            handle.prefetch(first_use_blocks(slabs, s, BlockMap(handle.files)))
 
     @staticmethod
     def _record_slabs(plan: EpochPlan, part: Partition, first: int) -> Iterator[Slab]:

@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         "shardpack.torch needs PyTorch: pip install 'shardpack[torch]' (or any torch build)"
     ) from exc
 
+from ..storage.remote_options import RemoteOptions
 from .iterable import SLAB_RECORDS
 from .sampling import DEFAULT_WINDOW_BLOCKS, EpochOrder, Partition
 from .source import RecordSource, Source, distributed_rank_world
@@ -34,9 +35,17 @@ class PackedDataset(torch.utils.data.Dataset):
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
         cache_blocks: int = 16,
+        storage_options: dict[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         self._records = RecordSource(
-            source, columns=columns, transform=transform, verify=verify, cache_blocks=cache_blocks
+            source,
+            columns=columns,
+            transform=transform,
+            verify=verify,
+            cache_blocks=cache_blocks,
+            storage_options=storage_options,
+            remote=remote,
         )
 
     def __len__(self) -> int:

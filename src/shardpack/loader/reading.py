@@ -136,3 +136,19 @@ def _units(slab: Slab, records: Iterator[Any], progress: Any) -> Iterator[Any]:
         offset += size
         progress.yielded += 1
         yield batch
+
+
+def first_use_blocks(
+    slabs: Iterator[Slab], source: int, blocks: BlockMap
+) -> Iterator[tuple[int, int]]:
+    """(file, block in file) of ``source`` in the order the slabs first need them: the plan a
+    remote source fetches ahead (pure numpy, so it runs in the read-ahead thread)."""
+    seen: set[int] = set()
+    for slab in slabs:
+        needed = blocks.block_of(slab.records[slab.sources == source])
+        _, firsts = np.unique(needed, return_index=True)
+        for block in needed[np.sort(firsts)].tolist():
+            if block not in seen:  # a block belongs to one window: needed once an epoch
+                seen.add(block)
+                f = int(blocks.block_file[block])
+                yield f, block - int(blocks.file_first_block[f])

@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from ..dataset.dataset import Dataset, open_dataset
 from ..errors import OptionError
 from ..packfile.reader import PackedFile
+from ..storage.remote_options import RemoteOptions, resolve_remote
 
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset
 
@@ -53,9 +54,12 @@ class DataHandle:
         verify: bool,
         cache_blocks: int,
         storage_options: dict[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         self._dataset: Dataset | None = None
         self.storage_options = storage_options
+        # how remote data is read (fsspec options, caches, read-ahead); travels to workers
+        self.remote = resolve_remote(remote, storage_options=storage_options)
         if isinstance(source, (str, os.PathLike)):
             self.source: str | list[str] = os.fspath(source)
         elif hasattr(source, "files"):
@@ -82,10 +86,7 @@ class DataHandle:
     def dataset(self) -> Dataset:
         if self._dataset is None:
             self._dataset = open_dataset(
-                self.source,
-                verify=self.verify,
-                cache_blocks=self.cache_blocks,
-                storage_options=self.storage_options,
+                self.source, verify=self.verify, cache_blocks=self.cache_blocks, remote=self.remote
             )
         return self._dataset
 
@@ -102,6 +103,10 @@ class DataHandle:
                 return None
             names.update(stats.fields)
         return names
+
+    def prefetch(self, blocks: Any) -> None:
+        """Remote data: fetch these (file, block) pairs ahead, in this order (Dataset.prefetch)."""
+        self.dataset.prefetch(blocks)
 
     def close(self) -> None:
         if self._dataset is not None:
@@ -185,9 +190,17 @@ class RecordSource:
         transform: Callable[[Any], Any] | None,
         verify: bool,
         cache_blocks: int,
+        storage_options: dict[str, Any] | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         names = check_columns(columns)
-        self.handle = DataHandle(source, verify=verify, cache_blocks=cache_blocks)
+        self.handle = DataHandle(
+            source,
+            verify=verify,
+            cache_blocks=cache_blocks,
+            storage_options=storage_options,
+            remote=remote,
+        )
         self.finisher = RecordFinisher(columns=names, transform=transform)
         require_known_columns([self.handle], names)
 

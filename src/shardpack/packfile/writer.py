@@ -65,6 +65,7 @@ class PackedFileWriter:
         self.minor = minor
         self._write(encode_header(minor))
         self._position = HEADER_SIZE
+        self.footer_offset: int | None = None  # set by finish()
         self._entries: list[tuple[int, int, int, int, int, int, int]] = []
         self.record_count = 0
         self.max_raw_size = 0
@@ -124,6 +125,7 @@ class PackedFileWriter:
         never reaches its destination.
         """
         index_offset = align(self._position, INDEX_ALIGN)
+        self.footer_offset = index_offset  # where the footer starts (manifests record it)
         index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
         meta = encode_document(metadata)
         size = index_offset + len(index) + len(meta) + TRAILER_SIZE

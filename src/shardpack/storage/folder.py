@@ -19,7 +19,9 @@ import xxhash
 
 from ..errors import ManifestError
 from .atomic import move_into_place, temp_beside
-from .ranges import BlockCache, RangeSource
+from .ranges import RangeSource
+from .remote import RemoteReader
+from .remote_options import RemoteOptions
 from .urls import is_url, url_to_fs
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
@@ -92,8 +94,19 @@ class Storage:
         """Context manager: a local path to write ``name`` to; it appears in the folder on exit."""
         raise NotImplementedError
 
-    def source(self, name: str, *, size: int | None = None, cache: BlockCache | None = None) -> Any:
-        """A reader source for ``name``, or None to let the reader map the local file."""
+    def source(
+        self,
+        name: str,
+        *,
+        size: int | None = None,
+        reader: RemoteReader | None = None,
+        footer_offset: int | None = None,
+        file_hash: str | None = None,
+    ) -> Any:
+        """A reader source for ``name``, or None to let the reader map the local file.
+
+        Remote: ``size``, ``footer_offset`` and ``file_hash`` (from the manifest) spare
+        requests; ``reader`` holds the caches and read-ahead the dataset's files share."""
         raise NotImplementedError
 
     def hash_file(self, name: str) -> str:
@@ -153,7 +166,15 @@ class LocalStorage(Storage):
         # PackedFileWriter already writes a temp file and renames it into place
         yield self.location(name)
 
-    def source(self, name: str, *, size: int | None = None, cache: BlockCache | None = None) -> Any:
+    def source(
+        self,
+        name: str,
+        *,
+        size: int | None = None,
+        reader: RemoteReader | None = None,
+        footer_offset: int | None = None,
+        file_hash: str | None = None,
+    ) -> Any:
         return None
 
     def hash_file(self, name: str) -> str:
@@ -223,9 +244,23 @@ class UrlStorage(Storage):
             yield local
             self._fs.put_file(local, self._fs_path(name))
 
-    def source(self, name: str, *, size: int | None = None, cache: BlockCache | None = None) -> Any:
+    def source(
+        self,
+        name: str,
+        *,
+        size: int | None = None,
+        reader: RemoteReader | None = None,
+        footer_offset: int | None = None,
+        file_hash: str | None = None,
+    ) -> Any:
+        if reader is None:
+            reader = RemoteReader(RemoteOptions(storage_options=dict(self.storage_options or {})))
         return RangeSource(
-            self.location(name), size=size, storage_options=self.storage_options, cache=cache
+            self.location(name),
+            size=size,
+            reader=reader,
+            footer_offset=footer_offset,
+            file_hash=file_hash,
         )
 
     def hash_file(self, name: str) -> str:

@@ -1,14 +1,22 @@
-"""Byte-range sources of remote packed files: one request for a file's tail (trailer and footer),
-then block ranges, optionally through a bounded in-process cache of stored blocks."""
+"""Byte-range sources of remote packed files: one round trip for a file's header and footer, then
+block ranges through the dataset's caches and read-ahead (``remote.RemoteReader``)."""
 
 from __future__ import annotations
 
-import threading
+from bisect import bisect_left
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any
 
-from ..errors import FormatError, OptionError
-from .urls import reason_of, url_to_fs
+import msgspec
+import numpy as np
+
+from ..errors import FormatError, ManifestError, ObjectChangedError, OptionError, RemoteError
+from ..format.layout import HEADER_SIZE, TRAILER_SIZE, Trailer, decode_index
+from .fetch import FetchStats, ObjectPin
+from .locks import ForkSafeLock
+from .remote import RemoteReader
+from .remote_options import RemoteOptions
 
 TAIL_PREFETCH_BYTES = 256 * 1024  # trailer + footer of most files in one request
 
@@ -27,10 +35,10 @@ class BlockCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
-        self._lock = threading.Lock()  # data loaders may read from threads
+        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._lock = ForkSafeLock()  # data loaders may read from threads
 
-    def get(self, key: tuple[str, int, int]) -> bytes | None:
+    def get(self, key: Any) -> bytes | None:
         with self._lock:
             data = self._items.get(key)
             if data is None:
@@ -40,7 +48,7 @@ class BlockCache:
             self.hits += 1
             return data
 
-    def put(self, key: tuple[str, int, int], data: bytes) -> None:
+    def put(self, key: Any, data: bytes) -> None:
         if len(data) > self.max_bytes:
             return  # never evict everything for one oversized block
         with self._lock:
@@ -61,10 +69,13 @@ class BlockCache:
 
 
 class RangeSource:
-    """Byte ranges of a remote file: one request for its tail, then one per block read.
+    """Byte ranges of one remote packed file, pinned to the object version seen at open.
 
     A drop-in for the reader's ``LocalSource`` (``path``, ``size``, ``read``, ``close``).
-    ``size`` may be given (from a manifest) to spare the metadata request.
+    Opening costs one round trip: the header and the footer side by side, the footer found
+    from ``footer_offset`` (the manifest's) or a ``tail_bytes`` guess; none at all when the
+    disk cache holds the footer of this file (by its manifest ``file_hash``). Block reads go
+    through the dataset's ``RemoteReader``: caches, read-ahead, then one request per block.
     """
 
     def __init__(
@@ -75,54 +86,161 @@ class RangeSource:
         storage_options: dict[str, Any] | None = None,
         cache: BlockCache | None = None,
         tail_bytes: int = TAIL_PREFETCH_BYTES,
+        reader: RemoteReader | None = None,
+        footer_offset: int | None = None,
+        file_hash: str | None = None,
     ) -> None:
+        if reader is None:
+            options = RemoteOptions(storage_options=dict(storage_options or {}))
+            reader = RemoteReader(options, memory=cache)
         self.path = url
-        self.requests = 0
-        self.bytes_fetched = 0
-        self._fs, self._fs_path = url_to_fs(url, storage_options)
-        self._cache = cache
-        try:
-            self.size = int(size if size is not None else self._fs.size(self._fs_path))
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"cannot open: {reason_of(exc)}", path=url) from exc
-        self._tail_start = max(0, self.size - tail_bytes)
-        self._tail = self._fetch(self._tail_start, self.size - self._tail_start)
+        self.reader = reader
+        self.counts = FetchStats()  # this file's requests
+        self.pin = ObjectPin(url)
+        self._footer_key: str | None = None
+        self._head = self._tail = b""
+        self._tail_start = 0
+        self.offsets = np.zeros(0, np.int64)
+        self.sizes = np.zeros(0, np.int64)
+        self.checksums = np.zeros(0, np.uint64)
+        self._lookup = memoryview(b"").cast("q")
+        self.size = self._open(size, footer_offset, file_hash, tail_bytes)
 
-    def _fetch(self, offset: int, length: int) -> bytes:
-        if length == 0:
-            return b""
-        try:
-            data = self._fs.cat_file(self._fs_path, start=offset, end=offset + length)
-        except (OSError, ValueError) as exc:
-            raise FormatError(
-                f"cannot read bytes {offset}-{offset + length}: {reason_of(exc)}", path=self.path
-            ) from exc
-        self.requests += 1
-        self.bytes_fetched += len(data)
-        if len(data) != length:
-            raise FormatError(
-                f"short read at byte {offset}: got {len(data)} of {length} bytes (file changed?)",
-                path=self.path,
+    @property
+    def requests(self) -> int:
+        return self.counts.requests
+
+    @property
+    def bytes_fetched(self) -> int:
+        return self.counts.bytes
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _open(
+        self, size: int | None, footer_offset: int | None, file_hash: str | None, tail_bytes: int
+    ) -> int:
+        disk = self.reader.disk
+        if disk is not None and file_hash and size is not None:
+            self._footer_key = f"footer\0{self.path}\0{file_hash}\0{size}"
+            cached = disk.get(self._footer_key)
+            if cached is not None and self._restore(cached):
+                return size
+        fetcher = self.reader.fetcher
+        if not fetcher.filesystem(self.path)[2]:
+            fetcher.describe(self.path, self.pin)  # other stores: pin (and size) by a listing
+            size = size if size is not None else self.pin.size
+        if size is None:  # S3: a suffix range tells the size too
+            head, tail = self._fetch_many([(0, HEADER_SIZE), (-tail_bytes, 0)])
+            size = self.pin.size if self.pin.size is not None else len(tail)
+        else:
+            start = footer_offset if footer_offset is not None else size - tail_bytes
+            start = min(max(HEADER_SIZE, start), max(HEADER_SIZE, size - TRAILER_SIZE))
+            head, tail = self._fetch_many([(0, min(HEADER_SIZE, size)), (start, size)])
+        tail_start = size - len(tail)
+        trailer = _trailer(tail, size, self.path)
+        if trailer is not None and trailer.index_offset < tail_start:
+            tail = self.fetch(trailer.index_offset, tail_start) + tail  # a footer past the guess
+            tail_start = trailer.index_offset
+        if trailer and footer_offset is not None and trailer.index_offset != footer_offset:
+            raise ManifestError(
+                f"{self.path}: the manifest puts the footer at byte {footer_offset} but the "
+                f"file's trailer puts it at {trailer.index_offset} (shard replaced?)"
             )
-        return bytes(data)
+        self._head, self._tail, self._tail_start = head, tail, tail_start
+        if trailer is not None and self._index(trailer) and self._footer_key and disk is not None:
+            entry = [self.pin.etag, self.pin.version_id, tail_start, head, tail]
+            disk.put(self._footer_key, msgspec.msgpack.encode(entry))
+        return size
 
-    def read(self, offset: int, length: int) -> memoryview:
+    def _restore(self, cached: bytes) -> bool:
+        try:
+            etag, version, tail_start, head, tail = msgspec.msgpack.decode(cached)
+            self.pin = ObjectPin(self.path, etag, version)
+            self._head, self._tail, self._tail_start = head, tail, int(tail_start)
+            trailer = _trailer(tail, self._tail_start + len(tail), self.path)
+            return trailer is not None and self._index(trailer)
+        except (msgspec.DecodeError, ValueError, TypeError):
+            return False
+
+    def _index(self, trailer: Trailer) -> bool:
+        """Read the block table from the footer bytes (offsets, sizes, checksums)."""
+        start = trailer.index_offset - self._tail_start
+        if start < 0:
+            return False
+        index = decode_index(self._tail[start : start + trailer.index_size])
+        self.offsets = index["offset"].astype(np.int64)
+        self.sizes = index["stored_size"].astype(np.int64)
+        self.checksums = index["checksum"].astype(np.uint64)
+        self._lookup = memoryview(self.offsets.tobytes()).cast("q")
+        return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def block_at(self, offset: int) -> int | None:
+        """The number of the block starting at ``offset``, if one does."""
+        i = bisect_left(self._lookup, offset)
+        return i if i < len(self._lookup) and self._lookup[i] == offset else None
+
+    def unit_blocks(self, block: int) -> range:
+        """The blocks fetched together with ``block`` when whole units are fetched: those
+        starting in the same ``request_bytes``-aligned stretch of the file."""
+        unit = self.reader.options.request_bytes
+        first = int(self.offsets[block]) // unit * unit
+        return range(bisect_left(self._lookup, first), bisect_left(self._lookup, first + unit))
+
+    def block_key(self, offset: int, length: int) -> str:
+        return f"{self.path}\0{self.pin.token}\0{offset}\0{length}"
+
+    def unit_key(self, offset: int) -> str:
+        unit = self.reader.options.request_bytes
+        return f"unit\0{self.path}\0{self.pin.token}\0{unit}\0{offset // unit}"
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise FormatError(f"read of {length} bytes at {offset} is past the end", path=self.path)
         if offset >= self._tail_start:
             start = offset - self._tail_start
             return memoryview(self._tail)[start : start + length]
-        if self._cache is None:
-            return memoryview(self._fetch(offset, length))
-        key = (self.path, offset, length)
-        data = self._cache.get(key)
-        if data is None:
-            data = self._fetch(offset, length)
-            self._cache.put(key, data)
-        return memoryview(data)
+        if offset + length <= len(self._head):
+            return memoryview(self._head)[offset : offset + length]
+        block = self.block_at(offset)
+        expected = None
+        if block is not None and int(self.sizes[block]) == length:
+            expected = int(self.checksums[block])
+        return self.reader.read_block(self, offset, length, expected)
+
+    def submit(self, start: int, end: int) -> Future[bytes]:
+        return self.reader.fetcher.submit(self.path, start, end, self.pin, self.counts)
+
+    def fetch(self, start: int, end: int) -> bytes:
+        return self._fetch_many([(start, end)])[0]
+
+    def _fetch_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        try:
+            found = self.reader.fetcher.fetch_many(self.path, ranges, self.pin, self.counts)
+        except ObjectChangedError:
+            if self._footer_key is not None and self.reader.disk is not None:
+                self.reader.disk.remove(self._footer_key)  # the next open asks the store again
+            raise
+        for (start, end), data in zip(ranges, found, strict=True):
+            if start >= 0 and len(data) != end - start:
+                raise RemoteError(
+                    f"short read at byte {start}: got {len(data)} of {end - start} bytes "
+                    "(object truncated?)",
+                    path=self.path,
+                )
+        return found
 
     def close(self) -> None:
         self._tail = b""
+
+
+def _trailer(tail: bytes, size: int, path: str) -> Trailer | None:
+    """The trailer at the end of ``tail``, or None if it is not one (the reader reports why)."""
+    try:
+        return Trailer.decode(bytes(tail[-TRAILER_SIZE:]), size, path)
+    except FormatError:
+        return None
 
 
 class BytesSource:

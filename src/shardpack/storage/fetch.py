@@ -1,0 +1,311 @@
+"""Range requests to object stores: many at once, each with a timeout, retried with backoff on
+transient errors, and pinned to the object version seen first, so that an object replaced while
+it is read is an error (``ObjectChangedError``), never a mix of two versions.
+
+On S3 (s3fs) each request is a ``GetObject`` with ``Range`` and ``If-Match: <ETag>`` (and the
+``VersionId`` on versioned buckets) sent through s3fs's own aiobotocore client, on fsspec's event
+loop; the first response tells the ETag and, for a suffix range, the object size. Other fsspec
+filesystems are read with ``cat_file`` from a thread pool, pinned by ``fs.info`` at open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ..errors import ObjectChangedError, RemoteError
+from .locks import ForkSafeLock
+from .remote_options import RemoteOptions
+from .urls import reason_of, url_to_fs
+
+MAX_BACKOFF_S = 10.0
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+
+
+class ObjectPin:
+    """The version of one remote object a reader committed to: its ETag (and VersionId on a
+    versioned bucket), set by the first response and checked against every later one."""
+
+    def __init__(self, url: str, etag: str | None = None, version_id: str | None = None) -> None:
+        self.url = url
+        self.etag = etag
+        self.version_id = version_id
+        self.size: int | None = None
+        self._lock = ForkSafeLock()
+
+    @property
+    def token(self) -> str:
+        """What identifies this version in cache keys."""
+        return f"{self.etag or ''}|{self.version_id or ''}"
+
+    def observe(self, etag: str | None, version_id: str | None, size: int | None) -> None:
+        with self._lock:
+            if etag and self.etag and etag != self.etag:
+                raise ObjectChangedError(
+                    f"changed while being read (ETag {self.etag} at open, now {etag}): "
+                    "reopen the dataset",
+                    path=self.url,
+                )
+            if version_id in ("null", ""):
+                version_id = None
+            self.etag = self.etag or etag
+            self.version_id = self.version_id or version_id
+            if size is not None:
+                self.size = size
+
+
+class FetchStats:
+    """Requests and bytes, counted as responses arrive (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self.retries = 0
+        self._lock = ForkSafeLock()
+
+    def count(self, nbytes: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes += nbytes
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+
+class Fetcher:
+    """Issues range requests for the remote sources of one dataset in one process.
+
+    ``start < 0`` asks for the last ``-start`` bytes (the object size comes with them on S3).
+    At most ``options.concurrency`` requests are in flight; every other one waits its turn.
+    """
+
+    def __init__(self, options: RemoteOptions) -> None:
+        self.options = options
+        self.stats = FetchStats()
+        self._pid = os.getpid()
+        self._filesystems: dict[str, tuple[Any, str, bool]] = {}
+        self._semaphore: asyncio.Semaphore | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = ForkSafeLock()
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker: nothing of the parent's I/O
+            self._pid = os.getpid()
+            self._filesystems, self._semaphore, self._pool = {}, None, None
+
+    def filesystem(self, url: str) -> tuple[Any, str, bool]:
+        """(fsspec filesystem, path inside it, whether it is S3 through s3fs), made once per
+        URL and process (fsspec filesystems cannot cross a fork)."""
+        self._check_process()
+        known = self._filesystems.get(url)
+        if known is None:
+            options = dict(self.options.storage_options)
+            if url.startswith(("s3://", "s3a://")):
+                # aiobotocore pools 10 connections by default: let requests run side by side
+                config = dict(options.get("config_kwargs") or {})
+                config.setdefault("max_pool_connections", self.options.concurrency)
+                options["config_kwargs"] = config
+            fs, path = url_to_fs(url, options)
+            known = (fs, path, hasattr(fs, "get_s3") and hasattr(fs, "split_path"))
+            with self._lock:
+                self._filesystems[url] = known
+        return known
+
+    def describe(self, url: str, pin: ObjectPin) -> None:
+        """Pin a non-S3 object by its listing (etag, generation or mtime) and learn its size."""
+        fs, path, _ = self.filesystem(url)
+        try:
+            info = fs.info(path)
+        except FileNotFoundError as exc:
+            raise RemoteError(f"not found: {reason_of(exc)}", path=url) from exc
+        except OSError as exc:
+            raise RemoteError(f"cannot stat: {reason_of(exc)}", path=url) from exc
+        keys = ("ETag", "etag", "generation", "mtime", "LastModified")
+        token = next((str(info[k]) for k in keys if k in info), None)
+        pin.observe(token, None, int(info["size"]) if "size" in info else None)
+
+    def submit(
+        self,
+        url: str,
+        start: int,
+        end: int | None,
+        pin: ObjectPin,
+        counter: FetchStats | None = None,
+    ) -> Future[bytes]:
+        """Start fetching bytes ``[start, end)`` of ``url`` (``start < 0``: the last bytes;
+        ``end=None``: to the end of the object)."""
+        fs, path, is_s3 = self.filesystem(url)
+        if is_s3:
+            coroutine = self._retrying_async(lambda: self._s3_get(fs, path, start, end, pin), url)
+            future: Future[bytes] = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+        else:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.options.concurrency, "shardpack-fetch")
+                pool = self._pool
+            future = pool.submit(self._retrying_sync, fs, path, start, end, pin, url)
+        return _counted(future, self.stats, counter)
+
+    def fetch(
+        self,
+        url: str,
+        start: int,
+        end: int | None,
+        pin: ObjectPin,
+        counter: FetchStats | None = None,
+    ) -> bytes:
+        return self.submit(url, start, end, pin, counter).result()
+
+    def read_object(self, url: str) -> bytes | None:
+        """A whole (small) object in one request, e.g. a manifest; None if there is none."""
+        try:
+            return self.fetch(url, 0, None, ObjectPin(url))
+        except RemoteError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError) or _status_of(exc) == 404:
+                return None
+            raise
+
+    def fetch_many(
+        self,
+        url: str,
+        ranges: Sequence[tuple[int, int]],
+        pin: ObjectPin,
+        counter: FetchStats | None = None,
+    ) -> list[bytes]:
+        """Several ranges of one object side by side (one round trip)."""
+        futures = [self.submit(url, start, end, pin, counter) for start, end in ranges]
+        return [future.result() for future in futures]
+
+    # -- S3 ------------------------------------------------------------------------------------
+
+    async def _s3_get(
+        self, fs: Any, path: str, start: int, end: int | None, pin: ObjectPin
+    ) -> bytes:
+        bucket, key, version = fs.split_path(path)
+        await fs.set_session()
+        client = await fs.get_s3(bucket)
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key, **fs.req_kw}
+        if start < 0:
+            request["Range"] = f"bytes=-{-start}"
+        elif end is not None:
+            request["Range"] = f"bytes={start}-{end - 1}"
+        if pin.version_id or version:
+            request["VersionId"] = pin.version_id or version
+        if pin.etag:
+            request["IfMatch"] = pin.etag  # a replaced object answers 412, never new bytes
+        response = await client.get_object(**request)
+        body = response["Body"]
+        try:
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        total = str(response.get("ContentRange") or "").rpartition("/")[2]
+        pin.observe(
+            response.get("ETag"), response.get("VersionId"), int(total) if total.isdigit() else None
+        )
+        return data
+
+    async def _retrying_async(
+        self, attempt: Callable[[], Coroutine[Any, Any, bytes]], url: str
+    ) -> bytes:
+        options = self.options
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(options.concurrency)
+        for tries in range(options.retries + 1):
+            try:
+                async with self._semaphore:
+                    return await asyncio.wait_for(attempt(), options.timeout_s)
+            except Exception as exc:
+                if not _transient(exc, url) or tries == options.retries:
+                    raise _as_error(exc, url) from exc
+                self.stats.count_retry()
+            await asyncio.sleep(_backoff(options.backoff_s, tries))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- other filesystems ---------------------------------------------------------------------
+
+    def _retrying_sync(
+        self, fs: Any, path: str, start: int, end: int | None, pin: ObjectPin, url: str
+    ) -> bytes:
+        import time
+
+        options = self.options
+        for tries in range(options.retries + 1):
+            try:
+                if start < 0:
+                    if pin.size is None:
+                        self.describe(url, pin)
+                    size = int(pin.size or 0)
+                    start, end = max(0, size + start), size
+                return bytes(fs.cat_file(path, start=start, end=end))
+            except Exception as exc:
+                if not _transient(exc, url) or tries == options.retries:
+                    raise _as_error(exc, url) from exc
+                self.stats.count_retry()
+            time.sleep(_backoff(options.backoff_s, tries))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _counted(future: Future[bytes], *counters: FetchStats | None) -> Future[bytes]:
+    def count(done: Future[bytes]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            for counter in counters:
+                if counter is not None:
+                    counter.count(len(done.result()))
+
+    future.add_done_callback(count)
+    return future
+
+
+def _backoff(base: float, tries: int) -> float:
+    return float(min(MAX_BACKOFF_S, base * 2**tries) * (0.5 + random.random() / 2))
+
+
+def _status(exc: BaseException) -> tuple[int, str] | None:
+    """(HTTP status, error code) of a botocore ClientError (or an error caused by one)."""
+    for error in (exc, exc.__cause__):
+        response = getattr(error, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return int(status or 0), str(response["Error"].get("Code", ""))
+    return None
+
+
+def _status_of(exc: BaseException) -> int:
+    status = _status(exc.__cause__) if exc.__cause__ is not None else None
+    return status[0] if status is not None else 0
+
+
+def _transient(exc: BaseException, url: str) -> bool:
+    if isinstance(exc, (ObjectChangedError, FileNotFoundError, PermissionError)):
+        return False
+    status = _status(exc)
+    if status is not None:
+        code, name = status
+        return code >= 500 or code == 429 or name in _THROTTLED
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
+        return True
+    # botocore's and aiohttp's connection errors are not all OSErrors
+    return type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp")
+
+
+def _as_error(exc: BaseException, url: str) -> Exception:
+    if isinstance(exc, (ObjectChangedError, RemoteError)):
+        return exc
+    status = _status(exc)
+    if status is not None and (status[0] == 412 or status[1] == "PreconditionFailed"):
+        return ObjectChangedError(
+            "changed while being read (If-Match failed: the object was replaced): "
+            "reopen the dataset",
+            path=url,
+        )
+    if (status is not None and status[0] == 404) or isinstance(exc, FileNotFoundError):
+        return RemoteError(f"not found: {reason_of(exc)}", path=url)
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return RemoteError("request timed out (after its retries)", path=url)
+    return RemoteError(f"request failed: {reason_of(exc)}", path=url)

@@ -1,0 +1,371 @@
+"""Remote reading at 20 ms a request, against a real S3-compatible server: moto behind the latency
+middleware of benchmarks/s3_latency.py, on loopback, through s3fs. Requests and bytes are counted
+by the server; records are compared with the same dataset read from local disk."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import shardpack
+from shardpack import ShardedPacker
+from shardpack.dataset.manifest import MANIFEST_NAME, Manifest, shard_name
+from shardpack.errors import ManifestError, ObjectChangedError, RemoteError
+from shardpack.storage.disk_cache import DiskCache
+from shardpack.storage.remote_options import RemoteOptions
+
+from .conftest import ROOT, plain
+
+pytest.importorskip("moto.server")
+pytest.importorskip("s3fs")
+pytest.importorskip("boto3")
+
+
+def _load_server_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "s3_latency", ROOT / "benchmarks" / "s3_latency.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["s3_latency"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+s3_latency = _load_server_module()
+LATENCY_MS = 20
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    srv = s3_latency.S3Server(latency_ms=LATENCY_MS).start()
+    s3_latency.boto_client(srv.endpoint).create_bucket(Bucket="data")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def local_ds(tmp_path_factory: pytest.TempPathFactory, kd_jsonl: Path, text_jsonl: Path) -> Path:
+    folder = tmp_path_factory.mktemp("remote") / "ds"
+    ShardedPacker(workers=1).pack([kd_jsonl, text_jsonl], folder, shard_size="300K")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def expected(local_ds: Path) -> list[str]:
+    with shardpack.open(local_ds) as ds:
+        return [digest(r) for r in ds]
+
+
+def digest(record: Any) -> str:
+    return json.dumps(plain(record), sort_keys=True)
+
+
+def upload(server: Any, folder: Path, prefix: str) -> str:
+    """The dataset folder's files under s3://data/<prefix>/ (uploaded without latency)."""
+    client = s3_latency.boto_client(server.endpoint)
+    server.latency_ms = 0
+    try:
+        for path in sorted(folder.iterdir()):
+            client.put_object(Bucket="data", Key=f"{prefix}/{path.name}", Body=path.read_bytes())
+    finally:
+        server.latency_ms = LATENCY_MS
+    return f"s3://data/{prefix}"
+
+
+def settings(server: Any, **changes: Any) -> RemoteOptions:
+    return RemoteOptions(storage_options=s3_latency.storage_options(server.endpoint), **changes)
+
+
+def ranged(server: Any, prefix: str) -> list[Any]:
+    return [r for r in server.requests("GET", f"data/{prefix}/") if r.range]
+
+
+def manifest_of(folder: Path) -> Manifest:
+    return Manifest.from_json((folder / MANIFEST_NAME).read_bytes())
+
+
+# -- open ---------------------------------------------------------------------------------------
+
+
+def test_opening_a_1000_shard_dataset_reads_only_its_manifest(server: Any, tmp_path: Path) -> None:
+    source = tmp_path / "five.jsonl"
+    source.write_text("".join(json.dumps({"n": i, "text": "x" * i}) + "\n" for i in range(5)))
+    one = ShardedPacker(workers=1).pack([source], tmp_path / "one", records_per_shard=5).manifest
+    body = (tmp_path / "one" / one.shards[0].file).read_bytes()
+    entries = [msgspec.structs.replace(one.shards[0], file=shard_name(i)) for i in range(1000)]
+    manifest = Manifest.create(entries, schema=one.schema, stats=one.stats)
+    client = s3_latency.boto_client(server.endpoint)
+    server.latency_ms = 0
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda n: client.put_object(Bucket="data", Key=f"k/{n}", Body=body),
+                [shard_name(i) for i in range(1000)],
+            )
+        )
+    client.put_object(Bucket="data", Key=f"k/{MANIFEST_NAME}", Body=manifest.to_json())
+    server.latency_ms = LATENCY_MS
+    server.reset_log()
+
+    ds = shardpack.open("s3://data/k", remote=settings(server))
+    assert len(server.requests(None)) == 1  # the manifest, nothing per shard
+    assert len(ds) == 5000 and ds.paths[999].endswith("shard-00999.packed")
+    assert ds[500 * 5 + 3] == {"n": 3, "text": "xxx"}
+    touched = {r.path for r in server.requests(None)[1:]}
+    assert touched == {"/data/k/shard-00500.packed"}  # header + footer, then one block
+    assert len(server.requests(None)) == 1 + 3
+
+
+def test_footer_offset_from_the_manifest_and_old_manifests_without_it(
+    server: Any, local_ds: Path, expected: list[str], tmp_path: Path
+) -> None:
+    manifest = manifest_of(local_ds)
+    for entry in manifest.shards:  # the packer records where each footer starts
+        assert entry.footer_offset is not None
+        with shardpack.open(local_ds / entry.file) as single:
+            assert single.files[0].trailer.index_offset == entry.footer_offset
+    url = upload(server, local_ds, "footer")
+    server.reset_log()
+    with shardpack.open(url, remote=settings(server)) as ds:
+        assert len(ds.files) == len(manifest_of(local_ds).shards)
+    footers = [r for r in ranged(server, "footer") if not r.range.startswith("bytes=0-")]
+    sizes = {e.file: e.size - e.footer_offset for e in manifest.shards}  # type: ignore[operator]
+    assert sorted(r.range_bytes for r in footers) == sorted(sizes.values())  # exactly the footer
+
+    # a manifest written before footer_offset existed: still opens (the tail is guessed)
+    old = json.loads((local_ds / MANIFEST_NAME).read_text())
+    for shard in old["shards"]:
+        del shard["footer_offset"]
+    client = s3_latency.boto_client(server.endpoint)
+    client.put_object(Bucket="data", Key=f"footer/{MANIFEST_NAME}", Body=json.dumps(old))
+    with shardpack.open(url, remote=settings(server)) as ds:
+        assert [digest(r) for r in ds] == expected
+
+    # a wrong footer_offset is refused, naming the shard
+    old["shards"][1]["footer_offset"] = manifest.shards[1].footer_offset - 8  # type: ignore[operator]
+    client.put_object(Bucket="data", Key=f"footer/{MANIFEST_NAME}", Body=json.dumps(old))
+    with (
+        shardpack.open(url, remote=settings(server)) as ds,
+        pytest.raises(ManifestError, match=r"shard-00001\.packed: the manifest puts the footer"),
+    ):
+        assert len(ds.files) == len(manifest_of(local_ds).shards)
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def test_full_scan_fetches_blocks_ahead_in_few_large_requests(
+    server: Any, local_ds: Path, expected: list[str]
+) -> None:
+    url = upload(server, local_ds, "scan")
+    manifest = manifest_of(local_ds)
+    request_bytes = 128 << 10
+    server.reset_log()
+    with shardpack.open(url, remote=settings(server, request_bytes=request_bytes)) as ds:
+        assert [digest(r) for r in ds] == expected
+        stats = ds.remote_stats()
+    assert stats is not None and stats.direct == 0  # every block came from the read-ahead
+    assert stats.readahead_hits == sum(e.blocks for e in manifest.shards)
+    body = [r for r in ranged(server, "scan") if r.range_bytes > 16]
+    data_requests = len(body) - len(manifest.shards)  # less one footer request per shard
+    at_most = sum(math.ceil(e.size / request_bytes) + 1 for e in manifest.shards)
+    assert data_requests <= at_most < sum(e.blocks for e in manifest.shards) / 2
+    assert all(r.range_bytes <= request_bytes for r in body if r.range_bytes < 100_000)
+    # no byte fetched twice: the ranges add up to at most the files (headers aside)
+    assert sum(r.range_bytes for r in body) <= manifest.size
+
+
+def test_random_access_is_one_small_request(server: Any, local_ds: Path) -> None:
+    url = upload(server, local_ds, "random")
+    with shardpack.open(url, remote=settings(server)) as ds:
+        assert len(ds.files) == len(manifest_of(local_ds).shards)  # left: the record itself
+        server.reset_log()
+        packed, local = ds._locate(1500)
+        entry = packed.index[packed.block_of(local)]
+        ds[1500]
+        [request] = ranged(server, "random")
+        assert (
+            request.range == f"bytes={entry['offset']}-{entry['offset'] + entry['stored_size'] - 1}"
+        )
+
+
+def test_shuffled_epoch_is_the_local_order_with_blocks_read_ahead(
+    server: Any, local_ds: Path
+) -> None:
+    torch_loader = pytest.importorskip("shardpack.torch")
+    url = upload(server, local_ds, "shuffle")
+    local = [digest(r) for r in torch_loader.PackedIterableDataset(local_ds, seed=3)]
+    manifest = manifest_of(local_ds)
+    remote = torch_loader.PackedIterableDataset(
+        url,
+        seed=3,
+        remote=settings(server, readahead_bytes=1 << 20),  # < the dataset
+    )
+    server.reset_log()
+    assert [digest(r) for r in remote] == local
+    stats = remote._handles[0].dataset.remote_stats()
+    blocks = sum(e.blocks for e in manifest.shards)
+    # blocks came from the read-ahead (a reader may overtake a small window now and then)
+    assert stats.readahead_hits >= 0.9 * blocks and stats.direct <= 0.1 * blocks
+    assert len(ranged(server, "shuffle")) <= blocks + 2 * len(manifest.shards)
+
+
+# -- the shared disk cache ---------------------------------------------------------------------
+
+
+def test_dataloader_workers_share_the_disk_cache(
+    server: Any, local_ds: Path, expected: list[str], tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from shardpack.torch import PackedIterableDataset
+
+    url = upload(server, local_ds, "workers")
+    size = manifest_of(local_ds).size
+    remote = settings(server, cache_dir=str(tmp_path / "cache"))
+
+    def epoch() -> list[str]:
+        dataset = PackedIterableDataset(url, seed=0, remote=remote)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=2, collate_fn=digest
+        )
+        return list(loader)
+
+    server.reset_log()
+    assert sorted(epoch()) == sorted(expected)
+    # both workers needed every block; each byte was fetched once for the machine
+    fetched = sum(r.range_bytes for r in ranged(server, "workers"))
+    assert size * 0.9 < fetched <= size * 1.1
+    server.reset_log()
+    assert sorted(epoch()) == sorted(expected)  # new processes: footers and blocks from disk
+    assert ranged(server, "workers") == []
+
+
+def test_damaged_cache_entries_are_dropped_and_fetched_again(
+    server: Any, local_ds: Path, expected: list[str], tmp_path: Path
+) -> None:
+    url = upload(server, local_ds, "damage")
+    remote = settings(server, cache_dir=str(tmp_path / "cache"))
+    with shardpack.open(url, remote=remote) as ds:
+        assert [digest(r) for r in ds] == expected
+    entries = [p for p in (tmp_path / "cache" / "v1").glob("??/*")]
+    for path in entries[::3]:  # a torn write, a bit flip: whatever the disk did
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        path.write_bytes(bytes(data))
+    server.reset_log()
+    with shardpack.open(url, remote=remote) as ds:
+        assert [digest(r) for r in ds] == expected
+        stats = ds.remote_stats()
+    assert stats is not None and stats.disk_discarded >= len(entries[::3]) // 2
+    assert ranged(server, "damage")  # the damaged ones came from the store again
+
+
+def test_disk_cache_stays_within_its_bound(
+    server: Any, local_ds: Path, expected: list[str], tmp_path: Path
+) -> None:
+    url = upload(server, local_ds, "bound")
+    bound = 300_000
+    remote = settings(
+        server, cache_dir=str(tmp_path / "cache"), cache_bytes=bound, request_bytes=64 << 10
+    )
+    with shardpack.open(url, remote=remote) as ds:
+        assert [digest(r) for r in ds] == expected
+    cache = DiskCache(str(tmp_path / "cache"), bound)
+    assert 0 < cache.usage() <= bound
+
+
+def test_claims_and_temp_files_of_killed_processes_do_not_block(tmp_path: Path) -> None:
+    cache = DiskCache(str(tmp_path), 1 << 20, claim_timeout_s=60)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claim = cache._path("unit-1", "claims")
+    Path(claim).write_text(f"{dead.pid} {cache._host}")
+    assert not cache.claimed_elsewhere("unit-1")
+    assert cache.claim("unit-1")  # taken over from the dead process
+    assert not DiskCache(str(tmp_path), 1 << 20).claim("unit-1") or os.getpid() == dead.pid
+    leftover = Path(cache.folder) / "tmp" / "123-4-killed"
+    leftover.write_bytes(b"half an entry")
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    cache.trim()
+    assert not leftover.exists()
+    cache.put("k", b"payload")
+    assert cache.get("k") == b"payload"
+
+
+# -- versions, timeouts, retries -----------------------------------------------------------------
+
+
+def test_a_replaced_object_is_never_mixed_with_cached_blocks(
+    server: Any, local_ds: Path, tmp_path: Path, kd_jsonl: Path
+) -> None:
+    url = upload(server, local_ds, "changed")
+    remote = settings(server, cache_dir=str(tmp_path / "cache"))
+    client = s3_latency.boto_client(server.endpoint)
+    with shardpack.open(url, remote=remote) as ds:
+        first = digest(ds[0])  # footer and block 0 of shard 0 now in the disk cache
+        last_of_shard = ds.files[0].record_count - 1
+    # shard 0 is replaced in place (by shard 1's bytes) and the manifest is left as it was
+    client.put_object(
+        Bucket="data", Key=f"changed/{shard_name(0)}", Body=(local_ds / shard_name(1)).read_bytes()
+    )
+    with shardpack.open(url, remote=remote) as ds:
+        assert digest(ds[0]) == first  # from the cache: the version opened, whole
+        with pytest.raises(ObjectChangedError, match=r"shard-00000.packed: changed"):
+            ds[last_of_shard]  # not cached: the store refuses the old ETag (If-Match)
+    with shardpack.open(url, remote=remote) as ds, pytest.raises(shardpack.ShardpackError):
+        ds[last_of_shard]  # the stale footer is gone from the cache: the new bytes are refused
+
+    # a new dataset written over the old one: read whole, nothing of the old cache
+    other = tmp_path / "other"
+    ShardedPacker(workers=1).pack([kd_jsonl], other, shard_size="300K")
+    upload(server, other, "changed")
+    with shardpack.open(other) as fresh_local:
+        want = [digest(r) for r in fresh_local]
+    with shardpack.open(url, remote=remote) as fresh:
+        assert [digest(r) for r in fresh] == want
+
+
+def test_stalled_requests_time_out_and_are_retried(server: Any, local_ds: Path) -> None:
+    url = upload(server, local_ds, "stall")
+    remote = settings(server, timeout_s=0.5, retries=3, backoff_s=0.01, readahead_bytes=0)
+    with shardpack.open(url, remote=remote) as ds:
+        assert len(ds.files) == len(manifest_of(local_ds).shards)
+        server.inject(s3_latency.Fault(lambda r: "/stall/" in r.path and bool(r.range), 2, 3.0))
+        start = time.perf_counter()
+        value = ds[1000]
+        assert time.perf_counter() - start < 2.5  # two stalled tries abandoned, the third answers
+        stats = ds.remote_stats()
+    assert stats is not None and stats.retries == 2
+    assert digest(value) == digest(shardpack.open(local_ds)[1000])
+
+
+def test_a_request_that_keeps_failing_is_an_error_not_a_hang(server: Any, local_ds: Path) -> None:
+    url = upload(server, local_ds, "failing")
+    remote = settings(server, timeout_s=0.3, retries=1, backoff_s=0.01, readahead_bytes=0)
+    with shardpack.open(url, remote=remote) as ds:
+        assert len(ds.files) == len(manifest_of(local_ds).shards)
+        server.inject(s3_latency.Fault(lambda r: "/failing/" in r.path and bool(r.range), 10, 2.0))
+        with pytest.raises(RemoteError, match="timed out"):
+            ds[10]
+
+
+def test_remote_options_are_checked() -> None:
+    with pytest.raises(shardpack.OptionError, match="concurrency"):
+        RemoteOptions(concurrency=0)
+    with pytest.raises(shardpack.OptionError, match="storage_options given twice"):
+        shardpack.open(
+            "s3://x/y", storage_options={"a": 1}, remote=RemoteOptions(storage_options={"a": 2})
+        )
