@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	echo "torch==$(TORCH_VERSION)" > $(VENV)/constraints.txt
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,torch,torchdata,remote,dask,plot]"
+	# a second step: resolved together with boto3/s3fs, datasets sends pip backtracking for long
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[arrow,pandas,hf]"
 	touch $@
 
 # Pack, validate and benchmark the shipped text sample and a generated 50 MB KD mix.

@@ -97,7 +97,18 @@ def assert_same_json(actual: Any, expected: Any, where: str = "$") -> None:
 
 # Optional components the suite exercises for real; locally a missing one skips its tests, but in
 # CI (CI=true, after `make test` installed every extra) a missing one fails the run instead.
-REQUIRED_IN_CI = ("torch", "torchdata", "distributed", "moto.server", "s3fs", "boto3", "matplotlib")
+REQUIRED_IN_CI = (
+    "torch",
+    "torchdata",
+    "distributed",
+    "moto.server",
+    "s3fs",
+    "boto3",
+    "matplotlib",
+    "pyarrow",
+    "pandas",
+    "datasets",
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

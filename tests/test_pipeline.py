@@ -92,6 +92,37 @@ def test_one_fingerprint_decides_up_to_date_and_resume(text_jsonl: Path, tmp_pat
     assert not DatasetPacker().pack(source, single, meta={"a": "2"}).up_to_date  # meta decides
 
 
+def test_an_aborted_pack_ends_its_own_workers_only(kd_jsonl: Path, tmp_path: Path) -> None:
+    """A library call that fails midway terminates its pool, not the caller's other child
+    processes, and leaves no thread of its pool behind."""
+    import multiprocessing
+    import threading
+
+    bystander = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    bystander.start()
+    threads = threading.active_count()
+    children = {child.pid for child in psutil.Process().children()}  # the bystander, a tracker
+    try:
+
+        class Stop(Exception):
+            pass
+
+        def stop(done_bytes: int, records: int) -> None:
+            if records:
+                raise Stop
+
+        with pytest.raises(Stop):
+            shardpack.pack(
+                kd_jsonl, tmp_path / "o.packed", workers=2, unit_bytes=64 * 1024, progress=stop
+            )
+        assert bystander.is_alive()
+        assert threading.active_count() == threads
+        assert {child.pid for child in psutil.Process().children()} == children
+    finally:
+        bystander.terminate()
+        bystander.join()
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(kd_jsonl: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     args = [sys.executable, "-m", "shardpack", "pack", str(kd_jsonl), "-o", str(out)]

@@ -3,19 +3,22 @@
 A *file* input (a plain local file or object) can be read at any byte range by whoever encodes
 it, so workers read their own units and nobody reads it first. A *stream* input (stdin, gzip or
 zstd) can only be read from its start, so the driver reads it once and hands its units out.
+Parquet and Arrow IPC files (known by their magic bytes, whatever their names) are read by
+pieces: workers read their own row groups or record batches.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OptionError
-from ..storage.streams import is_compressed, stored_size_and_stamp
-from ..storage.urls import is_remote, is_url, url_to_fs
+from ..ingest.columnar import HEAD_BYTES, JSONL, columnar_kind
+from ..storage.globs import expand_globs
+from ..storage.streams import is_compressed_head, read_head, stored_size_and_stamp
+from ..storage.urls import is_remote
 
 InputsArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -29,6 +32,7 @@ class InputFile:
     stream: bool  # read once from the start by the driver (stdin, gzip, zstd)
     size: int | None  # bytes as stored; None for stdin
     stamp: str  # modification time (ns) or ETag: cheap change detection
+    kind: str = JSONL  # or "parquet" / "arrow" (Arrow IPC, Feather v2), by magic bytes
 
     @property
     def remote(self) -> bool:
@@ -40,24 +44,7 @@ def expand_inputs(inputs: InputsArg, storage_options: dict[str, Any] | None = No
 
     A glob that matches nothing is an error (a typo must not silently pack less data).
     """
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not items:
-        raise OptionError("no input given")
-    result: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if not glob.has_magic(text) or text == "-":
-            result.append(text)
-            continue
-        if is_url(text):
-            fs, pattern = url_to_fs(text, storage_options)
-            matches = [fs.unstrip_protocol(p) for p in sorted(fs.glob(pattern)) if fs.isfile(p)]
-        else:
-            matches = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise OptionError(f"no input matches {text!r}")
-        result.extend(matches)
-    return result
+    return expand_globs(inputs, storage_options)
 
 
 def resolve_inputs(
@@ -72,8 +59,10 @@ def resolve_inputs(
             continue
         location = path if is_remote(path) else os.path.abspath(path.removeprefix("file://"))
         size, stamp = stored_size_and_stamp(location, storage_options)
-        compressed = size > 0 and is_compressed(location, storage_options)
-        files.append(InputFile(path, location, compressed, size, stamp))
+        head = read_head(location, HEAD_BYTES, storage_options) if size > 0 else b""
+        kind = columnar_kind(head) or JSONL
+        compressed = is_compressed_head(head)
+        files.append(InputFile(path, location, compressed, size, stamp, kind))
     if sum(f.path == "-" for f in files) > 1:
         raise OptionError("stdin ('-') can be an input only once")
     return files

@@ -8,6 +8,7 @@ sha256 runs on a thread of its own. Every option works on every path.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from typing import Any
 
 from ..dataset.manifest import Manifest, shard_name
 from ..errors import OptionError
+from ..format.layout import FORMAT_MINOR, LATEST_MINOR
 from ..format.metadata import FileMetadata, SourceSlice
+from ..ingest.columnar import JSONL
 from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.atomic import refuse_inputs_as_output
 from ..storage.output_lock import output_lock
@@ -99,6 +102,9 @@ class _Run:
             )
         self.storage_options = dict(options.storage_options or {}) or None
         self.files = resolve_inputs(inputs, self.storage_options)
+        # Parquet / Arrow columns keep their types: arrays may use the dtypes of format 1.1
+        columnar = any(f.kind != JSONL for f in self.files)
+        self.format_minor = LATEST_MINOR if columnar else FORMAT_MINOR
         self.output = output
         self.client = client
         if options.shard_size is not None:
@@ -146,15 +152,20 @@ class _Run:
     codec: dict[str, Any] | None = None
 
     def encode_options(self) -> EncodeOptions:
-        return self.options.encode_options(self.codec)
+        options = self.options.encode_options(self.codec)
+        return dataclasses.replace(options, format_minor=self.format_minor)
 
     def pack(self, progress: ProgressCallback | None, started: float) -> PackResult:
         options, layout = self.options, self.layout
         reused = layout.begin(options.fingerprint([])) if options.sharded else {}
         digests: dict[int, InputDigest] = {}  # inputs the planner reads are hashed on the way
         units, _ = self.units(digests)
-        planner_reads = options.records_per_shard is not None
-        hashed = [i for i, f in enumerate(self.files) if not f.stream and not planner_reads]
+        planner_reads = options.records_per_shard is not None  # JSONL: counting its lines
+        hashed = [
+            i
+            for i, f in enumerate(self.files)
+            if not f.stream and (not planner_reads or f.kind != JSONL)
+        ]
         rejects = (
             RejectsWriter(self.rejects_path, self.storage_options) if self.rejects_path else None
         )
@@ -274,8 +285,9 @@ class _Run:
         ids = content_ids(self.files, sha256, self.storage_options)
         fingerprint = options.fingerprint(ids) if ids is not None else None
         provenance = build_provenance(
-            self.files, digests, ledger.lines, options.recorded(), options.meta, fingerprint
-        )
+            self.files, digests, ledger.lines, options.recorded(), options.meta, fingerprint,
+            format_minor=self.format_minor,
+        )  # fmt: skip
         workers = {r.entry.file: sorted(r.workers) for r in results}
         if not options.sharded:
             sink = self._single

@@ -7,6 +7,10 @@ worker finds its own first and last line, see ``ingest.jsonl.line_range``), and 
 (stdin, gzip, zstd) read by the driver is cut at exactly the same places. Units only depend on
 the input bytes, so any number of workers, and any machine, packs the same bytes.
 
+A Parquet or Arrow IPC input is planned from its footer: a unit is a run of whole row groups
+(record batches) of about ``unit_bytes`` (the file's bytes shared out by rows), cut inside a
+piece only where a shard of ``records_per_shard`` ends; workers read their own pieces.
+
 Shards are runs of consecutive units: ``units_per_shard`` of them for a target shard size, or,
 with ``records_per_shard``, cut at exact record counts, which needs the records counted: then
 the driver reads each input once and cuts units at shard boundaries too.
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ingest.columnar import JSONL, piece_rows
 from ..storage.streams import InputDigest, open_any_input
 from .inputs import InputFile
 
@@ -47,6 +52,18 @@ class UnitSpec:
     first_line: int | None = None  # when the driver counted lines
     shard: int = 0
     records: list[Any] | None = None  # records made in Python (``Writer``): no lines at all
+    part: ColumnarPart | None = None  # rows of a Parquet / Arrow input (start, end: their bytes)
+
+
+@dataclass(frozen=True)
+class ColumnarPart:
+    """Rows of a Parquet or Arrow IPC input: ``rows`` rows from the first piece's ``skip``-th
+    on, in the consecutive pieces (row groups, record batches) ``pieces``."""
+
+    kind: str
+    pieces: tuple[int, ...]
+    skip: int
+    rows: int
 
 
 def plan_units(
@@ -62,11 +79,16 @@ def plan_units(
     index = 0
     counter = _RecordCounter(records_per_shard) if records_per_shard else None
     for number, file in enumerate(files):
-        reads = counter is not None or file.stream
+        reads = (counter is not None or file.stream) and file.kind == JSONL
         digest = (
             digests.setdefault(number, InputDigest()) if digests is not None and reads else None
         )
-        if counter is not None:
+        if file.kind != JSONL:
+            before = counter.records if counter is not None else 0
+            pieces = columnar_units(file, unit_bytes, records_per_shard, before, storage_options)
+            if counter is not None:
+                pieces = counter.count(pieces)
+        elif counter is not None:
             pieces = counter.units(file, unit_bytes, digest, storage_options)
         elif file.stream:
             pieces = _stream_units(file, unit_bytes, digest, storage_options)
@@ -84,6 +106,50 @@ def assign_shards(units: Iterator[UnitSpec], units_per_shard: int | None) -> Ite
         return
     for unit in units:
         yield dataclasses.replace(unit, shard=unit.index // units_per_shard)
+
+
+def columnar_units(
+    file: InputFile,
+    unit_bytes: int,
+    records_per_shard: int | None,
+    records_before: int,
+    storage_options: dict[str, Any] | None,
+) -> Iterator[UnitSpec]:
+    """The units of a Parquet or Arrow IPC file: whole pieces up to ``unit_bytes``, cut where a
+    shard of ``records_per_shard`` ends (``records_before``: records of the inputs before)."""
+    counts = piece_rows(file.location, file.kind, storage_options)
+    total, size = sum(counts), file.size or 0
+    per_shard = records_per_shard or 0
+
+    def share(row: int) -> int:  # the file's bytes shared out by rows: the shares add up
+        return size * row // total if total else 0
+
+    def unit(pieces: list[int], skip: int, start: int, stop: int) -> UnitSpec:
+        part = ColumnarPart(file.kind, tuple(pieces), skip, stop - start)
+        shard = (records_before + start) // per_shard if per_shard else 0
+        return UnitSpec(0, 0, file.path, file.location, size, share(start), share(stop), True,
+                        first_line=start + 1, shard=shard, part=part)  # fmt: skip
+
+    pieces: list[int] = []
+    skip = first = row = 0
+    for number, count in enumerate(counts):
+        position, row = row, row + count
+        while position < row:
+            stop = row
+            if per_shard:
+                boundary = ((records_before + position) // per_shard + 1) * per_shard
+                stop = min(row, boundary - records_before)
+            if not pieces:
+                skip, first = position - (row - count), position
+            if not pieces or pieces[-1] != number:
+                pieces.append(number)
+            position = stop
+            at_shard_end = per_shard and (records_before + stop) % per_shard == 0
+            if at_shard_end or (stop == row and share(stop) - share(first) >= unit_bytes):
+                yield unit(pieces, skip, first, stop)
+                pieces = []
+    if pieces:
+        yield unit(pieces, skip, first, row)
 
 
 def _range_units(file: InputFile, unit_bytes: int) -> Iterator[UnitSpec]:
@@ -143,6 +209,12 @@ class _RecordCounter:
     def __init__(self, records_per_shard: int) -> None:
         self.per_shard = records_per_shard
         self.records = 0  # records so far, in every input
+
+    def count(self, units: Iterator[UnitSpec]) -> Iterator[UnitSpec]:
+        """Units planned elsewhere (Parquet, Arrow), their rows counted as records."""
+        for unit in units:
+            self.records += unit.part.rows if unit.part is not None else 0
+            yield unit
 
     def units(
         self,

@@ -24,6 +24,7 @@ from ..format.bounds import MAX_BLOCK_RAW_BYTES, describe_size
 from ..format.decode import to_jsonable
 from ..format.layout import BLOCK_SHUFFLED, checksum
 from ..format.records import RecordEncoder, RecordLimitError
+from ..ingest.columnar import read_records
 from ..ingest.jsonl import decode_lines, line_range, parse_line, split_lines
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
 from ..ingest.schema_infer import SchemaInferrer
@@ -49,6 +50,7 @@ class Unit:
     line_numbers: list[int]
     lines: list[bytes]
     records: list[Any] | None = None
+    input_bytes: int | None = None  # of records read from a file (else: the lines' bytes)
 
 
 @dataclass
@@ -89,7 +91,16 @@ def read_unit(
     spec: UnitSpec, storage_options: dict[str, Any] | None = None
 ) -> tuple[Unit, int, int, int]:
     """The unit's non-blank lines, its byte range ``[start, end)`` and its line count (blank
-    lines included). Plain files are read here, at the unit's own byte range."""
+    lines included). Plain files are read here, at the unit's own byte range; a Parquet / Arrow
+    unit's pieces too (its range and count: its bytes' share and its rows)."""
+    if spec.part is not None:
+        part = spec.part
+        records = read_records(spec.location, part.kind, spec.source, part.pieces, part.skip,
+                               part.rows, storage_options)  # fmt: skip
+        first = spec.first_line or 1
+        numbers = list(range(first, first + len(records)))
+        unit = Unit(spec.source, numbers, [], records=records, input_bytes=spec.end - spec.start)
+        return unit, spec.start, spec.end, len(records)
     if spec.records is not None:
         first = spec.first_line or 1
         numbers = list(range(first, first + len(spec.records)))
@@ -351,7 +362,9 @@ class UnitEncoder:
             digests,
             encoder.array_dtypes,
             encoder.lossy_fields,
-            sum(map(len, unit.lines)) + len(unit.lines),
+            sum(map(len, unit.lines)) + len(unit.lines)
+            if unit.input_bytes is None
+            else unit.input_bytes,
             rejects,
             inferred,
             stats,

@@ -28,6 +28,7 @@ from .units import EncodedUnit, UnitEncoder, encode_group, unit_groups
 # 1 MiB units one per task cost a 2-core KD pack ~10% in futures, pickling and stalls; the
 # worker still encodes them one by one, so its memory stays that of one small unit.
 ORPHAN_CHECK_SECONDS = 0.5
+ABORT_GRACE_SECONDS = 3.0  # an interrupted pack lets running groups finish this long
 _encoder: UnitEncoder | None = None
 T = TypeVar("T")
 _storage_options: dict[str, Any] | None = None
@@ -143,19 +144,27 @@ def _result(future: cf.Future[T]) -> T:
 
 
 def _stop(pool: cf.ProcessPoolExecutor, pending: deque[cf.Future[Any]], abort: bool) -> None:
+    # Groups not started yet are dropped; the running ones (a fraction of a second each) may
+    # finish: a worker killed while it writes its result would leave the pool's reader thread
+    # waiting forever for the rest of that message (and the interpreter, at exit, for it).
     for future in pending:
         future.cancel()
     if not abort:
         pool.shutdown(wait=True)
         return
-    # end the workers before the pool closes its queues under them (a worker reading a
-    # closed queue would print a traceback of its own)
-    children = multiprocessing.active_children()
-    for child in children:
+    running = [future for future in pending if not future.cancelled()]
+    if not cf.wait(running, timeout=ABORT_GRACE_SECONDS).not_done:
+        pool.shutdown(wait=True)
+        return
+    # A worker still busy after the grace period is stuck (a hung read?): end this pool's
+    # workers, never the caller's other child processes. (Python 3.11's pool then prints a
+    # traceback of its own thread for the groups cancelled above.)
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public list
+    for child in processes:
         child.terminate()
-    for child in children:
+    for child in processes:
         child.join(timeout=5)
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=False)
 
 
 def _worker_context(fork: bool = True) -> multiprocessing.context.BaseContext:

@@ -1,4 +1,4 @@
-"""``shardpack pack``: JSONL in, a packed file or a sharded dataset folder out."""
+"""``shardpack pack``: JSONL, Parquet or Arrow IPC in, a packed file or a sharded folder out."""
 
 from __future__ import annotations
 
@@ -178,9 +178,11 @@ def pack(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Pack JSONL files (.jsonl, .jsonl.gz, .jsonl.zst, or - for stdin) into OUT.
+    """Pack JSONL files (.jsonl, .jsonl.gz, .jsonl.zst, or - for stdin), Parquet or Arrow IPC
+    (Feather v2) files into OUT.
 
-    INPUT and OUT may be fsspec URLs (s3://, gs://, ...) and INPUT may be a glob.
+    INPUT and OUT may be fsspec URLs (s3://, gs://, ...) and INPUT may be a glob. Parquet and
+    Arrow files are known by their content; their typed list columns keep their types.
     """
     from ..build.options import PackOptions
     from ..build.packer import pack as run_pack

@@ -30,10 +30,16 @@ def merge(inputs: tuple[str, ...], output: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("packed")
-@click.option("--output", "-o", required=True, help="JSONL file to write ('-' for stdout).")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    help="File to write: JSONL ('-' for stdout), or Parquet (.parquet, .pq) or Arrow IPC "
+    "(.arrow, .feather) by its extension.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def unpack(packed: str, output: str, quiet: bool) -> None:
-    """Write the records of PACKED back out as JSONL."""
+    """Write the records of PACKED back out as JSONL, Parquet or Arrow IPC."""
     from ..dataset.dataset import open_dataset
     from ..dataset.export import write_jsonl
 
@@ -43,9 +49,20 @@ def unpack(packed: str, output: str, quiet: bool) -> None:
         if os.path.isdir(packed):
             sources.append(os.path.join(packed, "manifest.json"))
         with progress_bar("unpacking", len(ds), show) as advance:
-            count = write_jsonl(ds, output, progress=advance, sources=sources)
+            if output != "-" and _is_table_path(output):
+                from ..dataset.arrow_export import write_table_file
+
+                count = write_table_file(ds, output, progress=advance, sources=sources)
+            else:
+                count = write_jsonl(ds, output, progress=advance, sources=sources)
     if not quiet and output != "-":
         click.echo(f"wrote {count} records to {output}", err=True)
+
+
+def _is_table_path(output: str) -> bool:
+    from ..dataset.arrow_export import is_table_path
+
+    return is_table_path(output)
 
 
 @click.command()

@@ -167,6 +167,25 @@ class Dataset:
         if pending and not drop_last:
             yield pending
 
+    def to_arrow(self) -> Any:
+        """The records as a ``pyarrow.Table``: one column per field, arrays as (nested) lists of
+        their dtype; what Arrow cannot hold as it is raises (docs/ARROW.md)."""
+        from .arrow_export import to_arrow
+
+        return to_arrow(self)
+
+    def to_pandas(self) -> Any:
+        """The records as a ``pandas.DataFrame`` (through ``to_arrow``)."""
+        from .arrow_export import to_pandas
+
+        return to_pandas(self)
+
+    def to_hf(self) -> Any:
+        """The records as a Hugging Face ``datasets.Dataset`` (through ``to_arrow``)."""
+        from .arrow_export import to_hf
+
+        return to_hf(self)
+
     @property
     def metadata(self) -> DatasetMetadata:
         """The dataset's metadata: of its only file, or from the manifest of a sharded dataset
@@ -299,7 +318,8 @@ def open_dataset(
     expected_hash: str | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
-    of either, or a list of these, read as one dataset.
+    of either, a glob of these (``"kd/*.packed"``, ``"s3://bucket/kd-*/"``: sorted, as ``pack``
+    expands its inputs), or a list of these, read as one dataset.
 
     ``columns``: read only these top-level fields of (object) records; the other fields are
     skipped while decoding, and a record without one of them simply lacks it.
@@ -325,6 +345,7 @@ def open_dataset(
             )
             return _pinned(Dataset([packed], (), columns), expected_hash, os.fspath(path))
 
+    from ..storage.globs import expand_globs
     from ..storage.remote import RemoteReader
     from ..storage.remote_options import resolve_remote
     from .shards import open_shards
@@ -335,7 +356,7 @@ def open_dataset(
         cache_dir=cache_dir,
         memory_cache_bytes=block_cache_bytes,
     )
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    paths = expand_globs(path, options.storage_options or None, folders=True, what="dataset")
     reader = RemoteReader(options) if any(is_remote(os.fspath(p)) for p in paths) else None
     slots, manifests = open_shards(
         paths,

@@ -121,14 +121,18 @@ def open_any_input(
 
 def is_compressed(path: str, storage_options: dict[str, Any] | None = None) -> bool:
     """True for gzip/zstd inputs, where reading from the middle means decompressing up to it."""
+    return is_compressed_head(read_head(path, 4, storage_options))
+
+
+def read_head(path: str, length: int, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The first ``length`` bytes of a local file or URL (fewer if it is shorter): what its
+    magic number says it is."""
     if is_remote(path):
         fs, fs_path = url_to_fs(path, storage_options)
         with fs.open(fs_path, "rb") as file:
-            head = file.read(4)
-    else:
-        with open(path.removeprefix("file://"), "rb") as file:
-            head = file.read(4)
-    return is_compressed_head(head)
+            return bytes(file.read(length))
+    with open(path.removeprefix("file://"), "rb") as file:
+        return file.read(length)
 
 
 def read_range(
