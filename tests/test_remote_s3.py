@@ -122,3 +122,35 @@ def test_a_mixture_of_a_local_file_and_an_s3_folder_trains_with_workers(
     questions = [q for b in batches for q in b["question"]]
     assert len(questions) == 800 and all(isinstance(b["n"], torch.Tensor) for b in batches)
     assert sum(q in local_questions for q in questions) == 200  # the local file's 25%
+
+
+def test_a_swapped_remote_shard_is_refused_naming_it(s3: Any, text_jsonl: Path) -> None:
+    """The footer of each shard is read on open anyway: its content hash must be the manifest's."""
+    client, options = s3
+    client.put_object(Bucket="data", Key="in/swap.jsonl", Body=text_jsonl.read_bytes())
+    packer = ShardedPacker(storage_options=options, workers=1)
+    packer.pack(["s3://data/in/swap.jsonl"], "s3://data/swapped", records_per_shard=500)
+    first = client.get_object(Bucket="data", Key="swapped/shard-00000.packed")["Body"].read()
+    second = client.get_object(Bucket="data", Key="swapped/shard-00001.packed")["Body"].read()
+    client.put_object(Bucket="data", Key="swapped/shard-00000.packed", Body=second)
+    client.put_object(Bucket="data", Key="swapped/shard-00001.packed", Body=first)
+    # a remote shard opens on first use (its footer read once): there it is checked. The
+    # manifest's size is what the tail is fetched by: a shard of another size is a short read,
+    # a shard of the same size is caught by its content hash; both name the shard
+    with (
+        shardpack.open("s3://data/swapped", storage_options=options) as ds,
+        pytest.raises(shardpack.ShardpackError) as caught,
+    ):
+        ds[0]
+    assert "s3://data/swapped/shard-00000.packed" in str(caught.value)
+    client.put_object(Bucket="data", Key="swapped/shard-00000.packed", Body=first)
+    doc = json.loads(client.get_object(Bucket="data", Key="swapped/manifest.json")["Body"].read())
+    for key in ("bytes", "footer_offset"):  # entry 1 describes shard 0's file, but its hash
+        doc["shards"][1][key] = doc["shards"][0][key]
+    doc["totals"]["bytes"] = sum(entry["bytes"] for entry in doc["shards"])
+    client.put_object(Bucket="data", Key="swapped/manifest.json", Body=json.dumps(doc).encode())
+    with (
+        shardpack.open("s3://data/swapped", storage_options=options) as ds,
+        pytest.raises(shardpack.ManifestError, match=r"holds the records of shard-00000\.packed"),
+    ):
+        ds[500]  # the first record of shard 1

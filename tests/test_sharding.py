@@ -554,3 +554,21 @@ def test_sharded_zstd_shuffles_like_a_single_file(kd_jsonl: Path, tmp_path: Path
         assert all(set(f.index["flags"].tolist()) == {1} for f in ds.files)
         for got, want in zip(ds, one, strict=True):
             assert_same_json(got, plain(want))
+
+
+def test_validate_schema_checks_every_shard_of_a_dataset(text_jsonl: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    ShardedPacker().pack(text_jsonl, out, records_per_shard=500)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["question", "answer"]}))
+    run = _cli("validate", str(out), "--schema", str(schema))
+    assert run.returncode == 0 and "2000 records decoded" in run.stdout, run.stderr
+    # long questions break this one, in whichever shard they are
+    strict = {"type": "object", "properties": {"question": {"maxLength": 700}}}
+    schema.write_text(json.dumps(strict))
+    report = validate_dataset(out, schema=strict)
+    assert report.schema_checked and report.records_checked == 2000
+    long = [p for p in report.problems if "violates the schema at $.question" in str(p)]
+    assert long and report.schema_failures == len(long)
+    run = _cli("validate", str(out), "--schema", str(schema))
+    assert run.returncode == 1 and "violates the schema at $.question" in run.stderr

@@ -21,6 +21,7 @@ import xxhash
 
 from ..codecs import get_codec
 from ..errors import OptionError
+from ..format.bounds import MAX_BLOCK_RAW_BYTES, describe_size
 from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
 from ..format.metadata import RecordedOptions
 from ..format.records import parse_dtype_overrides
@@ -95,6 +96,11 @@ class PackOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise OptionError(f"{name} must be a positive number, got {value!r}")
+        if self.block_size is not None and self.block_size > MAX_BLOCK_RAW_BYTES:  # trust: bounds
+            raise OptionError(
+                f"block size {self.block_size} is above the format's block cap of "
+                f"{describe_size(MAX_BLOCK_RAW_BYTES)}"
+            )
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise OptionError(f"workers must be >= 0 (0: all cores), got {self.workers!r}")
         if self.schema is not None:

@@ -147,16 +147,17 @@ class OutputLayout:
         for path in local_inputs:
             if not storage.is_remote and os.path.abspath(path).startswith(root):
                 raise OptionError(f"input {path} lies inside the output folder {storage.root}")
-        # only now, in a folder that is ours: temp files of a killed run of ours
-        for name in names:
-            if _is_leftover(name):
-                storage.remove(name)
 
     def begin(self, options_fingerprint: str) -> dict[int, ShardResult]:
         """Mark the folder unfinished (its plan) and return the finished shards of an
         interrupted run of the same pack that still validate, by shard number."""
         storage = self.storage
         assert storage is not None
+        # trust: only a pack that writes (holding the output's lock, not a dry run) removes the
+        # temp files of a killed run of ours, in a folder checked to hold nothing else
+        for name in storage.list_names():
+            if _is_leftover(name):
+                storage.remove(name)
         inputs = [(f.path, f.size, f.stamp) for f in self.files]
         reused: dict[int, ShardResult] = {}
         keep = self.options.resume and not self.options.force  # --force rebuilds every shard

@@ -21,6 +21,7 @@ from ..format.metadata import FileMetadata, SourceSlice
 from ..ingest.columnar import JSONL
 from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.atomic import refuse_inputs_as_output
+from ..storage.output_lock import output_lock
 from ..storage.streams import InputDigest
 from .collector import build_manifest
 from .hashing import InputHasher
@@ -54,12 +55,14 @@ def pack(
     folder when ``options`` set a shard size or records per shard. ``client``: a Dask client
     that packs the shards on its cluster."""
     started = time.perf_counter()
-    run = _Run(inputs, os.fspath(output), options, client)
-    if not options.force:
-        done = run.layout.up_to_date()
-        if done is not None:
-            return _up_to_date(run.output, done, time.perf_counter() - started)
-    return run.pack(progress, started)
+    # trust: one pack per output, held before the output is looked at (and its leftovers removed)
+    with output_lock(os.fspath(output), dict(options.storage_options or {}) or None):
+        run = _Run(inputs, os.fspath(output), options, client)
+        if not options.force:
+            done = run.layout.up_to_date()
+            if done is not None:
+                return _up_to_date(run.output, done, time.perf_counter() - started)
+        return run.pack(progress, started)
 
 
 def plan(inputs: InputsArg, output: str | os.PathLike[str], options: PackOptions) -> PackPlan:

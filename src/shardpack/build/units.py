@@ -19,10 +19,11 @@ import xxhash
 
 from ..codecs import Codec, get_codec
 from ..errors import InputError, OptionError, SchemaError, ShardpackError
-from ..format.block import BlockBuilder
+from ..format.block import BlockBuilder, block_cuts
+from ..format.bounds import MAX_BLOCK_RAW_BYTES, describe_size
 from ..format.decode import to_jsonable
 from ..format.layout import BLOCK_SHUFFLED, checksum
-from ..format.records import RecordEncoder
+from ..format.records import RecordEncoder, RecordLimitError
 from ..ingest.columnar import read_records
 from ..ingest.jsonl import decode_lines, line_range, parse_line, split_lines
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
@@ -209,6 +210,11 @@ class UnitEncoder:
     def __init__(self, options: EncodeOptions, codec: Codec | None = None) -> None:
         if options.block_size <= 0:
             raise OptionError(f"block size must be positive, got {options.block_size}")
+        if options.block_size > MAX_BLOCK_RAW_BYTES:  # bounds: blocks stay under the cap
+            raise OptionError(
+                f"block size {options.block_size} is above the format's block cap of "
+                f"{describe_size(MAX_BLOCK_RAW_BYTES)}"
+            )
         from ..format.records import parse_dtype_overrides
 
         self.options = options
@@ -229,7 +235,10 @@ class UnitEncoder:
             return self._encode_checked(unit, unit.records, native=True)
         decoded = decode_lines(unit.lines)
         if decoded is not None and self.checker is None and not self.overrides:
-            return self._encode_valid(unit, decoded)
+            try:
+                return self._encode_valid(unit, decoded)
+            except RecordLimitError:  # bounds: a record too deep or too large, found by line
+                return self._encode_checked(unit, None)
         return self._encode_checked(unit, decoded)
 
     def _encode_valid(self, unit: Unit, decoded: list[Any]) -> EncodedUnit:
@@ -256,7 +265,7 @@ class UnitEncoder:
         block_size = self.options.block_size
         for i, value in enumerate(values):
             digests[i] = builder.add(value, converted=True)
-            if builder.payload_bytes + len(builder.arena) >= block_size:  # builder.size, inlined
+            while builder.full(block_size):  # bounds: also at the record and raw-size caps
                 blocks.append(self._seal(builder))
         if len(builder):
             blocks.append(self._seal(builder))
@@ -270,13 +279,10 @@ class UnitEncoder:
         blocks: list[EncodedBlock] = []
         sizes = np.fromiter(map(len, payloads), np.int64, len(payloads))
         start = 0
-        for end in [i + 1 for i in cut_points(sizes, 0, self.options.block_size)[0]]:
+        for end in block_cuts(sizes, self.options.block_size):  # bounds: cuts at the caps too
             builder.add_payloads(payloads[start:end])
             blocks.append(self._seal(builder))
             start = end
-        if start < len(payloads):
-            builder.add_payloads(payloads[start:])
-            blocks.append(self._seal(builder))
         digests = np.fromiter(map(xxhash.xxh3_64_intdigest, payloads), np.uint64, len(payloads))
         return blocks, digests
 
@@ -300,23 +306,19 @@ class UnitEncoder:
         if decoded is None:  # some line needs the careful parser (and maybe an error message)
             decoded = [_UNPARSED] * len(unit.lines)
         for number, line, value in zip(unit.line_numbers, lines, decoded, strict=True):
+            # a rejected record must not count in the fields' dtype statistics
+            seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
             try:
                 if value is _UNPARSED:
                     value = parse_line(line, unit.source, number)
-                if checker is None:
-                    value = convert(value)  # typed arrays, as statistics describe them
-                else:
-                    # check the record as it will be stored (arrays typed) before it joins a block;
-                    # a rejected record must not count in the fields' dtype statistics
-                    seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
-                    value = convert(value)
-                    try:
-                        checker.check(value, path=unit.source, line=number)
-                    except SchemaError:
-                        encoder.array_dtypes = seen
-                        raise
+                # typed arrays, as statistics describe them; a schema checks the record as it
+                # will be stored before it joins a block
+                value = convert(value)
+                if checker is not None:
+                    checker.check(value, path=unit.source, line=number)
                 digests[kept] = builder.add(value, converted=True)
             except (InputError, SchemaError, OptionError) as exc:
+                encoder.array_dtypes = seen
                 if self.options.on_error != "skip":
                     if isinstance(exc, OptionError):
                         raise InputError(str(exc), path=unit.source, line=number) from None
@@ -327,7 +329,7 @@ class UnitEncoder:
                 continue
             kept += 1
             kept_values.append(value)
-            if builder.payload_bytes + len(builder.arena) >= block_size:  # builder.size, inlined
+            while builder.full(block_size):  # bounds: also at the record and raw-size caps
                 blocks.append(self._seal(builder))
         if len(builder):
             blocks.append(self._seal(builder))

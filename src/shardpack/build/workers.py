@@ -36,12 +36,13 @@ _storage_options: dict[str, Any] | None = None
 
 def _init_worker(options: EncodeOptions, storage_options: dict[str, Any] | None) -> None:
     global _encoder, _storage_options
-    _encoder = UnitEncoder(options)
-    _storage_options = storage_options
     # Ctrl-C reaches the whole process group: the driver decides, and terminates its workers;
-    # a forked worker must not run the driver's own SIGTERM handler when it is terminated
+    # a forked worker must not run the driver's own SIGTERM handler when it is terminated, not
+    # even while it starts (trust: a pack that failed at once printed a worker's traceback)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _encoder = UnitEncoder(options)
+    _storage_options = storage_options
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
 
 

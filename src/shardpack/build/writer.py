@@ -25,9 +25,11 @@ from typing import Any
 
 from ..dataset.manifest import MANIFEST_NAME, Manifest, shard_name
 from ..errors import OptionError
+from ..format.bounds import MAX_NESTING_DEPTH
 from ..format.layout import LATEST_MINOR
 from ..format.metadata import MergedSource
 from ..ingest.rejects import RejectsWriter, default_rejects_path
+from ..storage.output_lock import OutputLock
 from .collector import build_manifest
 from .inputs import InputFile
 from .ledger import Ledger
@@ -54,11 +56,19 @@ class _Written:
         self.done: list[ShardResult] = []  # shards written in full (at their names)
         self.storage: Any = None
         self.open = True
+        self.lock: OutputLock | None = None  # the output's lock, released last
 
     def abort(self) -> None:
         if not self.open:
             return
         self.open = False
+        try:
+            self._abort()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _abort(self) -> None:
         self.executor.close(abort=True)
         for sink in (self.sink, self.single):
             if sink is not None:
@@ -93,6 +103,19 @@ class Writer:
         self._storage_options = dict(options.storage_options or {}) or None
         self._previous: Manifest | None = None
         self._first_shard = 0
+        # trust: one writer per output, held until close() or abort()
+        self._lock = OutputLock(self.path, self._storage_options).acquire()
+        try:
+            self._open_output(append)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._w.lock = self._lock
+        # a writer dropped without close() removes what it wrote (never a partial output)
+        self._finalizer = weakref.finalize(self, self._w.abort)
+
+    def _open_output(self, append: bool) -> None:
+        options = self.options
         if append:
             self._open_for_append()
         else:
@@ -115,8 +138,6 @@ class Writer:
         self._shard = self._first_shard
         self._shard_records = 0
         self._closed = False
-        # a writer dropped without close() removes what it wrote (never a partial output)
-        self._finalizer = weakref.finalize(self, self._w.abort)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -208,6 +229,7 @@ class Writer:
         self._closed = True
         self._w.open = False
         self._finalizer.detach()
+        self._lock.release()
         return result
 
     def _finish(self) -> PackResult:
@@ -297,17 +319,21 @@ def _metadata_of(layout: OutputLayout, name: str) -> Any:
         return packed.metadata
 
 
-def estimate_bytes(value: Any) -> int:
+def estimate_bytes(value: Any, depth: int = 0) -> int:
     """About how many bytes a record takes, cheaply (units are cut by this estimate, so it
     must be the same for the same records: it is a pure function of them)."""
     kind = type(value)
+    if depth > MAX_NESTING_DEPTH:  # trust: the encoder refuses such a record, with its number
+        return 8
     if kind is dict:
-        return 2 + sum(len(str(key)) + estimate_bytes(item) for key, item in value.items())
+        return 2 + sum(
+            len(str(key)) + estimate_bytes(item, depth + 1) for key, item in value.items()
+        )
     if kind is str:
         return len(value) + 2
     if kind is list or kind is tuple:
         if value and type(value[0]) in (int, float, bool):
             return 2 + 8 * len(value)
-        return 2 + sum(estimate_bytes(item) for item in value)
+        return 2 + sum(estimate_bytes(item, depth + 1) for item in value)
     nbytes = getattr(value, "nbytes", None)
     return int(nbytes) if isinstance(nbytes, int) else 8

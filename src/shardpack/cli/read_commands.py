@@ -131,7 +131,7 @@ def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_jso
 
     schema = load_schema(schema_path) if schema_path is not None else None
     reports = [
-        validate_dataset(path, deep=deep)
+        validate_dataset(path, deep=deep, schema=schema)
         if is_dataset(path)
         else validate_path(path, deep=deep, schema=schema)
         for path in paths
@@ -146,7 +146,7 @@ def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_jso
             if report.ok:
                 click.echo(
                     f"OK {report.paths[0]}: {report.blocks_checked} blocks"
-                    + (f", {report.records_checked} records decoded" if deep else "")
+                    + (f", {report.records_checked} records decoded" if report.deep else "")
                 )
     raise SystemExit(EXIT_OK if ok else EXIT_BAD_DATA)
 

@@ -121,4 +121,9 @@ class ZstdCodec(Codec):
             raise CodecError(
                 f"zstd dictionary in file metadata is not valid base64: {exc}"
             ) from exc
+        if raw_dict is not None:
+            try:  # load it now: a damaged dictionary is the file's fault, not every block's
+                zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(raw_dict))
+            except zstandard.ZstdError as exc:
+                raise CodecError(f"zstd dictionary in file metadata is unusable: {exc}") from None
         return cls(DEFAULT_LEVEL if level is None else int(level), raw_dict)

@@ -9,6 +9,7 @@ top-level fields of object records: the others are skipped while decoding, never
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from operator import itemgetter
@@ -21,7 +22,8 @@ from ..errors import ManifestError, OptionError
 from ..format.metadata import DatasetMetadata, DatasetStats
 from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile
 from ..storage.urls import is_remote, is_url
-from .manifest import Manifest
+from .identity import check_pinned
+from .manifest import Manifest, combined_content_hash
 from .shards import ShardSlots
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 OPEN_AHEAD = 4  # shards opened ahead of a remote scan
+_HASH = re.compile(r"^xxh3_128:[0-9a-f]{32}$")
 
 
 class Dataset:
@@ -198,6 +201,17 @@ class Dataset:
         return self._metadata
 
     @property
+    def content_hash(self) -> str:
+        """What this dataset's records hash to, as its footers and manifest claim: a single
+        file's own content hash, else the hash over its files' hashes in order (a sharded
+        dataset's manifest hash; for several inputs, the hash ``merge`` would give them)."""
+        if len(self._slots) == 1 and not self.manifests:
+            return self.file(0).metadata.content_hash
+        if len(self.manifests) == 1 and len(self._slots) == len(self.manifests[0].shards):
+            return str(self.manifests[0].content_hash)  # each shard is checked as it opens
+        return combined_content_hash(f.metadata.content_hash for f in self.files)
+
+    @property
     def stats(self) -> DatasetStats:
         return self.metadata.stats or DatasetStats()
 
@@ -301,6 +315,7 @@ def open_dataset(
     read_ahead: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     remote: RemoteOptions | None = None,
+    expected_hash: str | None = None,
 ) -> Dataset:
     """Open packed data: a file, a sharded dataset folder (or its manifest.json), an fsspec URL
     of either, a glob of these (``"kd/*.packed"``, ``"s3://bucket/kd-*/"``: sorted, as ``pack``
@@ -316,7 +331,10 @@ def open_dataset(
     ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the machine's
     processes) and ``block_cache_bytes`` (a per-process memory cache) set the common ones
     directly. A remote sharded dataset opens with one request, its manifest; each shard opens
-    on first use.
+    on first use. Every shard of a sharded dataset is checked against its manifest entry
+    (content hash, size, record count) when it opens. ``expected_hash`` pins the dataset's
+    content hash (``Dataset.content_hash``, as ``shardpack info`` shows it): open reads every
+    block once to check that the records hash to it, and refuses other data with a FormatError.
     """
     columns = _check_columns(columns)
     if isinstance(path, (str, os.PathLike)):
@@ -325,7 +343,7 @@ def open_dataset(
             packed = PackedFile(
                 local, verify=verify, cache_blocks=cache_blocks, read_ahead=read_ahead
             )
-            return Dataset([packed], (), columns)
+            return _pinned(Dataset([packed], (), columns), expected_hash, os.fspath(path))
 
     from ..storage.globs import expand_globs
     from ..storage.remote import RemoteReader
@@ -348,7 +366,25 @@ def open_dataset(
             where, verify=verify, cache_blocks=cache_blocks, source=source, read_ahead=read_ahead
         ),
     )
-    return Dataset(slots, manifests, columns, reader)
+    label = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the datasets given"
+    return _pinned(Dataset(slots, manifests, columns, reader), expected_hash, label)
+
+
+def _pinned(dataset: Dataset, expected_hash: str | None, where: str) -> Dataset:
+    """``dataset``, once its records are checked to hash to ``expected_hash`` (if given)."""
+    if expected_hash is None:
+        return dataset
+    if not isinstance(expected_hash, str) or not _HASH.match(expected_hash):
+        dataset.close()
+        raise OptionError(
+            f"expected_hash must look like 'xxh3_128:' and 32 hex digits, got {expected_hash!r}"
+        )
+    try:
+        check_pinned(dataset.files, dataset.content_hash, expected_hash, where)
+    except BaseException:
+        dataset.close()
+        raise
+    return dataset
 
 
 def _plain_local_file(path: PathLike) -> str | None:

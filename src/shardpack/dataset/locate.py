@@ -28,6 +28,7 @@ class PackedLocation:
     size: int | None = None
     records: int | None = None
     storage_options: dict[str, Any] | None = None
+    content_hash: str | None = None  # the manifest's, checked against the footer on open
     footer_offset: int | None = None
     file_hash: str | None = None
 
@@ -100,6 +101,7 @@ def _from_manifest(
             size=entry.size,
             records=entry.records,
             storage_options=storage_options,
+            content_hash=entry.content_hash,
             footer_offset=entry.footer_offset,
             file_hash=entry.file_hash,
         )

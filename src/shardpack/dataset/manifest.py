@@ -5,6 +5,7 @@ name, so a damaged or hostile manifest is a ManifestError, never a read outside 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -82,9 +83,15 @@ def dataset_content_hash(shards: list[ShardEntry]) -> str:
     It depends only on which records, in which order and in which shards, so a merge of two
     datasets has the hash a direct pack into the same shards would have.
     """
+    return combined_content_hash(entry.content_hash for entry in shards)
+
+
+def combined_content_hash(hashes: Iterable[str]) -> str:
+    """The content hash of files read as one dataset, in order: xxh3_128 over their content
+    hashes (a sharded dataset's, as its manifest and ``merge`` compute it)."""
     digest = xxhash.xxh3_128()
-    for entry in shards:
-        digest.update(entry.content_hash.encode("ascii") + b"\n")
+    for content_hash in hashes:
+        digest.update(content_hash.encode("ascii") + b"\n")
     return "xxh3_128:" + digest.hexdigest()
 
 

@@ -19,6 +19,8 @@ from ..format.metadata import DatasetStats, FileMetadata, MergedSource, Provenan
 from ..packfile.reader import PackedFile
 from ..stats import merge_stats
 from ..storage.folder import open_storage
+from ..storage.output_lock import output_lock
+from .identity import check_shard
 from .locate import locate
 from .manifest import (
     MANIFEST_NAME,
@@ -42,6 +44,13 @@ def merge_datasets(
     if len(inputs) < 1:
         raise OptionError("merge needs at least one input dataset")
     out = os.fspath(output)
+    with output_lock(out, storage_options):
+        return _merge_locked(inputs, out, storage_options)
+
+
+def _merge_locked(
+    inputs: Sequence[str | os.PathLike[str]], out: str, storage_options: dict[str, Any] | None
+) -> Manifest:
     target = open_storage(out, storage_options)
     if target.list_names():
         raise OptionError(f"output {out} exists and is not empty; merge writes a new dataset")
@@ -55,7 +64,20 @@ def merge_datasets(
         located = locate(label, storage_options)
         if located.manifest is not None:
             manifest = located.manifest
-            for where, entry in zip(located.locations, manifest.shards, strict=True):
+            listed = [(e.file, e.content_hash) for e in manifest.shards]
+            for number, (where, entry) in enumerate(
+                zip(located.locations, manifest.shards, strict=True)
+            ):
+                # each shard is the one its entry names (a footer read), before anything is copied
+                with PackedFile(where.path, source=where.source()) as packed:
+                    check_shard(
+                        packed,
+                        entry_number=number,
+                        size=entry.size,
+                        records=entry.records,
+                        content_hash=entry.content_hash,
+                        listed=listed,
+                    )
                 parts.append((where.path, entry))
             schemas.append((label, manifest.schema))
             all_stats.append(manifest.stats)

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ManifestError
 from ..format.metadata import widest_dtypes
 from ..packfile.reader import PackedFile, dtype_targets
 from ..storage.locks import ForkSafeLock
 from ..storage.urls import is_remote
+from .identity import check_shard
 
 if TYPE_CHECKING:
     from ..storage.remote import RemoteReader
@@ -115,8 +115,13 @@ def open_shards(
             if located.manifest is not None:
                 manifests.append(located.manifest)
                 targets = dtype_targets(widest_dtypes(located.manifest.schema.arrays))
-            for where in located.locations:
-                opener = _opener(where, reader, targets, open_file)
+            listed = (
+                [(e.file, e.content_hash) for e in located.manifest.shards]
+                if located.manifest is not None
+                else []
+            )
+            for number, where in enumerate(located.locations):
+                opener = _opener(where, reader, targets, open_file, number, listed)
                 names.append(where.path)
                 if where.records is not None and is_remote(where.path):
                     counts.append(where.records)  # opened on first use
@@ -140,17 +145,26 @@ def _opener(
     reader: RemoteReader | None,
     targets: dict[str, Any],
     open_file: FileOpener,
+    number: int = 0,
+    listed: Sequence[tuple[str, str]] = (),
 ) -> Callable[[], PackedFile]:
-    """Opens the packed file at ``where`` and checks it against its manifest entry."""
+    """Opens the packed file at ``where`` and checks it against its manifest entry (entry
+    ``number`` of ``listed``): content hash, size, record count (``identity.check_shard``)."""
 
     def open_checked() -> PackedFile:
         packed = open_file(where.path, where.source(reader))
-        if where.records is not None and len(packed) != where.records:
-            packed.close()
-            raise ManifestError(
-                f"{where.path}: holds {len(packed)} records but the manifest lists "
-                f"{where.records} (shards swapped or replaced?)"
+        try:
+            check_shard(
+                packed,
+                entry_number=number,
+                size=where.size,
+                records=where.records,
+                content_hash=where.content_hash,
+                listed=listed,
             )
+        except BaseException:
+            packed.close()
+            raise
         if targets:
             packed.widen_arrays(targets)
         return packed

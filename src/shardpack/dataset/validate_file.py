@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import xxhash
 
 from ..errors import CorruptBlockError, FormatError, OptionError, ShardpackError
-from ..format.block import BlockView
 from ..format.layout import BLOCK_ALIGN, HEADER, HEADER_SIZE, INDEX_ALIGN, align
 from ..packfile.reader import PackedFile
+from .identity import record_digests
 
 if TYPE_CHECKING:
     from ..ingest.schema_check import RecordChecker
@@ -138,7 +137,7 @@ def _validate_file(
                     records = packed.block_records(block, view)
                     try:
                         view.check_arrays()
-                        content.update(_record_digests(view))
+                        content.update(record_digests(view))
                     except (ValueError, TypeError) as exc:
                         raise packed.corrupt_error(block, f"bad arrays: {exc}") from None
                     report.records_checked += len(records)
@@ -285,18 +284,6 @@ def _check_records(
                     offset=offset,
                 )
             )
-
-
-def _record_digests(view: BlockView) -> bytes:
-    """Each record's content digest as the packer computed it (payload bytes, then its arena
-    range), so the file's content hash can be recomputed from what is on disk."""
-    digests = np.empty(view.count, dtype="<u8")
-    for j in range(view.count):
-        payload, arena = view.record_bytes(j)
-        digest = xxhash.xxh3_64(payload)
-        digest.update(arena)
-        digests[j] = digest.intdigest()
-    return digests.tobytes()
 
 
 def _without_path(message: str, path: str) -> str:

@@ -5,6 +5,7 @@ shards. Missing, extra, truncated, replaced and swapped shards are each named in
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ShardpackError
@@ -20,9 +21,14 @@ def validate_dataset(
     *,
     deep: bool = False,
     storage_options: dict[str, Any] | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> ValidationReport:
-    """Validate a dataset folder or its manifest (local or URL), every problem into the report."""
+    """Validate a dataset folder or its manifest (local or URL), every problem into the report.
+
+    ``schema`` checks every record of every shard against that JSON Schema (implies ``deep``);
+    otherwise ``deep`` checks each shard's records against the schema stored in it."""
     text = os.fspath(path)
+    deep = deep or schema is not None
     report = ValidationReport(paths=[text], deep=deep)
     try:
         located = locate(text, storage_options)
@@ -34,7 +40,7 @@ def validate_dataset(
         located.locations[0].storage if located.locations else None,
     )
     if manifest is None:  # a single packed file
-        return validate_path(text, deep=deep)
+        return validate_path(text, deep=deep, schema=schema)
     if storage is None:
         from ..storage.folder import open_storage
 
@@ -56,7 +62,7 @@ def validate_dataset(
                 Problem(where, f"missing shard (manifest entry {number}, {entry.records} records)")
             )
             continue
-        _check_entry(storage, entry, where, number, by_content, deep, report)
+        _check_entry(storage, entry, where, number, by_content, deep, report, schema)
     return report
 
 
@@ -68,6 +74,7 @@ def _check_entry(
     by_content: dict[str, list[ShardEntry]],
     deep: bool,
     report: ValidationReport,
+    schema: Mapping[str, Any] | None = None,
 ) -> None:
     size = storage.size(entry.file)
     size_problem = None
@@ -86,10 +93,12 @@ def _check_entry(
         digest = bytes_hash(data)
     else:
         digest = storage.hash_file(entry.file)
-    shard_report = validate_path(where, deep=deep, source=source)
+    shard_report = validate_path(where, deep=deep, schema=schema, source=source)
     report.files_checked += shard_report.files_checked
     report.blocks_checked += shard_report.blocks_checked
     report.records_checked += shard_report.records_checked
+    report.schema_checked = report.schema_checked or shard_report.schema_checked
+    report.schema_failures += shard_report.schema_failures
     if shard_report.files_checked == 0:  # unreadable footer: nothing more to compare
         report.problems.extend([size_problem] if size_problem else [])
         report.problems.extend(shard_report.problems)

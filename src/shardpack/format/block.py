@@ -21,10 +21,17 @@ import msgspec
 import numpy as np
 import xxhash
 
+from .bounds import (
+    BLOCK_FIXED_BYTES,
+    MAX_BLOCK_RAW_BYTES,
+    MAX_BLOCK_RECORDS,
+    describe_size,
+    raw_block_size,
+)
 from .decode import ArenaCursor, thread_decoder
 from .layout import align
 from .projection import Projection
-from .records import RecordEncoder
+from .records import RecordEncoder, RecordLimitError
 
 BLOCK_HEADER = struct.Struct("<II")
 ARENA_ALIGN = 64
@@ -35,7 +42,12 @@ MAX_BLOCK_BYTES = 2**32 - 1  # offsets are u32
 
 
 class BlockBuilder:
-    """Accumulates encoded records until the block is full, then lays out its raw bytes."""
+    """Accumulates encoded records until the block is full, then lays out its raw bytes.
+
+    Blocks stay within the format's bounds: ``full`` turns true at ``MAX_BLOCK_RECORDS`` records,
+    and a record that would take the block above ``MAX_BLOCK_RAW_BYTES`` is held back for the
+    next block (``full`` is then true too); a record above the cap on its own is refused.
+    """
 
     def __init__(self, encoder: RecordEncoder) -> None:
         self.encoder = encoder
@@ -43,6 +55,7 @@ class BlockBuilder:
         self.arena = bytearray()
         self.arena_starts = [0]
         self.payload_bytes = 0
+        self._held: tuple[bytes, bytes] | None = None  # (payload, arena) of the next block
 
     def __len__(self) -> int:
         return len(self.payloads)
@@ -52,31 +65,54 @@ class BlockBuilder:
         """Approximate raw size so far (payloads plus arena)."""
         return self.payload_bytes + len(self.arena)
 
+    def full(self, block_size: int) -> bool:
+        """True when the block should be built now: it holds ``block_size`` bytes or the most
+        records a block may hold, or the last record added did not fit under the raw-size cap.
+        Call ``build`` while it is true (a held-back record may fill the next block alone)."""
+        return bool(self.payloads) and (
+            self.payload_bytes + len(self.arena) >= block_size
+            or len(self.payloads) >= MAX_BLOCK_RECORDS
+            or self._held is not None
+        )
+
     def add(self, value: Any, *, converted: bool = False) -> int:
         """Encode one record into the block; returns its content digest (64-bit xxh3).
 
         The digest covers the payload and the record's own arena bytes, neither of which depends
         on the record's position, so it identifies the record's content under any block layout.
-        ``converted``: ``value`` already went through ``RecordEncoder.convert``.
+        ``converted``: ``value`` already went through ``RecordEncoder.convert``. Raises
+        RecordLimitError (nothing added) for a record above the block cap on its own.
         """
+        if self._held is not None:
+            raise RuntimeError("the block is full: build it before adding records")
         arena = self.arena
         start = len(arena)
         payload = self.encoder.encode(value, arena, converted=converted)
-        self.payloads.append(payload)
-        self.payload_bytes += len(payload)
-        if len(arena) == start:  # no arrays: nothing to pad, the digest is the payload's
-            self.arena_starts.append(start)
-            return xxhash.xxh3_64_intdigest(payload)
         pad = -len(arena) % 8
         if pad:
             arena += b"\0" * pad
-        self.arena_starts.append(len(arena))
-        digest = xxhash.xxh3_64(payload)
-        digest.update(memoryview(arena)[start:])
-        return digest.intdigest()
+        count = len(self.payloads)
+        if raw_block_size(count + 1, self.payload_bytes + len(payload), len(arena)) > (
+            MAX_BLOCK_RAW_BYTES
+        ):
+            record_arena = bytes(arena[start:])
+            del arena[start:]
+            if raw_block_size(1, len(payload), len(record_arena)) > MAX_BLOCK_RAW_BYTES:
+                raise _too_large(len(payload), len(record_arena))
+            self._held = (payload, record_arena)  # it opens the next block
+            return _digest(payload, record_arena)
+        self._append(payload)
+        return _digest(payload, memoryview(arena)[start:])
+
+    def _append(self, payload: bytes) -> None:
+        """Add an encoded record whose arrays are the arena's last bytes (padded)."""
+        self.payloads.append(payload)
+        self.payload_bytes += len(payload)
+        self.arena_starts.append(len(self.arena))
 
     def add_payloads(self, payloads: list[bytes]) -> None:
-        """Add records encoded already (``RecordEncoder.encode_all``), none holding an array."""
+        """Add records encoded already (``RecordEncoder.encode_all``), none holding an array;
+        cut them with ``block_cuts`` to keep blocks within the format's bounds."""
         self.payloads += payloads
         self.payload_bytes += sum(map(len, payloads))
         self.arena_starts += [len(self.arena)] * len(payloads)
@@ -111,7 +147,77 @@ class BlockBuilder:
         self.arena = bytearray()
         self.arena_starts = [0]
         self.payload_bytes = 0
+        if self._held is not None:
+            payload, record_arena = self._held
+            self._held = None
+            self.arena += record_arena
+            self._append(payload)
         return raw
+
+
+def _digest(payload: bytes, record_arena: bytes | memoryview) -> int:
+    if not record_arena:
+        return xxhash.xxh3_64_intdigest(payload)
+    digest = xxhash.xxh3_64(payload)
+    digest.update(record_arena)
+    return digest.intdigest()
+
+
+def _too_large(payload_bytes: int, arena_bytes: int) -> RecordLimitError:
+    size = raw_block_size(1, payload_bytes, arena_bytes)
+    return RecordLimitError(
+        f"record of {size} bytes encoded is above the format's block cap of "
+        f"{describe_size(MAX_BLOCK_RAW_BYTES)}"
+    )
+
+
+def block_cuts(sizes: np.ndarray, block_size: int) -> list[int]:
+    """Where ``BlockBuilder`` ends blocks of payloads of these sizes (no arrays), as exclusive
+    end indices, the last one ``len(sizes)``: a block ends once it holds ``block_size`` bytes or
+    ``MAX_BLOCK_RECORDS`` records, or before a payload that would take it above the raw cap.
+
+    One ``searchsorted`` per block; the exact record-by-record rule only runs when a block of
+    that first cut would break a cap. Raises RecordLimitError for a payload above the cap alone.
+    """
+    count = len(sizes)
+    totals = np.cumsum(sizes, dtype=np.int64)
+    ends: list[int] = []
+    base = 0
+    while True:
+        i = int(np.searchsorted(totals, base + block_size, side="left"))
+        if i >= count:
+            break
+        ends.append(i + 1)
+        base = int(totals[i])
+    if count and (not ends or ends[-1] < count):
+        ends.append(count)
+    bounds = np.array([0, *ends], dtype=np.int64)
+    records = np.diff(bounds)
+    payload = np.diff(np.concatenate(([0], totals))[bounds]) if count else records
+    raw = (BLOCK_FIXED_BYTES + 8 * records + payload + 63) // 64 * 64
+    if not (np.any(records > MAX_BLOCK_RECORDS) or np.any(raw > MAX_BLOCK_RAW_BYTES)):
+        return ends
+    return _exact_block_cuts(sizes.tolist(), block_size)
+
+
+def _exact_block_cuts(sizes: list[int], block_size: int) -> list[int]:
+    """``block_cuts`` record by record, exactly as ``BlockBuilder.add`` and ``full`` decide."""
+    ends: list[int] = []
+    records = payload = 0
+    for i, size in enumerate(sizes):
+        if raw_block_size(1, size, 0) > MAX_BLOCK_RAW_BYTES:
+            raise _too_large(size, 0)
+        if records and raw_block_size(records + 1, payload + size, 0) > MAX_BLOCK_RAW_BYTES:
+            ends.append(i)  # held back: it opens the next block
+            records = payload = 0
+        records += 1
+        payload += size
+        if payload >= block_size or records >= MAX_BLOCK_RECORDS:
+            ends.append(i + 1)
+            records = payload = 0
+    if records:
+        ends.append(len(sizes))
+    return ends
 
 
 # Shuffling and un-shuffling copy one byte column at a time: numpy's strided column copies run

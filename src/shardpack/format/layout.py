@@ -12,12 +12,25 @@ Layout (all integers little-endian; see docs/FORMAT.md):
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xxhash
 
-from ..errors import FormatError
+from ..errors import CorruptBlockError, FormatError
+from .bounds import (
+    MAX_BLOCK_RAW_BYTES,
+    MAX_BLOCK_RECORDS,
+    MAX_BLOCKS,
+    MAX_METADATA_BYTES,
+    MAX_RECORDS_PER_FILE_BYTE,
+    describe_size,
+    max_stored_size,
+    min_raw_size,
+    records_allowed,
+)
 
 MAGIC = b"\x89SHP\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncated downloads
 FORMAT_MAJOR = 1
@@ -140,6 +153,25 @@ class Trailer:
             and idx_size % BLOCK_ENTRY.itemsize == 0
         ):
             raise FormatError("trailer points outside the file (truncated or damaged)", path=path)
+        # the footer is read whole and the record count sizes loaders' arrays: cap both first
+        if idx_size > MAX_BLOCKS * BLOCK_ENTRY.itemsize:
+            raise FormatError(
+                f"index of {idx_size // BLOCK_ENTRY.itemsize} blocks is above the format's cap "
+                f"of {MAX_BLOCKS} blocks per file",
+                path=path,
+            )
+        if meta_size > MAX_METADATA_BYTES:
+            raise FormatError(
+                f"metadata of {meta_size} bytes is above the format's cap of "
+                f"{describe_size(MAX_METADATA_BYTES)}",
+                path=path,
+            )
+        if records > records_allowed(file_size):
+            raise FormatError(
+                f"trailer claims {records} records in a file of {file_size} bytes (at most "
+                f"{MAX_RECORDS_PER_FILE_BYTE} per byte)",
+                path=path,
+            )
         return cls(idx_off, idx_size, meta_off, meta_size, records, footer_sum, major, minor)
 
 
@@ -151,11 +183,16 @@ def decode_index(data: bytes | memoryview) -> np.ndarray:
 def check_index(
     index: np.ndarray, *, data_end: int, record_count: int, max_raw_size: int, path: str | None
 ) -> None:
-    """Raise FormatError unless the index lists non-overlapping blocks covering all records."""
+    """Raise FormatError unless the index lists non-overlapping blocks covering all records,
+    each within the format's bounds (``check_block_bounds``)."""
+    check_block_bounds(index, path)
     if len(index) == 0:
         if record_count != 0:
             raise FormatError("index has no blocks but the file claims records", path=path)
         return
+    if np.any(index["offset"] > data_end) or np.any(index["stored_size"] > data_end):
+        # before any sum: offsets near 2**64 would wrap around in int64 and pass the checks
+        raise FormatError("inconsistent block index: a block lies outside the data area", path=path)
     offsets = index["offset"].astype(np.int64)
     ends = offsets + index["stored_size"].astype(np.int64)
     counts = index["record_count"].astype(np.int64)
@@ -176,3 +213,57 @@ def check_index(
         problems.append("a block has flags this reader does not know (newer format?)")
     if problems:
         raise FormatError("inconsistent block index: " + "; ".join(problems), path=path)
+
+
+def check_block_bounds(index: np.ndarray, path: str | None) -> None:
+    """Raise CorruptBlockError naming the first block whose index entry claims more than the
+    format allows: a raw size above the cap, more records than the cap or than its raw size can
+    hold, or more stored bytes than any codec makes of its raw size. Readers size buffers by
+    these claims, so they are held to the caps before any block is read."""
+    if len(index) == 0:
+        return
+    raw, counts = index["raw_size"], index["record_count"].astype(np.int64)
+    _refuse_first(index, raw > MAX_BLOCK_RAW_BYTES, path, _above_raw_cap)
+    _refuse_first(index, counts > MAX_BLOCK_RECORDS, path, _above_record_cap)
+    raw = raw.astype(np.int64)  # at most the cap now: exact in int64
+    _refuse_first(index, raw < min_raw_size(counts), path, _too_small_for_records)
+    stored_cap = max_stored_size(raw).astype(np.uint64)
+    _refuse_first(index, index["stored_size"] > stored_cap, path, _too_many_stored)
+
+
+def _above_raw_cap(entry: Any) -> str:
+    cap = describe_size(MAX_BLOCK_RAW_BYTES)
+    return f"claims {int(entry['raw_size'])} raw bytes, above the format's cap of {cap}"
+
+
+def _above_record_cap(entry: Any) -> str:
+    count = int(entry["record_count"])
+    return f"claims {count} records, above the format's cap of {MAX_BLOCK_RECORDS}"
+
+
+def _too_small_for_records(entry: Any) -> str:
+    count, raw = int(entry["record_count"]), int(entry["raw_size"])
+    return f"claims {count} records in {raw} raw bytes, too few to hold them"
+
+
+def _too_many_stored(entry: Any) -> str:
+    stored, raw = int(entry["stored_size"]), int(entry["raw_size"])
+    return f"claims {stored} stored bytes for {raw} raw bytes"
+
+
+def _refuse_first(
+    index: np.ndarray, bad: np.ndarray, path: str | None, message: Callable[[Any], str]
+) -> None:
+    """CorruptBlockError for the first entry of ``index`` where ``bad`` is true, if any."""
+    if not bad.any():
+        return
+    block = int(np.argmax(bad))
+    entry = index[block]
+    raise CorruptBlockError(
+        message(entry),
+        path=path,
+        block=block,
+        offset=int(entry["offset"]),
+        first_record=int(entry["first_record"]),
+        record_count=int(entry["record_count"]),
+    )

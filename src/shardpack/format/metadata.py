@@ -241,7 +241,9 @@ def decode_document(data: bytes | memoryview, kind: type[T], where: str) -> T:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
         raise FormatError(f"invalid metadata: {exc}", path=where) from None
-    except msgspec.DecodeError:
+    except RecursionError:
+        raise FormatError("metadata is nested too deeply to read", path=where) from None
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec's own, or invalid UTF-8
         pass  # not strict JSON: format 1.0 wrote NaN/Infinity in statistics, json reads them
     try:
         loaded = json.loads(bytes(data))
@@ -251,6 +253,8 @@ def decode_document(data: bytes | memoryview, kind: type[T], where: str) -> T:
         return msgspec.convert(loaded, kind)
     except msgspec.ValidationError as exc:
         raise FormatError(f"invalid metadata: {exc}", path=where) from None
+    except RecursionError:
+        raise FormatError("metadata is nested too deeply to read", path=where) from None
 
 
 def decode_file_metadata(data: bytes | memoryview, where: str) -> FileMetadata:

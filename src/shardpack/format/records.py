@@ -26,6 +26,7 @@ import msgspec
 import numpy as np
 
 from ..errors import OptionError
+from .bounds import MAX_NESTING_DEPTH
 from .dtypes import (
     ARRAY_ALIGN,
     ARRAY_HEADERS,
@@ -40,6 +41,11 @@ from .dtypes import (
 )
 
 _INT32 = np.iinfo(np.int32)
+
+
+class RecordLimitError(OptionError):
+    """A record beyond the format's bounds (nesting depth, size: see ``bounds``). Packing
+    reports it as an InputError naming the record's line, or rejects the line."""
 
 
 def parse_dtype_overrides(overrides: Mapping[str, str] | None) -> dict[str, np.dtype]:
@@ -202,13 +208,19 @@ class RecordEncoder:
         would store it; encoding the result again converts nothing twice."""
         return self._convert(value, "")
 
-    def _convert(self, value: Any, path: str) -> Any:
+    def _convert(self, value: Any, path: str, depth: int = 1) -> Any:
+        # every container of the record passes here (typed arrays end the walk), so this is
+        # where the nesting depth is bounded for everything that walks records later
+        if depth > MAX_NESTING_DEPTH:
+            raise RecordLimitError(
+                f"JSON nested deeper than {MAX_NESTING_DEPTH} levels (the format's limit)"
+            )
         kind = type(value)
         if kind is dict:
             for key, item in value.items():
                 item_kind = type(item)
                 if item_kind is list or item_kind is dict:
-                    value[key] = self._convert(item, f"{path}.{key}" if path else key)
+                    value[key] = self._convert(item, f"{path}.{key}" if path else key, depth + 1)
             return value
         if kind is list and value:
             first = type(value[0])
@@ -219,10 +231,10 @@ class RecordEncoder:
             for i, item in enumerate(value):
                 item_kind = type(item)
                 if item_kind is list or item_kind is dict:
-                    value[i] = self._convert(item, path)
+                    value[i] = self._convert(item, path, depth + 1)
         return value
 
-    def convert_record(self, value: Any, path: str = "") -> Any:
+    def convert_record(self, value: Any, path: str = "", depth: int = 1) -> Any:
         """A record made in Python, as it will be stored; the caller's objects are not changed.
 
         JSON values as ``convert`` (numeric lists become typed arrays); numpy arrays, numpy
@@ -232,12 +244,15 @@ class RecordEncoder:
         kind = type(value)
         if kind is str or kind is int or kind is float or kind is bool or value is None:
             return value
+        if depth > MAX_NESTING_DEPTH:  # containers only, as ``convert``; ends a self-holding list
+            where = _where(path)
+            raise RecordLimitError(f"{where}: nested deeper than {MAX_NESTING_DEPTH} levels")
         if kind is dict:
             out = {}
             for key, item in value.items():
                 if type(key) is not str:
                     raise OptionError(f"{_where(path)}: keys must be strings, not {key!r}")
-                out[key] = self.convert_record(item, f"{path}.{key}" if path else key)
+                out[key] = self.convert_record(item, f"{path}.{key}" if path else key, depth + 1)
             return out
         if kind is list or kind is tuple:
             items = list(value)
@@ -245,7 +260,7 @@ class RecordEncoder:
                 array = to_typed_array(items)
                 if array is not None:
                     return self._typed(array, path)
-            return [self.convert_record(item, path) for item in items]
+            return [self.convert_record(item, path, depth + 1) for item in items]
         array = native_array(value, path)
         if array is None:
             raise OptionError(

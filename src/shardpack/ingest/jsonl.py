@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 
 from ..errors import InputError
+from ..format.bounds import MAX_NESTING_DEPTH
 
 BOM = b"\xef\xbb\xbf"
 EXCERPT_CHARS = 40
@@ -114,7 +115,7 @@ def decode_lines(lines: list[bytes]) -> list[Any] | None:
     (invalid JSON, or what only the standard library accepts)."""
     try:
         return list(map(_decode, lines))
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -122,7 +123,7 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
     """The JSON value of one line, or an InputError with its line and column."""
     try:
         return _decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         pass  # msgspec raises a bare UnicodeDecodeError on invalid UTF-8: located below
     try:
         text = data.decode("utf-8")
@@ -145,7 +146,14 @@ def parse_line(data: bytes, path: str, line: int) -> Any:
             excerpt=_excerpt(text, exc.pos),
         ) from None
     except RecursionError:
-        raise InputError("JSON nested too deeply", path=path, line=line) from None
+        raise InputError(
+            f"JSON nested deeper than {MAX_NESTING_DEPTH} levels (the format's limit)",
+            path=path,
+            line=line,
+        ) from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        reason = str(exc).split(";")[0]
+        raise InputError(f"cannot read JSON: {reason}", path=path, line=line) from None
 
 
 def _excerpt(text: str, position: int) -> str:

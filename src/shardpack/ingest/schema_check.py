@@ -241,12 +241,17 @@ class RecordChecker:
             first = next(errors)
         except StopIteration:
             return None
+        except RecursionError:  # a $ref loop ({"$ref": "#"}), or a record nested very deep
+            return ValidationError("the schema recurses too deeply to check this record")
         # best_match prefers the deepest, most specific error; cap how many it weighs
         candidates = [first]
-        for error in errors:
-            candidates.append(error)
-            if len(candidates) >= 16:
-                break
+        try:
+            for error in errors:
+                candidates.append(error)
+                if len(candidates) >= 16:
+                    break
+        except RecursionError:
+            pass  # weigh the errors found so far
         return best_match(candidates)
 
     def check(self, record: Any, *, path: str | None = None, line: int | None = None) -> None:

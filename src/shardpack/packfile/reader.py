@@ -10,7 +10,6 @@ from __future__ import annotations
 import mmap
 import os
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -34,6 +33,7 @@ from ..format.layout import (
 )
 from ..format.metadata import FileMetadata, decode_file_metadata, widest_dtypes
 from ..format.projection import NotAnObject, Projection
+from .blockcache import CACHE_MAX_BYTES, DecodedBlocks
 from .scan import iter_raw_blocks
 
 DEFAULT_CACHE_BLOCKS = 8
@@ -105,11 +105,14 @@ class PackedFile:
         cache_blocks: int = 8,
         source: Any = None,
         read_ahead: bool = False,
+        cache_bytes: int = CACHE_MAX_BYTES,
     ) -> None:
         """``source``: anything with ``size``, ``read(offset, length)`` and ``close()`` (e.g. a
         remote byte-range source); by default the local file at ``path`` is memory-mapped.
         ``read_ahead``: full scans decompress the next blocks on a worker thread where the codec
-        can do that without the GIL (zstd); it pays only when a core is free (see scan.py)."""
+        can do that without the GIL (zstd); it pays only when a core is free (see scan.py).
+        The decoded-block cache keeps up to ``cache_blocks`` blocks and ``cache_bytes`` raw
+        bytes (the newest block always)."""
         self.path = os.fspath(path)
         self.verify = verify
         self.read_ahead = read_ahead
@@ -119,8 +122,7 @@ class PackedFile:
         except BaseException:
             self._source.close()
             raise
-        self._cache: OrderedDict[int, BlockView] = OrderedDict()
-        self._cache_blocks = max(1, cache_blocks)
+        self._cache = DecodedBlocks(cache_blocks, cache_bytes)
 
     def _open(self) -> None:
         source, path = self._source, self.path
@@ -252,7 +254,10 @@ class PackedFile:
     def read_raw_block(self, block: int, *, verify: bool | None = None) -> bytes | memoryview:
         """The decompressed bytes of ``block``, its checksum verified first (unless disabled)."""
         # raw_from_stored inlined: this runs once per block of every scan and random access
-        stored = self._read(self._offsets[block], self._stored_sizes[block])
+        try:
+            stored = self._read(self._offsets[block], self._stored_sizes[block])
+        except FormatError as exc:  # a file that shrank under us: name the block
+            raise self.corrupt_error(block, str(exc).removeprefix(f"{self.path}: ")) from None
         if self.verify if verify is None else verify:
             actual = checksum(stored)
             expected = self._checksums[block]
@@ -278,15 +283,10 @@ class PackedFile:
 
     def block(self, block: int) -> BlockView:
         """A block's view through the LRU cache."""
-        cache = self._cache
-        view = cache.get(block)
-        if view is not None:
-            cache.move_to_end(block)
-            return view
-        view = self.view_block(block)
-        cache[block] = view
-        if len(cache) > self._cache_blocks:
-            cache.popitem(last=False)
+        view = self._cache.get_recent(block)
+        if view is None:
+            view = self.view_block(block)
+            self._cache.put(block, view)
         return view
 
     def projection(self, columns: Sequence[str] | None) -> Projection | None:

@@ -15,6 +15,16 @@ from typing import Protocol
 import numpy as np
 import xxhash
 
+from ..errors import FormatError
+from ..format.bounds import (
+    MAX_BLOCK_RAW_BYTES,
+    MAX_BLOCK_RECORDS,
+    MAX_BLOCKS,
+    MAX_METADATA_BYTES,
+    MAX_RECORDS_PER_FILE_BYTE,
+    describe_size,
+    records_allowed,
+)
 from ..format.layout import (
     BLOCK_ALIGN,
     BLOCK_ENTRY,
@@ -65,6 +75,18 @@ class PackedFileWriter:
         """Append one compressed block, with its checksum and flags, to the file."""
         stored, raw_size, record_count = block.stored, block.raw_size, block.record_count
         block_sum, flags = block.checksum, block.flags
+        if len(self._entries) >= MAX_BLOCKS:
+            raise FormatError(
+                f"a packed file holds at most {MAX_BLOCKS} blocks (the format's footer cap): "
+                "pack into shards (--shard-size) or use larger blocks",
+                path=os.fspath(self.path),
+            )
+        if raw_size > MAX_BLOCK_RAW_BYTES or record_count > MAX_BLOCK_RECORDS:
+            raise FormatError(  # BlockBuilder never makes one: a caller's bug, caught here
+                f"block {len(self._entries)} of {raw_size} bytes and {record_count} records is "
+                "above the format's caps",
+                path=os.fspath(self.path),
+            )
         start = align(self._position, BLOCK_ALIGN)
         if start > self._position:
             self._write(b"\0" * (start - self._position))
@@ -106,6 +128,19 @@ class PackedFileWriter:
         self.footer_offset = index_offset  # where the footer starts (manifests record it)
         index = np.array(self._entries, dtype=BLOCK_ENTRY).tobytes()
         meta = encode_document(metadata)
+        size = index_offset + len(index) + len(meta) + TRAILER_SIZE
+        if len(meta) > MAX_METADATA_BYTES:
+            raise FormatError(
+                f"metadata of {len(meta)} bytes is above the format's cap of "
+                f"{describe_size(MAX_METADATA_BYTES)}",
+                path=os.fspath(self.path),
+            )
+        if self.record_count > records_allowed(size):
+            raise FormatError(
+                f"{self.record_count} records in {size} bytes are more than the format's "
+                f"{MAX_RECORDS_PER_FILE_BYTE} per byte: use larger blocks",
+                path=os.fspath(self.path),
+            )
         trailer = Trailer(
             index_offset=index_offset,
             index_size=len(index),
@@ -125,7 +160,7 @@ class PackedFileWriter:
         if before_commit is not None:
             before_commit(self._tmp_path)
         move_into_place(self._tmp_path, self.path)
-        return index_offset + len(index) + len(meta) + TRAILER_SIZE
+        return size
 
     def abort(self) -> None:
         """Drop the temporary file; the destination is left as it was."""

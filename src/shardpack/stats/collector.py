@@ -176,7 +176,7 @@ def _observe_numbers(numbers: list[int] | list[float], stats: FieldStats) -> Non
     try:
         stats.number_sum += total
     except OverflowError:  # an integer beyond float range
-        stats.number_sum += math.copysign(math.inf, total)
+        stats.number_sum += math.inf if total > 0 else -math.inf
     stats.number_min = min_optional(stats.number_min, min(numbers))
     stats.number_max = max_optional(stats.number_max, max(numbers))
 
