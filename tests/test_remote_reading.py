@@ -369,3 +369,21 @@ def test_remote_options_are_checked() -> None:
         shardpack.open(
             "s3://x/y", storage_options={"a": 1}, remote=RemoteOptions(storage_options={"a": 2})
         )
+
+
+def test_a_writer_waits_for_another_trimmer_instead_of_skipping_its_trim(tmp_path: Path) -> None:
+    """Another process (or read-ahead thread) is trimming when this one is due to: skipping
+    the trim left everything written meanwhile over the bound."""
+    import fcntl
+    import threading
+
+    bound = 100_000
+    cache = DiskCache(str(tmp_path), bound)
+    payload = os.urandom(6_000)
+    writer = threading.Thread(target=lambda: [cache.put(f"k{i}", payload) for i in range(30)])
+    with open(os.path.join(cache.folder, "trim.lock"), "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)  # the other trimmer
+        writer.start()
+        writer.join(timeout=1.0)
+    writer.join()
+    assert 0 < cache.usage() <= bound

@@ -259,7 +259,7 @@ class DiskCache:
         return found
 
     def trim(self) -> None:
-        """Remove least recently used entries down to 90 % of the bound (one process at a time),
+        """Remove least recently used entries down to 90 % of the bound (one trimmer at a time),
         and what killed processes left behind (temp files, claims)."""
         try:
             import fcntl
@@ -267,10 +267,9 @@ class DiskCache:
             fcntl = None  # type: ignore[assignment]
         with open(os.path.join(self.folder, "trim.lock"), "a") as lock:
             if fcntl is not None:
-                try:
-                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    return  # another process is trimming
+                # wait for another trimmer (a process, or a thread of this one: flock is per
+                # open file): one that gave up instead left its writes untrimmed, over the bound
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             entries = sorted(self._entries())
             total = sum(size for _, size, _ in entries)
             for _, size, path in entries:
