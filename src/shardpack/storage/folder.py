@@ -13,15 +13,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from ..errors import ManifestError
 from .atomic import move_into_place, temp_beside
-from .ranges import RangeSource
-from .remote import RemoteReader
-from .remote_options import RemoteOptions
+
+if TYPE_CHECKING:
+    from .remote import RemoteReader
 from .urls import is_url, url_to_fs
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
@@ -253,6 +253,10 @@ class UrlStorage(Storage):
         footer_offset: int | None = None,
         file_hash: str | None = None,
     ) -> Any:
+        from .ranges import RangeSource  # the remote stack loads with the first URL
+        from .remote import RemoteReader
+        from .remote_options import RemoteOptions
+
         if reader is None:
             reader = RemoteReader(RemoteOptions(storage_options=dict(self.storage_options or {})))
         return RangeSource(
