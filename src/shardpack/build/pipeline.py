@@ -40,6 +40,7 @@ from .sample import (
     units_per_shard,
 )
 from .sink import ShardResult, ShardSink
+from .units import UNITS_PER_GROUP
 from .workers import LocalExecutor
 
 
@@ -85,7 +86,7 @@ def plan(inputs: InputsArg, output: str | os.PathLike[str], options: PackOptions
         units=sum(v[0] for v in counts.values()),
         unit_bytes=unit_bytes,
         shards=shards,
-        workers=options.worker_count() if run.client is None else 0,
+        workers=run.worker_count() if run.client is None else 0,
         engine="local" if run.client is None else "dask",
         up_to_date=not options.force and run.layout.up_to_date() is not None,
     )
@@ -151,6 +152,21 @@ class _Run:
 
     codec: dict[str, Any] | None = None
 
+    def worker_count(self) -> int:
+        """The workers asked for, or one when the input is a single group of units (what a
+        worker takes at a time): a pool would then start (~40 ms) for no parallel work."""
+        wanted = self.options.worker_count()
+        files, options = self.files, self.options
+        if wanted <= 1 or options.records_per_shard or any(
+            f.stream or f.size is None or f.kind != JSONL for f in files
+        ):
+            return wanted
+        total = sum(f.size or 0 for f in files)
+        one_group = options.unit_bytes * UNITS_PER_GROUP
+        if total <= one_group and (options.shard_size is None or total <= options.shard_size):
+            return 1
+        return wanted
+
     def encode_options(self) -> EncodeOptions:
         options = self.options.encode_options(self.codec)
         return dataclasses.replace(options, format_minor=self.format_minor)
@@ -170,7 +186,7 @@ class _Run:
             RejectsWriter(self.rejects_path, self.storage_options) if self.rejects_path else None
         )
         ledger = Ledger(self.files, rejects, progress)
-        executor = LocalExecutor(options.worker_count(), self.storage_options)
+        executor = LocalExecutor(self.worker_count(), self.storage_options)
         if self.client is None:
             executor.start(self.encode_options())
         hasher = self._hasher = InputHasher(self.files, hashed, self.storage_options).start()
