@@ -157,8 +157,10 @@ class _Run:
         worker takes at a time): a pool would then start (~40 ms) for no parallel work."""
         wanted = self.options.worker_count()
         files, options = self.files, self.options
-        if wanted <= 1 or options.records_per_shard or any(
-            f.stream or f.size is None or f.kind != JSONL for f in files
+        if (
+            wanted <= 1
+            or options.records_per_shard
+            or any(f.stream or f.size is None or f.kind != JSONL for f in files)
         ):
             return wanted
         total = sum(f.size or 0 for f in files)
