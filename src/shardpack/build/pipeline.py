@@ -40,8 +40,7 @@ from .sample import (
     units_per_shard,
 )
 from .sink import ShardResult, ShardSink
-from .units import UNITS_PER_GROUP
-from .workers import LocalExecutor
+from .workers import LocalExecutor, workers_needed
 
 
 def pack(
@@ -153,21 +152,7 @@ class _Run:
     codec: dict[str, Any] | None = None
 
     def worker_count(self) -> int:
-        """The workers asked for, or one when the input is a single group of units (what a
-        worker takes at a time): a pool would then start (~40 ms) for no parallel work."""
-        wanted = self.options.worker_count()
-        files, options = self.files, self.options
-        if (
-            wanted <= 1
-            or options.records_per_shard
-            or any(f.stream or f.size is None or f.kind != JSONL for f in files)
-        ):
-            return wanted
-        total = sum(f.size or 0 for f in files)
-        one_group = options.unit_bytes * UNITS_PER_GROUP
-        if total <= one_group and (options.shard_size is None or total <= options.shard_size):
-            return 1
-        return wanted
+        return workers_needed(self.options, self.files)
 
     def encode_options(self) -> EncodeOptions:
         options = self.options.encode_options(self.codec)
