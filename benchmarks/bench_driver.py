@@ -52,6 +52,8 @@ def measure(source: str, workers: int, shard_size: str | None) -> dict[str, obje
                     names[thread.native_id] = thread.name
             time.sleep(0.01)
 
+    # CPU a thread used before this pack (imports, earlier runs) is not the pack's
+    before = {thread.id: thread.user_time + thread.system_time for thread in me.threads()}
     watcher = threading.Thread(target=sample, name="sampler", daemon=True)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / ("ds" if shard_size else "out.packed")
@@ -64,9 +66,11 @@ def measure(source: str, workers: int, shard_size: str | None) -> dict[str, obje
     children = sum(workers_seen.values())
     main_id = threading.main_thread().native_id
     threads = {
-        ("main" if tid == main_id else names.get(tid, f"thread {tid}")): round(cpu, 3)
+        ("main" if tid == main_id else names.get(tid, f"thread {tid}")): round(
+            cpu - before.get(tid, 0.0), 3
+        )
         for tid, cpu in seen.items()
-        if cpu > 0.001
+        if cpu - before.get(tid, 0.0) > 0.001
     }
     driver = sum(threads.values())
     total = driver + children

@@ -47,7 +47,7 @@ def bench_dataset(name: str, jsonl: Path, workdir: Path, codecs: list[str], repe
     for codec in codecs:
         out = workdir / f"{name}.{codec}.packed"
         started = time.perf_counter()
-        packed = shardpack.DatasetPacker().pack(jsonl, out, compression=codec)
+        packed = shardpack.DatasetPacker().pack(jsonl, out, compression=codec, workers=1)
         pack_s = time.perf_counter() - started
         scan_s = median_seconds(lambda out=out: scan_packed(str(out)), repeats)
         latencies = random_access_latencies(str(out), samples=2000)
@@ -85,7 +85,7 @@ def stats_overhead(jsonl: Path, workdir: Path, repeats: int) -> dict[str, float]
                 StatsCollector.add_column = observe if name == "with" else _skip  # type: ignore[method-assign]
                 SchemaInferrer.add_column = _skip if name.endswith("schema") else infer  # type: ignore[method-assign]
                 started = time.perf_counter()
-                shardpack.DatasetPacker().pack(jsonl, out, compression="lz4", force=True)
+                shardpack.DatasetPacker().pack(jsonl, out, compression="lz4", force=True, workers=1)
                 times[name].append(time.perf_counter() - started)
     finally:
         StatsCollector.add_column = observe  # type: ignore[method-assign]

@@ -53,7 +53,7 @@ def main() -> None:
                 out = Path(folder) / f"sharded-{workers}"
                 started = time.perf_counter()
                 ShardedPacker(workers=workers).pack(
-                    args.input, out, shard_size=args.shard_size, resume=False
+                    args.input, out, shard_size=args.shard_size, force=True
                 )
                 times.setdefault(f"sharded_w{workers}", []).append(time.perf_counter() - started)
                 digests["sharded"].add(_digest(out))

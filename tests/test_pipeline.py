@@ -17,7 +17,9 @@ import pytest
 
 import shardpack
 from shardpack import DatasetPacker, ShardedPacker
+from shardpack.build.options import PackOptions
 from shardpack.build.outputs import PLAN_NAME
+from shardpack.build.pipeline import plan
 from shardpack.dataset.manifest import MANIFEST_NAME
 
 from .conftest import gen_kd_mix, write_jsonl
@@ -90,6 +92,17 @@ def test_one_fingerprint_decides_up_to_date_and_resume(text_jsonl: Path, tmp_pat
     os.utime(source, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
     assert DatasetPacker().pack(source, single, meta={"a": "1"}).up_to_date
     assert not DatasetPacker().pack(source, single, meta={"a": "2"}).up_to_date  # meta decides
+
+
+def test_an_input_of_one_group_of_units_starts_no_worker_pool(
+    text_jsonl: Path, kd_jsonl: Path, tmp_path: Path
+) -> None:
+    """A pool's start-up would double a small pack's time and run no work in parallel."""
+    small = shardpack.pack(text_jsonl, tmp_path / "small.packed", workers=2)
+    assert {w for ws in small.workers.values() for w in ws} == {f"pid {os.getpid()}"}
+    assert plan(text_jsonl, str(tmp_path / "x.packed"), PackOptions.create(workers=2)).workers == 1
+    big = shardpack.pack(kd_jsonl, tmp_path / "big.packed", workers=2, unit_bytes=64 * 1024)
+    assert len({w for ws in big.workers.values() for w in ws}) == 2
 
 
 def test_a_resume_after_touching_unchanged_inputs_keeps_finished_shards(

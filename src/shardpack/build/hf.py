@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 from ..errors import OptionError
-from ..ingest.arrow_values import table_records
 from .options import PackOptions
 from .results import PackResult
 from .writer import Writer
@@ -37,6 +36,8 @@ def from_hf(
         )
     if batch_rows <= 0:
         raise OptionError(f"batch_rows must be positive, got {batch_rows}")
+    from ..ingest.arrow_values import table_records  # its tables come with pyarrow
+
     tables = dataset.with_format("arrow").iter(batch_size=batch_rows)
     with Writer(output, options=options, **pack_options) as writer:
         for table in tables:

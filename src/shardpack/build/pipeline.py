@@ -40,7 +40,7 @@ from .sample import (
     units_per_shard,
 )
 from .sink import ShardResult, ShardSink
-from .workers import LocalExecutor
+from .workers import LocalExecutor, workers_needed
 
 
 def pack(
@@ -85,7 +85,7 @@ def plan(inputs: InputsArg, output: str | os.PathLike[str], options: PackOptions
         units=sum(v[0] for v in counts.values()),
         unit_bytes=unit_bytes,
         shards=shards,
-        workers=options.worker_count() if run.client is None else 0,
+        workers=run.worker_count() if run.client is None else 0,
         engine="local" if run.client is None else "dask",
         up_to_date=not options.force and run.layout.up_to_date() is not None,
     )
@@ -151,6 +151,9 @@ class _Run:
 
     codec: dict[str, Any] | None = None
 
+    def worker_count(self) -> int:
+        return workers_needed(self.options, self.files)
+
     def encode_options(self) -> EncodeOptions:
         options = self.options.encode_options(self.codec)
         return dataclasses.replace(options, format_minor=self.format_minor)
@@ -170,7 +173,7 @@ class _Run:
             RejectsWriter(self.rejects_path, self.storage_options) if self.rejects_path else None
         )
         ledger = Ledger(self.files, rejects, progress)
-        executor = LocalExecutor(options.worker_count(), self.storage_options)
+        executor = LocalExecutor(self.worker_count(), self.storage_options)
         if self.client is None:
             executor.start(self.encode_options())
         hasher = self._hasher = InputHasher(self.files, hashed, self.storage_options).start()

@@ -20,9 +20,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from ..errors import ShardpackError
-from .options import EncodeOptions
+from ..ingest.columnar import JSONL
+from .inputs import InputFile
+from .options import EncodeOptions, PackOptions
 from .planning import UnitSpec
-from .units import EncodedUnit, UnitEncoder, encode_group, unit_groups
+from .units import UNITS_PER_GROUP, EncodedUnit, UnitEncoder, encode_group, unit_groups
 
 # Units go to workers a group at a time (``units.UNITS_PER_GROUP``, ~8 MiB of input per task):
 # 1 MiB units one per task cost a 2-core KD pack ~10% in futures, pickling and stalls; the
@@ -32,6 +34,23 @@ ABORT_GRACE_SECONDS = 3.0  # an interrupted pack lets running groups finish this
 _encoder: UnitEncoder | None = None
 T = TypeVar("T")
 _storage_options: dict[str, Any] | None = None
+
+
+def workers_needed(options: PackOptions, files: list[InputFile]) -> int:
+    """The workers asked for, or one when the input is a single group of units (what a worker
+    takes at a time): a pool would then start (~40 ms) for no parallel work."""
+    wanted = options.worker_count()
+    if (
+        wanted <= 1
+        or options.records_per_shard
+        or any(f.stream or f.size is None or f.kind != JSONL for f in files)
+    ):
+        return wanted
+    total = sum(f.size or 0 for f in files)
+    one_group = options.unit_bytes * UNITS_PER_GROUP
+    if total <= one_group and (options.shard_size is None or total <= options.shard_size):
+        return 1
+    return wanted
 
 
 def _init_worker(options: EncodeOptions, storage_options: dict[str, Any] | None) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 from ..errors import InputError, OptionError
 from ..storage.urls import is_remote, reason_of, url_to_fs
-from .arrow_values import table_records
 
 PARQUET = "parquet"
 ARROW = "arrow"
@@ -80,6 +79,8 @@ def read_records(
             raise InputError(f"cannot read {kind} data: {reason_of(exc)}", path=source) from exc
         if skip or rows is not None:
             table = table.slice(skip, rows)
+        from .arrow_values import table_records  # imported with pyarrow, when needed
+
         return table_records(table, source)
 
 

@@ -5,7 +5,10 @@ Each tensor of a batch costs the parent process about 0.2 ms to receive (a file 
 memory map, a storage) whatever its size, and the parent does this for every worker: with ten
 fields a batch costs ~1.5 ms there, which capped the loader near 600 batches/s however many
 workers it had. A ``TensorBatch`` pickles as (one byte buffer, its layout), pins to page-locked
-memory in one copy, and moves to a device in one transfer (``to``).
+memory in one copy, and moves to a device in one transfer (``to``). A buffer of up to 512 KiB
+travels inside the pickle instead of as a shared storage: measured with two workers, that
+halves the time per batch below 512 KiB (0.42 vs 1.19 ms at 32 KiB, 1.0 vs 1.6 ms at 512 KiB)
+and loses above 1 MiB, where the copies cost more than the handshake.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..errors import OptionError
 from .collate import Padded
 
 ALIGN = 64  # every tensor starts on a cache line (and on any dtype's alignment)
+INLINE_BYTES = 512 << 10  # batches up to this size are pickled with their bytes, not shared
 
 # one entry per tensor: (path of keys, byte offset, byte size, dtype name, shape)
 Layout = list[tuple[tuple[str, ...], int, int, str, tuple[int, ...]]]
@@ -104,7 +108,13 @@ class TensorBatch(dict):
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.buffer, self.layout, _skeleton(self, self.layout)))
+        skeleton = _skeleton(self, self.layout)
+        buffer = self.buffer
+        if buffer.device.type == "cpu" and buffer.numel() <= INLINE_BYTES:
+            # a small batch travels inside the pickle: a shared-memory storage costs both sides
+            # a file descriptor handshake (~0.2 ms in the parent) that outweighs the copies
+            return (_rebuild_inline, (bytearray(buffer.numpy()), self.layout, skeleton))
+        return (_rebuild, (buffer, self.layout, skeleton))
 
     def pin_memory(self, device: Any = None) -> TensorBatch:
         """The batch in page-locked memory: one copy of the whole buffer."""
@@ -119,6 +129,10 @@ class TensorBatch(dict):
 
 def _rebuild(buffer: torch.Tensor, layout: Layout, skeleton: dict[str, Any]) -> TensorBatch:
     return TensorBatch.rebuild(buffer, layout, skeleton)
+
+
+def _rebuild_inline(data: bytearray, layout: Layout, skeleton: dict[str, Any]) -> TensorBatch:
+    return TensorBatch.rebuild(torch.frombuffer(data, dtype=torch.uint8), layout, skeleton)
 
 
 def _skeleton(tree: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:

@@ -10,17 +10,19 @@ filesystems are read with ``cat_file`` from a thread pool, pinned by ``fs.info``
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ObjectChangedError, RemoteError
 from .locks import ForkSafeLock
 from .remote_options import RemoteOptions
 from .urls import reason_of, url_to_fs
+
+if TYPE_CHECKING:
+    import asyncio
 
 MAX_BACKOFF_S = 10.0
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
@@ -141,6 +143,8 @@ class Fetcher:
         ``end=None``: to the end of the object)."""
         fs, path, is_s3 = self.filesystem(url)
         if is_s3:
+            import asyncio  # here: 40 ms that a local pack or read never needs
+
             coroutine = self._retrying_async(lambda: self._s3_get(fs, path, start, end, pin), url)
             future: Future[bytes] = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
         else:
@@ -213,6 +217,8 @@ class Fetcher:
     async def _retrying_async(
         self, attempt: Callable[[], Coroutine[Any, Any, bytes]], url: str
     ) -> bytes:
+        import asyncio
+
         options = self.options
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(options.concurrency)
@@ -288,6 +294,8 @@ def _transient(exc: BaseException, url: str) -> bool:
     if status is not None:
         code, name = status
         return code >= 500 or code == 429 or name in _THROTTLED
+    import asyncio
+
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
         return True
     # botocore's and aiohttp's connection errors are not all OSErrors
@@ -306,6 +314,8 @@ def _as_error(exc: BaseException, url: str) -> Exception:
         )
     if (status is not None and status[0] == 404) or isinstance(exc, FileNotFoundError):
         return RemoteError(f"not found: {reason_of(exc)}", path=url)
+    import asyncio
+
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return RemoteError("request timed out (after its retries)", path=url)
     return RemoteError(f"request failed: {reason_of(exc)}", path=url)

@@ -13,16 +13,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from ..errors import ManifestError
 from .atomic import move_into_place, temp_beside
-from .ranges import RangeSource
-from .remote import RemoteReader
-from .remote_options import RemoteOptions
-from .scan_ahead import WholeFile
+
+if TYPE_CHECKING:
+    from .remote import RemoteReader
+    from .scan_ahead import WholeFile
 from .urls import is_url, url_to_fs
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
@@ -258,6 +258,10 @@ class UrlStorage(Storage):
         file_hash: str | None = None,
         whole: WholeFile | None = None,
     ) -> Any:
+        from .ranges import RangeSource  # the remote stack loads with the first URL
+        from .remote import RemoteReader
+        from .remote_options import RemoteOptions
+
         if reader is None:
             reader = RemoteReader(RemoteOptions(storage_options=dict(self.storage_options or {})))
         return RangeSource(

@@ -7,18 +7,18 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from ..errors import FormatError, ManifestError, ObjectChangedError, OptionError, RemoteError
 from ..format.layout import HEADER_SIZE, TRAILER_SIZE, Trailer, decode_index
-from .fetch import FetchStats, ObjectPin
 from .locks import ForkSafeLock
-from .remote import RemoteReader
-from .remote_options import RemoteOptions
-from .scan_ahead import WholeFile
+
+if TYPE_CHECKING:  # the remote stack (asyncio, read-ahead, disk cache) loads with its first URL
+    from .remote import RemoteReader
+    from .scan_ahead import WholeFile
 
 TAIL_PREFETCH_BYTES = 256 * 1024  # trailer + footer of most files in one request
 
@@ -95,6 +95,10 @@ class RangeSource:
         file_hash: str | None = None,
         whole: WholeFile | None = None,
     ) -> None:
+        from .fetch import FetchStats, ObjectPin
+        from .remote import RemoteReader
+        from .remote_options import RemoteOptions
+
         if reader is None:
             options = RemoteOptions(storage_options=dict(storage_options or {}))
             reader = RemoteReader(options, memory=cache)
@@ -183,6 +187,8 @@ class RangeSource:
 
     def whole_request(self) -> WholeFile:
         """A request for this whole file, pinned to the version opened (``If-Match``)."""
+        from .scan_ahead import WholeFile
+
         return WholeFile(self.path, self.size, self.pin, self.counts)
 
     def hold(self, whole: WholeFile) -> None:
@@ -196,6 +202,8 @@ class RangeSource:
         self._whole = whole
 
     def _restore(self, cached: bytes) -> bool:
+        from .fetch import ObjectPin
+
         try:
             etag, version, tail_start, head, tail = msgspec.msgpack.decode(cached)
             self.pin = ObjectPin(self.path, etag, version)
