@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -58,6 +59,7 @@ class ReadAhead:
     def __init__(self, reader: RemoteReader) -> None:
         self.reader = reader
         self._plan: _Plan | None = None
+        self._ending: list[threading.Thread] = []  # stopped plans still landing requests
 
     def start(self, plan: Iterator[tuple[RangeSource, int]], *, sequential: bool = False) -> None:
         """Follow ``plan`` from now on (the previous plan stops). ``sequential``: the plan is
@@ -68,11 +70,16 @@ class ReadAhead:
 
     def stop(self, wait_s: float = 0.0) -> None:
         """Send no more requests; those in flight still land in the disk cache (and release
-        their claims). ``wait_s``: wait that long for them."""
+        their claims). ``wait_s``: wait that long for them, and for those of plans stopped
+        earlier (a scan stops its plan without waiting; closing the dataset waits)."""
         if self._plan is not None:
             self._plan.stop()
-            self._plan.thread.join(wait_s)
+            self._ending.append(self._plan.thread)
             self._plan = None
+        deadline = time.monotonic() + wait_s
+        for thread in self._ending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._ending = [thread for thread in self._ending if thread.is_alive()]
 
     def take(self, source: RangeSource, offset: int, length: int) -> bytes | memoryview | None:
         """The block at ``offset`` if the plan fetched it (waiting while it is in flight)."""
