@@ -5,6 +5,7 @@ by the server; records are compared with the same dataset read from local disk."
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -245,6 +246,47 @@ def test_a_whole_file_scan_holds_at_most_the_window() -> None:
     ahead.stop()
     assert all(w.released and w.data is None for w in made)
     assert fetcher.asked == [f"f{i}" for i in range(10)]  # each once
+
+
+def test_a_whole_shard_scan_stays_within_its_window_on_a_real_server(
+    server: Any, local_ds: Path, expected: list[str]
+) -> None:
+    """At every shard boundary of a real scan: the shards fetched and not yet read fit
+    ``readahead_bytes`` (counted by the client and by the server), the shards already read hold
+    no bytes, and each shard is asked for once."""
+    url = upload(server, local_ds, "window")
+    manifest = manifest_of(local_ds)
+    sizes = [e.size for e in manifest.shards]
+    window = 2 * max(sizes)  # the least that fetches shards whole: one read, one on its way
+    assert len(sizes) >= 4 and sum(sizes) > window  # not all at once
+    starts = list(itertools.accumulate((e.records for e in manifest.shards), initial=0))
+    first_record = {start: shard for shard, start in enumerate(starts[:-1])}
+    server.reset_log()
+    seen: list[str] = []
+    with shardpack.open(url, remote=settings(server, readahead_bytes=window)) as ds:
+        ahead = ds._remote.scan_ahead
+        for n, record in enumerate(ds):
+            seen.append(digest(record))
+            current = first_record.get(n)
+            if current is None:
+                continue
+            held = [ahead._files[j] for j in sorted(ahead._files)]
+            assert sorted(ahead._files)[0] == current  # the shard being read, then the next ones
+            assert sum(w.size for w in held) <= window
+            upto = current + len(held)  # the next one did not fit
+            assert upto == len(sizes) or sum(w.size for w in held) + sizes[upto] > window
+            asked = {int(r.path[-12:-7]) for r in ranged(server, "window")}  # shard-000NN.packed
+            assert sum(sizes[j] for j in asked if j >= current) <= window  # lags, never ahead
+            for j in range(current):  # read already: its bytes let go
+                whole = ds._slots.files[j].source._whole
+                assert whole is None or (whole.released and whole.data is None)
+        assert ahead._files == {}  # the scan ended: nothing held
+    assert seen == expected
+    requests = ranged(server, "window")
+    assert sorted(r.path for r in requests) == sorted(
+        f"/data/window/{e.file}" for e in manifest.shards
+    )
+    assert all(r.range == f"bytes=0-{sizes[int(r.path[-12:-7])] - 1}" for r in requests)
 
 
 def test_full_scan_of_shards_too_big_to_hold_fetches_blocks_in_large_requests(
