@@ -44,6 +44,7 @@ class Request:
     range: str | None  # the Range header, e.g. "bytes=0-15"
     status: int = 0
     sent: int = 0  # bytes of the response body
+    if_match: str | None = None  # the If-Match header: the ETag the reader pinned
 
     @property
     def range_bytes(self) -> int | None:
@@ -79,6 +80,7 @@ class LatencyMiddleware:
             return self._control(environ, path, start_response)
         time.sleep(self.latency_s)
         request = Request(environ["REQUEST_METHOD"], path, environ.get("HTTP_RANGE"))
+        request.if_match = environ.get("HTTP_IF_MATCH")
         with self.lock:
             self.log.append(request)
             fault = next((f for f in self.faults if f.count > 0 and f.match(request)), None)

@@ -5,6 +5,7 @@ by the server; records are compared with the same dataset read from local disk."
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -166,25 +167,183 @@ def test_footer_offset_from_the_manifest_and_old_manifests_without_it(
 # -- reads --------------------------------------------------------------------------------------
 
 
-def test_full_scan_fetches_blocks_ahead_in_few_large_requests(
+def test_full_scan_fetches_each_shard_whole_in_one_request(
     server: Any, local_ds: Path, expected: list[str]
 ) -> None:
+    url = upload(server, local_ds, "whole")
+    manifest = manifest_of(local_ds)
+    server.reset_log()
+    with shardpack.open(url, remote=settings(server)) as ds:
+        assert [digest(r) for r in ds] == expected
+        stats = ds.remote_stats()
+        # the manifest, then one request per shard: header, blocks and footer at once
+        assert len(server.requests(None)) == 1 + len(manifest.shards)
+        whole = {r.path.rpartition("/")[2]: r.range for r in ranged(server, "whole")}
+        assert whole == {e.file: f"bytes=0-{e.size - 1}" for e in manifest.shards}
+        assert stats is not None and stats.direct == 0 and stats.requests == 1 + len(whole)
+        assert stats.readahead_hits == sum(e.blocks for e in manifest.shards)
+
+        # once scanned, a record is one small request again (the scan let go of the bytes)
+        server.reset_log()
+        packed, local = ds._locate(1500)
+        entry = packed.index[packed.block_of(local)]
+        assert digest(ds[1500]) == expected[1500]
+        [request] = ranged(server, "whole")
+        assert request.range_bytes == entry["stored_size"] < 100_000
+
+        # shards open already: one request each still, pinned to the version opened
+        server.reset_log()
+        assert [digest(r) for r in ds] == expected
+        requests = ranged(server, "whole")
+        assert len(server.requests(None)) == len(requests) == len(manifest.shards)
+        assert all(r.if_match for r in requests)
+
+
+def test_a_scan_left_early_lets_go_of_the_shards_it_fetched(
+    server: Any, local_ds: Path, expected: list[str]
+) -> None:
+    url = upload(server, local_ds, "early")
+    with shardpack.open(url, remote=settings(server)) as ds:
+        for record in ds:  # every shard fetched ahead (they fit the window), shard 0 opened
+            assert digest(record) == expected[0]
+            break
+        server.reset_log()  # (the requests sent for shards 1-4 may still be arriving)
+        assert digest(ds[1]) == expected[1]  # the scan's bytes are gone: one block request
+        [request] = [r for r in ranged(server, "early") if r.path.endswith(shard_name(0))]
+        assert request.range_bytes < manifest_of(local_ds).shards[0].size // 2
+
+
+def test_a_whole_file_scan_holds_at_most_the_window() -> None:
+    from concurrent.futures import Future
+
+    from shardpack.storage.fetch import FetchStats, ObjectPin
+    from shardpack.storage.scan_ahead import ScanAhead, WholeFile
+
+    class Fetcher:  # answers at once; remembers what was asked
+        asked: list[str] = []
+
+        def submit(self, url: str, start: int, end: int, *_: Any) -> Future[bytes]:
+            self.asked.append(url)
+            future: Future[bytes] = Future()
+            future.set_result(b"x" * (end - start))
+            return future
+
+    fetcher, made = Fetcher(), []
+
+    def make(i: int) -> WholeFile:
+        made.append(WholeFile(f"f{i}", 100, ObjectPin(f"f{i}"), FetchStats()))
+        return made[-1]
+
+    ahead = ScanAhead(fetcher, window=250)  # type: ignore[arg-type]
+    assert ahead.fits([125, 100]) and not ahead.fits([126, 100])  # one read, one on its way
+    ahead.start([100] * 10, make)
+    assert fetcher.asked == ["f0", "f1"]  # a third would pass the window
+    for i in range(10):
+        whole = ahead.reach(i)
+        assert whole is made[i] and whole.result() == b"x" * 100
+        assert sum(w.size for w in made if not w.released) <= 250
+        assert all(w.released and w.data is None for w in made[:i])
+    ahead.stop()
+    assert all(w.released and w.data is None for w in made)
+    assert fetcher.asked == [f"f{i}" for i in range(10)]  # each once
+
+
+def test_a_whole_shard_scan_stays_within_its_window_on_a_real_server(
+    server: Any, local_ds: Path, expected: list[str]
+) -> None:
+    """At every shard boundary of a real scan: the shards fetched and not yet read fit
+    ``readahead_bytes`` (counted by the client and by the server), the shards already read hold
+    no bytes, and each shard is asked for once."""
+    url = upload(server, local_ds, "window")
+    manifest = manifest_of(local_ds)
+    sizes = [e.size for e in manifest.shards]
+    window = 2 * max(sizes)  # the least that fetches shards whole: one read, one on its way
+    assert len(sizes) >= 4 and sum(sizes) > window  # not all at once
+    starts = list(itertools.accumulate((e.records for e in manifest.shards), initial=0))
+    first_record = {start: shard for shard, start in enumerate(starts[:-1])}
+    server.reset_log()
+    seen: list[str] = []
+    with shardpack.open(url, remote=settings(server, readahead_bytes=window)) as ds:
+        ahead = ds._remote.scan_ahead
+        for n, record in enumerate(ds):
+            seen.append(digest(record))
+            current = first_record.get(n)
+            if current is None:
+                continue
+            held = [ahead._files[j] for j in sorted(ahead._files)]
+            assert sorted(ahead._files)[0] == current  # the shard being read, then the next ones
+            assert sum(w.size for w in held) <= window
+            upto = current + len(held)  # the next one did not fit
+            assert upto == len(sizes) or sum(w.size for w in held) + sizes[upto] > window
+            asked = {int(r.path[-12:-7]) for r in ranged(server, "window")}  # shard-000NN.packed
+            assert sum(sizes[j] for j in asked if j >= current) <= window  # lags, never ahead
+            for j in range(current):  # read already: its bytes let go
+                whole = ds._slots.files[j].source._whole
+                assert whole is None or (whole.released and whole.data is None)
+        assert ahead._files == {}  # the scan ended: nothing held
+    assert seen == expected
+    requests = ranged(server, "window")
+    assert sorted(r.path for r in requests) == sorted(
+        f"/data/window/{e.file}" for e in manifest.shards
+    )
+    assert all(r.range == f"bytes=0-{sizes[int(r.path[-12:-7])] - 1}" for r in requests)
+
+
+def test_full_scan_of_shards_too_big_to_hold_fetches_blocks_in_large_requests(
+    server: Any, local_ds: Path, expected: list[str]
+) -> None:
+    """Shards over half of readahead_bytes are read by ranges: header and footer, then the
+    body in requests of up to a quarter of the window (a scan reads every byte, in order)."""
     url = upload(server, local_ds, "scan")
     manifest = manifest_of(local_ds)
-    request_bytes = 128 << 10
+    window, request_bytes = max(e.size for e in manifest.shards) + 1, 32 << 10
+    scan_request = max(request_bytes, window // 4)
+    assert scan_request > request_bytes
+    remote = settings(server, request_bytes=request_bytes, readahead_bytes=window)
     server.reset_log()
-    with shardpack.open(url, remote=settings(server, request_bytes=request_bytes)) as ds:
+    with shardpack.open(url, remote=remote) as ds:
         assert [digest(r) for r in ds] == expected
         stats = ds.remote_stats()
     assert stats is not None and stats.direct == 0  # every block came from the read-ahead
     assert stats.readahead_hits == sum(e.blocks for e in manifest.shards)
     body = [r for r in ranged(server, "scan") if r.range_bytes > 16]
     data_requests = len(body) - len(manifest.shards)  # less one footer request per shard
-    at_most = sum(math.ceil(e.size / request_bytes) + 1 for e in manifest.shards)
-    assert data_requests <= at_most < sum(e.blocks for e in manifest.shards) / 2
-    assert all(r.range_bytes <= request_bytes for r in body if r.range_bytes < 100_000)
+    at_most = sum(math.ceil(e.size / scan_request) + 1 for e in manifest.shards)
+    assert (
+        data_requests <= at_most < sum(math.ceil(e.size / request_bytes) for e in manifest.shards)
+    )
+    assert all(r.range_bytes <= scan_request for r in body)
     # no byte fetched twice: the ranges add up to at most the files (headers aside)
     assert sum(r.range_bytes for r in body) <= manifest.size
+
+
+def test_a_shard_replaced_during_a_scan_is_never_mixed_in(
+    server: Any, local_ds: Path, expected: list[str]
+) -> None:
+    client = s3_latency.boto_client(server.endpoint)
+    manifest = manifest_of(local_ds)
+    largest = max(e.size for e in manifest.shards)
+    remote = settings(server, readahead_bytes=2 * largest)  # shards 0 and 1 ahead, not 2
+    for pinned in (True, False):
+        url = upload(server, local_ds, f"midscan{int(pinned)}")
+        with shardpack.open(url, remote=remote) as ds:
+            if pinned:
+                assert len(ds.files) == len(manifest.shards)  # every shard's version pinned
+            records = iter(ds)
+            seen = [digest(next(records))]
+            client.put_object(  # shard 2 replaced while shard 0 is read: not fetched yet
+                Bucket="data",
+                Key=f"midscan{int(pinned)}/{shard_name(2)}",
+                Body=(local_ds / shard_name(3)).read_bytes(),
+            )
+            # pinned: the store refuses the old ETag (If-Match); not yet opened: the new bytes
+            # do not match the manifest entry. Either way none of them is read as shard 2.
+            error = ObjectChangedError if pinned else ManifestError
+            with pytest.raises(error, match=r"shard-00002\.packed"):
+                for record in records:
+                    seen.append(digest(record))
+            assert seen == expected[: len(seen)]
+            assert len(seen) == manifest.shards[0].records + manifest.shards[1].records
 
 
 def test_random_access_is_one_small_request(server: Any, local_ds: Path) -> None:

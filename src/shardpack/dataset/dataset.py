@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from ..storage.remote_options import RemoteOptions
 
 PathLike = str | os.PathLike[str]
-OPEN_AHEAD = 4  # shards opened ahead of a remote scan
 _HASH = re.compile(r"^xxh3_128:[0-9a-f]{32}$")
 
 
@@ -98,22 +98,11 @@ class Dataset:
         return chain.from_iterable(self._iter_blocks())
 
     def _iter_blocks(self) -> Iterator[list[Any]]:
-        """Each block's records, file after file (remote: every block fetched ahead, in large
-        requests, and the next shards opened ahead)."""
-        if self._remote is not None:
-            self.prefetch(self._scan_plan())
-        try:
-            for i in range(len(self._slots)):
-                yield from self.file(i).iter_block_records(columns=self.columns)
-        finally:
-            self.stop_prefetch()
-
-    def _scan_plan(self) -> Iterator[tuple[int, int]]:
-        count = len(self._slots)
-        for f in range(count):
-            for ahead in range(f + 1, min(f + 1 + OPEN_AHEAD, count)):
-                self._slots.open_soon(ahead)  # their footers arrive while this one is read
-            yield from ((f, b) for b in range(self.file(f).block_count))
+        """Each block's records, file after file (remote: fetched ahead, each shard in one
+        request where it fits the read-ahead window, see ``ShardSlots.scan``)."""
+        with closing(self._slots.scan(self._remote)) as files:  # a scan left early ends too
+            for packed in files:
+                yield from packed.iter_block_records(columns=self.columns)
 
     def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
         """Remote data: fetch these blocks, ``(file number, block number)`` in the order they

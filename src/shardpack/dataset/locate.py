@@ -14,6 +14,7 @@ from ..storage.folder import Storage, open_storage, split_location
 from ..storage.ranges import RangeSource
 from ..storage.remote import RemoteReader
 from ..storage.remote_options import RemoteOptions
+from ..storage.scan_ahead import WholeFile
 from ..storage.urls import is_remote, is_url, url_to_fs
 from .manifest import MANIFEST_NAME, Manifest
 
@@ -32,9 +33,10 @@ class PackedLocation:
     footer_offset: int | None = None
     file_hash: str | None = None
 
-    def source(self, reader: RemoteReader | None = None) -> Any:
+    def source(self, reader: RemoteReader | None = None, whole: WholeFile | None = None) -> Any:
         """A reader source (remote byte ranges), or None for a local file. ``reader``: the
-        caches and read-ahead shared by the files of a dataset."""
+        caches and read-ahead shared by the files of a dataset; ``whole``: the whole file,
+        fetched by a full scan, to open it from."""
         if self.storage is not None and self.name is not None:
             return self.storage.source(
                 self.name,
@@ -42,11 +44,12 @@ class PackedLocation:
                 reader=reader,
                 footer_offset=self.footer_offset,
                 file_hash=self.file_hash,
+                whole=whole,
             )
         if is_remote(self.path):
             if reader is None:
                 reader = RemoteReader(RemoteOptions(storage_options=self.storage_options or {}))
-            return RangeSource(self.path, reader=reader)
+            return RangeSource(self.path, reader=reader, whole=whole)
         return None
 
 

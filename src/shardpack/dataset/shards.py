@@ -1,13 +1,15 @@
 """The packed files of an open dataset, opened on first use where the manifest already says what
 they hold: opening a remote dataset of any number of shards reads only its manifest, and each
-shard costs its one round trip (header and footer) when a record of it is first asked for."""
+shard costs its one round trip (header and footer) when a record of it is first asked for. A full
+scan (``ShardSlots.scan``) fetches remote shards ahead: each in one request where it can (then
+it opens from those bytes), else block by block."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +20,19 @@ from ..storage.urls import is_remote
 from .identity import check_shard
 
 if TYPE_CHECKING:
+    from ..storage.ranges import RangeSource
     from ..storage.remote import RemoteReader
+    from ..storage.scan_ahead import WholeFile
     from .locate import PackedLocation
     from .manifest import Manifest
 
 # (path, source or None) -> the opened file, with the dataset's reading options
 FileOpener = Callable[[str, Any], PackedFile]
+# opens a slot's file; given a scan's whole-file request, from those bytes
+SlotOpener = Callable[..., PackedFile]
 
 OPEN_THREADS = 32  # shards opened side by side when all are needed at once
+OPEN_AHEAD = 4  # shards opened ahead of a remote scan that reads block by block
 
 
 class ShardSlots:
@@ -35,13 +42,15 @@ class ShardSlots:
         self,
         paths: Sequence[str],
         counts: Sequence[int],
-        openers: Sequence[Callable[[], PackedFile] | None],
+        openers: Sequence[SlotOpener | None],
         files: Sequence[PackedFile | None],
+        sizes: Sequence[int | None] = (),
     ) -> None:
         self.paths = list(paths)
         self.counts = list(counts)
         self.files: list[PackedFile | None] = list(files)  # None until opened
         self._openers = list(openers)
+        self._sizes = list(sizes) or [None] * len(self.files)  # in bytes, from the manifest
         self._locks = [ForkSafeLock() for _ in self.files]
 
     @classmethod
@@ -51,19 +60,77 @@ class ShardSlots:
     def __len__(self) -> int:
         return len(self.files)
 
-    def open(self, i: int) -> PackedFile:
-        """File ``i``, opened now if it was not (once, whichever thread asks first)."""
+    def open(self, i: int, whole: WholeFile | None = None) -> PackedFile:
+        """File ``i``, opened now if it was not (once, whichever thread asks first). ``whole``:
+        a scan fetched the whole file: opened from those bytes, or, if open already, read
+        from them until the scan releases them."""
         packed = self.files[i]
-        if packed is not None:
-            return packed
-        with self._locks[i]:
-            packed = self.files[i]
-            if packed is None:
-                opener = self._openers[i]
-                if opener is None:
-                    raise ValueError(f"{self.paths[i]} is closed")
-                packed = self.files[i] = opener()
+        if packed is None:
+            with self._locks[i]:
+                packed = self.files[i]
+                if packed is None:
+                    opener = self._openers[i]
+                    if opener is None:
+                        raise ValueError(f"{self.paths[i]} is closed")
+                    packed = self.files[i] = opener() if whole is None else opener(whole)
+                    return packed
+        if whole is not None:
+            from ..storage.ranges import RangeSource
+
+            if isinstance(packed.source, RangeSource):
+                packed.source.hold(whole)
         return packed
+
+    def size_of(self, i: int) -> int | None:
+        packed = self.files[i]
+        return packed.size if packed is not None else self._sizes[i]
+
+    def scan(self, reader: RemoteReader | None) -> Generator[PackedFile, None, None]:
+        """Every file in order, for a full scan. Remote files are fetched ahead: each in one
+        request when ``reader.scans_whole`` them (then their blocks are read from those
+        bytes), else block by block through the read-ahead, the next files opened meanwhile."""
+        remote = [i for i in range(len(self)) if reader is not None and is_remote(self.paths[i])]
+        if reader is None or not remote:
+            yield from (self.open(i) for i in range(len(self)))
+        elif reader.scans_whole([self.paths[i] for i in remote], [self.size_of(i) for i in remote]):
+            ahead, wanted = reader.scan_ahead, set(remote)
+            sizes = [(self.size_of(i) or 0) if i in wanted else 0 for i in range(len(self))]
+            ahead.start(sizes, lambda i: self._whole_request(i) if i in wanted else None)
+            try:
+                for i in range(len(self)):
+                    yield self.open(i, ahead.reach(i))
+            finally:
+                ahead.stop()
+        else:
+            reader.read_ahead(self._block_plan(), sequential=True)
+            try:
+                yield from (self.open(i) for i in range(len(self)))
+            finally:
+                reader.stop_read_ahead()
+
+    def _whole_request(self, i: int) -> WholeFile | None:
+        from ..storage.fetch import FetchStats, ObjectPin
+        from ..storage.ranges import RangeSource
+        from ..storage.scan_ahead import WholeFile
+
+        packed, size = self.files[i], self._sizes[i]
+        if packed is not None:  # pinned already: the request carries its If-Match
+            source = packed.source
+            return source.whole_request() if isinstance(source, RangeSource) else None
+        if size is None:
+            return None
+        return WholeFile(self.paths[i], size, ObjectPin(self.paths[i]), FetchStats())
+
+    def _block_plan(self) -> Iterator[tuple[RangeSource, int]]:
+        """Every block of the remote files in file order: the plan of a scan read by ranges."""
+        from ..storage.ranges import RangeSource
+
+        for f in range(len(self)):
+            for ahead in range(f + 1, min(f + 1 + OPEN_AHEAD, len(self))):
+                self.open_soon(ahead)  # their footers arrive while this one is read
+            packed = self.open(f)
+            if isinstance(packed.source, RangeSource):
+                yield from ((packed.source, b) for b in range(packed.block_count))
 
     def open_soon(self, i: int) -> None:
         """Start opening file ``i`` in the background (its errors are raised to whoever opens it
@@ -106,7 +173,8 @@ def open_shards(
     manifests: list[Manifest] = []
     names: list[str] = []
     counts: list[int] = []
-    openers: list[Callable[[], PackedFile] | None] = []
+    sizes: list[int | None] = []
+    openers: list[SlotOpener | None] = []
     files: list[PackedFile | None] = []
     try:
         for path in paths:
@@ -123,6 +191,7 @@ def open_shards(
             for number, where in enumerate(located.locations):
                 opener = _opener(where, reader, targets, open_file, number, listed)
                 names.append(where.path)
+                sizes.append(where.size)
                 if where.records is not None and is_remote(where.path):
                     counts.append(where.records)  # opened on first use
                     openers.append(opener)
@@ -137,7 +206,7 @@ def open_shards(
             if f is not None:
                 f.close()
         raise
-    return ShardSlots(names, counts, openers, files), manifests
+    return ShardSlots(names, counts, openers, files, sizes), manifests
 
 
 def _opener(
@@ -147,12 +216,13 @@ def _opener(
     open_file: FileOpener,
     number: int = 0,
     listed: Sequence[tuple[str, str]] = (),
-) -> Callable[[], PackedFile]:
-    """Opens the packed file at ``where`` and checks it against its manifest entry (entry
-    ``number`` of ``listed``): content hash, size, record count (``identity.check_shard``)."""
+) -> SlotOpener:
+    """Opens the packed file at ``where`` (from a scan's whole-file request if given one) and
+    checks it against its manifest entry (entry ``number`` of ``listed``): content hash, size,
+    record count (``identity.check_shard``)."""
 
-    def open_checked() -> PackedFile:
-        packed = open_file(where.path, where.source(reader))
+    def open_checked(whole: WholeFile | None = None) -> PackedFile:
+        packed = open_file(where.path, where.source(reader, whole))
         try:
             check_shard(
                 packed,

@@ -22,6 +22,7 @@ from .atomic import move_into_place, temp_beside
 
 if TYPE_CHECKING:
     from .remote import RemoteReader
+    from .scan_ahead import WholeFile
 from .urls import is_url, url_to_fs
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
@@ -102,11 +103,13 @@ class Storage:
         reader: RemoteReader | None = None,
         footer_offset: int | None = None,
         file_hash: str | None = None,
+        whole: WholeFile | None = None,
     ) -> Any:
         """A reader source for ``name``, or None to let the reader map the local file.
 
         Remote: ``size``, ``footer_offset`` and ``file_hash`` (from the manifest) spare
-        requests; ``reader`` holds the caches and read-ahead the dataset's files share."""
+        requests; ``reader`` holds the caches and read-ahead the dataset's files share;
+        ``whole``: a full scan fetched the whole file, open it from those bytes."""
         raise NotImplementedError
 
     def hash_file(self, name: str) -> str:
@@ -174,6 +177,7 @@ class LocalStorage(Storage):
         reader: RemoteReader | None = None,
         footer_offset: int | None = None,
         file_hash: str | None = None,
+        whole: WholeFile | None = None,
     ) -> Any:
         return None
 
@@ -252,6 +256,7 @@ class UrlStorage(Storage):
         reader: RemoteReader | None = None,
         footer_offset: int | None = None,
         file_hash: str | None = None,
+        whole: WholeFile | None = None,
     ) -> Any:
         from .ranges import RangeSource  # the remote stack loads with the first URL
         from .remote import RemoteReader
@@ -265,6 +270,7 @@ class UrlStorage(Storage):
             reader=reader,
             footer_offset=footer_offset,
             file_hash=file_hash,
+            whole=whole,
         )
 
     def hash_file(self, name: str) -> str:

@@ -1,5 +1,6 @@
 """Byte-range sources of remote packed files: one round trip for a file's header and footer, then
-block ranges through the dataset's caches and read-ahead (``remote.RemoteReader``)."""
+block ranges through the dataset's caches and read-ahead (``remote.RemoteReader``); a file that a
+full scan fetched whole (``scan_ahead``) is opened from, and read from, those bytes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .locks import ForkSafeLock
 
 if TYPE_CHECKING:  # the remote stack (asyncio, read-ahead, disk cache) loads with its first URL
     from .remote import RemoteReader
+    from .scan_ahead import WholeFile
 
 TAIL_PREFETCH_BYTES = 256 * 1024  # trailer + footer of most files in one request
 
@@ -74,8 +76,10 @@ class RangeSource:
     A drop-in for the reader's ``LocalSource`` (``path``, ``size``, ``read``, ``close``).
     Opening costs one round trip: the header and the footer side by side, the footer found
     from ``footer_offset`` (the manifest's) or a ``tail_bytes`` guess; none at all when the
-    disk cache holds the footer of this file (by its manifest ``file_hash``). Block reads go
-    through the dataset's ``RemoteReader``: caches, read-ahead, then one request per block.
+    disk cache holds the footer of this file (by its manifest ``file_hash``); none of its own
+    when ``whole`` (a full scan's request for the whole file) is given: the file is opened from
+    those bytes. Block reads go through the dataset's ``RemoteReader``: caches, read-ahead, then
+    one request per block; while a scan holds the file whole (``hold``), from its bytes.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class RangeSource:
         reader: RemoteReader | None = None,
         footer_offset: int | None = None,
         file_hash: str | None = None,
+        whole: WholeFile | None = None,
     ) -> None:
         from .fetch import FetchStats, ObjectPin
         from .remote import RemoteReader
@@ -108,7 +113,11 @@ class RangeSource:
         self.sizes = np.zeros(0, np.int64)
         self.checksums = np.zeros(0, np.uint64)
         self._lookup = memoryview(b"").cast("q")
-        self.size = self._open(size, footer_offset, file_hash, tail_bytes)
+        self._whole: WholeFile | None = None
+        if whole is not None and whole.url == url:
+            self.size = self._open_whole(whole, footer_offset)
+        else:
+            self.size = self._open(size, footer_offset, file_hash, tail_bytes)
 
     @property
     def requests(self) -> int:
@@ -145,16 +154,52 @@ class RangeSource:
         if trailer is not None and trailer.index_offset < tail_start:
             tail = self.fetch(trailer.index_offset, tail_start) + tail  # a footer past the guess
             tail_start = trailer.index_offset
-        if trailer and footer_offset is not None and trailer.index_offset != footer_offset:
-            raise ManifestError(
-                f"{self.path}: the manifest puts the footer at byte {footer_offset} but the "
-                f"file's trailer puts it at {trailer.index_offset} (shard replaced?)"
-            )
+        self._check_footer_offset(trailer, footer_offset)
         self._head, self._tail, self._tail_start = head, tail, tail_start
         if trailer is not None and self._index(trailer) and self._footer_key and disk is not None:
             entry = [self.pin.etag, self.pin.version_id, tail_start, head, tail]
             disk.put(self._footer_key, msgspec.msgpack.encode(entry))
         return size
+
+    def _open_whole(self, whole: WholeFile, footer_offset: int | None) -> int:
+        """Open from the whole file, fetched in one request by a scan (pinned by its response)."""
+        self.pin, self.counts = whole.pin, whole.counts
+        data = whole.result()
+        size = len(data)
+        trailer = _trailer(data[-TRAILER_SIZE:], size, self.path)
+        tail_start = max(HEADER_SIZE, size - TRAILER_SIZE)
+        if trailer is not None and HEADER_SIZE <= trailer.index_offset < tail_start:
+            tail_start = trailer.index_offset
+        self._check_footer_offset(trailer, footer_offset)
+        self._head, self._tail = data[:HEADER_SIZE], data[tail_start:]
+        self._tail_start = tail_start
+        if trailer is not None:
+            self._index(trailer)
+        self._whole = whole
+        return size
+
+    def _check_footer_offset(self, trailer: Trailer | None, footer_offset: int | None) -> None:
+        if trailer and footer_offset is not None and trailer.index_offset != footer_offset:
+            raise ManifestError(
+                f"{self.path}: the manifest puts the footer at byte {footer_offset} but the "
+                f"file's trailer puts it at {trailer.index_offset} (shard replaced?)"
+            )
+
+    def whole_request(self) -> WholeFile:
+        """A request for this whole file, pinned to the version opened (``If-Match``)."""
+        from .scan_ahead import WholeFile
+
+        return WholeFile(self.path, self.size, self.pin, self.counts)
+
+    def hold(self, whole: WholeFile) -> None:
+        """Read this file from ``whole`` (a scan's request for all of it) until it is released.
+        Its response must be of the version opened: else ``ObjectChangedError``."""
+        data = whole.result()
+        if whole.pin is not self.pin:
+            self.pin.observe(whole.pin.etag, whole.pin.version_id, whole.pin.size)
+        if len(data) != self.size:
+            raise RemoteError(f"whole read of {len(data)} bytes, not {self.size}", path=self.path)
+        self._whole = whole
 
     def _restore(self, cached: bytes) -> bool:
         from .fetch import ObjectPin
@@ -209,6 +254,10 @@ class RangeSource:
             return memoryview(self._tail)[start : start + length]
         if offset + length <= len(self._head):
             return memoryview(self._head)[offset : offset + length]
+        whole = self._whole.data if self._whole is not None else None
+        if whole is not None:  # a scan holds the file: the reader checks each block as usual
+            self.reader.count("readahead_hits")
+            return memoryview(whole)[offset : offset + length]
         block = self.block_at(offset)
         expected = None
         if block is not None and int(self.sizes[block]) == length:
@@ -239,6 +288,7 @@ class RangeSource:
 
     def close(self) -> None:
         self._tail = b""
+        self._whole = None
 
 
 def _trailer(tail: bytes, size: int, path: str) -> Trailer | None:

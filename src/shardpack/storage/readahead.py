@@ -5,7 +5,8 @@ A plan is an iterator of (source, block number) in reading order: every block in
 a scan, the epoch's block order for a shuffled loader. A thread turns it into requests:
 
 - without a disk cache, the planned blocks of one file that lie within ``coalesce_gap_bytes`` of
-  each other are fetched by one request (at most ``request_bytes``; the gaps are dropped);
+  each other are fetched by one request (at most ``request_bytes``, or for a sequential plan, a
+  scan in file order, at most a quarter of the window if that is more; the gaps are dropped);
 - with a disk cache, a block's whole *unit* (the blocks starting in its ``request_bytes``-aligned
   stretch of the file) is fetched and stored as one range entry, so the unit's other blocks are
   on disk when a shuffled epoch reaches them; a unit already on disk is not fetched, and one that
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -57,20 +59,27 @@ class ReadAhead:
     def __init__(self, reader: RemoteReader) -> None:
         self.reader = reader
         self._plan: _Plan | None = None
+        self._ending: list[threading.Thread] = []  # stopped plans still landing requests
 
-    def start(self, plan: Iterator[tuple[RangeSource, int]]) -> None:
-        """Follow ``plan`` from now on (the previous plan stops)."""
+    def start(self, plan: Iterator[tuple[RangeSource, int]], *, sequential: bool = False) -> None:
+        """Follow ``plan`` from now on (the previous plan stops). ``sequential``: the plan is
+        a scan in file order (without a disk cache its requests may be larger)."""
         self.stop()
         if self.reader.options.readahead_bytes > 0:
-            self._plan = _Plan(self.reader, plan)
+            self._plan = _Plan(self.reader, plan, sequential)
 
     def stop(self, wait_s: float = 0.0) -> None:
         """Send no more requests; those in flight still land in the disk cache (and release
-        their claims). ``wait_s``: wait that long for them."""
+        their claims). ``wait_s``: wait that long for them, and for those of plans stopped
+        earlier (a scan stops its plan without waiting; closing the dataset waits)."""
         if self._plan is not None:
             self._plan.stop()
-            self._plan.thread.join(wait_s)
+            self._ending.append(self._plan.thread)
             self._plan = None
+        deadline = time.monotonic() + wait_s
+        for thread in self._ending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._ending = [thread for thread in self._ending if thread.is_alive()]
 
     def take(self, source: RangeSource, offset: int, length: int) -> bytes | memoryview | None:
         """The block at ``offset`` if the plan fetched it (waiting while it is in flight)."""
@@ -79,12 +88,16 @@ class ReadAhead:
 
 
 class _Plan:
-    def __init__(self, reader: RemoteReader, plan: Iterator[tuple[RangeSource, int]]) -> None:
+    def __init__(
+        self, reader: RemoteReader, plan: Iterator[tuple[RangeSource, int]], sequential: bool
+    ) -> None:
         self.reader = reader
         options = reader.options
         self.window = options.readahead_bytes
         self.unit_bytes = options.request_bytes
         self.gap = options.coalesce_gap_bytes
+        # a scan reads every byte in order: fewer, larger requests (the window bounds memory)
+        self.request_bytes = max(self.unit_bytes, self.window // 4 if sequential else 0)
         # plan again only once a batch worth of room is free: blocks taken one by one must not
         # turn into requests of one block each
         self.batch_bytes = max(self.window // 4, min(self.unit_bytes, self.window // 2), 1)
@@ -101,6 +114,7 @@ class _Plan:
         self.position = 0  # of the next planned block
         self.consumed = 0  # plan position of the latest block taken
         self.units: OrderedDict[tuple[int, int], _Request | None] = OrderedDict()
+        self.carried: tuple[RangeSource, int, int] | None = None  # left for the next batch
         self._fill()  # the first requests leave before the reader asks for its first block
         self.thread = threading.Thread(target=self._run, name="shardpack-readahead", daemon=True)
         self.thread.start()
@@ -167,6 +181,9 @@ class _Plan:
                 self.cond.notify_all()
 
     def _next_blocks(self) -> Iterator[tuple[RangeSource, int, int]]:
+        if self.carried is not None:
+            carried, self.carried = self.carried, None
+            yield carried
         for _ in range(MAX_BATCH_BLOCKS):
             try:
                 source, block = next(self.plan)
@@ -199,10 +216,15 @@ class _Plan:
                 if spent >= budget:
                     break
         else:
-            batch, spent = [], 0
+            batch: list[tuple[RangeSource, int, int]] = []
+            spent = 0
             for source, block, position in self._next_blocks():
+                size = int(source.sizes[block])
+                if batch and spent + size > budget:  # a block past the batch: the next one's
+                    self.carried = (source, block, position)
+                    break
                 batch.append((source, block, position))
-                spent += int(source.sizes[block])
+                spent += size
                 if spent >= budget:
                     break
             requests = self._coalesce(batch)
@@ -255,7 +277,7 @@ class _Plan:
                     current is None
                     or start < current.end
                     or start - current.end > self.gap
-                    or end - current.start > self.unit_bytes
+                    or end - current.start > self.request_bytes
                 ):
                     current = _Request(source, [block])
                     requests.append(current)

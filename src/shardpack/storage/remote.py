@@ -19,9 +19,10 @@ from .fetch import Fetcher
 from .locks import ForkSafeLock
 from .readahead import ReadAhead
 from .remote_options import RemoteOptions
+from .scan_ahead import ScanAhead
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from .ranges import BlockCache, RangeSource
 
@@ -59,6 +60,7 @@ class RemoteReader:
             else None
         )
         self.readahead = ReadAhead(self)
+        self.scan_ahead = ScanAhead(self.fetcher, options.readahead_bytes)
         self._pid = os.getpid()
         self._lock = ForkSafeLock()
         self.readahead_hits = self.waited = self.direct = 0
@@ -68,6 +70,7 @@ class RemoteReader:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self.readahead = ReadAhead(self)
+            self.scan_ahead = ScanAhead(self.fetcher, self.options.readahead_bytes)
             if self.memory is not None:
                 self.memory = type(self.memory)(self.memory.max_bytes)
 
@@ -124,10 +127,23 @@ class RemoteReader:
             self.disk.put(source.block_key(offset, length), data)
         return data
 
-    def read_ahead(self, plan: Iterator[tuple[RangeSource, int]]) -> None:
-        """Fetch these blocks (source, block number), in this order, ahead of their reads."""
+    def read_ahead(
+        self, plan: Iterator[tuple[RangeSource, int]], *, sequential: bool = False
+    ) -> None:
+        """Fetch these blocks (source, block number), in this order, ahead of their reads.
+        ``sequential``: a scan in file order (requests may be larger, see ``ReadAhead``)."""
         self.check_process()
-        self.readahead.start(plan)
+        self.readahead.start(plan, sequential=sequential)
+
+    def scans_whole(self, urls: Sequence[str], sizes: Sequence[int | None]) -> bool:
+        """Whether a full scan of these remote files fetches each of them whole, in one
+        request (``scan_ahead``): no disk cache, S3, and each at most half the window."""
+        self.check_process()
+        return (
+            self.disk is None
+            and self.scan_ahead.fits(sizes)
+            and all(self.fetcher.filesystem(url)[2] for url in urls)
+        )
 
     def stop_read_ahead(self) -> None:
         self.readahead.stop()
@@ -148,4 +164,5 @@ class RemoteReader:
         )
 
     def close(self) -> None:
+        self.scan_ahead.stop()
         self.readahead.stop(wait_s=self.options.timeout_s)  # the disk cache is left complete
