@@ -103,3 +103,19 @@ def test_old_import_paths_work_and_name_the_new_one(old: str, name: str, new: ob
     module = importlib.import_module(old)
     with pytest.warns(DeprecationWarning, match=rf"{old}\.{name} moved: use shardpack\.{name}"):
         assert getattr(module, name) is new
+
+
+PUBLIC_API = [
+    "Codec", "CodecError", "CorruptBlockError", "Dataset", "DatasetPacker", "FormatError",
+    "InputError", "ManifestError", "ObjectChangedError", "OptionError", "PackOptions", "PackPlan",
+    "PackResult", "RemoteError", "RemoteOptions", "SchemaError", "ShardedPacker",
+    "ShardpackError", "UnknownCodecError", "Writer", "__version__", "available_codecs",
+    "from_hf", "get_codec", "open", "open_dataset", "pack", "pack_distributed", "register_codec",
+]  # fmt: skip
+
+
+def test_the_public_api_is_the_reviewed_list() -> None:
+    """Adding or removing a public name is an API change: it changes this list too."""
+    assert shardpack.__all__ == PUBLIC_API
+    for name in PUBLIC_API:
+        assert getattr(shardpack, name) is not None

@@ -572,3 +572,13 @@ def test_validate_schema_checks_every_shard_of_a_dataset(text_jsonl: Path, tmp_p
     assert long and report.schema_failures == len(long)
     run = _cli("validate", str(out), "--schema", str(schema))
     assert run.returncode == 1 and "violates the schema at $.question" in run.stderr
+
+
+def test_a_manifest_field_of_the_wrong_type_is_named_by_its_path(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    shardpack.pack([{"i": i} for i in range(30)], out, records_per_shard=10)
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    manifest["shards"][0]["records"] = "ten"
+    (out / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(ManifestError, match=r"\$\.shards\[0\]\.records"):
+        shardpack.open(out)

@@ -65,6 +65,7 @@ def test_writer_keeps_every_dtype_and_json_values(tmp_path: Path) -> None:
     for i, record in enumerate(records):
         record["t_bf16"] = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3) / (i + 1)
         record["t_i64"] = torch.tensor([i, -i], dtype=torch.int64)
+        record["f16"] = np.arange(4, dtype=np.float16) / (i + 1)
         record["nested"] = {"turns": [{"role": "user", "ids": np.arange(3, dtype=np.int8)}]}
     out = tmp_path / "w.packed"
     with Writer(out, compression="zstd", meta={"teacher": "t-7b"}) as writer:
@@ -86,6 +87,10 @@ def test_writer_keeps_every_dtype_and_json_values(tmp_path: Path) -> None:
         assert meta.provenance.meta == {"teacher": "t-7b"} and meta.provenance.inputs == []
         assert meta.stats.fields["u8"].array_dtypes == {"uint8": 40}
         assert meta.stats.records == 40
+        assert got["f16"].dtype == np.float16
+        assert got["f16"].tobytes() == records[7]["f16"].tobytes()
+        assert meta.schema_source == "inferred"
+        assert meta.schema["properties"]["u32"]["x-shardpack-dtype"] == "uint32"
 
 
 def test_a_failed_or_abandoned_writer_leaves_nothing(tmp_path: Path) -> None:
@@ -160,6 +165,8 @@ def test_schema_skip_and_bad_values(tmp_path: Path) -> None:
     assert result.record_count == 2 and result.rejected_count == 2
     rejects = [json.loads(x) for x in Path(result.rejects_path).read_text().splitlines()]
     assert [r["line"] for r in rejects] == [2, 3] and rejects[0]["path"] == "<python>"
+    with shardpack.open(out) as ds:
+        assert ds.metadata.schema == schema and ds.metadata.schema_source == "user"
     with pytest.raises(shardpack.SchemaError, match=r"<python>:2"):
         shardpack.pack(records, tmp_path / "f.packed", schema=schema)
     for bad, words in [

@@ -174,24 +174,6 @@ def encode_group(
     return encoded
 
 
-def cut_points(sizes: np.ndarray, open_size: int, limit: int) -> tuple[list[int], int]:
-    """Where adding items of ``sizes`` one by one closes a group once it holds ``limit``.
-
-    ``open_size`` is what the group still open before these items holds. Returns the indices
-    of the items that close a group, and the size of the group left open after the last one.
-    """
-    totals = np.cumsum(sizes) + open_size
-    cuts: list[int] = []
-    base = 0
-    while True:
-        i = int(np.searchsorted(totals, base + limit, side="left"))
-        if i >= len(totals):
-            break
-        cuts.append(i)
-        base = int(totals[i])
-    return cuts, (int(totals[-1]) - base if len(totals) else open_size)
-
-
 def worker_name() -> str:
     """Who encodes: this process, and the Dask worker it serves, if any."""
     name = f"pid {os.getpid()}"

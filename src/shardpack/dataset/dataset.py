@@ -111,10 +111,6 @@ class Dataset:
         if self._remote is not None:
             self._remote.read_ahead(self._planned(blocks))
 
-    def stop_prefetch(self) -> None:
-        if self._remote is not None:
-            self._remote.stop_read_ahead()
-
     def _planned(self, blocks: Iterable[tuple[int, int]]) -> Iterator[tuple[Any, int]]:
         from ..storage.ranges import RangeSource
 

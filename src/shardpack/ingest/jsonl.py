@@ -25,7 +25,6 @@ EXCERPT_CHARS = 40
 _decode = msgspec.json.decode
 
 
-READ_CHUNK_BYTES = 1024 * 1024  # one unit's worth: see build.options.UNIT_INPUT_BYTES
 PROBE_BYTES = 64 * 1024  # read past a range's end in steps of this, to finish its last line
 
 
