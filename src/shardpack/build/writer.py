@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from ..dataset.manifest import MANIFEST_NAME, Manifest, shard_name
 from ..errors import OptionError
 from ..format.bounds import MAX_NESTING_DEPTH
@@ -326,9 +328,18 @@ def estimate_bytes(value: Any, depth: int = 0) -> int:
     if depth > MAX_NESTING_DEPTH:  # trust: the encoder refuses such a record, with its number
         return 8
     if kind is dict:
-        return 2 + sum(
-            len(str(key)) + estimate_bytes(item, depth + 1) for key, item in value.items()
-        )
+        total = 2
+        for key, item in value.items():
+            total += len(key) if type(key) is str else len(str(key))
+            # the common leaves inline (a call per field was 12% of a Writer's time)
+            item_kind = type(item)
+            if item_kind is str and depth < MAX_NESTING_DEPTH:
+                total += len(item) + 2
+            elif item_kind is np.ndarray and depth < MAX_NESTING_DEPTH:
+                total += item.nbytes
+            else:
+                total += estimate_bytes(item, depth + 1)
+        return total
     if kind is str:
         return len(value) + 2
     if kind is list or kind is tuple:
