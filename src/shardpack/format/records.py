@@ -252,7 +252,13 @@ class RecordEncoder:
             for key, item in value.items():
                 if type(key) is not str:
                     raise OptionError(f"{_where(path)}: keys must be strings, not {key!r}")
-                out[key] = self.convert_record(item, f"{path}.{key}" if path else key, depth + 1)
+                item_kind = type(item)
+                if item_kind is str or item_kind is int or item_kind is float or item_kind is bool:
+                    out[key] = item  # a leaf kept as it is: no path to build, no call
+                else:
+                    out[key] = self.convert_record(
+                        item, f"{path}.{key}" if path else key, depth + 1
+                    )
             return out
         if kind is list or kind is tuple:
             items = list(value)
