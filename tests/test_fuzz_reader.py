@@ -1,7 +1,7 @@
 """The reader fuzzer (``tests/fuzzing.py``) for a bounded time, in a process whose address space
 is limited: structure-aware edits of real files must give shardpack's one-line errors, never a
 traceback, a hang or a MemoryError. Run it longer by hand: ``python -m tests.fuzzing --seconds
-600``."""
+600``, or here with ``SHARDPACK_FUZZ_SECONDS`` and another ``SHARDPACK_FUZZ_SEED``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = float(os.environ.get("SHARDPACK_FUZZ_SECONDS", "15"))
+# a fixed first seed keeps CI repeatable; set another to explore other cases (a failure prints
+# the seed, so that it can be replayed)
+SEED = os.environ.get("SHARDPACK_FUZZ_SEED", "20240")
 
 
 def test_structure_aware_fuzzing_finds_nothing() -> None:
-    # a fixed first seed keeps CI repeatable; each run goes as far as its time allows
+    # each run goes as far as its time allows
     proc = subprocess.run(
         [
             sys.executable,
@@ -25,7 +28,7 @@ def test_structure_aware_fuzzing_finds_nothing() -> None:
             "--seconds",
             str(SECONDS),
             "--seed",
-            "20240",
+            SEED,
             "--memory-mib",
             "1536",
         ],
@@ -34,6 +37,6 @@ def test_structure_aware_fuzzing_finds_nothing() -> None:
         timeout=SECONDS + 240,
         cwd=ROOT,
     )
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert proc.returncode == 0, f"seed {SEED}: " + proc.stderr[-6000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["rounds"] >= 1
