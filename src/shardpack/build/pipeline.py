@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..dataset.manifest import Manifest, shard_name
+from ..dataset.validate_file import ValidationReport
 from ..errors import OptionError
 from ..format.layout import FORMAT_MINOR, LATEST_MINOR
 from ..format.metadata import FileMetadata, SourceSlice
@@ -197,9 +198,9 @@ class _Run:
                 self._single.abort()
             raise
         executor.close()
-        result.rejected_count = ledger.rejected
-        result.rejects_path = self.rejects_path
-        return result
+        return dataclasses.replace(
+            result, rejected_count=ledger.rejected, rejects_path=self.rejects_path
+        )
 
     def _run_local(
         self,
@@ -283,7 +284,7 @@ class _Run:
     _single: ShardSink | None = None
     _hasher: InputHasher | None = None
     _fingerprint_noted = False
-    _reports: list[Any]
+    _reports: list[ValidationReport]
 
     def _check(self, name: str) -> Any:
         """``--validate``: deep-validate a complete file under its temporary name, raising so that

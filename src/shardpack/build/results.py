@@ -9,10 +9,11 @@ from typing import Any
 import msgspec
 
 from ..dataset.manifest import Manifest
+from ..dataset.validate_file import ValidationReport
 from ..format.metadata import FileMetadata
 
 
-@dataclass
+@dataclass(frozen=True)
 class PackResult:
     """The outcome of one pack: a single file (``metadata``) or a dataset folder (``manifest``)."""
 
@@ -25,7 +26,7 @@ class PackResult:
     content_hash: str
     metadata: FileMetadata | None = field(default=None, repr=False)
     manifest: Manifest | None = field(default=None, repr=False)
-    validation: Any = None
+    validation: ValidationReport | None = None  # with validate=True: the written file's report
     rejected_count: int = 0  # input lines left out under on_error="skip"
     rejects_path: str | None = None
     up_to_date: bool = False  # nothing was done: the output already matched inputs and options
