@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=BYTES",
         help="a RemoteOptions setting for shardpack's scenarios, e.g. request_bytes=16777216",
     )
+    parser.add_argument(
+        "--server-cpus",
+        help="CPUs for the S3 server, e.g. 0 (as a real object store, it then takes none of the "
+        "reader's cores); --client-cpus gives the reader's, e.g. 1",
+    )
+    parser.add_argument("--client-cpus")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -236,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=_pinned(args.server_cpus),
     )
     try:
         assert server.stdout is not None
@@ -247,7 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                 command = [sys.executable, __file__, "--scenario", name, "--endpoint", endpoint]
                 command += ["--workdir", str(args.workdir)]
                 command += [f"--set={item}" for item in args.set]
-                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                done = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    preexec_fn=_pinned(args.client_cpus),
+                )
                 if done.returncode:
                     raise SystemExit(f"{name} failed:\n{done.stderr}")
                 results[name].append(json.loads(done.stdout.splitlines()[-1]))
@@ -262,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms": args.latency_ms,
         "rounds": args.rounds,
         "settings": settings,
+        "server_cpus": args.server_cpus,
+        "client_cpus": args.client_cpus,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "medians": {name: _medians(runs) for name, runs in results.items()},
@@ -271,6 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _table(report)
     return 0
+
+
+def _pinned(cpus: str | None) -> Callable[[], None] | None:
+    """A child's start-up hook that keeps it on ``cpus`` ("0", "1-3", "0,2"), or None."""
+    if not cpus:
+        return None
+    chosen: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        chosen.update(range(int(first), int(last or first) + 1))
+    return lambda: os.sched_setaffinity(0, chosen)
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
