@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import shardpack
 from shardpack.dataset.validate_file import validate_path
+from shardpack.dataset.validate_folder import validate_dataset
 from shardpack.format.bounds import MAX_BLOCK_RAW_BYTES, MAX_BLOCK_RECORDS
 
 from .crafting import PackedParts, raw_of, set_raw, write_seeds, zstd_frame, zstd_rle_frame
@@ -253,6 +254,148 @@ def exercise(path: Path) -> None:
             assert len(list(ds)) == len(ds)
 
 
+HOSTILE_NAMES = [
+    "../escape.packed",
+    "/etc/hostname",
+    "",
+    ".",
+    "manifest.json",
+    "sub/shard-00000.packed",
+    "shard-99999.packed",
+    "shard-\x00.packed",
+    "shard-00000.packed",
+]
+
+
+def edit_manifest(data: st.DataObject, folder: Path) -> None:
+    """The manifest's values, keys, shard entries and names; or its bytes cut short."""
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError:
+        return  # cut short by an earlier edit
+    if not isinstance(manifest, dict):
+        return
+    entries = manifest.get("shards")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        entries = [{}]
+    entries = entries or [{}]
+    what = data.draw(
+        st.sampled_from(["value", "delete", "entry", "entries", "name", "bytes"]), label="manifest"
+    )
+    if what in ("value", "delete"):
+        keys = sorted(manifest)
+        key = data.draw(st.sampled_from(keys), label="key")
+        if what == "value":
+            manifest[key] = data.draw(JSON | st.integers(0, 2**64), label="json")
+        else:
+            manifest.pop(key)
+    elif what == "entry":
+        entry = data.draw(st.sampled_from(entries), label="entry")
+        if entry:
+            key = data.draw(st.sampled_from(sorted(entry)), label="entry key")
+            if data.draw(st.booleans(), label="delete"):
+                entry.pop(key)
+            else:
+                entry[key] = data.draw(
+                    JSON | st.sampled_from(BOUNDARY) | st.integers(-1, 10**6), label="json"
+                )
+    elif what == "entries" and len(entries) > 1:
+        i, j = (
+            data.draw(st.integers(0, len(entries) - 1)),
+            data.draw(st.integers(0, len(entries) - 1)),
+        )
+        how = data.draw(st.sampled_from(["drop", "duplicate", "swap"]), label="entries")
+        if how == "drop":
+            entries.pop(i)
+        elif how == "duplicate":
+            entries.insert(i, dict(entries[j]))
+        else:
+            entries[i], entries[j] = entries[j], entries[i]
+    elif what == "name":
+        entry = data.draw(st.sampled_from(entries), label="entry")
+        entry["file"] = data.draw(st.sampled_from(HOSTILE_NAMES) | st.text(max_size=12))
+    text = json.dumps(manifest).encode()
+    if what == "bytes":
+        cut = data.draw(st.integers(0, len(text)), label="cut")
+        text = text[:cut] + data.draw(st.binary(max_size=8), label="tail")
+    path.write_bytes(text)
+
+
+def edit_shard_files(data: st.DataObject, folder: Path) -> None:
+    """A shard's bytes flipped or cut, or two shards' files swapped."""
+    shards = sorted(folder.glob("*.packed"))
+    what = data.draw(st.sampled_from(["flip", "cut", "swap", "remove"]), label="shard file")
+    one = data.draw(st.sampled_from(shards), label="shard")
+    blob = bytearray(one.read_bytes())
+    if what == "flip" and blob:
+        blob[data.draw(st.integers(0, len(blob) - 1))] ^= 0xFF
+        one.write_bytes(bytes(blob))
+    elif what == "cut":
+        one.write_bytes(bytes(blob[: data.draw(st.integers(0, len(blob)))]))
+    elif what == "swap":
+        other = data.draw(st.sampled_from(shards), label="other")
+        other_blob = other.read_bytes()
+        other.write_bytes(bytes(blob))
+        one.write_bytes(other_blob)
+    else:
+        one.unlink()
+
+
+def exercise_folder(folder: Path) -> None:
+    """Everything a reader does with a dataset folder; only shardpack's one-line errors may come
+    out, and a folder that passes deep validation reads in full."""
+    try:
+        with shardpack.open(folder) as ds:
+            count = len(ds)
+            for _ in ds:
+                pass
+            for i in {0, count // 2, count - 1} if count else ():
+                ds[i]
+            try:
+                ds[count]
+            except IndexError:
+                pass
+            else:
+                raise AssertionError(f"ds[{count}] of {count} records did not raise")
+    except shardpack.ShardpackError as exc:
+        assert "\n" not in str(exc), str(exc)
+    deep = validate_dataset(folder, deep=True)
+    for problem in deep.problems:
+        assert "\n" not in str(problem), problem
+    if deep.ok:
+        with shardpack.open(folder) as ds:
+            assert len(list(ds)) == len(ds)
+
+
+def make_folder_test(seeds: dict[str, Path], folder: Path, round_seed: int, examples: int) -> Any:
+    original = {p.name: p.read_bytes() for p in seeds["sharded"].iterdir() if p.is_file()}
+
+    @seed(round_seed)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.data())
+    def fuzz(data: st.DataObject) -> None:
+        target = folder / "fuzzed-dataset"
+        if target.exists():
+            for p in target.iterdir():
+                p.unlink()
+        else:
+            target.mkdir()
+        for name, blob in original.items():
+            (target / name).write_bytes(blob)
+        edits = st.sampled_from([edit_manifest, edit_manifest, edit_shard_files])
+        for edit in data.draw(st.lists(edits, min_size=1, max_size=3)):
+            edit(data, target)
+        exercise_folder(target)
+
+    return fuzz
+
+
 def make_test(seeds: dict[str, Path], folder: Path, round_seed: int, examples: int) -> Any:
     names = sorted(name for name in seeds if name != "sharded")
     originals = {name: seeds[name].read_bytes() for name in names}
@@ -296,6 +439,7 @@ def run(seconds: float, first_seed: int, examples_per_round: int = 40) -> int:
             round_seed = first_seed + rounds
             try:
                 make_test(seeds, folder, round_seed, examples_per_round)()
+                make_folder_test(seeds, folder, round_seed, examples_per_round // 4)()
             except BaseException:
                 print(f"finding in the round seeded {round_seed}", file=sys.stderr)
                 raise
