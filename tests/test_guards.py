@@ -216,7 +216,8 @@ def test_the_writer_refuses_more_records_per_byte_than_the_format_allows(
 
 
 def test_unpack_fsyncs_its_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """dataset/export.py write_jsonl: ``os.fsync(stream.fileno())`` before the rename."""
+    """storage/atomic.py atomic_file (what write_jsonl writes through): ``os.fsync`` of the
+    temp file before the rename."""
     from shardpack.dataset import export
 
     packed = tmp_path / "x.packed"
@@ -228,7 +229,7 @@ def test_unpack_fsyncs_its_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self") else "?")
         real_fsync(fd)
 
-    monkeypatch.setattr(export.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     out = tmp_path / "out.jsonl"
     with shardpack.open(packed) as ds:
         assert export.write_jsonl(ds, str(out), sources=[str(packed)]) == len(RECORDS)

@@ -8,13 +8,12 @@ JSONL is. pyarrow, pandas and datasets are imported here only, when called.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, SchemaError
-from ..storage.atomic import move_into_place, refuse_inputs_as_output, temp_beside
+from ..storage.atomic import atomic_file, refuse_inputs_as_output
 from .arrow_table import Inference, arrow_schema, record_batches
 
 BATCH_RECORDS = 1024  # records per Arrow record batch (and Parquet row group)
@@ -91,31 +90,22 @@ def write_table_file(
     parquet = output.lower().endswith(PARQUET_SUFFIXES)
     if parquet:
         _check_parquet_schema(schema, _name(dataset))
-    target = Path(output)
-    fd, tmp = temp_beside(target)
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            sink = pa.PythonFile(stream, mode="w")
-            if parquet:
-                import pyarrow.parquet as pq
+    with atomic_file(Path(output)) as stream:
+        sink = pa.PythonFile(stream, mode="w")
+        if parquet:
+            import pyarrow.parquet as pq
 
-                writer: Any = pq.ParquetWriter(sink, schema, compression=compression)
-            else:
-                options = pa.ipc.IpcWriteOptions(compression=compression)
-                writer = pa.ipc.new_file(sink, schema, options=options)
-            with writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-                    count += batch.num_rows
-                    if progress is not None:
-                        progress(count)
-            stream.flush()
-            os.fsync(stream.fileno())
-        move_into_place(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            writer: Any = pq.ParquetWriter(sink, schema, compression=compression)
+        else:
+            options = pa.ipc.IpcWriteOptions(compression=compression)
+            writer = pa.ipc.new_file(sink, schema, options=options)
+        with writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                count += batch.num_rows
+                if progress is not None:
+                    progress(count)
     return count
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..format.decode import to_jsonable
-from ..storage.atomic import move_into_place, refuse_inputs_as_output, temp_beside
+from ..storage.atomic import atomic_file, refuse_inputs_as_output
 
 
 def dumps_record(record: Any) -> str:
@@ -36,18 +35,8 @@ def write_jsonl(
     if output == "-":
         return _write_lines(records, sys.stdout, progress)
     refuse_inputs_as_output(output, sources, "unpack output")
-    target = Path(output)
-    fd, tmp = temp_beside(target)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
-            count = _write_lines(records, stream, progress)
-            stream.flush()
-            os.fsync(stream.fileno())
-        move_into_place(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return count
+    with atomic_file(Path(output), "w", encoding="utf-8", newline="\n") as stream:
+        return _write_lines(records, stream, progress)
 
 
 def _write_lines(

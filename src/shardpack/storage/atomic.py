@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from ..errors import OptionError
 
@@ -49,6 +51,23 @@ def discard(file: object, tmp: Path) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_file(target: Path, mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
+    """``target`` open for writing under a temporary name beside it: on a clean exit flushed,
+    fsynced and renamed over ``target``; on an exception removed, so nothing appears there."""
+    fd, tmp = temp_beside(target)
+    file = os.fdopen(fd, mode, **open_args)
+    try:
+        yield file
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
+        move_into_place(tmp, target)
+    except BaseException:
+        discard(file, tmp)
+        raise
 
 
 def move_into_place(tmp: Path, target: Path) -> None:

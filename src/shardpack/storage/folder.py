@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from ..errors import ManifestError
-from .atomic import move_into_place, temp_beside
+from .atomic import atomic_file
 
 if TYPE_CHECKING:
     from .remote import RemoteReader
@@ -144,17 +144,8 @@ class LocalStorage(Storage):
         return Path(self.location(name)).read_bytes()
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        target = Path(self.location(name))
-        fd, tmp = temp_beside(target)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            move_into_place(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(Path(self.location(name))) as file:
+            file.write(data)
 
     def remove(self, name: str) -> None:
         Path(self.location(name, allow_hidden=True)).unlink(missing_ok=True)
