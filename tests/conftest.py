@@ -7,6 +7,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,38 @@ def assert_same_json(actual: Any, expected: Any, where: str = "$") -> None:
         assert same, f"{where}: {actual!r} != {expected!r}"
     else:
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A real S3-compatible server (moto) on loopback holding an empty ``bucket``: a boto3
+    client of it and the fsspec storage options that reach it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        client.create_bucket(Bucket=bucket)
+        options = {
+            "key": "test",
+            "secret": "test",
+            "endpoint_url": endpoint,
+            "client_kwargs": {"region_name": "us-east-1"},
+            "use_listings_cache": False,
+        }
+        yield client, options
+    finally:
+        server.stop()
 
 
 # Optional components the suite exercises for real; locally a missing one skips its tests, but in

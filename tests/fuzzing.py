@@ -227,22 +227,27 @@ EDITS = [
 ]
 
 
+def read_everything(ds: Any) -> None:
+    """A scan, reads at the start, middle and end, and one past the end (an IndexError)."""
+    count = len(ds)
+    for _ in ds:
+        pass
+    for i in {0, count // 2, count - 1} if count else ():
+        ds[i]
+    try:
+        ds[count]
+    except IndexError:
+        pass
+    else:
+        raise AssertionError(f"ds[{count}] of {count} records did not raise")
+
+
 def exercise(path: Path) -> None:
     """Everything a reader does with a file; only shardpack's errors may come out."""
     for verify, columns in ((True, None), (False, None), (True, ["id", "text", "ids"])):
         try:
             with shardpack.open(path, verify=verify, columns=columns) as ds:
-                count = len(ds)
-                for _ in ds:
-                    pass
-                for i in {0, count // 2, count - 1} if count else ():
-                    ds[i]
-                try:
-                    ds[count]
-                except IndexError:
-                    pass
-                else:
-                    raise AssertionError(f"ds[{count}] of {count} records did not raise")
+                read_everything(ds)
         except shardpack.ShardpackError as exc:
             text = str(exc)
             assert "\n" not in text and str(path) in text, text
@@ -347,17 +352,7 @@ def exercise_folder(folder: Path) -> None:
     out, and a folder that passes deep validation reads in full."""
     try:
         with shardpack.open(folder) as ds:
-            count = len(ds)
-            for _ in ds:
-                pass
-            for i in {0, count // 2, count - 1} if count else ():
-                ds[i]
-            try:
-                ds[count]
-            except IndexError:
-                pass
-            else:
-                raise AssertionError(f"ds[{count}] of {count} records did not raise")
+            read_everything(ds)
     except shardpack.ShardpackError as exc:
         assert "\n" not in str(exc), str(exc)
     deep = validate_dataset(folder, deep=True)
@@ -368,17 +363,26 @@ def exercise_folder(folder: Path) -> None:
             assert len(list(ds)) == len(ds)
 
 
+def fuzz_round(round_seed: int, examples: int) -> Any:
+    """Hypothesis, drawing ``examples`` cases from ``round_seed``, none remembered between runs."""
+
+    def wrap(test: Any) -> Any:
+        test = given(st.data())(test)
+        test = settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )(test)
+        return seed(round_seed)(test)
+
+    return wrap
+
+
 def make_folder_test(seeds: dict[str, Path], folder: Path, round_seed: int, examples: int) -> Any:
     original = {p.name: p.read_bytes() for p in seeds["sharded"].iterdir() if p.is_file()}
 
-    @seed(round_seed)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(st.data())
+    @fuzz_round(round_seed, examples)
     def fuzz(data: st.DataObject) -> None:
         target = folder / "fuzzed-dataset"
         if target.exists():
@@ -400,14 +404,7 @@ def make_test(seeds: dict[str, Path], folder: Path, round_seed: int, examples: i
     names = sorted(name for name in seeds if name != "sharded")
     originals = {name: seeds[name].read_bytes() for name in names}
 
-    @seed(round_seed)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(st.data())
+    @fuzz_round(round_seed, examples)
     def fuzz(data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(names), label="seed")
         parts = PackedParts.parse(originals[name])

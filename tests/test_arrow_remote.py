@@ -4,6 +4,7 @@ S3-compatible server (moto) on loopback, through s3fs."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +13,19 @@ import pytest
 
 import shardpack
 
+from .conftest import moto_s3
+
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
-boto3 = pytest.importorskip("boto3")
+pytest.importorskip("boto3")
 
 
 @pytest.fixture(scope="module")
-def s3() -> Any:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    client.create_bucket(Bucket="rows")
-    options = {"key": "test", "secret": "test", "endpoint_url": endpoint,
-               "client_kwargs": {"region_name": "us-east-1"}, "use_listings_cache": False}  # fmt: skip
-    yield client, options
-    server.stop()
+def s3() -> Iterator[tuple[Any, dict[str, Any]]]:
+    with moto_s3("rows") as found:
+        yield found
 
 
 def _table(first: int, rows: int) -> Any:

@@ -31,6 +31,16 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+class Stop(Exception):
+    """Raised by ``stop_midway`` to interrupt a pack."""
+
+
+def stop_midway(done_bytes: int, records: int) -> None:
+    """A progress callback that interrupts a pack once it has passed 900 records."""
+    if records > 900:
+        raise Stop
+
+
 def test_any_worker_count_writes_the_same_bytes_and_says_who_encoded(
     kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,19 +72,12 @@ def test_one_fingerprint_decides_up_to_date_and_resume(text_jsonl: Path, tmp_pat
     source.write_bytes(text_jsonl.read_bytes())
     out = tmp_path / "ds"
 
-    class Stop(Exception):
-        pass
-
-    def stop_midway(done_bytes: int, records: int) -> None:
-        if records > 900:
-            raise Stop
-
     with pytest.raises(Stop):
         ShardedPacker().pack(source, out, records_per_shard=250, progress=stop_midway)
     assert (out / PLAN_NAME).exists() and not (out / MANIFEST_NAME).exists()
     # another byte shuffle changes the bytes: nothing may be kept (it was, before)
     other = ShardedPacker(compression="zstd", shuffle=False).pack(
-        source, out, records_per_shard=250, progress=stop_midway if False else None
+        source, out, records_per_shard=250
     )
     assert other.shards_reused == 0
     with pytest.raises(Stop):
@@ -111,13 +114,6 @@ def test_a_resume_after_touching_unchanged_inputs_keeps_finished_shards(
     source = tmp_path / "in.jsonl"
     source.write_bytes(text_jsonl.read_bytes())
     out = tmp_path / "ds"
-
-    class Stop(Exception):
-        pass
-
-    def stop_midway(done_bytes: int, records: int) -> None:
-        if records > 900:
-            raise Stop
 
     with pytest.raises(Stop):
         ShardedPacker(workers=1).pack(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,34 +14,17 @@ from shardpack import ShardedPacker
 from shardpack.dataset.validate_folder import validate_dataset
 from shardpack.storage.ranges import RangeSource
 
-moto_server = pytest.importorskip("moto.server")
+from .conftest import moto_s3
+
+pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
-boto3 = pytest.importorskip("boto3")
+pytest.importorskip("boto3")
 
 
 @pytest.fixture(scope="module")
-def s3() -> Any:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    client.create_bucket(Bucket="data")
-    options = {
-        "key": "test",
-        "secret": "test",
-        "endpoint_url": endpoint,
-        "client_kwargs": {"region_name": "us-east-1"},
-        "use_listings_cache": False,
-    }
-    yield client, options
-    server.stop()
+def s3() -> Iterator[tuple[Any, dict[str, Any]]]:
+    with moto_s3("data") as found:
+        yield found
 
 
 def test_pack_to_s3_and_read_by_byte_ranges(s3: Any, kd_jsonl: Path, text_jsonl: Path) -> None:
