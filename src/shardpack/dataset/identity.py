@@ -17,6 +17,7 @@ import xxhash
 from ..errors import FormatError, ManifestError
 from ..format.block import BlockView
 from ..packfile.reader import PackedFile
+from .locate import PackedLocation
 
 
 def record_digests(view: BlockView) -> bytes:
@@ -45,16 +46,16 @@ def recompute_content_hash(packed: PackedFile) -> str:
 
 def check_shard(
     packed: PackedFile,
+    where: PackedLocation,
     *,
     entry_number: int,
-    size: int | None,
-    records: int | None,
-    content_hash: str | None,
     listed: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """ManifestError unless ``packed`` is the shard its manifest entry describes: its footer's
-    content hash, its size and its record count. ``listed``: (file, content hash) of every
-    entry, to name the shard whose records it holds instead."""
+    """ManifestError unless ``packed`` is the shard its manifest entry (``where``: entry
+    ``entry_number``) describes: its footer's content hash, its size and its record count.
+    ``listed``: (file, content hash) of every entry, to name the shard whose records it holds
+    instead."""
+    content_hash, size, records = where.content_hash, where.size, where.records
     claimed = packed.metadata.content_hash
     if content_hash is not None and claimed != content_hash:
         twins = [name for name, other in listed if other == claimed]

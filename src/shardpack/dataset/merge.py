@@ -70,14 +70,7 @@ def _merge_locked(
             ):
                 # each shard is the one its entry names (a footer read), before anything is copied
                 with PackedFile(where.path, source=where.source()) as packed:
-                    check_shard(
-                        packed,
-                        entry_number=number,
-                        size=entry.size,
-                        records=entry.records,
-                        content_hash=entry.content_hash,
-                        listed=listed,
-                    )
+                    check_shard(packed, where, entry_number=number, listed=listed)
                 parts.append((where.path, entry))
             schemas.append((label, manifest.schema))
             all_stats.append(manifest.stats)

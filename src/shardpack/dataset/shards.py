@@ -224,14 +224,7 @@ def _opener(
     def open_checked(whole: WholeFile | None = None) -> PackedFile:
         packed = open_file(where.path, where.source(reader, whole))
         try:
-            check_shard(
-                packed,
-                entry_number=number,
-                size=where.size,
-                records=where.records,
-                content_hash=where.content_hash,
-                listed=listed,
-            )
+            check_shard(packed, where, entry_number=number, listed=listed)
         except BaseException:
             packed.close()
             raise
