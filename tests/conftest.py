@@ -97,6 +97,20 @@ def assert_same_json(actual: Any, expected: Any, where: str = "$") -> None:
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
+def file_size_limit(nbytes: int) -> Any:
+    """A subprocess ``preexec_fn`` under which writing past ``nbytes`` fails with EFBIG, as on
+    a full disk (SIGXFSZ ignored, so the process sees the error instead of being killed)."""
+
+    def limit() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return limit
+
+
 @contextmanager
 def moto_s3(bucket: str) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A real S3-compatible server (moto) on loopback holding an empty ``bucket``: a boto3

@@ -18,6 +18,7 @@ from shardpack import DatasetPacker, FormatError, ManifestError, OptionError, Sh
 from shardpack.errors import CorruptBlockError
 from shardpack.format.bounds import MAX_BLOCK_RAW_BYTES, MAX_BLOCK_RECORDS
 
+from .conftest import file_size_limit
 from .corpus import set_u32, table, u32
 from .crafting import PackedParts, raw_of, set_raw, write_seeds
 
@@ -240,8 +241,6 @@ def test_unpack_fsyncs_its_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_an_unpack_that_fails_midway_leaves_no_temp_file(tmp_path: Path, suffix: str) -> None:
     """dataset/export.py and dataset/arrow_export.py: ``tmp.unlink`` when the write fails (a
     full disk, as the file-size limit makes it)."""
-    import resource
-    import signal
 
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
@@ -250,10 +249,6 @@ def test_an_unpack_that_fails_midway_leaves_no_temp_file(tmp_path: Path, suffix:
     DatasetPacker().pack(_jsonl(tmp_path / "in.jsonl", records), packed)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-
-    def limit_file_size() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
     proc = subprocess.run(
         [
@@ -268,7 +263,7 @@ def test_an_unpack_that_fails_midway_leaves_no_temp_file(tmp_path: Path, suffix:
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(64 * 1024),
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

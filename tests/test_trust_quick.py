@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
 import struct
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from shardpack.build.gitstate import git_state
 from shardpack.codecs import ZstdCodec
 from shardpack.errors import CodecError
 
-from .conftest import write_jsonl
+from .conftest import file_size_limit, write_jsonl
 
 RECORDS = [{"id": i, "text": f"line {i}", "input_ids": [i, i + 1, i + 2]} for i in range(50)]
 
@@ -252,16 +250,12 @@ def test_a_write_that_fails_midway_leaves_no_temp_file(kd_jsonl: Path, tmp_path:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
 
-    def limit_file_size() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
-
     proc = subprocess.run(
         [sys.executable, "-m", "shardpack", "pack", str(kd_jsonl), "-o", str(out_dir / "kd")],
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(256 * 1024),
     )
     one_line_error(proc)
     assert list(out_dir.iterdir()) == []
