@@ -19,18 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 GSM8K_SAMPLE = ROOT / "data" / "gsm8k_sample.jsonl"
 
 
-def _load_generator() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "gen_kd_mix", ROOT / "benchmarks" / "gen_kd_mix.py"
-    )
+def load_benchmark_module(name: str) -> Any:
+    """``benchmarks/<name>.py`` imported as module ``name`` (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_kd_mix"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-gen_kd_mix = _load_generator()
+gen_kd_mix = load_benchmark_module("gen_kd_mix")
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:

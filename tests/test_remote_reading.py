@@ -4,7 +4,6 @@ by the server; records are compared with the same dataset read from local disk."
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -26,25 +25,14 @@ from shardpack.errors import ManifestError, ObjectChangedError, RemoteError
 from shardpack.storage.disk_cache import DiskCache
 from shardpack.storage.remote_options import RemoteOptions
 
-from .conftest import ROOT, plain
+from .conftest import load_benchmark_module, plain
 
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 pytest.importorskip("boto3")
 
 
-def _load_server_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "s3_latency", ROOT / "benchmarks" / "s3_latency.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s3_latency"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-s3_latency = _load_server_module()
+s3_latency = load_benchmark_module("s3_latency")
 LATENCY_MS = 20
 
 
