@@ -10,6 +10,7 @@ pinned hash is refused too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xxhash
@@ -17,7 +18,9 @@ import xxhash
 from ..errors import FormatError, ManifestError
 from ..format.block import BlockView
 from ..packfile.reader import PackedFile
-from .locate import PackedLocation
+
+if TYPE_CHECKING:  # locate loads the remote stack, which a local open never needs
+    from .locate import PackedLocation
 
 
 def record_digests(view: BlockView) -> bytes:
