@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -130,6 +131,37 @@ def test_a_resume_after_touching_unchanged_inputs_keeps_finished_shards(
     with source.open("ab") as extra:
         extra.write(b"\n")
     assert ShardedPacker(workers=1).pack(source, out, shard_size="40K").shards_reused == 0
+
+
+def test_workers_exit_while_the_driver_seals_the_output(
+    kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once every unit is back the workers stop at once, not after the output is sealed (on 16
+    cores stopping them took ~0.1 s of a 0.5 s pack); the pack still waits for them."""
+    from shardpack.build import pipeline, workers
+
+    before = {child.pid for child in psutil.Process().children()}
+    pool: list[int] = []
+    alive_when_sealing: list[int] = []
+    start, finish = workers.LocalExecutor.start, pipeline._Run._finish
+
+    def starting(self: workers.LocalExecutor, *args: Any, **kwargs: Any) -> None:
+        start(self, *args, **kwargs)
+        pool.extend(c.pid for c in psutil.Process().children() if c.pid not in before)
+
+    def sealing(self: pipeline._Run, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 10
+        while any(map(_alive, pool)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        alive_when_sealing.extend(pid for pid in pool if _alive(pid))
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(workers.LocalExecutor, "start", starting)
+    monkeypatch.setattr(pipeline._Run, "_finish", sealing)
+    shardpack.pack(kd_jsonl, tmp_path / "o.packed", workers=2, unit_bytes=64 * 1024)
+    assert len(pool) == 2
+    assert alive_when_sealing == []
+    assert {child.pid for child in psutil.Process().children()} == before
 
 
 def test_an_aborted_pack_ends_its_own_workers_only(kd_jsonl: Path, tmp_path: Path) -> None:

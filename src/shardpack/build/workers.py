@@ -98,6 +98,7 @@ class LocalExecutor:
         self._pending: deque[cf.Future[list[EncodedUnit]]] = deque()
         self._options: EncodeOptions | None = None
         self._encoder: UnitEncoder | None = None
+        self._retiring: threading.Thread | None = None
 
     def start(self, options: EncodeOptions, *, fork: bool = True) -> None:
         """``fork=False`` starts workers from a clean interpreter even when forking looks safe
@@ -119,13 +120,27 @@ class LocalExecutor:
         """Encoded units, in order; at most a few groups in flight (bounded memory)."""
         for group in unit_groups(specs):
             yield from self.push(group)
-        yield from self.drain()
+        finished = self.drain()
+        self.retire()
+        yield from finished
+
+    def retire(self) -> None:
+        """No more work: the workers start exiting now, while the driver finishes the output
+        (on 16 cores, stopping 16 workers took ~0.1 s, a fifth of a 300 MB pack); ``close``
+        waits for them."""
+        if self._pool is not None and self._retiring is None and not self._pending:
+            self._retiring = threading.Thread(
+                target=self._pool.shutdown, name="shardpack-workers-exit", daemon=True
+            )
+            self._retiring.start()
 
     def push(self, group: list[UnitSpec]) -> list[EncodedUnit]:
         """Hand a group of units over; returns the units finished so far, in order (all of
         them in this process; with a pool, once more than two groups a worker are waiting)."""
         if self._options is None:
             raise RuntimeError("start the executor first")
+        if self._retiring is not None:
+            raise RuntimeError("the workers were retired: every unit was handed over already")
         if self._pool is None:
             if self._encoder is None:
                 self._encoder = UnitEncoder(self._options)
@@ -148,6 +163,9 @@ class LocalExecutor:
     def close(self, *, abort: bool = False) -> None:
         """Shut the pool down; ``abort`` (an error, Ctrl-C, SIGTERM) terminates the workers
         first instead of letting them finish what they hold."""
+        if self._retiring is not None:  # every unit came back: the workers are exiting
+            self._retiring.join()
+            self._retiring = self._pool = None
         if self._pool is not None:
             _stop(self._pool, self._pending, abort)
             self._pool = None
