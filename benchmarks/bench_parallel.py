@@ -1,6 +1,7 @@
 """Pack speed with 1 vs N worker processes (single file and sharded), medians of alternating runs.
 
     python benchmarks/bench_parallel.py /path/kd_mix.jsonl --repeats 5 --json
+    python benchmarks/bench_parallel.py /path/kd_mix.jsonl --workers 2 4 8 16   # a scaling curve
 Checks on the way that every run's output is byte-identical to the one-worker output
 (SOURCE_DATE_EPOCH is fixed so that the build time in the metadata does not differ).
 """
@@ -34,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("input")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[os.cpu_count() or 2], help="compared with 1"
+    )
     parser.add_argument("--shard-size", default="32M")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -44,7 +47,7 @@ def main() -> None:
     digests: dict[str, set[str]] = {"single": set(), "sharded": set()}
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.repeats):
-            for workers in (1, args.workers):
+            for workers in dict.fromkeys([1, *args.workers]):
                 out = Path(folder) / f"one-{workers}.packed"
                 started = time.perf_counter()
                 DatasetPacker(workers=workers).pack(args.input, out, force=True)
@@ -63,8 +66,12 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "repeats": args.repeats,
         "median_seconds": medians,
-        "speedup_single": round(medians["single_w1"] / medians[f"single_w{args.workers}"], 2),
-        "speedup_sharded": round(medians["sharded_w1"] / medians[f"sharded_w{args.workers}"], 2),
+        "speedup_single": {
+            n: round(medians["single_w1"] / medians[f"single_w{n}"], 2) for n in args.workers
+        },
+        "speedup_sharded": {
+            n: round(medians["sharded_w1"] / medians[f"sharded_w{n}"], 2) for n in args.workers
+        },
         # peak resident memory: bounded by a unit or two per worker, not by the input size
         "max_rss_mb": {
             "driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,

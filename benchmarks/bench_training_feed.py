@@ -6,7 +6,9 @@ orjson, shuffled by a RandomSampler. Both batch with the same PadCollate, both r
 distillation fields (input_ids, top-k ids and log-probs, loss mask; text records batch with
 presence masks). An epoch repeats the mix ``--repeat`` times so worker start-up does not
 dominate. ``--collate per-field`` sends every field as its own tensor (the loader before
-TensorBatch) to show the per-batch ceiling in the parent process.
+TensorBatch) to show the per-batch ceiling in the parent process. ``--device cuda`` feeds a GPU:
+pinned batches, one host-to-device copy per batch (``TensorBatch.to``; per tensor for the JSONL
+loader's plain dicts), and a KD step's reads on the GPU, synchronised every batch.
 
 Part 2 (padding): real vs padded tokens for fixed-size batches, token-budget batches and packed
 sequences over the distill records of the same mix (plans only, no training step).
@@ -14,7 +16,8 @@ sequences over the distill records of the same mix (plans only, no training step
 Part 3 (projection): a scan decoding only input_ids vs a full scan, where the reader can skip
 fields (``open_dataset(..., columns=)``).
 
-    python benchmarks/bench_training_feed.py --kd-mb 200 --repeat 4 [--workers 0 2 4 8] [--json]
+    python benchmarks/bench_training_feed.py --kd-mb 200 --repeat 4 [--workers 0 2 4 8]
+                                             [--device cuda] [--json]
 """
 
 from __future__ import annotations
@@ -101,14 +104,29 @@ def _split(tree: Any) -> Any:
     return tree.clone() if isinstance(tree, torch.Tensor) else tree
 
 
+def to_device(batch: Any, device: str) -> Any:
+    """The batch on ``device``: one copy of a TensorBatch's buffer, or one per tensor."""
+    if device == "cpu":
+        return batch
+    if hasattr(batch, "to"):
+        return batch.to(device, non_blocking=True)
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
 def train_step(batch: dict[str, Any]) -> int:
-    """The stub: touch what a KD step reads; returns the batch's real tokens."""
+    """The stub: touch what a KD step reads; returns the batch's real tokens (on a GPU, the
+    int() waits for the copy and the kernels, as a step's loss.item() would)."""
     tokens = batch.get("input_ids_lengths")
     if tokens is None:
         return 0
     logprobs = batch.get("teacher_topk_logprobs")
     if logprobs is not None:
         logprobs[:, :1].float().sum()
+        if logprobs.device.type != "cpu":  # the KD loss's teacher term: every log-prob read
+            torch.logsumexp(logprobs.float(), dim=-1).sum()
     return int(tokens.sum())
 
 
@@ -123,11 +141,11 @@ def _main_cpu() -> float:
     return me.ru_utime + me.ru_stime
 
 
-def feed(loader: Any) -> dict[str, float]:
+def feed(loader: Any, device: str = "cpu") -> dict[str, float]:
     batches = tokens = 0
     cpu, main, started = _cpu(), _main_cpu(), time.perf_counter()
     for batch in loader:
-        tokens += train_step(batch)
+        tokens += train_step(to_device(batch, device))
         batches += 1
     seconds = time.perf_counter() - started
     cpu, main = _cpu() - cpu, _main_cpu() - main
@@ -141,20 +159,32 @@ def feed(loader: Any) -> dict[str, float]:
 
 
 def bench_feed(
-    jsonl: Path, packed: Path, workers: list[int], batch: int, repeat: int, per_field: bool
+    jsonl: Path,
+    packed: Path,
+    workers: list[int],
+    batch: int,
+    repeat: int,
+    per_field: bool,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     rows = []
     collate = PerFieldCollate(with_lengths=True) if per_field else PadCollate(with_lengths=True)
     records = len(shardpack.open(packed))
     samples = records * repeat
     jsonl_ds = JsonlMapDataset(jsonl)
+    pin = device != "cpu"
     for n in workers:
         sampler = torch.utils.data.RandomSampler(
             jsonl_ds, num_samples=samples, generator=torch.Generator().manual_seed(0)
         )
         loaders = {
             "jsonl + orjson, map-style": torch.utils.data.DataLoader(
-                jsonl_ds, batch_size=batch, sampler=sampler, num_workers=n, collate_fn=collate
+                jsonl_ds,
+                batch_size=batch,
+                sampler=sampler,
+                num_workers=n,
+                collate_fn=collate,
+                pin_memory=pin,
             ),
             "shardpack": make_loader(
                 PackedIterableDataset(packed, seed=0, num_samples=samples, columns=COLUMNS),
@@ -162,10 +192,11 @@ def bench_feed(
                 num_workers=n,
                 collate_fn=collate,
                 stateful=False,
+                pin_memory=pin,
             ),
         }
         for name, loader in loaders.items():
-            rows.append({"source": name, "workers": n, **feed(loader)})
+            rows.append({"source": name, "workers": n, **feed(loader, device)})
     return rows
 
 
@@ -251,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=1024, help="packed length (part 2)")
     parser.add_argument("--collate", choices=["buffer", "per-field"], default="buffer")
     parser.add_argument("--parts", nargs="+", default=["feed", "padding", "projection"])
+    parser.add_argument("--device", default="cpu", help="feed this device (e.g. cuda)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -268,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch_size,
                 args.repeat,
                 args.collate == "per-field",
+                args.device,
             )
         if "padding" in args.parts:
             results["padding"] = bench_padding(
@@ -282,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         "numpy": np.__version__,
         "orjson": orjson.__version__,
     }
+    if args.device != "cpu":
+        results["device"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else ""
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
