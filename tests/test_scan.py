@@ -17,6 +17,7 @@ import pytest
 
 import shardpack
 from shardpack import CorruptBlockError, DatasetPacker, OptionError
+from shardpack.codecs import zstd as zstd_codec
 from shardpack.packfile import scan
 from shardpack.packfile.reader import PackedFile
 
@@ -104,6 +105,41 @@ def test_damage_in_a_later_batch_is_named_after_the_records_before_it(
     assert len(seen) == first_record
     if verify:
         assert "checksum mismatch" in str(caught.value)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_read_ahead_decompresses_a_batch_on_several_threads(
+    zstd_packed: Path,
+    text_jsonl: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    threads: int,
+) -> None:
+    """On a machine with cores to spare a batch's frames are decompressed by several threads:
+    the records, and the block a damaged frame is named by, are those of one thread."""
+    monkeypatch.setattr(zstd_codec, "BATCH_THREADS", threads)
+    with shardpack.open(zstd_packed, read_ahead=True) as ds:
+        assert list(ds) == _lines(text_jsonl)
+    with PackedFile(zstd_packed) as packed:
+        block = scan.batch_ranges(packed)[1][0] + 1
+    path, first_record = _damaged_copy(zstd_packed, tmp_path, block)
+    seen = 0
+    with (
+        shardpack.open(path, verify=False, read_ahead=True) as ds,
+        pytest.raises(CorruptBlockError) as caught,
+    ):
+        for _ in ds:
+            seen += 1
+    assert caught.value.block == block
+    assert seen == first_record
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 4)])
+def test_batch_threads_leave_the_reader_a_core(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert zstd_codec._batch_threads() == threads
 
 
 def test_iter_batches_slices_blocks(text_jsonl: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ file's metadata recovers most of the ratio of large blocks at small-block random
 from __future__ import annotations
 
 import base64
+import os
 import struct
 import threading
 from collections.abc import Sequence
@@ -18,6 +19,19 @@ from ..errors import CodecError, OptionError
 from .base import Codec, register_codec
 
 DEFAULT_LEVEL = 3
+
+
+def _batch_threads() -> int:
+    """Threads that decompress one batch of frames (``read_ahead``): up to 4, leaving a core to
+    the thread that decodes the records and one to the rest of the machine (on 2 cores, one)."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 2))
+
+
+BATCH_THREADS = _batch_threads()
 
 
 @register_codec
@@ -82,7 +96,7 @@ class ZstdCodec(Codec):
         sizes = struct.pack(f"<{count}Q", *raw_sizes)
         try:
             decoded = decompressor.multi_decompress_to_buffer(
-                list(stored), decompressed_sizes=sizes, threads=1
+                list(stored), decompressed_sizes=sizes, threads=BATCH_THREADS
             )
         except (zstandard.ZstdError, ValueError) as exc:
             raise CodecError(f"zstd decompression failed: {exc}") from exc

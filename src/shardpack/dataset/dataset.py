@@ -310,7 +310,7 @@ def open_dataset(
     skipped while decoding, and a record without one of them simply lacks it.
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
     ``read_ahead=True``: full scans of zstd files decompress the next blocks on a worker thread
-    (faster when a core is free, slower when none is).
+    (with up to 4 decompressing threads; faster when cores are free, slower when none is).
     Remote data (docs/REMOTE.md) is read by byte ranges with the settings of ``remote`` (a
     ``RemoteOptions``: concurrency, how far to fetch ahead, timeouts, retries, caches);
     ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the machine's
