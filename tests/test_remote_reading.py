@@ -292,17 +292,18 @@ def test_full_scan_of_shards_too_big_to_hold_fetches_blocks_in_large_requests(
     with shardpack.open(url, remote=remote) as ds:
         assert [digest(r) for r in ds] == expected
         stats = ds.remote_stats()
-    assert stats is not None and stats.direct == 0  # every block came from the read-ahead
-    assert stats.readahead_hits == sum(e.blocks for e in manifest.shards)
+    assert stats is not None and stats.direct == 0, stats  # every block from the read-ahead
+    assert stats.readahead_hits == sum(e.blocks for e in manifest.shards), stats
     body = [r for r in ranged(server, "scan") if r.range_bytes > 16]
     data_requests = len(body) - len(manifest.shards)  # less one footer request per shard
+    # a request retried on a loaded machine (a dropped connection, a 5xx) is sent again
     at_most = sum(math.ceil(e.size / scan_request) + 1 for e in manifest.shards)
-    assert (
-        data_requests <= at_most < sum(math.ceil(e.size / request_bytes) for e in manifest.shards)
-    )
+    assert data_requests <= at_most + stats.retries, (data_requests, at_most, stats)
+    assert at_most < sum(math.ceil(e.size / request_bytes) for e in manifest.shards)
     assert all(r.range_bytes <= scan_request for r in body)
     # no byte fetched twice: the ranges add up to at most the files (headers aside)
-    assert sum(r.range_bytes for r in body) <= manifest.size
+    fetched = sum(r.range_bytes for r in body)
+    assert fetched <= manifest.size + stats.retries * scan_request, (fetched, stats)
 
 
 def test_a_shard_replaced_during_a_scan_is_never_mixed_in(
