@@ -4,7 +4,9 @@
         --kd kd_mix.jsonl --rounds 15 --json-out text.json
 
 For GSM8K and a generated instruction mix (``gen_text_mix.py``), each packed with lz4 and zstd
-(default block sizes), every round times, in alternating order:
+(default block sizes), every round times, in alternating order (on a machine without
+PostgreSQL's message catalogs, which the generator translates from, generate the mix elsewhere
+and pass it with ``--mix FILE``):
 
 - ``orjson``: ``orjson.loads`` on every line, the lines already in memory (bytes), results
   dropped one by one, as a scan drops them;
