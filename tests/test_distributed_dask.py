@@ -29,11 +29,21 @@ def cluster() -> Iterator[Any]:
 def test_dask_pack_equals_local_pack(
     cluster: Any, kd_jsonl: Path, text_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from shardpack.build import hashing
     from shardpack.build.dask import pack_distributed
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the manifest's creation time
     inputs = [kd_jsonl, text_jsonl]
     local = ShardedPacker(workers=1).pack(inputs, tmp_path / "local", shard_size="250K")
+    hashed_by: dict[int, str] = {}
+    result_of = hashing.InputHasher.result
+
+    def recording(self: hashing.InputHasher) -> Any:
+        digests = result_of(self)
+        hashed_by.update(self.hashed_by)
+        return digests
+
+    monkeypatch.setattr(hashing.InputHasher, "result", recording)
     with distributed.Client(cluster) as client:
         result = pack_distributed(inputs, tmp_path / "dask", client=client, shard_size="250K")
         pids = set(client.run(lambda: __import__("os").getpid()).values())
@@ -49,6 +59,10 @@ def test_dask_pack_equals_local_pack(
     assert {w.split()[0] for w in who} == addresses
     assert {int(w.split()[-1]) for w in who} == pids
     assert __import__("os").getpid() not in pids
+    # the inputs' sha256 too (equal to the local pack's: the manifests are equal above)
+    assert sorted(hashed_by) == [0, 1]
+    assert {int(w.split()[-1]) for w in hashed_by.values()} <= pids
+    assert {w.split()[0] for w in hashed_by.values()} <= addresses
     assert validate_dataset(tmp_path / "dask", deep=True).ok
     with shardpack.open(tmp_path / "dask") as a, shardpack.open(tmp_path / "local") as b:
         assert len(a) == len(b) and a[len(a) - 1] == b[len(b) - 1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from ..dataset.manifest import shard_name
 from ..errors import InputError, OptionError, ShardpackError
 from ..storage.folder import open_storage
+from .hashing import hash_here
 from .inputs import InputsArg
 from .ledger import Ledger
 from .options import EncodeOptions, PackOptions
@@ -79,6 +80,22 @@ def pack_shard(
     except BaseException:
         sink.abort()
         raise
+
+
+def hash_input(
+    location: str, storage_options: dict[str, Any] | None = None
+) -> tuple[str, int, str]:
+    """A Dask task: an input's sha256 for provenance, read by the worker rather than by the
+    driver (a cluster pack of many inputs would otherwise funnel every byte through it)."""
+    try:
+        return hash_here(location, storage_options)
+    except InputError as exc:
+        raise InputError(f"{exc.reason} (on Dask worker {worker_name()})", path=location) from None
+
+
+def hash_submitter(client: Any, storage_options: dict[str, Any] | None) -> Callable[[str], Any]:
+    """Submits ``hash_input`` for one input location; returns its future."""
+    return lambda location: client.submit(hash_input, location, storage_options, pure=False)
 
 
 def _report(encoded: EncodedUnit) -> EncodedUnit:

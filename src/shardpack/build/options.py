@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 import xxhash
 
+from .._machine import usable_cores
 from ..codecs import get_codec
 from ..errors import OptionError
 from ..format.bounds import MAX_BLOCK_RAW_BYTES, describe_size
@@ -158,7 +159,7 @@ class PackOptions:
         return self.compression == "zstd" if self.shuffle is None else self.shuffle
 
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers or usable_cores()
 
     def encode_options(self, codec: Mapping[str, Any] | None = None) -> EncodeOptions:
         """What workers need; ``codec`` replaces the configured one (a trained dictionary)."""

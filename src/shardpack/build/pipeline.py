@@ -177,7 +177,13 @@ class _Run:
         executor = LocalExecutor(self.worker_count(), self.storage_options)
         if self.client is None:
             executor.start(self.encode_options())
-        hasher = self._hasher = InputHasher(self.files, hashed, self.storage_options).start()
+        submit = None
+        if self.client is not None:  # each input hashed by a Dask worker, not read here
+            from .dask import hash_submitter
+
+            submit = hash_submitter(self.client, self.storage_options)
+        hasher = InputHasher(self.files, hashed, self.storage_options, submit)
+        self._hasher = hasher.start()
         try:
             if self.client is not None:
                 from .dask import run_shards
@@ -192,6 +198,7 @@ class _Run:
                 rejects.commit()
         except BaseException:
             executor.close(abort=True)
+            hasher.stop()
             if rejects is not None:
                 rejects.abort()
             if self._single is not None:

@@ -7,7 +7,6 @@ file's metadata recovers most of the ratio of large blocks at small-block random
 from __future__ import annotations
 
 import base64
-import os
 import struct
 import threading
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 import zstandard
 
+from .._machine import usable_cores
 from ..errors import CodecError, OptionError
 from .base import Codec, register_codec
 
@@ -24,11 +24,7 @@ DEFAULT_LEVEL = 3
 def _batch_threads() -> int:
     """Threads that decompress one batch of frames (``read_ahead``): up to 4, leaving a core to
     the thread that decodes the records and one to the rest of the machine (on 2 cores, one)."""
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores - 2))
+    return max(1, min(4, usable_cores() - 2))
 
 
 BATCH_THREADS = _batch_threads()

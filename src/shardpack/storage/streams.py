@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import zstandard
 
@@ -64,13 +64,38 @@ def decompressed(raw: Any) -> Iterator[IO[bytes]]:
         yield buffered
 
 
+class Sha256(Protocol):
+    def update(self, data: Any, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+class _Known:
+    """A sha256 computed elsewhere (a Dask worker): its hex digest only."""
+
+    def __init__(self, hexdigest: str) -> None:
+        self._hex = hexdigest
+
+    def update(self, data: Any, /) -> None:
+        raise RuntimeError("this digest was computed elsewhere and is complete")
+
+    def hexdigest(self) -> str:
+        return self._hex
+
+
 class InputDigest:
     """sha256, size and line count of one input, filled in while it is read."""
 
     def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
+        self.sha256: Sha256 = hashlib.sha256()
         self.size = 0
         self.lines = 0
+
+    @classmethod
+    def known(cls, sha256_hex: str, size: int) -> InputDigest:
+        """The digest of an input hashed in another process."""
+        digest = cls()
+        digest.sha256, digest.size = _Known(sha256_hex), size
+        return digest
 
 
 class HashingReader(io.RawIOBase):
