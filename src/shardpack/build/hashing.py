@@ -134,10 +134,8 @@ class InputHasher:
                 continue
             self._digests[number] = InputDigest.known(sha256_hex, size)
             self.hashed_by[number] = by
-        if self._errors:
-            raise self._errors[
-                min(self._errors)
-            ]  # the first failing input, whatever finished first
+        if self._errors:  # the first failing input, whichever thread or task finished first
+            raise self._errors[min(self._errors)]
         return self._digests
 
 
