@@ -98,8 +98,15 @@ class TensorBatch(dict):
         """The batch over ``buffer``: the skeleton's values with a tensor view at every layout
         path."""
         out = cls(_copy_dicts(skeleton))
-        for path, offset, size, name, shape in layout:
-            tensor = buffer[offset : offset + size].view(_torch_dtype(name)).view(shape)
+        typed: dict[torch.dtype, torch.Tensor] = {}  # the buffer seen as each dtype, once
+        for path, offset, _, name, shape in layout:
+            dtype = _torch_dtype(name)
+            whole = typed.get(dtype)
+            if whole is None:
+                whole = typed[dtype] = buffer.view(dtype)  # offsets and size: multiples of ALIGN
+            # one call per tensor: rebuilding a 25-tensor KD batch took 92 µs with a slice and
+            # two views each, 53 µs so (done up to three times a batch: received, pinned, moved)
+            tensor = whole.as_strided(shape, _contiguous_strides(shape), offset // whole.itemsize)
             node: dict[str, Any] = out
             for key in path[:-1]:
                 node = node[key]
@@ -125,6 +132,14 @@ class TensorBatch(dict):
         """The batch on ``device``: one transfer of the whole buffer."""
         moved = self.buffer.to(device, non_blocking=non_blocking)
         return self.rebuild(moved, self.layout, _skeleton(self, self.layout))
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 def _rebuild(buffer: torch.Tensor, layout: Layout, skeleton: dict[str, Any]) -> TensorBatch:
