@@ -76,7 +76,8 @@ def _input_size(paths: list[str]) -> int | None:
     type=int,
     default=0,
     show_default=True,
-    help="Worker processes (0 = all cores). Output is identical for any value.",
+    help="Worker processes (0 = every core this process may use: its CPU affinity). "
+    "Output is identical for any value.",
 )
 @click.option(
     "--shard-size",
