@@ -320,3 +320,33 @@ def test_single_file_pack_of_an_empty_input(tmp_path: Path) -> None:
         [empty, tmp_path / "one.jsonl"], tmp_path / "ds", records_per_shard=5
     )
     assert [e.records for e in folder.manifest.shards] == [1]
+
+
+# the unreachable writer's file is closed by the garbage collector, which warns
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("layout", [{}, {"shard_size": "300K"}], ids=["single", "sharded"])
+def test_an_interrupt_between_creating_a_file_and_holding_it_leaves_no_temp_file(
+    kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Any]
+) -> None:
+    """A signal can land after a shard's writer made its temp file and before the pack holds
+    the writer (no abort can reach it then): the failed pack still removes it."""
+    from shardpack.build import pipeline
+
+    make_sink = pipeline._Run._sink
+    made: list[int] = []
+
+    def interrupted(self: pipeline._Run, shard: int) -> Any:
+        sink = make_sink(self, shard)  # its temp file exists now
+        made.append(shard)
+        if len(made) == 2 or not layout:
+            raise KeyboardInterrupt  # as Ctrl-C or the CLI's SIGTERM handler would, here
+        return sink
+
+    monkeypatch.setattr(pipeline._Run, "_sink", interrupted)
+    out = tmp_path / ("ds" if layout else "o.packed")
+    with pytest.raises(KeyboardInterrupt):
+        shardpack.pack(kd_jsonl, out, workers=1, **layout)
+    folder = out if layout else tmp_path
+    assert list(folder.glob(".*.tmp")) == []
+    assert made

@@ -9,8 +9,10 @@ what decides, and in which order the cheap checks come.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -155,9 +157,7 @@ class OutputLayout:
         assert storage is not None
         # trust: only a pack that writes (holding the output's lock, not a dry run) removes the
         # temp files of a killed run of ours, in a folder checked to hold nothing else
-        for name in storage.list_names():
-            if _is_leftover(name):
-                storage.remove(name)
+        self.remove_leftovers()
         inputs = [(f.path, f.size, f.stamp) for f in self.files]
         reused: dict[int, ShardResult] = {}
         keep = self.options.resume and not self.options.force  # --force rebuilds every shard
@@ -224,6 +224,23 @@ class OutputLayout:
             )
             finished[index] = ShardResult(index, entry, metadata, reused=True)
         return finished
+
+    def remove_leftovers(self) -> None:
+        """Remove the temp files our writers leave beside shards, the manifest or the single
+        output file. Called, holding the output's lock, when a pack starts and when it fails:
+        an interrupt can land between a writer creating its temp file and its owner holding
+        it, where no abort can reach it (a SIGTERM test once found one)."""
+        if self.storage is not None:
+            for name in self.storage.list_names():
+                if _is_leftover(name):
+                    self.storage.remove(name)
+            return
+        if is_remote(self.output):
+            return  # a remote single file is written locally, in a temp folder, then uploaded
+        target = Path(self.output.removeprefix("file://"))
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            if "." not in tmp.name[len(target.name) + 2 : -len(".tmp")]:  # .NAME.<random>.tmp
+                tmp.unlink(missing_ok=True)
 
     def finish(self, manifest: Manifest, keep: set[str]) -> None:
         """Write the manifest last (a folder without one is unfinished); drop shard files of an

@@ -8,6 +8,7 @@ sha256 runs on a thread of its own. Every option works on every path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -203,6 +204,8 @@ class _Run:
                 rejects.abort()
             if self._single is not None:
                 self._single.abort()
+            with contextlib.suppress(Exception):  # best effort: the error that ended the pack
+                self.layout.remove_leftovers()  # is the one to report
             raise
         executor.close()
         return dataclasses.replace(
