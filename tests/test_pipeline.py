@@ -350,3 +350,22 @@ def test_an_interrupt_between_creating_a_file_and_holding_it_leaves_no_temp_file
     folder = out if layout else tmp_path
     assert list(folder.glob(".*.tmp")) == []
     assert made
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_just_after_the_rejects_file_is_made_leaves_no_temp_file(
+    kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardpack.build import pipeline
+
+    real = pipeline.RejectsWriter
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)  # its temp file exists now, and nothing holds it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "RejectsWriter", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        shardpack.pack(kd_jsonl, tmp_path / "o.packed", workers=1, on_error="skip")
+    assert list(tmp_path.glob(".*.tmp")) == []

@@ -225,22 +225,20 @@ class OutputLayout:
             finished[index] = ShardResult(index, entry, metadata, reused=True)
         return finished
 
-    def remove_leftovers(self) -> None:
+    def remove_leftovers(self, also: str | None = None) -> None:
         """Remove the temp files our writers leave beside shards, the manifest or the single
-        output file. Called, holding the output's lock, when a pack starts and when it fails:
-        an interrupt can land between a writer creating its temp file and its owner holding
-        it, where no abort can reach it (a SIGTERM test once found one)."""
+        output file (and beside ``also``, the rejects file). Called, holding the output's lock,
+        when a pack starts and when it fails: an interrupt can land between a writer creating
+        its temp file and its owner holding it, where no abort can reach it (a SIGTERM test
+        once found one)."""
         if self.storage is not None:
             for name in self.storage.list_names():
                 if _is_leftover(name):
                     self.storage.remove(name)
-            return
-        if is_remote(self.output):
-            return  # a remote single file is written locally, in a temp folder, then uploaded
-        target = Path(self.output.removeprefix("file://"))
-        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-            if "." not in tmp.name[len(target.name) + 2 : -len(".tmp")]:  # .NAME.<random>.tmp
-                tmp.unlink(missing_ok=True)
+        else:
+            _remove_temps_beside(self.output)
+        if also is not None:
+            _remove_temps_beside(also)
 
     def finish(self, manifest: Manifest, keep: set[str]) -> None:
         """Write the manifest last (a folder without one is unfinished); drop shard files of an
@@ -252,6 +250,17 @@ class OutputLayout:
                 storage.remove(name)
         storage.write_bytes(MANIFEST_NAME, manifest.to_json())
         storage.remove(PLAN_NAME)
+
+
+def _remove_temps_beside(target: str) -> None:
+    """Remove ``.NAME.<random>.tmp`` files (``temp_beside``) next to a local file ``target``; a
+    remote one is written in a local temp folder, then uploaded."""
+    if is_remote(target):
+        return
+    path = Path(target.removeprefix("file://"))
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if "." not in tmp.name[len(path.name) + 2 : -len(".tmp")]:
+            tmp.unlink(missing_ok=True)
 
 
 def _in_memory(data: bytes | None, where: str) -> BytesSource | None:

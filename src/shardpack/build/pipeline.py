@@ -171,21 +171,21 @@ class _Run:
             for i, f in enumerate(self.files)
             if not f.stream and (not planner_reads or f.kind != JSONL)
         ]
-        rejects = (
-            RejectsWriter(self.rejects_path, self.storage_options) if self.rejects_path else None
-        )
-        ledger = Ledger(self.files, rejects, progress)
         executor = LocalExecutor(self.worker_count(), self.storage_options)
-        if self.client is None:
-            executor.start(self.encode_options())
         submit = None
         if self.client is not None:  # each input hashed by a Dask worker, not read here
             from .dask import hash_submitter
 
             submit = hash_submitter(self.client, self.storage_options)
         hasher = InputHasher(self.files, hashed, self.storage_options, submit)
-        self._hasher = hasher.start()
-        try:
+        rejects: RejectsWriter | None = None
+        try:  # from the first file or process this pack makes: an interrupt cleans up after it
+            if self.rejects_path:
+                rejects = RejectsWriter(self.rejects_path, self.storage_options)
+            ledger = Ledger(self.files, rejects, progress)
+            if self.client is None:
+                executor.start(self.encode_options())
+            self._hasher = hasher.start()
             if self.client is not None:
                 from .dask import run_shards
 
@@ -205,7 +205,7 @@ class _Run:
             if self._single is not None:
                 self._single.abort()
             with contextlib.suppress(Exception):  # best effort: the error that ended the pack
-                self.layout.remove_leftovers()  # is the one to report
+                self.layout.remove_leftovers(also=self.rejects_path)  # is the one to report
             raise
         executor.close()
         return dataclasses.replace(
