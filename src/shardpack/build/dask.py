@@ -16,7 +16,7 @@ import numpy as np
 from ..dataset.manifest import shard_name
 from ..errors import InputError, OptionError, ShardpackError
 from ..storage.folder import open_storage
-from .hashing import hash_here
+from .hashing import hash_file
 from .inputs import InputsArg
 from .ledger import Ledger
 from .options import EncodeOptions, PackOptions
@@ -86,9 +86,11 @@ def hash_input(
     location: str, storage_options: dict[str, Any] | None = None
 ) -> tuple[str, int, str]:
     """A Dask task: an input's sha256 for provenance, read by the worker rather than by the
-    driver (a cluster pack of many inputs would otherwise funnel every byte through it)."""
+    driver (a cluster pack of many inputs would otherwise funnel every byte through it), as
+    its hex digest, its size and the worker that hashed it."""
     try:
-        return hash_here(location, storage_options)
+        digest = hash_file(location, storage_options)
+        return digest.sha256.hexdigest(), digest.size, worker_name()
     except InputError as exc:
         raise InputError(f"{exc.reason} (on Dask worker {worker_name()})", path=location) from None
 

@@ -137,9 +137,3 @@ class InputHasher:
         if self._errors:  # the first failing input, whichever thread or task finished first
             raise self._errors[min(self._errors)]
         return self._digests
-
-
-def hash_here(location: str, storage_options: dict[str, Any] | None = None) -> tuple[str, int, str]:
-    """``hash_file`` as a task for another process: the hex digest, the size and who hashed."""
-    digest = hash_file(location, storage_options)
-    return digest.sha256.hexdigest(), digest.size, worker_name()

@@ -20,7 +20,7 @@ import msgspec
 from ..dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, shard_name
 from ..errors import OptionError, ShardpackError
 from ..format.metadata import FileMetadata
-from ..storage.atomic import refuse_inputs_as_output
+from ..storage.atomic import refuse_inputs_as_output, temp_target
 from ..storage.folder import Storage, open_storage
 from ..storage.ranges import BytesSource
 from ..storage.urls import is_remote
@@ -253,13 +253,13 @@ class OutputLayout:
 
 
 def _remove_temps_beside(target: str) -> None:
-    """Remove ``.NAME.<random>.tmp`` files (``temp_beside``) next to a local file ``target``; a
-    remote one is written in a local temp folder, then uploaded."""
+    """Remove the ``temp_beside`` temp files made for a local file ``target``; a remote one is
+    written in a local temp folder, then uploaded."""
     if is_remote(target):
         return
     path = Path(target.removeprefix("file://"))
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if "." not in tmp.name[len(path.name) + 2 : -len(".tmp")]:
+        if temp_target(tmp.name) == path.name:
             tmp.unlink(missing_ok=True)
 
 
@@ -273,10 +273,8 @@ def _is_shard_file(name: str) -> bool:
 
 def _is_leftover(name: str) -> bool:
     """A temp file this packer writes beside a shard or the manifest (``temp_beside``)."""
-    if not (name.startswith(".") and name.endswith(".tmp")):
-        return False
-    target = name[1:].rsplit(".", 2)[0]  # ".NAME.<random>.tmp" -> NAME
-    return target in (MANIFEST_NAME, PLAN_NAME) or _is_shard_file(target)
+    target = temp_target(name)
+    return target is not None and (target in (MANIFEST_NAME, PLAN_NAME) or _is_shard_file(target))
 
 
 def _ours(name: str) -> bool:

@@ -23,6 +23,14 @@ def temp_beside(target: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
+def temp_target(name: str) -> str | None:
+    """The name of the file a ``temp_beside`` temp file called ``name`` was made for
+    (``.NAME.<random>.tmp`` -> NAME), or None if ``name`` is not such a temp file."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    return name[1:].rsplit(".", 2)[0]
+
+
 def refuse_inputs_as_output(
     output: str | os.PathLike[str], inputs: Iterable[str], what: str
 ) -> None:
