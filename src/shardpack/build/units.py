@@ -25,7 +25,7 @@ from ..format.decode import to_jsonable
 from ..format.layout import BLOCK_SHUFFLED, checksum
 from ..format.records import RecordEncoder, RecordLimitError
 from ..ingest.columnar import read_records
-from ..ingest.jsonl import decode_lines, line_range, parse_line, split_lines
+from ..ingest.jsonl import decode_lines, line_range, parse_line, read_values, split_lines
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
 from ..ingest.schema_infer import SchemaInferrer
 from ..stats import StatsCollector
@@ -215,22 +215,23 @@ class UnitEncoder:
     def encode(self, unit: Unit) -> EncodedUnit:
         if unit.records is not None:
             return self._encode_checked(unit, unit.records, native=True)
-        decoded = decode_lines(unit.lines)
-        if decoded is not None and self.checker is None and not self.overrides:
-            try:
-                return self._encode_valid(unit, decoded)
-            except RecordLimitError:  # bounds: a record too deep or too large, found by line
-                return self._encode_checked(unit, None)
-        return self._encode_checked(unit, decoded)
+        if self.checker is not None or self.overrides:
+            return self._encode_checked(unit, decode_lines(unit.lines))
+        encoder = RecordEncoder()
+        try:
+            values = read_values(unit.lines, encoder)
+            if values is not None:
+                return self._encode_valid(unit, encoder, values)
+        except RecordLimitError:  # bounds: a record too deep or too large, found by line
+            pass
+        return self._encode_checked(unit, None)
 
-    def _encode_valid(self, unit: Unit, decoded: list[Any]) -> EncodedUnit:
+    def _encode_valid(self, unit: Unit, encoder: RecordEncoder, values: list[Any]) -> EncodedUnit:
         """The common case: every line parsed, no schema to check, no lossy dtypes to apply.
 
-        Records are converted, encoded and hashed with ``map`` (no Python step per record) when
-        none holds an array; blocks are then cut where adding records one by one cuts them.
+        Records are encoded and hashed with ``map`` (no Python step per record) when none holds
+        an array; blocks are then cut where adding records one by one cuts them.
         """
-        encoder = RecordEncoder()
-        values = encoder.convert_all(decoded)
         payloads = None if encoder.array_dtypes else encoder.encode_all(values)
         if payloads is None:
             blocks, digests = self._blocks_of_values(encoder, values)

@@ -88,7 +88,7 @@ _LIST_TYPES: dict[tuple[type, int], Any] = {}
 _WIDE_DTYPES = {int: np.dtype(np.int64), float: np.dtype(np.float64), bool: np.dtype(np.bool_)}
 
 
-def _narrowest(array: np.ndarray) -> np.ndarray:
+def narrowest(array: np.ndarray) -> np.ndarray:
     """The same values in the narrowest lossless dtype of the format (int32, float32, ...)."""
     kind = array.dtype.kind
     if kind == "i":
@@ -151,7 +151,7 @@ def to_typed_array(values: list) -> np.ndarray | None:
             maybe_ints = bool(np.any(array == np.floor(array)))
         if maybe_ints and _element_types(values, ndim) != {float}:
             return None
-    return _narrowest(array)
+    return narrowest(array)
 
 
 class RecordEncoder:
@@ -227,7 +227,7 @@ class RecordEncoder:
             if first is int or first is float or first is list or first is bool:
                 array = to_typed_array(value)
                 if array is not None:
-                    return self._typed(array, path)
+                    return self.typed(array, path)
             for i, item in enumerate(value):
                 item_kind = type(item)
                 if item_kind is list or item_kind is dict:
@@ -265,7 +265,7 @@ class RecordEncoder:
             if items and type(items[0]) in (int, float, bool, list):
                 array = to_typed_array(items)
                 if array is not None:
-                    return self._typed(array, path)
+                    return self.typed(array, path)
             return [self.convert_record(item, path, depth + 1) for item in items]
         array = native_array(value, path)
         if array is None:
@@ -273,9 +273,11 @@ class RecordEncoder:
                 f"{_where(path)}: a {kind.__name__} is not a JSON value, numpy array or scalar, "
                 "or torch tensor"
             )
-        return self._typed(array, path)
+        return self.typed(array, path)
 
-    def _typed(self, array: np.ndarray, path: str) -> np.ndarray:
+    def typed(self, array: np.ndarray, path: str) -> np.ndarray:
+        """``array``, the typed form of the list at ``path``, as it is stored (a lossy
+        ``--dtype`` applied), counted in ``array_dtypes``."""
         forced = self.dtype_overrides.get(path)
         if forced is not None:
             if array.dtype.kind != "f":
