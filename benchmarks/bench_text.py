@@ -16,7 +16,10 @@ and pass it with ``--mix FILE``):
 - ``read-ahead`` (zstd): the scan with ``read_ahead=True``, the next blocks decompressed on a
   worker thread;
 - ``decode only``: the blocks' records decoded from raw blocks already in memory: the floor a
-  scan cannot go below (building the Python objects).
+  scan cannot go below (building the Python objects);
+- ``marshal per record``: ``marshal.loads`` of each record, dropped one by one as orjson's
+  are: CPython's own C reader of these objects (no parsing beyond type tags and lengths), a
+  reference for what building the same dicts and strings costs one record per call.
 
 Ratios are orjson's time over the row's, per round, then the median; wall and CPU time (of the
 process, all threads) both, as the machine is shared. Records are checked equal
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import marshal
 import os
 import platform
 import statistics
@@ -165,7 +169,17 @@ def bench_text(name: str, jsonl: Path, field: str, workdir: Path, rounds: int) -
         for line in lines:
             loads(line)
 
-    runs: dict[str, Callable[[], Any]] = {"orjson": orjson_lines}
+    marshalled = [marshal.dumps(orjson.loads(line)) for line in lines]
+
+    def marshal_records() -> None:
+        loads = marshal.loads
+        for record in marshalled:
+            loads(record)
+
+    runs: dict[str, Callable[[], Any]] = {
+        "orjson": orjson_lines,
+        "marshal per record": marshal_records,
+    }
     sizes = {}
     for codec in ("lz4", "zstd"):
         out = workdir / f"{name}.{codec}"
