@@ -17,11 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shardpack
+from shardpack.errors import InputError
 from shardpack.format.records import RecordEncoder
 from shardpack.ingest import jsonl
 from shardpack.ingest.jsonl import read_values
 from shardpack.ingest.typed_lines import TypedLineReader
 
+from .test_bad_input import BAD_LINES
 from .test_lossless import json_values
 
 
@@ -231,3 +233,24 @@ def test_a_pack_is_byte_identical_with_and_without_typed_reading(
     shardpack.pack(kd_mixed_jsonl, tmp_path / "plain.packed", workers=1)
     assert reads == []
     assert (tmp_path / "typed.packed").read_bytes() == (tmp_path / "plain.packed").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "column", "reason"),
+    [case for case in BAD_LINES if case[1].startswith(b"{")],
+    ids=[case[0] for case in BAD_LINES if case[1].startswith(b"{")],
+)
+def test_a_bad_long_numeric_line_is_named_with_its_line_and_column(
+    name: str, bad: bytes, column: int, reason: str, tmp_path: Path
+) -> None:
+    """A line the typed reader is offered and refuses gets the reference path's error."""
+    prefix = b'{"pad": [' + b", ".join([b"0.123456789"] * 200) + b"], "
+    line = prefix + bad[1:]
+    assert jsonl._mostly_numbers(line)
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(kd_line() + b"\n" + line + b"\n")
+    with pytest.raises(InputError) as caught:
+        shardpack.pack(source, tmp_path / "out.packed", workers=1)
+    error = caught.value
+    assert (error.path, error.line, error.column) == (str(source), 2, column + len(prefix) - 1)
+    assert reason in str(error)
