@@ -21,7 +21,7 @@ from shardpack.errors import InputError
 from shardpack.format.records import RecordEncoder
 from shardpack.ingest import jsonl
 from shardpack.ingest.jsonl import read_values
-from shardpack.ingest.typed_lines import TypedLineReader
+from shardpack.ingest.typed_lines import FAST_KEYS, TypedLineReader
 
 from .test_bad_input import BAD_LINES
 from .test_lossless import json_values
@@ -103,6 +103,12 @@ def test_kd_lines_are_read_typed_and_equal_the_reference() -> None:
         # duplicate keys: JSON keeps the last value, simdjson's lookup finds the first
         '{"a": [1.5, 2.5], "a": [3.5, 4.5]}',
         '{"a": 1, "b": 2, "a": [0.5]}',
+        # a NUL in a key: simdjson's lookup of "a\0b" would find "a"
+        '{"": [0.5, 1.5], "\\u0000": [2.5, 3.5]}',
+        '{"a": [0.5, 1.5], "a\\u0000b": [2.5, 3.5]}',
+        '{"": null, "\\u0000": false}',
+        # a map with more keys than the reader looks up one by one
+        "{" + ", ".join(f'"k{i}": [{i}.5, 0.25]' for i in range(80)) + "}",
         # a byte-order mark simdjson would skip
         '\ufeff{"a": [1.5]}',
         # types the buffer copy would coerce
@@ -212,11 +218,31 @@ def test_read_values_mixes_paths_line_by_line_with_statistics_in_line_order() ->
     assert read_values([*lines, b"{not json"], RecordEncoder()) is None
 
 
+PACK_OPTIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "lossy dtype": {"dtypes": {"teacher_topk_logprobs": "float16"}},
+    "schema, skip": {
+        "schema": {"type": "object", "required": ["input_ids"]},  # rejects the text records
+        "on_error": "skip",
+    },
+    "bad line, skip": {"on_error": "skip"},
+}
+
+
+@pytest.mark.parametrize("case", list(PACK_OPTIONS))
 def test_a_pack_is_byte_identical_with_and_without_typed_reading(
-    kd_mixed_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: str, kd_mixed_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One worker runs in this process, so the patches below reach the encoder."""
+    """Every way a unit is read (all lines at once; one by one for a schema, lossy dtypes or a
+    bad line) gives the same bytes and rejects whichever path reads each line. One worker runs
+    in this process, so the patches below reach the encoder."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    source = kd_mixed_jsonl
+    if case == "bad line, skip":
+        lines = kd_mixed_jsonl.read_bytes().splitlines()
+        bad = kd_line()[:-200]  # a long numeric line cut short: invalid JSON
+        source = tmp_path / "with_bad_line.jsonl"
+        source.write_bytes(b"\n".join([*lines[:10], bad, *lines[10:]]) + b"\n")
     reads = []
     original = TypedLineReader.read
 
@@ -226,13 +252,34 @@ def test_a_pack_is_byte_identical_with_and_without_typed_reading(
         return value
 
     monkeypatch.setattr(TypedLineReader, "read", counted)
-    shardpack.pack(kd_mixed_jsonl, tmp_path / "typed.packed", workers=1)
-    assert sum(reads) > 20, "the distill records must be read typed"
-    monkeypatch.setattr(jsonl, "_mostly_numbers", lambda line: False)
-    reads.clear()
-    shardpack.pack(kd_mixed_jsonl, tmp_path / "plain.packed", workers=1)
+    outputs = {}
+    for path in ("typed", "plain"):
+        if path == "plain":
+            monkeypatch.setattr(jsonl, "_mostly_numbers", lambda line: False)
+            reads.clear()
+        out = tmp_path / f"{path}.packed"
+        result = shardpack.pack(source, out, workers=1, **PACK_OPTIONS[case])
+        rejects = result.rejects_path
+        outputs[path] = (
+            out.read_bytes(),
+            Path(rejects).read_bytes() if rejects else None,
+            result.rejected_count,
+        )
+        if path == "typed":
+            assert sum(reads) > 20, "the distill records must be read typed"
     assert reads == []
-    assert (tmp_path / "typed.packed").read_bytes() == (tmp_path / "plain.packed").read_bytes()
+    assert outputs["typed"] == outputs["plain"]
+    if case != "defaults" and case != "lossy dtype":
+        assert outputs["typed"][2] > 0
+
+
+def test_a_lossy_dtype_on_an_int_field_fails_alike_on_the_typed_path(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(kd_line() + b"\n")
+    with pytest.raises(InputError) as caught:
+        shardpack.pack(source, tmp_path / "out.packed", dtypes={"input_ids": "float16"})
+    assert caught.value.line == 1
+    assert "applies to float arrays" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +301,11 @@ def test_a_bad_long_numeric_line_is_named_with_its_line_and_column(
     error = caught.value
     assert (error.path, error.line, error.column) == (str(source), 2, column + len(prefix) - 1)
     assert reason in str(error)
+
+
+def test_a_map_of_many_keys_is_left_to_the_reference_path() -> None:
+    """simdjson finds each key by scanning the object, so n keys cost n² comparisons there."""
+    big = "{" + ", ".join(f'"k{i}": [{i}.5, 0.25]' for i in range(FAST_KEYS + 1)) + "}"
+    assert TypedLineReader(RecordEncoder()).read(big.encode()) is None
+    small = "{" + ", ".join(f'"k{i}": [{i}.5, 0.25]' for i in range(FAST_KEYS)) + "}"
+    assert typed_or_declined(small.encode()) is not None

@@ -25,7 +25,7 @@ from ..format.decode import to_jsonable
 from ..format.layout import BLOCK_SHUFFLED, checksum
 from ..format.records import RecordEncoder, RecordLimitError
 from ..ingest.columnar import read_records
-from ..ingest.jsonl import decode_lines, line_range, parse_line, read_values, split_lines
+from ..ingest.jsonl import LineReader, line_range, read_values, split_lines
 from ..ingest.rejects import ON_ERROR_CHOICES, Rejection
 from ..ingest.schema_infer import SchemaInferrer
 from ..stats import StatsCollector
@@ -37,7 +37,7 @@ from .planning import UnitSpec
 if TYPE_CHECKING:
     from ..ingest.schema_check import RecordChecker
 
-_UNPARSED = object()  # stands for a line that decode_lines left to parse_line
+_UNPARSED = object()  # stands for a line still to be read (LineReader.value)
 
 
 @dataclass
@@ -216,7 +216,7 @@ class UnitEncoder:
         if unit.records is not None:
             return self._encode_checked(unit, unit.records, native=True)
         if self.checker is not None or self.overrides:
-            return self._encode_checked(unit, decode_lines(unit.lines))
+            return self._encode_checked(unit, None)
         encoder = RecordEncoder()
         try:
             values = read_values(unit.lines, encoder)
@@ -281,22 +281,24 @@ class UnitEncoder:
         digests = np.empty(count, dtype=np.uint64)
         block_size = self.options.block_size
         convert = encoder.convert_record if native else encoder.convert
+        reader = LineReader(encoder)
         lines: list[Any] = [b""] * count if native else unit.lines
         kept = 0
         rejects: list[Rejection] = []
         checker = self.checker
         kept_values: list[Any] = []  # summarised column-wise once the unit is encoded
-        if decoded is None:  # some line needs the careful parser (and maybe an error message)
+        if decoded is None:  # JSONL lines, each read in the loop (and maybe an error message)
             decoded = [_UNPARSED] * len(unit.lines)
         for number, line, value in zip(unit.line_numbers, lines, decoded, strict=True):
             # a rejected record must not count in the fields' dtype statistics
             seen = {path: dict(counts) for path, counts in encoder.array_dtypes.items()}
             try:
-                if value is _UNPARSED:
-                    value = parse_line(line, unit.source, number)
                 # typed arrays, as statistics describe them; a schema checks the record as it
                 # will be stored before it joins a block
-                value = convert(value)
+                if value is _UNPARSED:
+                    value = reader.value(line, unit.source, number)
+                else:
+                    value = convert(value)
                 if checker is not None:
                     checker.check(value, path=unit.source, line=number)
                 digests[kept] = builder.add(value, converted=True)

@@ -278,15 +278,27 @@ class RecordEncoder:
     def typed(self, array: np.ndarray, path: str) -> np.ndarray:
         """``array``, the typed form of the list at ``path``, as it is stored (a lossy
         ``--dtype`` applied), counted in ``array_dtypes``."""
+        return self.count(self.stored_form(array, path), path)
+
+    def stored_form(self, array: np.ndarray, path: str) -> np.ndarray:
+        """``array`` as it is stored at ``path``: a lossy ``--dtype`` applied. Records nothing,
+        so a reader may call it before it knows whether it keeps the record."""
+        forced = self.dtype_overrides.get(path)
+        if forced is None:
+            return array
+        if array.dtype.kind != "f":
+            raise OptionError(
+                f"--dtype {path}={forced.name} applies to float arrays, "
+                f"but {path!r} holds {array.dtype.name} values"
+            )
+        with np.errstate(over="ignore"):
+            return array.astype(forced)
+
+    def count(self, array: np.ndarray, path: str) -> np.ndarray:
+        """Count ``array`` (as ``stored_form`` made it) in ``array_dtypes``, and a lossy path
+        in ``lossy_fields``."""
         forced = self.dtype_overrides.get(path)
         if forced is not None:
-            if array.dtype.kind != "f":
-                raise OptionError(
-                    f"--dtype {path}={forced.name} applies to float arrays, "
-                    f"but {path!r} holds {array.dtype.name} values"
-                )
-            with np.errstate(over="ignore"):
-                array = array.astype(forced)
             self.lossy_fields[path] = forced.name
         seen = self.array_dtypes.setdefault(path, {})
         name = DTYPE_NAMES[array.dtype]

@@ -22,6 +22,7 @@ from ..format.bounds import MAX_NESTING_DEPTH
 
 if TYPE_CHECKING:
     from ..format.records import RecordEncoder
+    from .typed_lines import TypedLineReader
 
 BOM = b"\xef\xbb\xbf"
 EXCERPT_CHARS = 40
@@ -113,15 +114,6 @@ def line_range(
     return first, stop, bytes(buffer[first - base : stop - base])
 
 
-def decode_lines(lines: list[bytes]) -> list[Any] | None:
-    """Every line's JSON value in one C-level pass, or None if some line needs ``parse_line``
-    (invalid JSON, or what only the standard library accepts)."""
-    try:
-        return list(map(_decode, lines))
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
-        return None
-
-
 MIN_TYPED_LINE = 1024  # shorter lines hold too few numbers to repay simdjson's set-up
 NUMBERS_PER_CONTAINER = 4  # fewer commas than this per list or object: mostly text
 SAMPLE_BYTES = 4096
@@ -139,18 +131,44 @@ def read_values(lines: list[bytes], encoder: RecordEncoder) -> list[Any] | None:
     try:
         if max(map(len, lines), default=0) < MIN_TYPED_LINE:
             return encoder.convert_all(list(map(_decode, lines)))
-        from .typed_lines import TypedLineReader  # simdjson: imported by packs with long lines
-
-        reader = TypedLineReader(encoder)
+        reader = LineReader(encoder)
         values = []
         for line in lines:
-            value = reader.read(line) if _mostly_numbers(line) else None
+            value = reader.typed(line)
             if value is None:
                 value = encoder.convert(_decode(line))
             values.append(value)
         return values
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
+
+
+class LineReader:
+    """A unit's lines one at a time, as the values a pack stores (numeric lists as typed arrays,
+    dtype statistics recorded in ``encoder``): for packs that check each record (a schema, lossy
+    dtypes, ``on_error``) or whose unit holds a line ``read_values`` could not take."""
+
+    def __init__(self, encoder: RecordEncoder) -> None:
+        self.encoder = encoder
+        self._typed: TypedLineReader | None = None
+
+    def typed(self, line: bytes) -> Any:
+        """The line's value through ``typed_lines`` if it looks numeric and the reader takes
+        it, else None (nothing recorded)."""
+        if not _mostly_numbers(line):
+            return None
+        if self._typed is None:
+            from .typed_lines import TypedLineReader  # simdjson: imported by packs with long lines
+
+            self._typed = TypedLineReader(self.encoder)
+        return self._typed.read(line)
+
+    def value(self, line: bytes, path: str, number: int) -> Any:
+        """The line's value, or an ``InputError`` with its line and column (``parse_line``)."""
+        value = self.typed(line)
+        if value is None:
+            value = self.encoder.convert(parse_line(line, path, number))
+        return value
 
 
 def _mostly_numbers(line: bytes) -> bool:

@@ -9,7 +9,8 @@ A line this path cannot prove it reads exactly as the reference path would gets 
 the caller reads that line the reference way: the values, and so the packed bytes, are the same
 whichever path read a line (tests compare both on generated and hostile lines). It declines:
 duplicate keys (simdjson returns the first, JSON readers the last), a byte-order mark, escapes
-that could hide a ``[``, nesting deeper than ``FAST_DEPTH``, and anything simdjson refuses
+that could hide a ``[`` or put a NUL in a key (simdjson's lookup would stop there), objects of
+more than ``FAST_KEYS`` keys, nesting deeper than ``FAST_DEPTH``, and anything simdjson refuses
 (invalid JSON, numbers beyond 64 bits or out of range, lone surrogates: those keep the reference
 path's handling and its error messages).
 
@@ -28,6 +29,7 @@ import simdjson
 from ..format.records import RecordEncoder, narrowest, to_typed_array
 
 FAST_DEPTH = 64  # below the format's MAX_NESTING_DEPTH: deeper lines go the reference way
+FAST_KEYS = 64  # objects with more keys go the reference way (simdjson finds a key by a scan)
 _BOM = b"\xef\xbb\xbf"
 _Array = simdjson.Array
 _Object = simdjson.Object
@@ -48,12 +50,14 @@ class TypedLineReader:
     def __init__(self, encoder: RecordEncoder) -> None:
         self.encoder = encoder
         self._parser = simdjson.Parser()
-        self._arrays: list[tuple[np.ndarray, str]] = []  # typed, with their field paths
+        self._arrays: list[tuple[np.ndarray, str]] = []  # as stored, with their field paths
         self._lists = 0  # JSON arrays of the line the walk accounted for
 
     def read(self, line: bytes) -> Any:
-        if line.startswith(_BOM) or b"\\u005" in line:
-            return None  # a BOM simdjson skips; an escape that may spell "[" in a string
+        if line.startswith(_BOM) or b"\\u005" in line or b"\\u0000" in line:
+            # a BOM simdjson skips; an escape that may spell "[" in a string; a NUL, which would
+            # cut a key short where simdjson looks it up
+            return None
         self._arrays.clear()
         self._lists = 0
         try:
@@ -65,7 +69,7 @@ class TypedLineReader:
         if brackets != self._lists and brackets - self._lists != _brackets_in_strings(value):
             return None  # a list hidden inside a flattened array (or an uncounted one)
         for array, path in self._arrays:
-            self.encoder.typed(array, path)
+            self.encoder.count(array, path)
         return value
 
     def _value(self, value: Any, path: str, depth: int) -> Any:
@@ -74,6 +78,8 @@ class TypedLineReader:
             if depth > FAST_DEPTH:
                 raise _Declined
             keys = list(value)
+            if len(keys) > FAST_KEYS:
+                raise _Declined  # each lookup scans the keys: a big map goes the reference way
             out = {}
             for key in keys:
                 item = value[key]
@@ -105,6 +111,7 @@ class TypedLineReader:
                 if array is None:
                     return self._items(value, path, depth)
                 self._lists += _count_lists(items)
+            array = self.encoder.stored_form(array, path)  # a lossy --dtype: the same error too
             self._arrays.append((array, path))
             return array
         return self._items(value, path, depth)
