@@ -193,7 +193,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(value=values, ascii_only=st.booleans())
 def test_generated_lines_read_typed_equal_the_reference(value: Any, ascii_only: bool) -> None:
     line = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
