@@ -125,7 +125,7 @@ def read_values(lines: list[bytes], encoder: RecordEncoder) -> list[Any] | None:
     parses the lines one by one, to locate the error or accept what only ``json`` accepts).
 
     Long lines with many numbers per list or object go through ``typed_lines.TypedLineReader``
-    (4x faster on a KD record); text (few numbers, many small objects: there msgspec's one
+    (5x faster on a KD record); text (few numbers, many small objects: there msgspec's one
     C-level pass is 2-3x faster) and any line the reader declines go through msgspec and
     ``convert``. Which path reads a line changes the speed, never the values."""
     try:
