@@ -4,6 +4,7 @@ cleanly when interrupted (SIGTERM, Ctrl-C, a killed driver) and then resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from shardpack import DatasetPacker, ShardedPacker
 from shardpack.build.options import PackOptions
 from shardpack.build.outputs import PLAN_NAME
 from shardpack.build.pipeline import plan
+from shardpack.cli.main import main as cli_main
 from shardpack.dataset.manifest import MANIFEST_NAME
 
 from .conftest import gen_kd_mix, write_jsonl
@@ -256,6 +258,24 @@ def _start_and_wait_for_workers(
     raise AssertionError("the pack did not start its workers")
 
 
+def _communicate_or_show_stacks(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate``; a command still running after ``timeout`` has every thread's
+    stack printed (SIGUSR1) and is killed with its children, and the test fails with them."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"still running after {timeout} s:\n{stderr}\n{stdout}") from None
+
+
 def _gone(pids: list[int], seconds: float) -> bool:
     """Whether every process in ``pids`` has ended, waiting up to ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -284,7 +304,7 @@ def test_a_signal_ends_every_worker_and_the_pack_resumes(
     out = tmp_path / "ds"
     proc, workers = _start_and_wait_for_workers(_slow_pack(big_kd, out), out)
     proc.send_signal(how)
-    _, stderr = proc.communicate(timeout=30)
+    _, stderr = _communicate_or_show_stacks(proc, timeout=30)
     assert proc.returncode == code
     assert stderr.strip() == f"shardpack: error: {words}"
     # ended by the driver before it exits (not later, by noticing that it is gone)
@@ -296,12 +316,81 @@ def test_a_signal_ends_every_worker_and_the_pack_resumes(
     assert summary["shards_reused"] >= 1 and summary["records"] == len(shardpack.open(out))
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (Linux: /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigusr1_prints_the_stacks_of_a_pack_that_seems_stuck(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "shardpack", "pack", "-", "-o", str(tmp_path / "x.packed")]
+    proc = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None
+    proc.stdin.write('{"a": 1}\n')  # the pack now waits for more of its input
+    proc.stdin.flush()
+    deadline = time.monotonic() + 20
+    while not _catches(proc.pid, signal.SIGUSR1):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"no SIGUSR1 handler: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    proc.stdin.write('{"a": 2}\n')
+    stdout, stderr = _communicate_or_show_stacks(proc, timeout=60)  # closes stdin
+    assert proc.returncode == 0, stderr
+    assert "Current thread" in stderr and "most recent call first" in stderr
+    assert "packed 2 records" in stdout
+
+
+def test_a_sigterm_after_the_command_ends_is_not_raised_into_exit_handlers() -> None:
+    """A command hands SIGTERM back when it ends: a signal during interpreter exit must not
+    raise into the exit handlers (they print a traceback, and the process exits 0)."""
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli_main(["--version"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow
+def test_a_cleanup_that_hangs_after_sigterm_still_ends_the_process(
+    big_kd: Path, tmp_path: Path
+) -> None:
+    """The last resort, for a bug: ending the workers hangs forever (here on purpose); the
+    process prints its threads' stacks and exits 1 after the deadline, and its workers, now
+    orphans, exit by themselves."""
+    out = tmp_path / "ds"
+    hanging = (
+        "import importlib, sys, time\n"
+        "from shardpack.build import workers\n"
+        "cli = importlib.import_module('shardpack.cli.main')\n"
+        "cli.CLEANUP_DEADLINE_SECONDS = 2.0\n"
+        "workers._stop = lambda *args: time.sleep(3600)\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    args = [sys.executable, "-c", hanging, *_slow_pack(big_kd, out)[3:]]
+    proc, workers = _start_and_wait_for_workers(args, out)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = _communicate_or_show_stacks(proc, timeout=30)
+    assert proc.returncode == 1 and 2 <= time.monotonic() - started < 15
+    assert "Timeout (0:00:02)!" in stderr and "in <lambda>" in stderr
+    assert _gone(workers, 5), "the orphaned workers kept running"
+    again = subprocess.run([*_slow_pack(big_kd, out), "--json"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr  # the same command resumes
+    assert json.loads(again.stdout)["records"] == len(shardpack.open(out))
+
+
 @pytest.mark.slow
 def test_workers_exit_when_their_driver_is_killed(big_kd: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     proc, workers = _start_and_wait_for_workers(_slow_pack(big_kd, out), out)
     proc.kill()
-    proc.communicate(timeout=30)
+    _communicate_or_show_stacks(proc, timeout=30)
     assert _gone(workers, 5), "workers of a killed driver kept running"
     again = subprocess.run([*_slow_pack(big_kd, out), "--json"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

@@ -148,17 +148,22 @@ class LocalExecutor:
         self._pending.append(self._pool.submit(_encode_batch, group))
         done: list[EncodedUnit] = []
         while len(self._pending) > 2 * self.workers:
-            finished: list[EncodedUnit] = _result(self._pending.popleft())
-            done += finished
+            done += self._oldest()
         return done
 
     def drain(self) -> list[EncodedUnit]:
         """Every unit still being encoded, in order."""
         done: list[EncodedUnit] = []
         while self._pending:
-            finished: list[EncodedUnit] = _result(self._pending.popleft())
-            done += finished
+            done += self._oldest()
         return done
+
+    def _oldest(self) -> list[EncodedUnit]:
+        # waited for while still pending: an interrupt now must find it there, for ``close``
+        # to wait for it or end its worker
+        finished: list[EncodedUnit] = _result(self._pending[0])
+        self._pending.popleft()
+        return finished
 
     def close(self, *, abort: bool = False) -> None:
         """Shut the pool down; ``abort`` (an error, Ctrl-C, SIGTERM) terminates the workers

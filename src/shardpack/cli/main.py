@@ -8,6 +8,8 @@ stderr is a terminal and ``CI`` is not set; ``--json`` prints machine-readable r
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import signal
 import sys
 import threading
@@ -80,8 +82,27 @@ class Terminated(BaseException):
     is cleaned up on the way out: temp files removed, worker processes ended."""
 
 
+CLEANUP_DEADLINE_SECONDS = 20.0
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _bound_the_cleanup()
     raise Terminated
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _bound_the_cleanup()
+    raise KeyboardInterrupt
+
+
+def _bound_the_cleanup() -> None:
+    """After SIGTERM or Ctrl-C the command cleans up (ends its workers within seconds, removes
+    its temp files) and exits. Should that hang (a bug), the process prints every thread's stack
+    and exits with status 1 after ``CLEANUP_DEADLINE_SECONDS``, instead of living on: the timer
+    is faulthandler's own thread, which needs no Python lock that the interrupted code may
+    hold. Left armed through interpreter exit, which joins threads too."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr is not a file
+        faulthandler.dump_traceback_later(CLEANUP_DEADLINE_SECONDS, exit=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,8 +118,34 @@ for command in (pack, info, head, schema, validate, unpack, diff, merge, bench):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return _run(argv)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_interrupt = signal.signal(signal.SIGINT, _interrupt)
+    dumps_stacks = _dump_stacks_on_sigusr1()
+    try:
+        return _run(argv)
+    finally:
+        # The command is over: a SIGTERM from now on (during interpreter exit, say) ends the
+        # process the default way, instead of raising into Python's exit handlers, which print
+        # a traceback and exit 0.
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_interrupt)
+        if dumps_stacks:
+            faulthandler.unregister(signal.SIGUSR1)
+
+
+def _dump_stacks_on_sigusr1() -> bool:
+    """``kill -USR1 PID`` prints every thread's stack to stderr: what a command that seems
+    stuck is doing (its worker processes inherit it)."""
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (OSError, ValueError, AttributeError):  # stderr is not a file (captured in tests)
+        return False
+    return True
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="shardpack", standalone_mode=False)
     except click.exceptions.UsageError as exc:
