@@ -129,10 +129,11 @@ class LocalExecutor:
         (on 16 cores, stopping 16 workers took ~0.1 s, a fifth of a 300 MB pack); ``close``
         waits for them."""
         if self._pool is not None and self._retiring is None and not self._pending:
-            self._retiring = threading.Thread(
+            retiring = threading.Thread(
                 target=self._pool.shutdown, name="shardpack-workers-exit", daemon=True
             )
-            self._retiring.start()
+            retiring.start()  # kept only once started: ``close`` joins it, even after a signal
+            self._retiring = retiring
 
     def push(self, group: list[UnitSpec]) -> list[EncodedUnit]:
         """Hand a group of units over; returns the units finished so far, in order (all of
