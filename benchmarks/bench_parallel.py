@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from shardpack import DatasetPacker, ShardedPacker
+from shardpack._machine import usable_cores
 
 
 def _digest(path: Path) -> str:
@@ -36,7 +37,11 @@ def main() -> None:
     parser.add_argument("input")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=[os.cpu_count() or 2], help="compared with 1"
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[usable_cores()],
+        help="compared with 1 (default: the cores this process may use, as a pack does)",
     )
     parser.add_argument("--shard-size", default="32M")
     parser.add_argument("--json", action="store_true")
@@ -64,6 +69,7 @@ def main() -> None:
     report = {
         "input_bytes": os.path.getsize(args.input),
         "cpus": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "repeats": args.repeats,
         "median_seconds": medians,
         "speedup_single": {
