@@ -20,7 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "CI": "true"},
+        env={**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, "CI": "true"},
     )
 
 
@@ -87,6 +87,12 @@ def test_bench_table_by_default(kd_packed: Path, kd_jsonl: Path) -> None:
         assert label in text, label
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
+    # in a pipe (make demo, CI logs) each figure stays on its label's line, not cut at 80 columns
+    lines = text.splitlines()
+    (where,) = [line for line in lines if "where time goes" in line]
+    assert "read " in where and "decode " in where, where
+    (ceilings,) = [line for line in lines if "machine ceilings" in line]
+    assert "memcpy" in ceilings, ceilings
 
 
 def test_benchmark_loading_spelling(kd_packed: Path) -> None:

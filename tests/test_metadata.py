@@ -160,6 +160,11 @@ def test_provenance(mixed: Path, tmp_path: Path) -> None:
     assert prov.options.codec == {"id": "zstd", "level": 7}
     assert prov.tool == f"shardpack {shardpack.__version__}" and prov.format_version == "1.0"
     assert {"python", "numpy", "msgspec", "lz4", "zstandard", "xxhash"} <= set(prov.versions)
+    from importlib import metadata
+
+    # the typed reader's parser has no __version__: read from its installed distribution
+    assert prov.versions["pysimdjson"] == metadata.version("pysimdjson")
+    assert prov.versions["ml-dtypes"] == metadata.version("ml-dtypes")
 
     source.write_text(source.read_text() + '{"id": 5}\n')  # now the repository is dirty
     run("pack", str(source), "-o", str(out))

@@ -95,13 +95,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# what faulthandler raises when sys.stderr has no file descriptor (captured, in tests)
+_NO_STDERR_FILE = (OSError, ValueError, AttributeError)
+
+
 def _bound_the_cleanup() -> None:
     """After SIGTERM or Ctrl-C the command cleans up (ends its workers within seconds, removes
     its temp files) and exits. Should that hang (a bug), the process prints every thread's stack
     and exits with status 1 after ``CLEANUP_DEADLINE_SECONDS``, instead of living on: the timer
     is faulthandler's own thread, which needs no Python lock that the interrupted code may
     hold. Left armed through interpreter exit, which joins threads too."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr is not a file
+    with contextlib.suppress(*_NO_STDERR_FILE):
         faulthandler.dump_traceback_later(CLEANUP_DEADLINE_SECONDS, exit=True)
 
 
@@ -140,7 +144,7 @@ def _dump_stacks_on_sigusr1() -> bool:
     stuck is doing (its worker processes inherit it)."""
     try:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    except (OSError, ValueError, AttributeError):  # stderr is not a file (captured in tests)
+    except _NO_STDERR_FILE:
         return False
     return True
 

@@ -55,10 +55,22 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Calla
             bar.stop()
 
 
+PIPE_WIDTH = 132  # rich's 80 columns off a terminal wrap the bench and info tables mid-cell
+
+
 def stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def stdout_console() -> Any:
+    """A console for tables on stdout: the terminal's width, or (in a pipe, a log, CI, unless
+    ``COLUMNS`` says otherwise) ``PIPE_WIDTH`` columns."""
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(width=PIPE_WIDTH if wide else None)
 
 
 def print_json(data: Any) -> None:

@@ -6,14 +6,14 @@ import os
 from typing import Any
 
 from ..format.metadata import DatasetMetadata, DatasetStats, LengthSummary, Provenance
+from .output import stdout_console
 
 
 def render_info(facts: dict[str, Any], meta: DatasetMetadata) -> None:
     """Print a dataset's ``describe`` facts and metadata as tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = stdout_console()
     codec = meta.codec
     codec_text = codec.get("id", "?") + (f" level {codec['level']}" if "level" in codec else "")
     if "dictionary" in codec:
@@ -153,10 +153,9 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
 
 def render_bench(result: dict[str, Any]) -> None:
     """Print ``benchmark_loading`` results as tables: packed vs JSONL side by side."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = stdout_console()
     packed = result["packed"]
     console.print(
         f"[bold]{result['dataset']}[/]: {result['records']:,} records, "
