@@ -261,6 +261,38 @@ def test_dataloader_batches_do_not_depend_on_num_workers(kind: str, request: Any
     assert run(2) == inline
 
 
+def test_persistent_workers_that_would_repeat_the_first_epoch_are_refused(single: str) -> None:
+    ds = PackedIterableDataset(single, seed=2, columns=["id"])
+    with pytest.raises(OptionError, match="persistent_workers"):
+        make_loader(ds, 8, num_workers=1, persistent_workers=True, stateful=False)
+    # in file order every epoch is the same anyway: allowed
+    ordered = PackedIterableDataset(single, shuffle=False, columns=["id"])
+    loader = make_loader(ordered, 8, num_workers=1, persistent_workers=True, stateful=False)
+    assert batch_ids(list(loader)) == list(range(N_RECORDS))
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_a_persistent_worker_warns_when_it_repeats_an_epoch(single: str, persistent: bool) -> None:
+    # a plain DataLoader, not make_loader: the worker's copy sees its second iteration, and
+    # its warning goes to the worker's stderr (a process of its own: run the loop in one)
+    script = f"""
+import torch
+from shardpack.torch import PackedIterableDataset
+ds = PackedIterableDataset({single!r}, seed=2, columns=["id"])
+loader = torch.utils.data.DataLoader(
+    ds, batch_size=8, num_workers=1, persistent_workers={persistent})
+for epoch in range(3):
+    ds.set_epoch(epoch)
+    assert sum(len(batch["id"]) for batch in loader) == {N_RECORDS}
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    warned = "iterates this shuffled dataset a second time" in done.stderr  # once per worker
+    assert warned == persistent, done.stderr
+
+
 def test_plain_dataloader_resumes_from_state_after(single: str) -> None:
     def loader(ds: PackedIterableDataset) -> Any:
         return make_loader(ds, 8, num_workers=2, stateful=False)

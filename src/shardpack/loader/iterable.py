@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,6 +47,12 @@ WHOLE_BLOCK_SHARE = 0.25
 SLAB_RECORDS = 4096  # positions mapped to records at a time (vectorised)
 SLAB_BATCHES = 128
 MAX_CACHE_BLOCKS = 64
+PERSISTENT_WORKERS_REPEAT = (
+    "a DataLoader worker iterates this shuffled dataset a second time: with "
+    "persistent_workers=True the workers keep their own copies, so set_epoch() in the main "
+    "process never reaches them and every epoch repeats the first one's order; leave "
+    "persistent_workers out (workers then start afresh each epoch)"
+)
 
 
 @dataclass
@@ -146,6 +153,7 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
         self._batch_plans: dict[int, BatchPlan] = {}
         self._init_resume()
         self._mark = WorkerMark()
+        self._worker_iterated: int | None = None  # pid of the worker process that iterated
         if filter is None:
             self._epoch_plan(0)  # block counts read now: a bad source fails here
 
@@ -296,7 +304,10 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         # tell the parent process who iterates: its own state_dict() is useless after workers
-        self._mark.set(get_worker_info() is not None)
+        in_worker = get_worker_info() is not None
+        self._mark.set(in_worker)
+        if in_worker:
+            self._check_fresh_worker()
         part = self._partition(0, workers=True)
         start, skip = self._start_of_next_iter(part)
         part = replace(part, start=start)
@@ -304,6 +315,13 @@ class PackedIterableDataset(Resumable, torch.utils.data.IterableDataset):
         progress = Progress(self.epoch, part, skip)
         self._progress = progress
         return self._generate(part, progress)
+
+    def _check_fresh_worker(self) -> None:
+        # A worker's copy iterated twice can only be a persistent worker's: its epoch is the
+        # one it was started with, whatever the main process set since.
+        if self._worker_iterated == os.getpid() and self.shuffle:
+            warnings.warn(PERSISTENT_WORKERS_REPEAT, RuntimeWarning, stacklevel=3)
+        self._worker_iterated = os.getpid()
 
     def _generate(self, part: Partition, progress: Progress) -> Iterator[Any]:
         plan = self._epoch_plan(progress.epoch)

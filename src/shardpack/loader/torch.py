@@ -126,6 +126,11 @@ def make_loader(
         collate = collate_fn if collate_fn is not None else PadCollate()
         dataset.use_batching(None)
         dataset.batch_size = batch_size
+    if kwargs.get("persistent_workers") and num_workers > 0 and dataset.shuffle:
+        raise OptionError(
+            "persistent_workers=True: set_epoch() would not reach the workers' copies of the "
+            "dataset, and every epoch would repeat the first one's order; leave it out"
+        )
     dataset.prepare()
     loader_class: Any = torch.utils.data.DataLoader
     if stateful is not False:
