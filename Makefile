@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=  # e.g. https://download.pytorch.org/whl/cpu where the index serves CUDA builds
 OUT ?= out
 DATASET ?= data/gsm8k_sample.jsonl
 PACKED_DATASET ?= $(OUT)/gsm8k_sample.packed
@@ -13,11 +14,12 @@ PACK_OPTS ?= --compression zstd
 
 venv: $(VENV)/.installed
 
-# torch is installed first and pinned so no dependency can pull a CUDA build.
+# torch is installed first (from TORCH_INDEX when set) and pinned, so no dependency can pull
+# another torch build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX))) "torch==$(TORCH_VERSION)"
 	echo "torch==$(TORCH_VERSION)" > $(VENV)/constraints.txt
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,torch,torchdata,remote,dask,plot]"
 	# a second step: resolved together with boto3/s3fs, datasets sends pip backtracking for long
