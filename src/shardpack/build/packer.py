@@ -9,7 +9,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..dataset.validate_file import ValidationReport, validate_path
+from ..dataset.validate_file import ValidationReport
+from ..dataset.validate_folder import validate_any
 from ..errors import OptionError
 from .inputs import InputsArg
 from .options import PackOptions, ProgressCallback, load_schema_option
@@ -105,13 +106,21 @@ class DatasetPacker:
         *,
         deep: bool = False,
         schema: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> ValidationReport:
-        """Check a packed file; returns a ValidationReport (``.ok``, ``.problems``, counts).
+        """Check a packed file, or a sharded dataset (its folder or manifest.json, local or a
+        URL) as ``shardpack validate`` does; returns a ValidationReport (``.ok``,
+        ``.problems``, counts).
 
         ``deep`` decodes every record (and re-checks the stored schema); ``schema`` checks the
         records against that schema instead, and implies ``deep``.
         """
-        return validate_path(os.fspath(path), deep=deep, schema=load_schema_option(schema))
+        return validate_any(
+            os.fspath(path),
+            deep=deep,
+            storage_options=storage_options,
+            schema=load_schema_option(schema),
+        )
 
 
 class ShardedPacker(DatasetPacker):

@@ -124,18 +124,15 @@ def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_jso
     """Check packed files or sharded datasets: header, footer, index and every block's checksum;
     for a dataset also the manifest against its shards (missing, extra, swapped or truncated
     shards are named). Exit 1 if invalid."""
-    from ..dataset.locate import is_dataset
-    from ..dataset.validate_file import validate_path
-    from ..dataset.validate_folder import validate_dataset
+    from ..dataset.validate_folder import validate_any
     from ..ingest.schema_check import load_schema
+    from ..storage.globs import expand_globs
 
     schema = load_schema(schema_path) if schema_path is not None else None
-    reports = [
-        validate_dataset(path, deep=deep, schema=schema)
-        if is_dataset(path)
-        else validate_path(path, deep=deep, schema=schema)
-        for path in paths
-    ]
+    # globs expand as for info and head (quoted, or a shell that left them alone): a path that
+    # exists is never a pattern; one that matches nothing is bad usage, not an invalid file
+    found = expand_globs(paths, folders=True, what="packed file or dataset")
+    reports = [validate_any(path, deep=deep, schema=schema) for path in found]
     ok = all(report.ok for report in reports)
     if as_json:
         print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
@@ -166,22 +163,31 @@ def schema(packed: str) -> None:
 @click.command()
 @click.argument("a")
 @click.argument("b")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Read every block of both (checksums, records hashed) instead of trusting the content "
+    "hashes their files record.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def diff(a: str, b: str, as_json: bool) -> None:
-    """Compare two packed datasets (counts, schema, statistics, content hash).
+def diff(a: str, b: str, verify: bool, as_json: bool) -> None:
+    """Compare two packed datasets (counts, content, schema, statistics).
 
-    Exit 0 when their content is the same (codec and block size may differ), 1 when it differs.
+    Content is compared by the content hashes the files record, without reading blocks; datasets
+    split into files differently, or with --verify, by reading and hashing their records. Exit 0
+    when their content is the same (codec, block size and sharding may differ), 1 when it
+    differs or a block is damaged.
     """
     from ..dataset.dataset import open_dataset
     from ..dataset.diff import diff_datasets
 
     with open_dataset(a) as left, open_dataset(b) as right:
-        result = diff_datasets(left, right)
+        result = diff_datasets(left, right, verify=verify)
     if as_json:
         print_json(result)
     else:
         verdict = "same content" if result["same_content"] else "content differs"
-        click.echo(f"{verdict}: {a} vs {b}")
+        click.echo(f"{verdict}: {a} vs {b} (compared {result['compared']})")
         for item in result["differences"]:
             click.echo(f"  {item['what']}: {item['a']!r} != {item['b']!r}")
     raise SystemExit(EXIT_OK if result["same_content"] else EXIT_BAD_DATA)

@@ -2,6 +2,8 @@
 
 Shards are hard-linked (local), copied server-side (same object store) or copied as bytes, never
 decoded or re-encoded; their hashes carry over into C's manifest. Schemas must be compatible.
+Every source is read once to verify it before anything is written: a hard link or a server-side
+copy would carry damage over unseen, and the manifest would vouch for it.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from typing import Any
 import msgspec
 
 from .._version import __version__
-from ..errors import ManifestError, OptionError
+from ..errors import FormatError, ManifestError, OptionError
 from ..format.metadata import DatasetStats, FileMetadata, MergedSource, Provenance, Spread
 from ..packfile.reader import PackedFile
 from ..stats import merge_stats
 from ..storage.folder import open_storage
 from ..storage.output_lock import output_lock
 from .identity import check_shard
-from .locate import locate
+from .locate import PackedLocation, locate
 from .manifest import (
     MANIFEST_NAME,
     DatasetSchema,
@@ -55,7 +57,7 @@ def _merge_locked(
     if target.list_names():
         raise OptionError(f"output {out} exists and is not empty; merge writes a new dataset")
 
-    parts: list[tuple[str, ShardEntry]] = []  # (source location, entry)
+    parts: list[tuple[PackedLocation, ShardEntry, bool]] = []  # (source, entry, from a manifest)
     schemas: list[tuple[str, DatasetSchema]] = []
     origins: list[MergedSource] = []
     all_stats: list[DatasetStats] = []
@@ -71,7 +73,7 @@ def _merge_locked(
                 # each shard is the one its entry names (a footer read), before anything is copied
                 with PackedFile(where.path, source=where.source()) as packed:
                     check_shard(packed, where, entry_number=number, listed=listed)
-                parts.append((where.path, entry))
+                parts.append((where, entry, True))
             schemas.append((label, manifest.schema))
             all_stats.append(manifest.stats)
             origins.append(
@@ -82,22 +84,30 @@ def _merge_locked(
         else:
             where = located.locations[0]
             entry, metadata = _single_file_entry(where.path, where.source(), storage_options)
-            parts.append((where.path, entry))
+            parts.append((where, entry, False))
             schemas.append((label, schema_of(metadata)))
             all_stats.append(metadata.stats or DatasetStats(input_bytes=metadata.input_bytes))
             origins.append(MergedSource(path=label, shards=1, content_hash=entry.content_hash))
     schema = merge_schemas(schemas)  # a clear error before anything is written
+    for where, entry, listed_in_manifest in parts:  # then the reads, still before any write
+        _verify_source(where, entry, listed_in_manifest)
 
-    entries = []
-    for number, (source, entry) in enumerate(parts):
-        name = shard_name(number)
-        target.copy_in(source, name)
-        size = target.size(name)
-        if size != entry.size:
-            raise ManifestError(
-                f"{source}: copied {size} bytes but the manifest lists {entry.size}"
-            )
-        entries.append(msgspec.structs.replace(entry, file=name))
+    entries: list[ShardEntry] = []
+    try:
+        for number, (where, entry, _) in enumerate(parts):
+            name = shard_name(number)
+            target.copy_in(where.path, name)
+            size = target.size(name)
+            if size != entry.size:
+                raise ManifestError(
+                    f"{where.path}: copied {size} bytes but the manifest lists {entry.size}"
+                )
+            entries.append(msgspec.structs.replace(entry, file=name))
+    except BaseException:
+        # a failed copy leaves no shards behind: the folder stays empty, so a re-run may start
+        for number in range(len(entries) + 1):
+            target.remove(shard_name(number))
+        raise
     records = [e.records for e in entries]
     sizes = [e.size for e in entries]
     stats = merge_stats(all_stats)
@@ -114,6 +124,31 @@ def _merge_locked(
     manifest = Manifest.create(entries, schema=schema, stats=stats, provenance=provenance)
     target.write_bytes(MANIFEST_NAME, manifest.to_json())
     return manifest
+
+
+def _verify_source(where: PackedLocation, entry: ShardEntry, listed_in_manifest: bool) -> None:
+    """FormatError naming the source shard unless its bytes are the ones it was packed with.
+
+    A dataset's shard: the xxh3_128 of the whole file equals its manifest entry's file_hash
+    (one read; the manifest's totals were checked when it was read). A single packed file has
+    no such record: it gets ``validate``'s default check (footer, padding, every block's
+    checksum and decompression)."""
+    if listed_in_manifest and where.storage is not None and where.name is not None:
+        found = where.storage.hash_file(where.name)
+        if found != entry.file_hash:
+            raise FormatError(
+                f"file hash {found} differs from the manifest's {entry.file_hash} (shard "
+                "damaged or replaced): nothing merged",
+                path=where.path,
+            )
+        return
+    from .validate_file import validate_path
+
+    report = validate_path(where.path, source=where.source())
+    if not report.ok:
+        extra = len(report.problems) - 1
+        more = f" (and {extra} more problems)" if extra else ""
+        raise FormatError(f"{report.problems[0]}{more}: nothing merged")
 
 
 def _single_file_entry(

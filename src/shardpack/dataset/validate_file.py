@@ -194,6 +194,17 @@ def _check_layout(packed: PackedFile, report: ValidationReport) -> None:
                     offset=0,
                 )
             )
+        # the metadata's format_version is the header's version (FORMAT.md); the reader only
+        # looks at the major, so a patched minor would pass every other check
+        stated = packed.metadata.format_version
+        if stated != f"{trailer.major}.{trailer.minor}":
+            problems.append(
+                Problem(
+                    path,
+                    f"metadata says format_version {stated!r}, trailer says "
+                    f"{trailer.major}.{trailer.minor}: version edited or damaged",
+                )
+            )
         meta_count = packed.metadata.record_count
         if meta_count != trailer.record_count:
             problems.append(

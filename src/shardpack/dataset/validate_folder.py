@@ -11,9 +11,23 @@ from typing import Any
 from ..errors import ShardpackError
 from ..storage.folder import bytes_hash
 from ..storage.ranges import BytesSource
-from .locate import locate
+from .locate import is_dataset, locate
 from .manifest import MANIFEST_NAME, ShardEntry
 from .validate_file import Problem, ValidationReport, validate_path
+
+
+def validate_any(
+    path: str | os.PathLike[str],
+    *,
+    deep: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    schema: Mapping[str, Any] | None = None,
+) -> ValidationReport:
+    """Validate a packed file, or a dataset folder or its manifest (local or URL): what
+    ``shardpack validate PATH`` checks, for ``DatasetPacker().validate`` and the CLI alike."""
+    if is_dataset(path, storage_options):
+        return validate_dataset(path, deep=deep, storage_options=storage_options, schema=schema)
+    return validate_path(path, deep=deep, schema=schema)
 
 
 def validate_dataset(
