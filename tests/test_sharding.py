@@ -237,14 +237,12 @@ def test_merge_keeps_shards_byte_for_byte(text_jsonl: Path, kd_jsonl: Path, tmp_
     assert manifest.provenance.merged_from[0].content_hash == first.content_hash
     with shardpack.open(tmp_path / "c") as ds:
         assert len(ds) == 4000 and ds[2000] == ds[0] and ds[-1] == ds[1999]
-    # a field holding integers in one dataset and floats in another cannot be merged
+    # a field holding integers in one dataset and floats in another merges as one pack of both
+    # would hold them: each array as stored
     write_jsonl(tmp_path / "ints.jsonl", [{"v": [1, 2, 3]}])
     write_jsonl(tmp_path / "floats.jsonl", [{"v": [1.5, 2.5]}])
     DatasetPacker().pack(tmp_path / "ints.jsonl", tmp_path / "ints.packed")
     DatasetPacker().pack(tmp_path / "floats.jsonl", tmp_path / "floats.packed")
-    with pytest.raises(ManifestError, match="incompatible schemas: field 'v'"):
-        merge_datasets([tmp_path / "ints.packed", tmp_path / "floats.packed"], tmp_path / "d")
-    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").iterdir())
     run = _cli(
         "merge",
         str(tmp_path / "ints.packed"),
@@ -252,8 +250,25 @@ def test_merge_keeps_shards_byte_for_byte(text_jsonl: Path, kd_jsonl: Path, tmp_
         "-o",
         str(tmp_path / "e"),
     )
-    assert run.returncode == 1 and "incompatible schemas" in run.stderr
-    assert "Traceback" not in run.stderr
+    assert run.returncode == 0, run.stderr
+    with shardpack.open(tmp_path / "e") as ds:
+        assert [r["v"].tolist() for r in ds] == [[1, 2, 3], [1.5, 2.5]]
+        assert [r["v"].dtype.kind for r in ds] == ["i", "f"]
+
+
+def test_a_field_of_ints_and_floats_packs_whatever_the_shard_boundaries(tmp_path: Path) -> None:
+    # a field written as ints in some records and floats in others (scores, log-probs that
+    # happen to be whole): a single file holds it, so must shards that split the two kinds
+    records = [{"v": [1, 2]}, {"v": [0.5, 1.5]}, {"v": [3]}, {"v": [2.25]}]
+    write_jsonl(tmp_path / "mixed.jsonl", records)
+    single = DatasetPacker().pack(tmp_path / "mixed.jsonl", tmp_path / "one.packed")
+    sharded = ShardedPacker().pack(tmp_path / "mixed.jsonl", tmp_path / "ds", records_per_shard=1)
+    assert len(sharded.manifest.shards) == 4
+    for where in (single.output_path, tmp_path / "ds"):
+        with shardpack.open(where) as ds:
+            assert [r["v"].tolist() for r in ds] == [r["v"] for r in records]
+    assert validate_dataset(tmp_path / "ds", deep=True).ok
+    assert sharded.manifest.schema.arrays["v"].stored == {"float32": 2, "int32": 2}
 
 
 @pytest.mark.parametrize(

@@ -183,30 +183,23 @@ def _totals(shards: list[ShardEntry]) -> Totals:
 def merge_schemas(schemas: list[tuple[str, DatasetSchema]]) -> DatasetSchema:
     """One schema for datasets read together, or ManifestError naming the first conflict.
 
-    Compatible: the same kind (int, float, bool...) for every numeric array field present in
-    several of them, the same lossy setting per field, and equal JSON Schemas where both have one.
+    Compatible: the same lossy setting per field, and equal JSON Schemas where both have one.
+    A field's arrays may be of several kinds (ints in some records, floats in others), as within
+    one file: each is read as stored, never cast across kinds, so where shard boundaries fall (or
+    which datasets are merged) cannot make a pack fail.
     """
     stored_by_path: dict[str, dict[str, int]] = {}
     lossy: dict[str, str] = {}
-    owners: dict[str, str] = {}
     codecs: list[dict[str, Any]] = []
     json_schema: tuple[str, Any] | None = None
     for name, schema in schemas:
         for path, field in schema.arrays.items():
-            kinds = {_kind(dtype) for dtype in field.stored}
             if path in stored_by_path:
-                before = {_kind(dtype) for dtype in stored_by_path[path]}
-                if kinds and before and kinds != before:
-                    raise ManifestError(
-                        f"incompatible schemas: field {path!r} holds {'/'.join(sorted(before))} "
-                        f"arrays in {owners[path]} but {'/'.join(sorted(kinds))} arrays in {name}"
-                    )
                 stored = stored_by_path[path]
                 for dtype, count in field.stored.items():
                     stored[dtype] = stored.get(dtype, 0) + count
             else:
                 stored_by_path[path] = dict(field.stored)
-                owners[path] = name
         for path, how in schema.lossy.items():
             if path in lossy and lossy[path] != how:
                 raise ManifestError(
@@ -247,14 +240,6 @@ def schema_of(metadata: FileMetadata) -> DatasetSchema:
         # inferred schemas differ per shard by nature: only a user's schema is dataset-wide
         json_schema=metadata.schema if metadata.schema_source == "user" else None,
     )
-
-
-def _kind(dtype: str) -> str:
-    if dtype.startswith(("int", "uint")):
-        return "int"
-    if dtype.startswith(("float", "bfloat")):
-        return "float"
-    return dtype
 
 
 def _width(dtype: str) -> int:
