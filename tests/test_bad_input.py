@@ -121,7 +121,10 @@ def test_all_lines_rejected_is_an_error(tmp_path: Path) -> None:
     out = tmp_path / "out.packed"
     with pytest.raises(InputError, match="all 2 input lines were rejected"):
         DatasetPacker().pack(src, out, on_error="skip")
-    assert not out.exists() and not Path(str(out) + ".rejects.jsonl").exists()
+    assert not out.exists()
+    # the rejects file says why (skip mode always writes it: a stale one never lingers)
+    listed = Path(str(out) + ".rejects.jsonl").read_text().splitlines()
+    assert [json.loads(line)["line"] for line in listed] == [1, 2]
 
 
 def test_huge_line_packs_and_a_huge_bad_line_gives_a_short_error(tmp_path: Path) -> None:

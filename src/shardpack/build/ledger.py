@@ -75,7 +75,7 @@ class Ledger:
                     f"all {self.rejected} input lines were rejected; nothing packed", path=where
                 )
             raise InputError(
-                "input holds no records (pass allow_empty to pack it anyway)", path=where
+                "input holds no records (pass allow_empty=True to pack it anyway)", path=where
             )
 
 

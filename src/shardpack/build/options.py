@@ -37,6 +37,10 @@ DEFAULT_COMPRESSION = "lz4"
 # the allocator reuses: first-touching fresh pages costs up to ~3 ms per MB on a VM, which made
 # a 4 MB pack 25% slower with 8 MiB units (docs/DECISIONS.md, "Work units").
 UNIT_INPUT_BYTES = 1024 * 1024
+# A shard is a run of whole work units, and units are cut no larger than a shard: a unit-less
+# "--shard-size 1" planned one unit per input byte (420k units for a 420 KB input, minutes of
+# silence). 4 KiB still allows tiny shards for tests (docs/SHARDING.md).
+MIN_SHARD_SIZE = 4 * 1024
 
 ProgressCallback = Callable[[int, int], None]  # (input bytes done, records done)
 
@@ -97,6 +101,14 @@ class PackOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise OptionError(f"{name} must be a positive number, got {value!r}")
+        if self.shard_size is not None and self.records_per_shard is not None:
+            # records per shard promises exactly N records a shard: a size cannot cut them too
+            raise OptionError("give a shard size or records per shard, not both")
+        if self.shard_size is not None and self.shard_size < MIN_SHARD_SIZE:
+            raise OptionError(
+                f"shard size {self.shard_size} is below the minimum of "
+                f"{describe_size(MIN_SHARD_SIZE)} (e.g. 64K, 512M)"
+            )
         if self.block_size is not None and self.block_size > MAX_BLOCK_RAW_BYTES:  # trust: bounds
             raise OptionError(
                 f"block size {self.block_size} is above the format's block cap of "

@@ -71,10 +71,20 @@ class OutputLayout:
         self.storage_options = dict(options.storage_options or {}) or None
         local_inputs = [f.location for f in files if not f.remote and f.path != "-"]
         self.storage: Storage | None = None
+        if output == "-":  # a file named '-' is never what was meant
+            raise OptionError(
+                "packed output cannot go to stdout ('-'): give a file name (or a folder with "
+                "a shard size or records per shard)"
+            )
         if options.sharded:
             self.storage = open_storage(output, self.storage_options)
             self._check_folder(local_inputs)
         else:
+            if output.endswith(("/", os.sep)):  # the spelling of a folder: a file there would
+                raise OptionError(  # not be at the name given
+                    f"output {output} ends with '/', which names a folder: give a file name, "
+                    "or a shard size or records per shard to write a sharded dataset there"
+                )
             if not is_remote(output) and os.path.isdir(output.removeprefix("file://")):
                 raise OptionError(
                     f"output {output} is a folder: give a file name, or a shard size or "

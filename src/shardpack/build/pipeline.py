@@ -192,6 +192,11 @@ class _Run:
                 results = run_shards(self, units, ledger, reused)
             else:
                 results = self._run_local(executor, units, ledger, reused)
+            if rejects is not None and ledger.records == 0 and not options.allow_empty:
+                # the pack fails as empty, but its rejects file says why (every line rejected),
+                # and is written in skip mode always, so that a stale one never lingers
+                rejects.commit()
+                rejects = None
             ledger.check_not_empty(options.allow_empty)
             digests.update(hasher.result())
             result = self._finish(results, ledger, digests, started)
@@ -324,6 +329,13 @@ class _Run:
         if not options.sharded:
             sink = self._single
             assert sink is not None
+            if options.dtypes:  # before the file reaches its name
+                from .checks import check_dtypes_matched
+
+                collector = sink.collector
+                check_dtypes_matched(
+                    options.dtypes, collector.lossy_fields, collector.arrays(), sink.records
+                )
             single = sink.finish(
                 inputs=[SourceSlice(f.path) for f in self.files],
                 provenance=provenance,
@@ -344,6 +356,11 @@ class _Run:
                 workers={os.path.basename(self.output): sorted(single.workers)},
             )
         manifest = build_manifest(results, provenance)
+        if options.dtypes:  # before the manifest makes the folder a dataset
+            from .checks import check_dtypes_matched
+
+            schema = manifest.schema
+            check_dtypes_matched(options.dtypes, schema.lossy, schema.arrays, manifest.records)
         self.layout.finish(manifest, {r.entry.file for r in results})
         validation = None
         if options.validate:

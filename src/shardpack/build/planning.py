@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ingest.columnar import JSONL, piece_rows
+from ..errors import InputError
+from ..ingest.columnar import JSONL, PARQUET, columnar_kind, piece_rows
 from ..storage.streams import InputDigest, open_any_input
 from .inputs import InputFile
 
@@ -171,6 +172,8 @@ def _stream_units(
         done = False
         while not done:
             chunk = stream.read(READ_BYTES)
+            if total == 0:
+                _refuse_columnar_stream(file, chunk)
             done = not chunk
             total += len(chunk)
             buffer = buffer + chunk if buffer else chunk
@@ -196,6 +199,20 @@ def _stream_units(
                 buffer, base, position = buffer[stop - base :], stop, stop
     for empty in range(k, -(-total // unit_bytes)):  # as many units as a plain file has
         yield _data_unit(file, empty, empty * unit_bytes, empty * unit_bytes, b"", total)
+
+
+def _refuse_columnar_stream(file: InputFile, head: bytes) -> None:
+    """Parquet and Arrow IPC are read by pieces from their footer, which a stream (stdin, gzip,
+    zstd) cannot offer: say so, instead of an invalid UTF-8 error on the magic's line."""
+    kind = columnar_kind(head)
+    if kind is None:
+        return
+    what = "Parquet" if kind == PARQUET else "Arrow IPC"
+    if file.path == "-":
+        reason = f"{what} data on stdin is not supported: give the file's path"
+    else:
+        reason = f"{what} data compressed with gzip or zstd is not supported: decompress it"
+    raise InputError(reason, path=file.path)
 
 
 def _data_unit(file: InputFile, k: int, start: int, end: int, data: bytes, size: int) -> UnitSpec:
@@ -230,6 +247,8 @@ class _RecordCounter:
             done = False
             while not done:
                 chunk = stream.read(READ_BYTES)
+                if scanned == 0 and not buffer:
+                    _refuse_columnar_stream(file, chunk)
                 done = not chunk
                 buffer = buffer + chunk if buffer else chunk
                 view = np.frombuffer(buffer, np.uint8)[scanned - base :]

@@ -21,6 +21,11 @@ from .collector import MetadataCollector
 from .options import EncodeOptions
 from .units import EncodedUnit
 
+# A single file is in no manifest, and its name need only be one the OS accepts (a space, '+',
+# a leading dot): its entry, which only carries its size and hashes, names it by this stand-in
+# instead of meeting the shard-name rule of a dataset folder (docs/SHARDING.md, "Safe paths").
+SINGLE_FILE_ENTRY = "output.packed"
+
 
 @dataclass
 class ShardResult:
@@ -66,6 +71,7 @@ class ShardSink:
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.index, self.options = index, options
+        self.is_shard = storage is not None and name is not None
         self.name = name or os.path.basename(output or "")
         self._stack = ExitStack()
         if storage is not None and name is not None:
@@ -130,7 +136,7 @@ class ShardSink:
             raise
         self._stack.close()  # uploads a remote file
         entry = ShardEntry(
-            file=self.name or "output.packed",
+            file=self.name if self.is_shard else SINGLE_FILE_ENTRY,
             records=metadata.record_count,
             blocks=metadata.block_count,
             size=size,

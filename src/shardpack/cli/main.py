@@ -1,7 +1,8 @@
 """The ``shardpack`` command: parse arguments, call the library, print. Nothing else.
 
 Exit status: 0 success, 1 bad data (invalid input, damaged or failing packed files), 2 bad usage,
-3 an internal error (a bug), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+3 an internal error (a bug), 130 interrupted (SIGINT), 143 terminated (SIGTERM). ``shardpack``
+without a command prints its help on stdout, with status 2.
 Errors are one line on stderr (``--debug`` shows the traceback). Progress bars appear only when
 stderr is a terminal and ``CI`` is not set; ``--json`` prints machine-readable results on stdout.
 """
@@ -109,11 +110,22 @@ def _bound_the_cleanup() -> None:
         faulthandler.dump_traceback_later(CLEANUP_DEADLINE_SECONDS, exit=True)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    invoke_without_command=True,
+    subcommand_metavar="COMMAND [ARGS]...",  # a command is still needed (help otherwise)
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="shardpack")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Pack JSONL datasets into fast, checked binary files, and read them back."""
+    if ctx.invoked_subcommand is None:
+        # no command: the help as --help prints it (stdout, no "usage error" line), with the
+        # usage status that click's no_args_is_help exits with
+        click.echo(ctx.get_help())
+        raise SystemExit(EXIT_USAGE)
 
 
 for command in (pack, info, head, schema, validate, unpack, diff, merge, bench):

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from ..codecs import available_codecs
-from ..errors import OptionError
+from ..errors import OptionError, ShardpackError
 from .output import print_json, progress_bar, show_progress
+
+# The library's messages name its options as Python spells them; here they name the flags.
+_FLAG_SPELLINGS = (
+    (re.compile(r"\bon_error=['\"]skip['\"]"), "--on-error skip"),
+    (re.compile(r"(?<![\w./-])allow_empty(=True)?(?![\w./-])"), "--allow-empty"),
+    (re.compile(r"\ba shard size or records per shard\b"), "--shard-size or --records-per-shard"),
+)
+
+
+@contextmanager
+def _flag_spellings() -> Iterator[None]:
+    """Re-raise a library error with the command's flags in its message, keeping its type (and
+    so its exit status) and its traceback (``--debug``)."""
+    try:
+        yield
+    except ShardpackError as exc:
+        message = str(exc)
+        for python, flag in _FLAG_SPELLINGS:
+            message = python.sub(flag, message)
+        if message != str(exc):
+            exc.args = (message,)
+        raise
 
 
 def _parse_dtypes(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -192,42 +217,43 @@ def pack(
     paths = list(inputs) + list(extra_inputs)
     if not paths:
         raise click.UsageError("give at least one INPUT (or --input PATH)")
-    options = PackOptions.create(
-        compression=compression.lower(),
-        level=level,
-        block_size=block_size,
-        dtypes=_parse_dtypes(dtypes),
-        shuffle=shuffle,
-        dictionary=zstd_dictionary,
-        schema=schema_path,
-        on_error=on_error,
-        rejects=rejects,
-        allow_empty=allow_empty,
-        meta=list(meta),
-        shard_size=shard_size,
-        records_per_shard=records_per_shard,
-        workers=workers,
-        validate=validate,
-        force=force,
-        resume=not no_resume,
-    )
-    if dry_run:
-        planned = run_pack(paths, output, options=options, dry_run=True)
-        assert isinstance(planned, PackPlan)
-        _print_plan(planned, as_json)
-        return
-    if dask_address is not None:
-        from ..build.dask import pack_distributed
+    with _flag_spellings():
+        options = PackOptions.create(
+            compression=compression.lower(),
+            level=level,
+            block_size=block_size,
+            dtypes=_parse_dtypes(dtypes),
+            shuffle=shuffle,
+            dictionary=zstd_dictionary,
+            schema=schema_path,
+            on_error=on_error,
+            rejects=rejects,
+            allow_empty=allow_empty,
+            meta=list(meta),
+            shard_size=shard_size,
+            records_per_shard=records_per_shard,
+            workers=workers,
+            validate=validate,
+            force=force,
+            resume=not no_resume,
+        )
+        if dry_run:
+            planned = run_pack(paths, output, options=options, dry_run=True)
+            assert isinstance(planned, PackPlan)
+            _print_plan(planned, as_json)
+            return
+        if dask_address is not None:
+            from ..build.dask import pack_distributed
 
-        result = pack_distributed(paths, output, address=dask_address, options=options)
-    else:
-        show = show_progress(quiet or as_json)
-        with progress_bar("packing", _input_size(paths), show) as advance:
-            done = run_pack(
-                paths, output, options=options, progress=lambda done, _records: advance(done)
-            )
-        assert not isinstance(done, PackPlan)
-        result = done
+            result = pack_distributed(paths, output, address=dask_address, options=options)
+        else:
+            show = show_progress(quiet or as_json)
+            with progress_bar("packing", _input_size(paths), show) as advance:
+                done = run_pack(
+                    paths, output, options=options, progress=lambda done, _records: advance(done)
+                )
+            assert not isinstance(done, PackPlan)
+            result = done
     if as_json:
         print_json(result.summary())
     elif not quiet:
