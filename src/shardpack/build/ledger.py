@@ -67,9 +67,13 @@ class Ledger:
         self.input_bytes += shard.metadata.input_bytes
 
     def check_not_empty(self, allow_empty: bool) -> None:
-        """An empty dataset is almost always a mistake (wrong file, every line rejected)."""
+        """An empty dataset is almost always a mistake (wrong file, every line rejected). The
+        rejects file is kept even then: it says why, and a stale one must not linger."""
         if self.records == 0 and not allow_empty:
             where = ", ".join(f.path for f in self.files)
+            if self.rejects is not None:
+                self.rejects.commit()  # an abort after this leaves it in place
+                self.rejects = None
             if self.rejected:
                 raise InputError(
                     f"all {self.rejected} input lines were rejected; nothing packed", path=where

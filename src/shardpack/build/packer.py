@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..dataset.validate_file import ValidationReport
-from ..dataset.validate_folder import validate_any
 from ..errors import OptionError
 from .inputs import InputsArg
 from .options import PackOptions, ProgressCallback, load_schema_option
@@ -115,6 +114,9 @@ class DatasetPacker:
         ``deep`` decodes every record (and re-checks the stored schema); ``schema`` checks the
         records against that schema instead, and implies ``deep``.
         """
+        # here: a folder's validation loads the remote-reading stack, which a pack never needs
+        from ..dataset.validate_folder import validate_any
+
         return validate_any(
             os.fspath(path),
             deep=deep,

@@ -25,6 +25,7 @@ from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.atomic import refuse_inputs_as_output
 from ..storage.output_lock import output_lock
 from ..storage.streams import InputDigest
+from .checks import check_dtypes_matched
 from .collector import build_manifest
 from .hashing import InputHasher
 from .inputs import InputFile, InputsArg, resolve_inputs
@@ -192,11 +193,6 @@ class _Run:
                 results = run_shards(self, units, ledger, reused)
             else:
                 results = self._run_local(executor, units, ledger, reused)
-            if rejects is not None and ledger.records == 0 and not options.allow_empty:
-                # the pack fails as empty, but its rejects file says why (every line rejected),
-                # and is written in skip mode always, so that a stale one never lingers
-                rejects.commit()
-                rejects = None
             ledger.check_not_empty(options.allow_empty)
             digests.update(hasher.result())
             result = self._finish(results, ledger, digests, started)
@@ -329,19 +325,13 @@ class _Run:
         if not options.sharded:
             sink = self._single
             assert sink is not None
-            if options.dtypes:  # before the file reaches its name
-                from .checks import check_dtypes_matched
-
-                collector = sink.collector
-                check_dtypes_matched(
-                    options.dtypes, collector.lossy_fields, collector.arrays(), sink.records
-                )
+            collector = sink.collector  # every --dtype matched: before the file gets its name
+            check_dtypes_matched(options.dtypes, collector.lossy_fields, collector.arrays,
+                                 sink.records)  # fmt: skip
             single = sink.finish(
-                inputs=[SourceSlice(f.path) for f in self.files],
-                provenance=provenance,
-                rejected=ledger.rejected,
-                check=self._check(self.output),
-            )
+                inputs=[SourceSlice(f.path) for f in self.files], provenance=provenance,
+                rejected=ledger.rejected, check=self._check(self.output),
+            )  # fmt: skip
             metadata = single.metadata
             return PackResult(
                 output_path=self.output,
@@ -356,11 +346,8 @@ class _Run:
                 workers={os.path.basename(self.output): sorted(single.workers)},
             )
         manifest = build_manifest(results, provenance)
-        if options.dtypes:  # before the manifest makes the folder a dataset
-            from .checks import check_dtypes_matched
-
-            schema = manifest.schema
-            check_dtypes_matched(options.dtypes, schema.lossy, schema.arrays, manifest.records)
+        schema = manifest.schema  # every --dtype matched: before the folder becomes a dataset
+        check_dtypes_matched(options.dtypes, schema.lossy, schema.arrays, manifest.records)
         self.layout.finish(manifest, {r.entry.file for r in results})
         validation = None
         if options.validate:
@@ -399,16 +386,10 @@ def _up_to_date(output: str, done: FileMetadata | Manifest, seconds: float) -> P
             shards_reused=len(done.shards),
         )
     return PackResult(
-        output_path=output,
-        record_count=done.record_count,
-        block_count=done.block_count,
-        input_bytes=done.input_bytes,
-        output_bytes=os.path.getsize(output),
-        seconds=seconds,
-        content_hash=done.content_hash,
-        metadata=done,
-        up_to_date=True,
-    )
+        output_path=output, record_count=done.record_count, block_count=done.block_count,
+        input_bytes=done.input_bytes, output_bytes=os.path.getsize(output), seconds=seconds,
+        content_hash=done.content_hash, metadata=done, up_to_date=True,
+    )  # fmt: skip
 
 
 __all__ = ["InputFile", "pack", "plan"]

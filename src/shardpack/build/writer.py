@@ -218,10 +218,6 @@ class Writer:
             self._flush()
             for encoded in self._executor.drain():
                 self._store(encoded)
-            empty = self._ledger.records == 0 and not self.options.allow_empty
-            if self._rejects is not None and empty:  # it fails as empty: its rejects say why
-                self._rejects.commit()
-                self._rejects = self._w.rejects = None
             self._ledger.check_not_empty(self.options.allow_empty)
             if self._w.sink is None and self._layout.storage is None and self._w.single is None:
                 self._w.sink = self._new_sink(0)  # an empty file, as allow_empty asked
@@ -248,11 +244,10 @@ class Writer:
             sink = self._w.single
             if sink is None:
                 raise OptionError("nothing to write")
-            if options.dtypes:  # before the file reaches its name
-                collector = sink.collector
-                check_dtypes_matched(
-                    options.dtypes, collector.lossy_fields, collector.arrays(), sink.records
-                )
+            collector = sink.collector  # every dtype matched: before the file gets its name
+            check_dtypes_matched(
+                options.dtypes, collector.lossy_fields, collector.arrays, sink.records
+            )
             single = sink.finish(provenance=provenance, rejected=self._ledger.rejected, inputs=[])
             self._w.single = None
             metadata = single.metadata
@@ -268,9 +263,8 @@ class Writer:
             ]  # fmt: skip
             results = kept + results
         manifest = build_manifest(results, provenance)
-        if options.dtypes:  # before the manifest makes the folder a dataset
-            schema = manifest.schema
-            check_dtypes_matched(options.dtypes, schema.lossy, schema.arrays, manifest.records)
+        schema = manifest.schema  # every dtype matched: before the folder becomes a dataset
+        check_dtypes_matched(options.dtypes, schema.lossy, schema.arrays, manifest.records)
         if self._previous is not None:
             manifest.stats.input_bytes = self._previous.stats.input_bytes
         storage = self._layout.storage
