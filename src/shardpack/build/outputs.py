@@ -71,6 +71,8 @@ class OutputLayout:
         self.storage_options = dict(options.storage_options or {}) or None
         local_inputs = [f.location for f in files if not f.remote and f.path != "-"]
         self.storage: Storage | None = None
+        self._remote: tuple[Any, Any] | None = None  # (reader, pin) of a packed file at a URL
+        self.existing_bytes: int | None = None  # the size of the packed file already there
         if output == "-":  # a file named '-' is never what was meant
             raise OptionError(
                 "packed output cannot go to stdout ('-'): give a file name (or a folder with "
@@ -119,11 +121,14 @@ class OutputLayout:
     def _recorded(self) -> FileMetadata | Manifest | None:
         try:
             if self.storage is None:
-                if is_remote(self.output) or not os.path.isfile(self.output):
+                if is_remote(self.output):
+                    return self._recorded_remote()
+                if not os.path.isfile(self.output):
                     return None
                 from ..packfile.reader import PackedFile
 
                 with PackedFile(self.output) as existing:
+                    self.existing_bytes = existing.size
                     return existing.metadata
             if not self.storage.exists(MANIFEST_NAME):
                 return None
@@ -131,10 +136,46 @@ class OutputLayout:
         except (OSError, ShardpackError):
             return None
 
+    def _recorded_remote(self) -> FileMetadata | None:
+        """A packed file at a URL: its footer, read through the range reader as
+        ``shardpack.open`` reads a URL (header and footer, one round trip), the version read
+        pinned for ``_valid``. No object there: a RemoteError, so None."""
+        from ..packfile.reader import PackedFile
+        from ..storage.ranges import RangeSource
+        from ..storage.remote import RemoteReader
+        from ..storage.remote_options import RemoteOptions
+
+        reader = RemoteReader(RemoteOptions(storage_options=self.storage_options or {}))
+        try:
+            source = RangeSource(self.output, reader=reader)
+            with PackedFile(self.output, source=source) as existing:
+                self._remote = (reader, source.pin)
+                self.existing_bytes = existing.size
+                return existing.metadata
+        finally:
+            reader.close()
+
+    def _valid_remote(self) -> bool:
+        """The packed file at a URL validated as ``validate_dataset`` validates a remote shard:
+        its bytes fetched (in one request, of the version whose footer was read: a replaced
+        object fails If-Match) and checked from memory."""
+        from ..dataset.validate_file import validate_path
+
+        if self._remote is None:
+            return False
+        reader, pin = self._remote
+        try:
+            data = reader.fetcher.fetch(self.output, 0, None, pin)
+        except (OSError, ShardpackError):
+            return False
+        return validate_path(self.output, source=BytesSource(data, self.output)).ok
+
     def _valid(self) -> bool:
         if self.storage is None:
             from ..dataset.validate_file import validate_path
 
+            if is_remote(self.output):
+                return self._valid_remote()
             return validate_path(self.output).ok
         from ..dataset.validate_folder import validate_dataset
 

@@ -64,7 +64,8 @@ def pack(
         if not options.force:
             done = run.layout.up_to_date()
             if done is not None:
-                return _up_to_date(run.output, done, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                return _up_to_date(run.output, done, seconds, run.layout.existing_bytes)
         return run.pack(progress, started)
 
 
@@ -371,7 +372,9 @@ class _Run:
         )
 
 
-def _up_to_date(output: str, done: FileMetadata | Manifest, seconds: float) -> PackResult:
+def _up_to_date(
+    output: str, done: FileMetadata | Manifest, seconds: float, size: int | None
+) -> PackResult:
     if isinstance(done, Manifest):
         return PackResult(
             output_path=output,
@@ -387,7 +390,7 @@ def _up_to_date(output: str, done: FileMetadata | Manifest, seconds: float) -> P
         )
     return PackResult(
         output_path=output, record_count=done.record_count, block_count=done.block_count,
-        input_bytes=done.input_bytes, output_bytes=os.path.getsize(output), seconds=seconds,
+        input_bytes=done.input_bytes, output_bytes=size or 0, seconds=seconds,
         content_hash=done.content_hash, metadata=done, up_to_date=True,
     )  # fmt: skip
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -39,24 +41,59 @@ def merge(inputs: tuple[str, ...], output: str, as_json: bool) -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def unpack(packed: str, output: str, quiet: bool) -> None:
-    """Write the records of PACKED back out as JSONL, Parquet or Arrow IPC."""
+    """Write the records of PACKED back out as JSONL, Parquet or Arrow IPC (to a file, or to
+    a URL: written locally, then uploaded once, whole)."""
     from ..dataset.dataset import open_dataset
-    from ..dataset.export import write_jsonl
+    from ..storage.urls import is_remote
 
+    if output.startswith("file://"):
+        output = output.removeprefix("file://")
     with open_dataset(packed) as ds:
         show = show_progress(quiet) and output != "-"
         sources = [packed, *ds.paths]
         if os.path.isdir(packed):
             sources.append(os.path.join(packed, "manifest.json"))
         with progress_bar("unpacking", len(ds), show) as advance:
-            if output != "-" and _is_table_path(output):
-                from ..dataset.arrow_export import write_table_file
-
-                count = write_table_file(ds, output, progress=advance, sources=sources)
+            if is_remote(output):
+                count = _unpack_to_url(ds, output, advance, sources)
             else:
-                count = write_jsonl(ds, output, progress=advance, sources=sources)
+                count = _unpack_to(ds, output, advance, sources)
     if not quiet and output != "-":
         click.echo(f"wrote {count} records to {output}", err=True)
+
+
+def _unpack_to(ds: Any, output: str, advance: Callable[[int], None], sources: list[str]) -> int:
+    from ..dataset.export import write_jsonl
+
+    if output != "-" and _is_table_path(output):
+        from ..dataset.arrow_export import write_table_file
+
+        return write_table_file(ds, output, progress=advance, sources=sources)
+    return write_jsonl(ds, output, progress=advance, sources=sources)
+
+
+def _unpack_to_url(ds: Any, output: str, advance: Callable[[int], None], sources: list[str]) -> int:
+    """Write to a local temporary file, then upload it in one piece: the object appears whole
+    when the upload completes, and a failed unpack leaves nothing at ``output``."""
+    import tempfile
+
+    from ..errors import OptionError, RemoteError
+    from ..storage.urls import reason_of, url_to_fs
+
+    if output.rstrip("/") in {source.rstrip("/") for source in sources}:
+        raise OptionError(f"unpack output {output} is one of the inputs; refusing to overwrite it")
+    if output.endswith("/"):
+        raise OptionError(f"unpack output {output} must name a file, not a folder")
+    fs, path = url_to_fs(output)
+    name = output.rpartition("/")[2]
+    with tempfile.TemporaryDirectory(prefix="shardpack-unpack-") as folder:
+        local = os.path.join(folder, name)  # the same name: its extension picks the format
+        count = _unpack_to(ds, local, advance, sources)
+        try:
+            fs.put_file(local, path)
+        except Exception as exc:  # botocore's connection errors are not OSErrors
+            raise RemoteError(f"upload failed: {reason_of(exc)}", path=output) from exc
+    return count
 
 
 def _is_table_path(output: str) -> bool:
@@ -98,12 +135,14 @@ def head(packed: str, count: int) -> None:
     """Print the first records of PACKED as JSON lines."""
     from ..dataset.dataset import open_dataset
     from ..dataset.export import dumps_record
+    from ..storage.remote_options import RemoteOptions
 
-    with open_dataset(packed) as ds:
-        for i, record in enumerate(ds):
-            if i >= count:
-                break
-            click.echo(dumps_record(record))
+    # records by index, not a scan: a scan fetches whole shards ahead (up to readahead_bytes),
+    # this reads only the blocks that hold the first records (remote: the first shard's footer
+    # and those blocks, one request each; nothing ahead)
+    with open_dataset(packed, remote=RemoteOptions(readahead_bytes=0)) as ds:
+        for i in range(min(count, len(ds))):
+            click.echo(dumps_record(ds[i]))
 
 
 @click.command()

@@ -365,7 +365,10 @@ def _pinned(dataset: Dataset, expected_hash: str | None, where: str) -> Dataset:
             f"expected_hash must look like 'xxh3_128:' and 32 hex digits, got {expected_hash!r}"
         )
     try:
-        check_pinned(dataset.files, dataset.content_hash, expected_hash, where)
+        # every block read once, through a full scan's read-ahead (remote shards fetched whole,
+        # ahead of the hashing, where they fit its window), not one request per block
+        with closing(dataset._slots.scan(dataset._remote)) as files:
+            check_pinned(files, dataset.content_hash, expected_hash, where)
     except BaseException:
         dataset.close()
         raise

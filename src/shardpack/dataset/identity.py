@@ -9,7 +9,7 @@ pinned hash is refused too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -83,9 +83,12 @@ def check_shard(
         )
 
 
-def check_pinned(files: Sequence[PackedFile], found: str, expected: str, where: str) -> None:
+def check_pinned(files: Iterable[PackedFile], found: str, expected: str, where: str) -> None:
     """FormatError unless the dataset's claimed hash ``found`` is ``expected`` and every file's
-    records hash to what its footer claims (so the claims can be trusted)."""
+    records hash to what its footer claims (so the claims can be trusted). ``files`` is only
+    iterated once the claim matches: a dataset's full scan (``ShardSlots.scan``), so that remote
+    shards are fetched ahead, each in one request where it fits the read-ahead window, while
+    the previous one is hashed."""
     if found != expected:
         raise FormatError(
             f"content hash is {found}, not the pinned {expected} (other data than expected)",

@@ -13,6 +13,13 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ..errors import (
+    FormatError,
+    ManifestError,
+    ObjectChangedError,
+    RemoteError,
+    ShardpackError,
+)
 from ..format.metadata import widest_dtypes
 from ..packfile.reader import PackedFile, dtype_targets
 from ..storage.locks import ForkSafeLock
@@ -222,7 +229,19 @@ def _opener(
     record count (``identity.check_shard``)."""
 
     def open_checked(whole: WholeFile | None = None) -> PackedFile:
-        packed = open_file(where.path, where.source(reader, whole))
+        try:
+            source = where.source(reader, whole)
+        except (FormatError, RemoteError) as exc:
+            if not isinstance(exc, ObjectChangedError):  # a short read, a range past its end
+                _check_object_size(where, number, reader, None)
+            raise
+        try:
+            _check_object_size(where, number, reader, source)
+        except BaseException:
+            if source is not None:
+                source.close()
+            raise
+        packed = open_file(where.path, source)
         try:
             check_shard(packed, where, entry_number=number, listed=listed)
         except BaseException:
@@ -233,3 +252,34 @@ def _opener(
         return packed
 
     return open_checked
+
+
+def _check_object_size(
+    where: PackedLocation, number: int, reader: RemoteReader | None, source: Any
+) -> None:
+    """ManifestError when the remote object at ``where`` is not the size manifest entry
+    ``number`` lists (a shard replaced or swapped since the manifest was written), checked
+    before its bytes are parsed: the size comes with the response to the open's header and
+    footer request (its Content-Range total). ``source`` None: the open failed before it had a
+    source (a short read, a range past the end): the size is asked for once (a 1-byte suffix
+    range) to tell a replaced shard from a store that failed; if that fails too, nothing is
+    raised here (the open's own error is)."""
+    expected = where.size
+    if expected is None or not is_remote(where.path):
+        return
+    pin = getattr(source, "pin", None)
+    actual = getattr(pin, "size", None)
+    if source is None and reader is not None:
+        from ..storage.fetch import ObjectPin
+
+        probe = ObjectPin(where.path)
+        try:
+            reader.fetcher.fetch(where.path, -1, None, probe)
+        except (OSError, ShardpackError):
+            return
+        actual = probe.size
+    if isinstance(actual, int) and actual != expected:
+        raise ManifestError(
+            f"{where.path}: the object is {actual} bytes but manifest entry {number} says "
+            f"{expected} (shard replaced?)"
+        )

@@ -8,9 +8,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ShardpackError
+from ..errors import ObjectChangedError, RemoteError, ShardpackError
 from ..storage.folder import bytes_hash
 from ..storage.ranges import BytesSource
+from ..storage.urls import is_remote
 from .locate import is_dataset, locate
 from .manifest import MANIFEST_NAME, ShardEntry
 from .validate_file import Problem, ValidationReport, validate_path
@@ -24,10 +25,63 @@ def validate_any(
     schema: Mapping[str, Any] | None = None,
 ) -> ValidationReport:
     """Validate a packed file, or a dataset folder or its manifest (local or URL): what
-    ``shardpack validate PATH`` checks, for ``DatasetPacker().validate`` and the CLI alike."""
+    ``shardpack validate PATH`` checks, for ``DatasetPacker().validate`` and the CLI alike.
+    RemoteError when the store cannot be asked (access denied, cannot connect)."""
     if is_dataset(path, storage_options):
         return validate_dataset(path, deep=deep, storage_options=storage_options, schema=schema)
-    return validate_path(path, deep=deep, schema=schema)
+    return validate_file(path, deep=deep, storage_options=storage_options, schema=schema)
+
+
+def validate_file(
+    path: str | os.PathLike[str],
+    *,
+    deep: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    schema: Mapping[str, Any] | None = None,
+) -> ValidationReport:
+    """Validate one packed file, local or at a URL. A remote file is read as ``shardpack.open``
+    reads it (``RangeSource``: its header and footer, then the whole object in one request
+    pinned to that version) and checked in memory, as each shard of a remote dataset is."""
+    text = os.fspath(path)
+    if not is_remote(text):
+        return validate_path(text.removeprefix("file://"), deep=deep, schema=schema)
+    from ..storage.ranges import RangeSource
+    from ..storage.remote import RemoteReader
+    from ..storage.remote_options import RemoteOptions
+
+    # no read-ahead, and no disk cache (cache_dir ""): every byte checked is the store's
+    options = dict(storage_options or {})
+    reader = RemoteReader(RemoteOptions(storage_options=options, readahead_bytes=0, cache_dir=""))
+    source = None
+    try:
+        try:
+            source = RangeSource(text, reader=reader)
+            source.hold(source.whole_request().submit(reader.fetcher))
+        except ShardpackError as exc:
+            if not _about_the_object(exc):
+                raise  # cannot connect, access denied, timed out: no verdict on the data
+            report = ValidationReport(paths=[text], deep=deep or schema is not None)
+            report.problems.append(Problem(text, str(exc).removeprefix(f"{text}: ")))
+            return report
+        return validate_path(text, deep=deep, schema=schema, source=source)
+    finally:
+        if source is not None:
+            source.close()
+        reader.close()
+
+
+def _about_the_object(exc: ShardpackError) -> bool:
+    """Whether ``exc`` (opening a remote file) says something about the object itself: it is
+    not there, too short, not a packed file, or replaced while read; not that the store failed
+    to answer (a RemoteError caused by a request that failed otherwise)."""
+    if not isinstance(exc, RemoteError) or isinstance(exc, ObjectChangedError):
+        return True
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return True  # our own checks (a short read), or no such object
+    response = getattr(cause, "response", None)
+    status = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
+    return bool(status.get("HTTPStatusCode") == 404)
 
 
 def validate_dataset(
@@ -54,7 +108,7 @@ def validate_dataset(
         located.locations[0].storage if located.locations else None,
     )
     if manifest is None:  # a single packed file
-        return validate_path(text, deep=deep, schema=schema)
+        return validate_file(text, deep=deep, storage_options=storage_options, schema=schema)
     if storage is None:
         from ..storage.folder import open_storage
 
