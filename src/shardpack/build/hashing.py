@@ -14,8 +14,8 @@ from typing import Any
 
 from .._machine import usable_cores
 from ..errors import InputError, ShardpackError
-from ..storage.streams import InputDigest
-from ..storage.urls import is_remote, reason_of, url_to_fs
+from ..storage.streams import InputDigest, storage_reason
+from ..storage.urls import is_remote, url_to_fs
 from .inputs import InputFile
 from .units import worker_name
 
@@ -33,8 +33,10 @@ def hash_file(location: str, storage_options: dict[str, Any] | None = None) -> I
             stream: Any = fs.open(fs_path, "rb", block_size=READ_BYTES)
         else:
             stream = open(location, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot open input: {reason_of(exc)}", path=location) from exc
+    except Exception as exc:
+        if (reason := storage_reason(exc, is_remote(location))) is None:
+            raise
+        raise InputError(f"cannot open input: {reason}", path=location) from exc
     try:
         while True:
             count = stream.readinto(buffer)
@@ -42,8 +44,10 @@ def hash_file(location: str, storage_options: dict[str, Any] | None = None) -> I
                 break
             digest.sha256.update(view[:count])
             digest.size += count
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read input: {reason_of(exc)}", path=location) from exc
+    except Exception as exc:
+        if (reason := storage_reason(exc, is_remote(location))) is None:
+            raise
+        raise InputError(f"cannot read input: {reason}", path=location) from exc
     finally:
         stream.close()
     return digest

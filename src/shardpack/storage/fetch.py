@@ -302,6 +302,47 @@ def _transient(exc: BaseException, url: str) -> bool:
     return type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp")
 
 
+_CONNECT_ERRORS = {"ConnectionError", "ClientConnectionError", "ClientConnectorError"}
+_STORAGE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec")
+
+
+def failure_reason(exc: BaseException) -> str | None:
+    """Why a storage request failed, in words: ``not found``, ``access denied``, ``cannot
+    connect (...)``, ``timed out`` or ``request failed: ...``; None when ``exc`` is no storage
+    error (a bug, or an error of ours, is not disguised as one)."""
+    status = _status(exc)
+    code, name = status if status is not None else (0, "")
+    text = reason_of(exc)
+    if isinstance(exc, FileNotFoundError) or code == 404 or name in ("NoSuchKey", "NoSuchBucket"):
+        bucket = name == "NoSuchBucket" or "bucket does not exist" in text.lower()
+        if not bucket and isinstance(exc.__cause__, Exception):
+            bucket = type(exc.__cause__).__name__ == "NoSuchBucket"
+        return "not found (no such bucket)" if bucket else "not found"
+    if isinstance(exc, PermissionError) or code == 403 or name in ("AccessDenied", "Forbidden"):
+        return "access denied"
+    import asyncio
+
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, ConnectionError) or names & _CONNECT_ERRORS:
+        return f"cannot connect ({text})"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "ReadTimeoutError" in names:
+        return "timed out"
+    if status is not None or isinstance(exc, OSError):
+        return f"request failed: {text}"
+    if type(exc).__module__.split(".")[0] in _STORAGE_MODULES:
+        return f"request failed: {type(exc).__name__}: {text}"
+    return None
+
+
+def as_remote_error(exc: Exception, url: str, what: str) -> Exception:
+    """``exc`` from a storage request about ``url`` as a RemoteError that names the URL and
+    says why (``what``: what was being done), or ``exc`` itself when it is no storage error."""
+    if isinstance(exc, RemoteError):
+        return exc
+    reason = failure_reason(exc)
+    return exc if reason is None else RemoteError(f"{what}: {reason}", path=url)
+
+
 def _as_error(exc: BaseException, url: str) -> Exception:
     if isinstance(exc, (ObjectChangedError, RemoteError)):
         return exc
@@ -318,4 +359,7 @@ def _as_error(exc: BaseException, url: str) -> Exception:
 
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return RemoteError("request timed out (after its retries)", path=url)
+    reason = failure_reason(exc)
+    if reason is not None and reason.startswith(("access denied", "cannot connect")):
+        return RemoteError(reason, path=url)
     return RemoteError(f"request failed: {reason_of(exc)}", path=url)

@@ -7,22 +7,26 @@ kernel if the process dies, so a killed pack never blocks the next one) and remo
 on file systems without ``flock`` the file's exclusive creation is the lock. URLs: a lock object
 beside the output, created if absent and checked to be ours (object stores have no atomic
 create through fsspec, so two packs starting in the same instant may both proceed); one left by a
-killed pack must be removed by hand, as the refusal says.
+killed pack on the same host (its process gone) is stale and replaced; one left by a pack
+killed on another host must be removed by hand, as the refusal says. The lock object is removed
+even when an interrupt (Ctrl-C, SIGTERM) lands while it is being written, read back or released.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
+from .fetch import as_remote_error, failure_reason
 from .urls import is_remote, url_to_fs
 
 LOCK_PREFIX = "shardpack lock"  # first words of every lock file: never remove anything else
@@ -159,20 +163,99 @@ def _remote_lock(output: str, lock: str, storage_options: dict[str, Any] | None)
     fs, lock_path = url_to_fs(lock, storage_options)
     token = _holder().rstrip("\n") + f" token {uuid.uuid4().hex}\n"
 
+    def call(what: str, request: Callable[[], Any]) -> Any:
+        try:
+            return request()
+        except Exception as exc:  # not found, denied, cannot connect: named, one line
+            error = as_remote_error(exc, lock, what)
+            if error is exc:
+                raise
+            raise error from exc
+
     def read() -> str:
         try:
             return bytes(fs.cat_file(lock_path)).decode("utf-8", "replace")
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if failure_reason(exc) != "not found":  # no bucket, rather than no lock
+                raise
             return ""
 
-    held = read()
-    if held:
+    def release(quiet: bool) -> None:
+        _remote_release(
+            token,
+            lambda: call("cannot read the lock", read),
+            lambda: call("cannot remove the lock", lambda: fs.rm_file(lock_path)),
+            quiet,
+        )
+
+    held = call("cannot read the lock", read)
+    if held and _stale(held):
+        call("cannot remove a stale lock", lambda: fs.rm_file(lock_path))
+    elif held:
         raise _busy(output, lock, held.split(" token ")[0])
-    fs.pipe_file(lock_path, token.encode())
-    if read() != token:  # another pack wrote its own in the same instant
-        raise _busy(output, lock, read().split(" token ")[0])
     try:
+        call("cannot write the lock", lambda: fs.pipe_file(lock_path, token.encode()))
+    except Exception:
+        raise  # not written
+    except BaseException:  # interrupted: the lock may be written, take it away again
+        release(quiet=True)
+        raise
+    try:  # from here on the lock object is ours: however this ends, it is removed
+        current = call("cannot read the lock", read)
+        if current != token:  # another pack wrote its own in the same instant
+            raise _busy(output, lock, current.split(" token ")[0])
         yield
-    finally:
-        if read() == token:
-            fs.rm_file(lock_path)
+    except BaseException:
+        release(quiet=True)
+        raise
+    release(quiet=False)
+
+
+def _remote_release(
+    token: str, read: Callable[[], str], remove: Callable[[], Any], quiet: bool
+) -> None:
+    """Delete the lock object if it is still ours. An interrupt (Ctrl-C, SIGTERM) landing on
+    the way does not leave it behind: the request is made again, the interrupt raised after;
+    ``quiet``: another error is on its way out, a failure here is not reported over it."""
+    interrupt: BaseException | None = None
+
+    def uninterrupted(request: Callable[[], Any]) -> Any:
+        nonlocal interrupt
+        tries = 0
+        while True:
+            try:
+                return request()
+            except Exception:
+                raise
+            except BaseException as exc:  # KeyboardInterrupt, the CLI's Terminated
+                interrupt, tries = interrupt or exc, tries + 1
+                if tries == 3:  # interrupted again and again: give up
+                    raise
+
+    try:
+        if uninterrupted(read) == token:
+            uninterrupted(remove)
+    except Exception:
+        if not quiet:
+            raise
+    if interrupt is not None:
+        raise interrupt
+
+
+def _stale(held: str) -> bool:
+    """Whether a lock object was left by a pack of this host whose process is gone (killed):
+    like a local lock, whose ``flock`` dies with its process, it does not block the next pack.
+    A live process, or another host's, always holds it."""
+    match = re.match(rf"{LOCK_PREFIX}: pid (\d+) on (\S+) since ", held)
+    if match is None or match.group(2) != socket.gethostname():
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's
+        return False
+    return False

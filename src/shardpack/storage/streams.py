@@ -1,5 +1,6 @@
 """Input byte streams: local files, stdin or URLs, gzip/zstd decompressed when their magic says
-so, optionally hashed (sha256, size) on the way for provenance."""
+so, optionally hashed (sha256, size) on the way for provenance. A URL's failures are InputErrors
+that name it and say why (not found, access denied, cannot connect)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import IO, Any, Protocol
 import zstandard
 
 from ..errors import InputError
+from .fetch import failure_reason
 from .urls import is_remote, reason_of, url_to_fs
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -117,27 +119,68 @@ class HashingReader(io.RawIOBase):
 
 
 @contextmanager
-def open_url_input(url: str, storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
-    """A binary stream of a remote JSONL input, gzip/zstd sniffed by magic like local inputs."""
+def open_url_input(
+    url: str, storage_options: dict[str, Any] | None = None, digest: InputDigest | None = None
+) -> Iterator[IO[bytes]]:
+    """A binary stream of a remote JSONL input, gzip/zstd sniffed by magic like local inputs.
+
+    With ``digest``, the object's bytes as stored (before decompression) are hashed on the way,
+    as ``open_input`` does for a local file."""
     fs, path = url_to_fs(url, storage_options)
     try:
-        raw = fs.open(path, "rb", block_size=8 << 20)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot open input: {reason_of(exc)}", path=url) from exc
+        file = fs.open(path, "rb", block_size=8 << 20)
+    except Exception as exc:
+        if (reason := storage_reason(exc)) is None:
+            raise
+        raise InputError(f"cannot open input: {reason}", path=url) from exc
+    raw: Any = RemoteReader(file, url)
+    counted: Any = HashingReader(raw, digest) if digest is not None else raw
     try:
-        with decompressed(raw) as stream:
+        with decompressed(counted) as stream:
             yield stream
     finally:
-        raw.close()
+        file.close()
+
+
+class RemoteReader(io.RawIOBase):
+    """A raw stream of an fsspec file whose failed reads are InputErrors naming the URL."""
+
+    def __init__(self, file: Any, url: str) -> None:
+        self._file = file
+        self._url = url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return int(self._file.readinto(buffer) or 0)
+        except Exception as exc:
+            if (reason := storage_reason(exc)) is None:
+                raise
+            raise InputError(f"cannot read input: {reason}", path=self._url) from exc
+
+
+def storage_reason(exc: BaseException, remote: bool = True) -> str | None:
+    """Why reading an input failed, in words (``not found``, ``access denied``, ``cannot
+    connect (...)``...; a local file's: the OS's words); None for an error that is not about
+    storage (let it through)."""
+    if isinstance(exc, InputError):
+        return None
+    reason = failure_reason(exc) if remote else None
+    if reason is None and isinstance(exc, (OSError, ValueError)):
+        reason = reason_of(exc)
+    return reason
 
 
 @contextmanager
 def open_any_input(
     path: str, storage_options: dict[str, Any] | None = None, digest: InputDigest | None = None
 ) -> Iterator[IO[bytes]]:
-    """The decompressed stream of a local path, ``-`` or URL (``digest``: hash a local input)."""
+    """The decompressed stream of a local path, ``-`` or URL; with ``digest``, its bytes as
+    stored are hashed (sha256, size) on the way, whichever it is."""
     if is_remote(path):
-        with open_url_input(path, storage_options) as stream:
+        with open_url_input(path, storage_options, digest) as stream:
             yield stream
     else:
         with open_input(path.removeprefix("file://"), digest) as stream:
@@ -146,11 +189,18 @@ def open_any_input(
 
 def read_head(path: str, length: int, storage_options: dict[str, Any] | None = None) -> bytes:
     """The first ``length`` bytes of a local file or URL (fewer if it is shorter): what its
-    magic number says it is."""
+    magic number says it is. A URL is read with one request for these bytes only (opening it
+    as a file would fetch a whole block: 50 MiB on S3)."""
     if is_remote(path):
+        if length <= 0:
+            return b""
         fs, fs_path = url_to_fs(path, storage_options)
-        with fs.open(fs_path, "rb") as file:
-            return bytes(file.read(length))
+        try:
+            return bytes(fs.cat_file(fs_path, start=0, end=length))
+        except Exception as exc:
+            if (reason := storage_reason(exc)) is None:
+                raise
+            raise InputError(f"cannot read input: {reason}", path=path) from exc
     with open(path.removeprefix("file://"), "rb") as file:
         return file.read(length)
 
@@ -165,8 +215,10 @@ def read_range(
         fs, fs_path = url_to_fs(location, storage_options)
         try:
             return bytes(fs.cat_file(fs_path, start=start, end=start + length))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read input: {reason_of(exc)}", path=location) from exc
+        except Exception as exc:
+            if (reason := storage_reason(exc)) is None:
+                raise
+            raise InputError(f"cannot read input: {reason}", path=location) from exc
     try:
         fd = os.open(location.removeprefix("file://"), os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError as exc:
@@ -193,8 +245,10 @@ def stored_size_and_stamp(
         fs, fs_path = url_to_fs(location, storage_options)
         try:
             info = fs.info(fs_path)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot open input: {reason_of(exc)}", path=location) from exc
+        except Exception as exc:
+            if (reason := storage_reason(exc)) is None:
+                raise
+            raise InputError(f"cannot open input: {reason}", path=location) from exc
         if info.get("type") == "directory":
             raise InputError("is a folder, not a JSONL file", path=location)
         stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
