@@ -196,6 +196,14 @@ class Dataset:
             return str(self.manifests[0].content_hash)  # each shard is checked as it opens
         return combined_content_hash(f.metadata.content_hash for f in self.files)
 
+    def verify_content_hash(self, expected_hash: str, where: str) -> None:
+        """FormatError naming ``where`` unless the records hash to ``expected_hash``: the claim
+        first (no block read), then every block read once through a full scan's read-ahead
+        (remote shards fetched whole, ahead of the hashing, where they fit its window), not one
+        request per block."""
+        with closing(self._slots.scan(self._remote)) as files:
+            check_pinned(files, self.content_hash, expected_hash, where)
+
     @property
     def stats(self) -> DatasetStats:
         return self.metadata.stats or DatasetStats()
@@ -365,10 +373,7 @@ def _pinned(dataset: Dataset, expected_hash: str | None, where: str) -> Dataset:
             f"expected_hash must look like 'xxh3_128:' and 32 hex digits, got {expected_hash!r}"
         )
     try:
-        # every block read once, through a full scan's read-ahead (remote shards fetched whole,
-        # ahead of the hashing, where they fit its window), not one request per block
-        with closing(dataset._slots.scan(dataset._remote)) as files:
-            check_pinned(files, dataset.content_hash, expected_hash, where)
+        dataset.verify_content_hash(expected_hash, where)
     except BaseException:
         dataset.close()
         raise
