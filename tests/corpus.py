@@ -557,6 +557,12 @@ CASES: list[Case] = [
         CorruptBlockError,
         "scan",
     ),
+    Case(  # found by the fuzzer: a msgpack bin value crashed unpack with an internal error
+        "record-holds-bytes",
+        raw_edit(2, lambda r: replace_in_payload(r, 0, b"\xa2ok", b"\xc4\x01k")),
+        "holds bytes",
+        access="none",
+    ),
     # blocks moved with every checksum consistent: only the content hash can tell
     Case(
         "blocks-reordered",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from ..errors import CorruptBlockError, FormatError, OptionError, ShardpackError
+from ..format.decode import BYTES_IN_RECORD, holds_bytes
 from ..format.layout import BLOCK_ALIGN, HEADER, HEADER_SIZE, INDEX_ALIGN, align
 from ..packfile.reader import PackedFile
 from .identity import record_digests
@@ -141,6 +142,7 @@ def _validate_file(
                     except (ValueError, TypeError) as exc:
                         raise packed.corrupt_error(block, f"bad arrays: {exc}") from None
                     report.records_checked += len(records)
+                    _check_no_bytes(packed, block, records)
                     if checker is not None:
                         _check_records(packed, block, records, checker, report)
             except CorruptBlockError as exc:
@@ -248,6 +250,13 @@ class _SourceReader:
         data = bytes(self._source.read(self._position, length))
         self._position += length
         return data
+
+
+def _check_no_bytes(packed: PackedFile, block: int, records: list[Any]) -> None:
+    for j, record in enumerate(records):
+        if holds_bytes(record):
+            first = int(packed.index[block]["first_record"])
+            raise packed.corrupt_error(block, f"record {first + j} {BYTES_IN_RECORD}")
 
 
 def _record_checker(

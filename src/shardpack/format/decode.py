@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..errors import FormatError
 from .dtypes import (
     ARRAY_HEADERS,
     DTYPE_BY_CODE,
@@ -126,10 +127,35 @@ def promote_arrays(value: Any, targets: Mapping[str, np.dtype], path: str = "") 
     return value
 
 
+BYTES_IN_RECORD = (
+    "holds bytes (a msgpack bin value), which shardpack never writes: the file was crafted or "
+    "damaged past its checksums"
+)
+
+
 def to_jsonable(obj: Any) -> Any:
     """``default`` hook for JSON writers: arrays become lists of Python scalars."""
     if isinstance(obj, np.ndarray):
         if obj.dtype.itemsize == 2 and obj.dtype.kind != "i":
             obj = obj.astype(np.float32)  # float16/bfloat16 have no Python scalar of their own
         return obj.tolist()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        # the reader hands bin values out as they are (refusing them would cost every scan a
+        # walk of every record): writing JSON is where they stop, as bad data, not as a bug
+        raise FormatError(f"a record {BYTES_IN_RECORD} (validate --deep names the block)")
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def holds_bytes(value: Any) -> bool:
+    """Whether a decoded record holds a bytes value anywhere (deep validation's check)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is bytes:
+            return True
+    return False
