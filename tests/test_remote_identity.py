@@ -90,6 +90,27 @@ def test_pinning_a_remote_dataset_reads_each_shard_in_one_request(
     assert len(server.requests(None)) == 1
 
 
+def test_diff_of_other_layouts_reads_each_remote_shard_in_one_request(
+    server: Any, local_ds: Path, tmp_path: Path
+) -> None:
+    from shardpack.dataset.diff import diff_datasets
+
+    manifest = Manifest.from_json((local_ds / MANIFEST_NAME).read_bytes())
+    shards = len(manifest.shards)
+    url = _upload(server, local_ds, "diffed")
+    remote = RemoteOptions(storage_options=s3_latency.storage_options(server.endpoint))
+    single = tmp_path / "one.packed"
+    with shardpack.open(local_ds) as ds:
+        shardpack.pack(list(ds), single)  # the same records in one file: another split
+    with shardpack.open(url, remote=remote) as left, shardpack.open(single) as right:
+        server.reset_log()
+        result = diff_datasets(left, right)
+        assert result["same_content"] and result["compared"] == "records", result
+        # each shard's header and footer (the metadata compared), then each shard whole for
+        # its records: never a request per block
+        assert len(server.requests(None)) == 3 * shards
+
+
 # -- 2. a packed file at a URL is up to date -----------------------------------------------------
 
 

@@ -196,12 +196,16 @@ class Dataset:
             return str(self.manifests[0].content_hash)  # each shard is checked as it opens
         return combined_content_hash(f.metadata.content_hash for f in self.files)
 
+    def scanned_files(self) -> closing[Iterator[PackedFile]]:
+        """Each file in order, read as a full scan reads it: remote shards fetched ahead, whole
+        where they fit the read-ahead window, not one request per block. Use it with ``with``:
+        leaving stops the fetching."""
+        return closing(self._slots.scan(self._remote))
+
     def verify_content_hash(self, expected_hash: str, where: str) -> None:
         """FormatError naming ``where`` unless the records hash to ``expected_hash``: the claim
-        first (no block read), then every block read once through a full scan's read-ahead
-        (remote shards fetched whole, ahead of the hashing, where they fit its window), not one
-        request per block."""
-        with closing(self._slots.scan(self._remote)) as files:
+        first (no block read), then every block read once, as a full scan reads it."""
+        with self.scanned_files() as files:
             check_pinned(files, self.content_hash, expected_hash, where)
 
     @property

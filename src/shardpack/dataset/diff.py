@@ -11,7 +11,7 @@ footer claims other records than their blocks hold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import xxhash
@@ -40,7 +40,10 @@ def diff_datasets(a: Dataset, b: Dataset, *, verify: bool = False) -> dict[str, 
     if len(a) != len(b):
         same, how = False, "record counts"
     elif verify or [len(f) for f in files_a] != [len(f) for f in files_b]:
-        hash_a, hash_b = records_hash(files_a, verify), records_hash(files_b, verify)
+        with a.scanned_files() as scanned:  # remote shards fetched whole, ahead of hashing
+            hash_a = records_hash(scanned, verify)
+        with b.scanned_files() as scanned:
+            hash_b = records_hash(scanned, verify)
         same, how = hash_a == hash_b, "records"
         compare("records hash", hash_a, hash_b)
     else:
@@ -87,7 +90,7 @@ def diff_datasets(a: Dataset, b: Dataset, *, verify: bool = False) -> dict[str, 
     }
 
 
-def records_hash(files: Sequence[PackedFile], verify: bool = False) -> str:
+def records_hash(files: Iterable[PackedFile], verify: bool = False) -> str:
     """xxh3_128 over the record digests of ``files`` in order (every block read, its checksum
     checked on read): the content hash one file of these records would have, whatever the split.
     ``verify``: also FormatError for a file whose records hash to other than its footer claims."""
