@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from itertools import chain
 from operator import itemgetter
@@ -196,7 +196,7 @@ class Dataset:
             return str(self.manifests[0].content_hash)  # each shard is checked as it opens
         return combined_content_hash(f.metadata.content_hash for f in self.files)
 
-    def scanned_files(self) -> closing[Iterator[PackedFile]]:
+    def scanned_files(self) -> closing[Generator[PackedFile, None, None]]:
         """Each file in order, read as a full scan reads it: remote shards fetched ahead, whole
         where they fit the read-ahead window, not one request per block. Use it with ``with``:
         leaving stops the fetching."""
