@@ -557,6 +557,13 @@ CASES: list[Case] = [
         CorruptBlockError,
         "scan",
     ),
+    Case(  # readers count by the trailer and index; only validate compares the metadata's count
+        "metadata-record-count",
+        metadata_field("lz4", "record_count", 121),
+        "metadata counts 121 records, trailer 120",
+        access="none",
+        cli=("validate",),
+    ),
     Case(  # found by the fuzzer: a msgpack bin value crashed unpack with an internal error
         "record-holds-bytes",
         raw_edit(2, lambda r: replace_in_payload(r, 0, b"\xa2ok", b"\xc4\x01k")),

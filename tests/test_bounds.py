@@ -352,6 +352,16 @@ def test_the_decoded_block_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert held < 600_000  # three blocks of ~80 KB and their records; all 40 would be 3.2 MB
+    # and in blocks: two kept of 40 read, whatever bytes the cache would still allow
+    tracemalloc.start()
+    try:
+        with PackedFile(out, cache_blocks=2, cache_bytes=1 << 30) as packed:
+            for i in range(40):
+                packed.record(i)
+            held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 400_000  # two blocks of ~80 KB and their records
 
 
 def test_footer_metadata_of_a_bad_zstd_dictionary_is_a_format_error(

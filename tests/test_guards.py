@@ -235,6 +235,29 @@ def test_unpack_fsyncs_its_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with shardpack.open(packed) as ds:
         assert export.write_jsonl(ds, str(out), sources=[str(packed)]) == len(RECORDS)
     assert any(".out.jsonl." in name and name.endswith(".tmp") for name in synced), synced
+    assert str(tmp_path) in synced, synced  # and the folder, so that the rename is durable
+
+
+def test_outputs_get_the_permissions_the_umask_gives(tmp_path: Path) -> None:
+    """Temp files are made 0600; what is moved into place is readable as any new file would be
+    (shared datasets, training jobs running as another account)."""
+    previous = os.umask(0o022)
+    try:
+        single = tmp_path / "x.packed"
+        DatasetPacker().pack(_jsonl(tmp_path / "in.jsonl"), single)
+        folder = tmp_path / "ds"
+        ShardedPacker().pack(tmp_path / "in.jsonl", folder, records_per_shard=5)
+        out = tmp_path / "out.jsonl"
+        run = subprocess.run(
+            [sys.executable, "-m", "shardpack", "unpack", str(single), "-o", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    finally:
+        os.umask(previous)
+    made = [single, out, *folder.iterdir()]
+    assert len(made) > 3
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {p.name: "0o644" for p in made}
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

@@ -108,7 +108,10 @@ def test_an_input_of_one_group_of_units_starts_no_worker_pool(
     assert {w for ws in small.workers.values() for w in ws} == {f"pid {os.getpid()}"}
     assert plan(text_jsonl, str(tmp_path / "x.packed"), PackOptions.create(workers=2)).workers == 1
     big = shardpack.pack(kd_jsonl, tmp_path / "big.packed", workers=2, unit_bytes=64 * 1024)
-    assert len({w for ws in big.workers.values() for w in ws}) == 2
+    # encoded in the pool, not here (which of its two workers took the groups is the
+    # scheduler's choice: on a busy machine one may take them all)
+    encoders = {w for ws in big.workers.values() for w in ws}
+    assert encoders and f"pid {os.getpid()}" not in encoders
 
 
 def test_a_resume_after_touching_unchanged_inputs_keeps_finished_shards(
@@ -243,9 +246,12 @@ def _slow_pack(source: Path, out: Path) -> list[str]:
 
 
 def _start_and_wait_for_workers(
-    args: list[str], out: Path
+    args: list[str], out: Path, *, session: bool = False
 ) -> tuple[subprocess.Popen[str], list[int]]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """``session``: in a process group of its own, which a terminal's Ctrl-C signals whole."""
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=session
+    )
     deadline = time.monotonic() + 60
     driver = psutil.Process(proc.pid)
     while time.monotonic() < deadline:
@@ -272,7 +278,10 @@ def _communicate_or_show_stacks(proc: subprocess.Popen[str], timeout: float) -> 
         for member in family:
             with contextlib.suppress(psutil.Error):
                 member.kill()
-        stdout, stderr = proc.communicate()
+        try:  # orphaned workers may still hold the pipes: never wait on them for ever
+            stdout, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            stdout, stderr = "", "(its output pipes are still held open: orphaned workers?)"
         raise AssertionError(f"still running after {timeout} s:\n{stderr}\n{stdout}") from None
 
 
@@ -294,16 +303,20 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("how", "code", "words"), [
-    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
-    (signal.SIGINT, 130, "interrupted"),
+@pytest.mark.parametrize(("how", "code", "words", "group"), [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", False),
+    (signal.SIGINT, 130, "interrupted", False),
+    (signal.SIGINT, 130, "interrupted", True),  # Ctrl-C at a terminal: workers get it too
 ])  # fmt: skip
 def test_a_signal_ends_every_worker_and_the_pack_resumes(
-    how: signal.Signals, code: int, words: str, big_kd: Path, tmp_path: Path
+    how: signal.Signals, code: int, words: str, group: bool, big_kd: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ds"
-    proc, workers = _start_and_wait_for_workers(_slow_pack(big_kd, out), out)
-    proc.send_signal(how)
+    proc, workers = _start_and_wait_for_workers(_slow_pack(big_kd, out), out, session=group)
+    if group:
+        os.killpg(proc.pid, how)  # no traceback from a worker: they leave it to the driver
+    else:
+        proc.send_signal(how)
     _, stderr = _communicate_or_show_stacks(proc, timeout=30)
     assert proc.returncode == code
     assert stderr.strip() == f"shardpack: error: {words}"

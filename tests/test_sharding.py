@@ -159,6 +159,27 @@ def test_validate_names_missing_extra_swapped_truncated_shards(
     assert run.returncode == 1 and "INVALID" in run.stderr and "missing shard" in run.stderr
 
 
+def test_validate_names_a_shard_replaced_by_a_larger_pack_of_its_records(
+    text_jsonl: Path, tmp_path: Path
+) -> None:
+    # the same records, uncompressed: the same content hash, but not the shard the manifest
+    # lists; open refuses it by its size, and validate must say so too
+    out = tmp_path / "ds"
+    ShardedPacker().pack(text_jsonl, out, records_per_shard=300)
+    first = out / "shard-00000.packed"
+    with shardpack.open(first) as shard:
+        records = list(shard)
+    shardpack.pack(records, tmp_path / "bigger.packed", compression="none")
+    assert (tmp_path / "bigger.packed").stat().st_size > first.stat().st_size
+    shutil.copyfile(tmp_path / "bigger.packed", first)
+    report = validate_dataset(out)
+    assert not report.ok
+    assert any("shard-00000.packed" in str(p) and "the manifest says" in str(p)
+               for p in report.problems), report.problems  # fmt: skip
+    with pytest.raises(ManifestError, match="shard-00000"):
+        shardpack.open(out)[0]
+
+
 def test_validate_catches_a_flipped_byte_and_an_edited_manifest(
     text_jsonl: Path, tmp_path: Path
 ) -> None:
@@ -194,14 +215,18 @@ def test_interrupted_pack_resumes_keeping_finished_shards(text_jsonl: Path, tmp_
     with pytest.raises(ManifestError, match="run it again to resume"):
         shardpack.open(out)
     finished = sorted(p.name for p in out.glob("shard-*.packed"))
-    assert 2 <= len(finished) < 8 and not list(out.glob(".*.tmp"))
-    # damage one finished shard: it must be packed again, the others kept untouched
+    assert 3 <= len(finished) < 8 and not list(out.glob(".*.tmp"))
+    # damage two finished shards, one cut short, one with a byte flipped inside a block (its
+    # size unchanged: only validating it tells): both packed again, the others kept untouched
     damaged = out / finished[0]
     damaged.write_bytes(damaged.read_bytes()[:-10])
-    stamps = {name: (out / name).stat().st_mtime_ns for name in finished[1:]}
+    flipped = bytearray((out / finished[1]).read_bytes())
+    flipped[len(flipped) // 3] ^= 0x40
+    (out / finished[1]).write_bytes(bytes(flipped))
+    stamps = {name: (out / name).stat().st_mtime_ns for name in finished[2:]}
 
     resumed = ShardedPacker().pack(text_jsonl, out, records_per_shard=250)
-    assert resumed.shards_reused == len(finished) - 1
+    assert resumed.shards_reused == len(finished) - 2
     assert resumed.shards_packed == 8 - resumed.shards_reused
     assert all((out / name).stat().st_mtime_ns == stamps[name] for name in stamps)
     assert _shard_bytes(out) == _shard_bytes(tmp_path / "fresh")

@@ -234,15 +234,17 @@ def test_a_sharded_pack_refusing_a_folder_deletes_nothing_in_it(tmp_path: Path) 
     source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     folder = tmp_path / "busy"
     folder.mkdir()
-    for name in (".draft.tmp", ".shard-00000.packed.tmp", "notes.txt"):
+    # a user's temporary file looks like ours (".NAME.XXXX.tmp") but names no file of ours
+    kept = [".draft.tmp", ".notes.txt.abc123.tmp", ".shard-00000.packed.tmp", "notes.txt"]
+    for name in kept:
         (folder / name).write_text("keep me")
     proc = run("pack", str(source), "-o", str(folder), "--records-per-shard", "20")
     assert "not part of a shardpack dataset" in one_line_error(proc)
-    assert sorted(p.name for p in folder.iterdir()) == [
-        ".draft.tmp",
-        ".shard-00000.packed.tmp",
-        "notes.txt",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == kept
+    (folder / "notes.txt").unlink()  # only temporary-looking files left: still not ours
+    proc = run("pack", str(source), "-o", str(folder), "--records-per-shard", "20")
+    assert "not part of a shardpack dataset" in one_line_error(proc)
+    assert sorted(p.name for p in folder.iterdir()) == kept[:3]
 
 
 def test_a_write_that_fails_midway_leaves_no_temp_file(kd_jsonl: Path, tmp_path: Path) -> None:
