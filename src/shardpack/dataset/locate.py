@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FormatError, ManifestError, RemoteError
+from ..storage.fetch import failure_reason
 from ..storage.folder import Storage, open_storage, split_location
 from ..storage.ranges import RangeSource
 from ..storage.remote import RemoteReader
 from ..storage.remote_options import RemoteOptions
 from ..storage.scan_ahead import WholeFile
-from ..storage.urls import is_remote, is_url, reason_of, url_to_fs
+from ..storage.urls import is_remote, is_url, url_to_fs
 from .manifest import MANIFEST_NAME, Manifest
 
 
@@ -133,28 +134,9 @@ def _dataset_folder(text: str, storage_options: dict[str, Any] | None) -> str | 
         except FileNotFoundError:  # no such bucket: opened as a file, which reports it
             return None
         except Exception as exc:
-            if not _storage_error(exc):
+            reason = failure_reason(exc)  # access denied, cannot connect...: in words
+            if reason is None:
                 raise  # a bug (or a bad storage option) is not disguised as a store's answer
-            raise RemoteError(_listing_failure(exc), path=text) from exc
+            raise RemoteError(reason, path=text) from exc
     local = text.removeprefix("file://")
     return local if os.path.isdir(local) else None
-
-
-_STORAGE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec")
-
-
-def _storage_error(exc: BaseException) -> bool:
-    """An OSError, or an error of the storage libraries (botocore's connection errors are not
-    OSErrors)."""
-    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORAGE_MODULES
-
-
-def _listing_failure(exc: BaseException) -> str:
-    """Why asking the store whether a URL is a folder failed, in words."""
-    reason = reason_of(exc)
-    if isinstance(exc, PermissionError):
-        return f"access denied ({reason})"
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if isinstance(exc, ConnectionError) or any(name.endswith("ConnectionError") for name in names):
-        return f"cannot connect ({reason})"
-    return f"cannot list: {reason}"
