@@ -206,3 +206,31 @@ def test_plain_file_path_and_located_path_read_the_same(packed: Path, tmp_path: 
         assert len(direct) == len(located) == len(renamed)
         for i in (0, 777, len(direct) - 1):
             assert direct[i] == located[i] == renamed[i]
+
+
+def test_short_or_past_the_end_reads_are_format_errors(tmp_path: Path) -> None:
+    """Guards that other checks usually reach first (a remote object shorter than a trailer has
+    no local size check before it; a read past the end names itself)."""
+    from shardpack.format.layout import Trailer
+    from shardpack.packfile.reader import LocalSource
+
+    with pytest.raises(FormatError):
+        Trailer.decode(b"x" * 10, 10)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"0123456789")
+    source = LocalSource(str(path))
+    with pytest.raises(FormatError, match="past the end"):
+        source.read(9, 2)
+
+
+def test_a_remote_object_whose_etag_changes_is_refused_at_once() -> None:
+    """Without If-Match (stores other than S3) the ETag of each response is the only check; a
+    replaced object is an error at once, not retried as a transient failure."""
+    from shardpack.errors import ObjectChangedError
+    from shardpack.storage.fetch import ObjectPin, _transient
+
+    pin = ObjectPin("gs://b/x.packed", "etag-a")
+    pin.observe("etag-a", None, 10)
+    with pytest.raises(ObjectChangedError, match="etag-a"):
+        pin.observe("etag-b", None, 10)
+    assert not _transient(ObjectChangedError("changed", path="gs://b/x.packed"), "gs://b/x")

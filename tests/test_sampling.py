@@ -61,6 +61,10 @@ def test_bad_options_are_refused() -> None:
         Partition(total=10, uneven="wrap")
     with pytest.raises(OptionError):
         Partition(total=10, chunk=0)
+    with pytest.raises(OptionError):
+        Partition(total=10, worker=2, num_workers=2)
+    with pytest.raises(OptionError):
+        Partition(total=10, num_workers=0)
 
 
 def _consumer_positions(total: int, start: int, world: int, workers: int, chunk: int, uneven: str):
