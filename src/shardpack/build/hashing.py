@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._machine import usable_cores
-from ..errors import InputError, ShardpackError
-from ..storage.streams import InputDigest, storage_reason
+from ..errors import ShardpackError
+from ..storage.streams import InputDigest, input_errors
 from ..storage.urls import is_remote, url_to_fs
 from .inputs import InputFile
 from .units import worker_name
@@ -27,27 +27,21 @@ def hash_file(location: str, storage_options: dict[str, Any] | None = None) -> I
     digest = InputDigest()
     buffer = bytearray(READ_BYTES)
     view = memoryview(buffer)
-    try:
-        if is_remote(location):
+    remote = is_remote(location)
+    with input_errors(location, "cannot open input", remote):
+        if remote:
             fs, fs_path = url_to_fs(location, storage_options)
             stream: Any = fs.open(fs_path, "rb", block_size=READ_BYTES)
         else:
             stream = open(location, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except Exception as exc:
-        if (reason := storage_reason(exc, is_remote(location))) is None:
-            raise
-        raise InputError(f"cannot open input: {reason}", path=location) from exc
     try:
-        while True:
-            count = stream.readinto(buffer)
-            if not count:
-                break
-            digest.sha256.update(view[:count])
-            digest.size += count
-    except Exception as exc:
-        if (reason := storage_reason(exc, is_remote(location))) is None:
-            raise
-        raise InputError(f"cannot read input: {reason}", path=location) from exc
+        with input_errors(location, "cannot read input", remote):
+            while True:
+                count = stream.readinto(buffer)
+                if not count:
+                    break
+                digest.sha256.update(view[:count])
+                digest.size += count
     finally:
         stream.close()
     return digest

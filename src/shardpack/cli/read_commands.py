@@ -77,8 +77,9 @@ def _unpack_to_url(ds: Any, output: str, advance: Callable[[int], None], sources
     when the upload completes, and a failed unpack leaves nothing at ``output``."""
     import tempfile
 
-    from ..errors import OptionError, RemoteError
-    from ..storage.urls import reason_of, url_to_fs
+    from ..errors import OptionError
+    from ..storage.fetch import remote_errors
+    from ..storage.urls import url_to_fs
 
     if output.rstrip("/") in {source.rstrip("/") for source in sources}:
         raise OptionError(f"unpack output {output} is one of the inputs; refusing to overwrite it")
@@ -89,10 +90,8 @@ def _unpack_to_url(ds: Any, output: str, advance: Callable[[int], None], sources
     with tempfile.TemporaryDirectory(prefix="shardpack-unpack-") as folder:
         local = os.path.join(folder, name)  # the same name: its extension picks the format
         count = _unpack_to(ds, local, advance, sources)
-        try:
+        with remote_errors(output, "upload failed"):  # botocore's errors are not OSErrors
             fs.put_file(local, path)
-        except Exception as exc:  # botocore's connection errors are not OSErrors
-            raise RemoteError(f"upload failed: {reason_of(exc)}", path=output) from exc
     return count
 
 

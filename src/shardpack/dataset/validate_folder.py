@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ObjectChangedError, RemoteError, ShardpackError
+from ..storage.fetch import failure_reason
 from ..storage.folder import bytes_hash
 from ..storage.ranges import BytesSource
 from ..storage.urls import is_remote
@@ -77,11 +78,9 @@ def _about_the_object(exc: ShardpackError) -> bool:
     if not isinstance(exc, RemoteError) or isinstance(exc, ObjectChangedError):
         return True
     cause = exc.__cause__
-    if cause is None or isinstance(cause, FileNotFoundError):
-        return True  # our own checks (a short read), or no such object
-    response = getattr(cause, "response", None)
-    status = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
-    return bool(status.get("HTTPStatusCode") == 404)
+    if cause is None:
+        return True  # our own checks (a short read)
+    return (failure_reason(cause) or "").startswith("not found")  # no such object (or bucket)
 
 
 def validate_dataset(

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ObjectChangedError, RemoteError
@@ -341,6 +342,19 @@ def as_remote_error(exc: Exception, url: str, what: str) -> Exception:
         return exc
     reason = failure_reason(exc)
     return exc if reason is None else RemoteError(f"{what}: {reason}", path=url)
+
+
+@contextmanager
+def remote_errors(url: str, what: str) -> Iterator[None]:
+    """Storage failures inside become a RemoteError naming ``url`` (``as_remote_error``); any
+    other error passes as it is."""
+    try:
+        yield
+    except Exception as exc:
+        error = as_remote_error(exc, url, what)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def _as_error(exc: BaseException, url: str) -> Exception:

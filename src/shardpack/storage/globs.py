@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import OptionError
-from .fetch import as_remote_error
+from .fetch import remote_errors
 from .urls import is_url, url_to_fs
 
 PathArg = str | os.PathLike[str]
@@ -41,17 +41,12 @@ def expand_globs(
         pattern = text.rstrip("/") if only_folders else text
         if is_url(pattern):
             fs, fs_pattern = url_to_fs(pattern, storage_options)
-            try:
+            with remote_errors(text, f"cannot list the {what}s matching it"):
                 found = [
                     fs.unstrip_protocol(p)
                     for p in sorted(fs.glob(fs_pattern))
                     if _wanted(fs.isfile(p), fs.isdir(p), folders, only_folders)
                 ]
-            except Exception as exc:  # not found, denied, cannot connect: named, one line
-                error = as_remote_error(exc, text, f"cannot list the {what}s matching it")
-                if error is exc:
-                    raise
-                raise error from exc
         else:
             found = sorted(
                 p

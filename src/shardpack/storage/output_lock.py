@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
-from .fetch import as_remote_error, failure_reason
+from .fetch import failure_reason, remote_errors
 from .urls import is_remote, url_to_fs
 
 LOCK_PREFIX = "shardpack lock"  # first words of every lock file: never remove anything else
@@ -164,13 +164,8 @@ def _remote_lock(output: str, lock: str, storage_options: dict[str, Any] | None)
     token = _holder().rstrip("\n") + f" token {uuid.uuid4().hex}\n"
 
     def call(what: str, request: Callable[[], Any]) -> Any:
-        try:
+        with remote_errors(lock, what):  # not found, denied, cannot connect: named, one line
             return request()
-        except Exception as exc:  # not found, denied, cannot connect: named, one line
-            error = as_remote_error(exc, lock, what)
-            if error is exc:
-                raise
-            raise error from exc
 
     def read() -> str:
         try:

@@ -127,12 +127,8 @@ def open_url_input(
     With ``digest``, the object's bytes as stored (before decompression) are hashed on the way,
     as ``open_input`` does for a local file."""
     fs, path = url_to_fs(url, storage_options)
-    try:
+    with input_errors(url, "cannot open input"):
         file = fs.open(path, "rb", block_size=8 << 20)
-    except Exception as exc:
-        if (reason := storage_reason(exc)) is None:
-            raise
-        raise InputError(f"cannot open input: {reason}", path=url) from exc
     raw: Any = RemoteReader(file, url)
     counted: Any = HashingReader(raw, digest) if digest is not None else raw
     try:
@@ -153,12 +149,20 @@ class RemoteReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        try:
+        with input_errors(self._url, "cannot read input"):
             return int(self._file.readinto(buffer) or 0)
-        except Exception as exc:
-            if (reason := storage_reason(exc)) is None:
-                raise
-            raise InputError(f"cannot read input: {reason}", path=self._url) from exc
+
+
+@contextmanager
+def input_errors(url: str, what: str, remote: bool = True) -> Iterator[None]:
+    """Storage failures inside become an InputError naming the input ``url`` and saying why
+    (``storage_reason``); any other error passes as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if (reason := storage_reason(exc, remote)) is None:
+            raise
+        raise InputError(f"{what}: {reason}", path=url) from exc
 
 
 def storage_reason(exc: BaseException, remote: bool = True) -> str | None:
@@ -195,12 +199,8 @@ def read_head(path: str, length: int, storage_options: dict[str, Any] | None = N
         if length <= 0:
             return b""
         fs, fs_path = url_to_fs(path, storage_options)
-        try:
+        with input_errors(path, "cannot read input"):
             return bytes(fs.cat_file(fs_path, start=0, end=length))
-        except Exception as exc:
-            if (reason := storage_reason(exc)) is None:
-                raise
-            raise InputError(f"cannot read input: {reason}", path=path) from exc
     with open(path.removeprefix("file://"), "rb") as file:
         return file.read(length)
 
@@ -213,12 +213,8 @@ def read_range(
         return b""
     if is_remote(location):
         fs, fs_path = url_to_fs(location, storage_options)
-        try:
+        with input_errors(location, "cannot read input"):
             return bytes(fs.cat_file(fs_path, start=start, end=start + length))
-        except Exception as exc:
-            if (reason := storage_reason(exc)) is None:
-                raise
-            raise InputError(f"cannot read input: {reason}", path=location) from exc
     try:
         fd = os.open(location.removeprefix("file://"), os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError as exc:
@@ -243,12 +239,8 @@ def stored_size_and_stamp(
     """An input's size as stored and a cheap change stamp (mtime in ns, or the object's ETag)."""
     if is_remote(location):
         fs, fs_path = url_to_fs(location, storage_options)
-        try:
+        with input_errors(location, "cannot open input"):
             info = fs.info(fs_path)
-        except Exception as exc:
-            if (reason := storage_reason(exc)) is None:
-                raise
-            raise InputError(f"cannot open input: {reason}", path=location) from exc
         if info.get("type") == "directory":
             raise InputError("is a folder, not a JSONL file", path=location)
         stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
