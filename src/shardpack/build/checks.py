@@ -3,7 +3,7 @@ its temporary name, and every ``--dtype`` must have matched a float array field 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..dataset.validate_file import ValidationReport, validate_path
@@ -24,7 +24,7 @@ def check_written(tmp_path: Path, output: str) -> ValidationReport:
 def check_dtypes_matched(
     dtypes: Mapping[str, str],
     lossy: Mapping[str, str],
-    arrays: Mapping[str, ArrayField] | Callable[[], Mapping[str, ArrayField]],
+    arrays: Mapping[str, ArrayField],
     records: int,
 ) -> None:
     """Raise when a ``--dtype FIELD=...`` matched no float array field of the whole pack (its
@@ -34,8 +34,6 @@ def check_dtypes_matched(
     missed = sorted(set(dtypes) - set(lossy))
     if not missed or records == 0:
         return
-    if callable(arrays):  # a collector's, built only for the message
-        arrays = arrays()
     floats = [path for path, field in arrays.items() if "float" in field.dtype]
     known = f"float array fields: {', '.join(floats[:8])}" if floats else "no float array field"
     raise OptionError(

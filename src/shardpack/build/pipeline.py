@@ -327,7 +327,7 @@ class _Run:
             sink = self._single
             assert sink is not None
             collector = sink.collector  # every --dtype matched: before the file gets its name
-            check_dtypes_matched(options.dtypes, collector.lossy_fields, collector.arrays,
+            check_dtypes_matched(options.dtypes, collector.lossy_fields, collector.arrays(),
                                  sink.records)  # fmt: skip
             single = sink.finish(
                 inputs=[SourceSlice(f.path) for f in self.files], provenance=provenance,

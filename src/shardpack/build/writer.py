@@ -246,7 +246,7 @@ class Writer:
                 raise OptionError("nothing to write")
             collector = sink.collector  # every dtype matched: before the file gets its name
             check_dtypes_matched(
-                options.dtypes, collector.lossy_fields, collector.arrays, sink.records
+                options.dtypes, collector.lossy_fields, collector.arrays(), sink.records
             )
             single = sink.finish(provenance=provenance, rejected=self._ledger.rejected, inputs=[])
             self._w.single = None
