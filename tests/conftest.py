@@ -111,6 +111,19 @@ def file_size_limit(nbytes: int) -> Any:
 
 
 @contextmanager
+def latency_s3(bucket: str, latency_ms: float) -> Iterator[Any]:
+    """moto behind the middleware of ``benchmarks/s3_latency.py`` (``latency_ms`` before every
+    request, each one logged) holding an empty ``bucket``: its ``S3Server``."""
+    s3_latency = sys.modules.get("s3_latency") or load_benchmark_module("s3_latency")
+    server = s3_latency.S3Server(latency_ms=latency_ms).start()
+    try:
+        s3_latency.boto_client(server.endpoint).create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
 def moto_s3(bucket: str) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A real S3-compatible server (moto) on loopback holding an empty ``bucket``: a boto3
     client of it and the fsspec storage options that reach it."""

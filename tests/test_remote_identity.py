@@ -16,7 +16,7 @@ from shardpack import DatasetPacker, FormatError, ManifestError, ShardedPacker
 from shardpack.dataset.manifest import MANIFEST_NAME, Manifest, shard_name
 from shardpack.storage.remote_options import RemoteOptions
 
-from .conftest import load_benchmark_module, moto_s3
+from .conftest import latency_s3, load_benchmark_module, moto_s3
 
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -28,10 +28,8 @@ LATENCY_MS = 20
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    srv = s3_latency.S3Server(latency_ms=LATENCY_MS).start()
-    s3_latency.boto_client(srv.endpoint).create_bucket(Bucket="data")
-    yield srv
-    srv.stop()
+    with latency_s3("data", LATENCY_MS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from shardpack.errors import InputError, OptionError, RemoteError
 from shardpack.storage import output_lock
 from shardpack.storage.output_lock import lock_location
 
-from .conftest import load_benchmark_module, moto_s3
+from .conftest import latency_s3, load_benchmark_module, moto_s3
 
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -41,10 +41,8 @@ def s3() -> Iterator[tuple[Any, dict[str, Any]]]:
 @pytest.fixture(scope="module")
 def counted() -> Iterator[Any]:
     """moto behind the request-logging middleware of benchmarks/s3_latency.py, no latency."""
-    server = s3_latency.S3Server(latency_ms=0).start()
-    s3_latency.boto_client(server.endpoint).create_bucket(Bucket="data")
-    yield server
-    server.stop()
+    with latency_s3("data", 0) as server:
+        yield server
 
 
 def _lines(count: int, pad: int = 40) -> bytes:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from shardpack.errors import ManifestError, ObjectChangedError, RemoteError
 from shardpack.storage.disk_cache import DiskCache
 from shardpack.storage.remote_options import RemoteOptions
 
-from .conftest import load_benchmark_module, plain
+from .conftest import latency_s3, load_benchmark_module, plain
 
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -37,11 +38,9 @@ LATENCY_MS = 20
 
 
 @pytest.fixture(scope="module")
-def server() -> Any:
-    srv = s3_latency.S3Server(latency_ms=LATENCY_MS).start()
-    s3_latency.boto_client(srv.endpoint).create_bucket(Bucket="data")
-    yield srv
-    srv.stop()
+def server() -> Iterator[Any]:
+    with latency_s3("data", LATENCY_MS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
