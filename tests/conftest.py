@@ -62,6 +62,17 @@ def text_jsonl() -> Path:
     return GSM8K_SAMPLE
 
 
+@pytest.fixture(scope="module")
+def local_ds(tmp_path_factory: pytest.TempPathFactory, kd_jsonl: Path, text_jsonl: Path) -> Path:
+    """A local dataset of both inputs in shards of about 300 KB (several blocks each), for the
+    remote tests to upload; packed once per module that asks for it."""
+    from shardpack import ShardedPacker
+
+    folder = tmp_path_factory.mktemp("local_ds") / "ds"
+    ShardedPacker(workers=1).pack([kd_jsonl, text_jsonl], folder, shard_size="300K")
+    return folder
+
+
 def plain(value: Any) -> Any:
     """A decoded record with numpy arrays turned into Python lists (elements as Python scalars)."""
     if isinstance(value, np.ndarray):

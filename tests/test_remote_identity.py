@@ -38,13 +38,6 @@ def s3() -> Iterator[tuple[Any, dict[str, Any]]]:
         yield found
 
 
-@pytest.fixture(scope="module")
-def local_ds(tmp_path_factory: pytest.TempPathFactory, kd_jsonl: Path, text_jsonl: Path) -> Path:
-    folder = tmp_path_factory.mktemp("identity") / "ds"
-    ShardedPacker(workers=1).pack([kd_jsonl, text_jsonl], folder, shard_size="300K")
-    return folder
-
-
 def _upload(server: Any, folder: Path, prefix: str) -> str:
     client = s3_latency.boto_client(server.endpoint)
     server.latency_ms = 0

@@ -44,13 +44,6 @@ def server() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def local_ds(tmp_path_factory: pytest.TempPathFactory, kd_jsonl: Path, text_jsonl: Path) -> Path:
-    folder = tmp_path_factory.mktemp("remote") / "ds"
-    ShardedPacker(workers=1).pack([kd_jsonl, text_jsonl], folder, shard_size="300K")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def expected(local_ds: Path) -> list[str]:
     with shardpack.open(local_ds) as ds:
         return [digest(r) for r in ds]

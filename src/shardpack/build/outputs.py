@@ -13,7 +13,7 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -28,6 +28,9 @@ from .hashing import hash_file
 from .inputs import InputFile
 from .options import PackOptions
 from .sink import ShardResult
+
+if TYPE_CHECKING:
+    from ..storage.fetch import ObjectPin
 
 PLAN_NAME = "unfinished-pack.json"  # present only while a sharded pack is unfinished
 
@@ -71,7 +74,7 @@ class OutputLayout:
         self.storage_options = dict(options.storage_options or {}) or None
         local_inputs = [f.location for f in files if not f.remote and f.path != "-"]
         self.storage: Storage | None = None
-        self._remote: tuple[Any, Any] | None = None  # (reader, pin) of a packed file at a URL
+        self._pin: ObjectPin | None = None  # the version read of a packed file at a URL
         self.existing_bytes: int | None = None  # the size of the packed file already there
         if output == "-":  # a file named '-' is never what was meant
             raise OptionError(
@@ -149,26 +152,27 @@ class OutputLayout:
         try:
             source = RangeSource(self.output, reader=reader)
             with PackedFile(self.output, source=source) as existing:
-                self._remote = (reader, source.pin)
+                self._pin = source.pin
                 self.existing_bytes = existing.size
                 return existing.metadata
         finally:
             reader.close()
 
     def _valid_remote(self) -> bool:
-        """The packed file at a URL validated as ``validate_dataset`` validates a remote shard:
-        its bytes fetched (in one request, of the version whose footer was read: a replaced
-        object fails If-Match) and checked from memory."""
-        from ..dataset.validate_file import validate_path
+        """The packed file at a URL validated as ``shardpack validate`` validates one: its bytes
+        fetched (in one request, of the version whose footer was read: a replaced object fails
+        If-Match) and checked from memory. A store that does not answer: not up to date."""
+        from ..dataset.validate_file import validate_url
+        from ..storage.remote_options import RemoteOptions
 
-        if self._remote is None:
+        if self._pin is None:
             return False
-        reader, pin = self._remote
+        remote = RemoteOptions(storage_options=self.storage_options or {})
         try:
-            data = reader.fetcher.fetch(self.output, 0, None, pin)
+            report = validate_url(self.output, remote=remote, pin=self._pin)
         except (OSError, ShardpackError):
             return False
-        return validate_path(self.output, source=BytesSource(data, self.output)).ok
+        return report.ok
 
     def _valid(self) -> bool:
         if self.storage is None:

@@ -15,18 +15,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..dataset.manifest import Manifest, shard_name
-from ..dataset.validate_file import ValidationReport
+from ..dataset.manifest import shard_name
 from ..errors import OptionError
 from ..format.layout import FORMAT_MINOR, LATEST_MINOR
-from ..format.metadata import FileMetadata, SourceSlice
 from ..ingest.columnar import JSONL
 from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.atomic import refuse_inputs_as_output
 from ..storage.output_lock import output_lock
 from ..storage.streams import InputDigest
-from .checks import check_dtypes_matched
-from .collector import build_manifest
 from .hashing import InputHasher
 from .inputs import InputFile, InputsArg, resolve_inputs
 from .ledger import Ledger
@@ -42,6 +38,7 @@ from .sample import (
     train_dictionary,
     units_per_shard,
 )
+from .sealing import seal_dataset, seal_file, up_to_date_result, written_check
 from .sink import ShardResult, ShardSink
 from .workers import LocalExecutor, workers_needed
 
@@ -65,7 +62,7 @@ def pack(
             done = run.layout.up_to_date()
             if done is not None:
                 seconds = time.perf_counter() - started
-                return _up_to_date(run.output, done, seconds, run.layout.existing_bytes)
+                return up_to_date_result(run.output, done, seconds, run.layout.existing_bytes)
         return run.pack(progress, started)
 
 
@@ -117,7 +114,6 @@ class _Run:
         self.options = options
         self.layout = OutputLayout(output, options, self.files)
         self.rejects_path = self._rejects_path()
-        self._reports = []
 
     def _rejects_path(self) -> str | None:
         if self.options.on_error != "skip":
@@ -273,7 +269,7 @@ class _Run:
         if sink.records == 0:
             sink.abort()
             return []
-        finished = sink.finish(check=self._check(sink.name))
+        finished = sink.finish(check=written_check(self.options.validate, sink.name))
         self._note_fingerprint()
         return [finished]
 
@@ -296,18 +292,6 @@ class _Run:
     _single: ShardSink | None = None
     _hasher: InputHasher | None = None
     _fingerprint_noted = False
-    _reports: list[ValidationReport]
-
-    def _check(self, name: str) -> Any:
-        """``--validate``: deep-validate a complete file under its temporary name, raising so that
-        it never reaches ``name``; None when not asked."""
-        if not self.options.validate:
-            return None
-        from .checks import check_written
-
-        if not hasattr(self, "_reports"):
-            self._reports = []
-        return lambda tmp: self._reports.append(check_written(tmp, name))
 
     def _finish(
         self,
@@ -316,83 +300,24 @@ class _Run:
         digests: dict[int, InputDigest],
         started: float,
     ) -> PackResult:
+        """Seal the output (sealing.py): the single file, or the folder as a dataset."""
         options = self.options
         fingerprint = self._fingerprint(digests)
         provenance = build_provenance(
-            self.files, digests, ledger.lines, options.recorded(), options.meta, fingerprint,
+            self.files,
+            digests,
+            ledger.lines,
+            options.recorded(),
+            options.meta,
+            fingerprint,
             format_minor=self.format_minor,
-        )  # fmt: skip
-        workers = {r.entry.file: sorted(r.workers) for r in results}
-        if not options.sharded:
-            sink = self._single
-            assert sink is not None
-            collector = sink.collector  # every --dtype matched: before the file gets its name
-            check_dtypes_matched(options.dtypes, collector.lossy_fields, collector.arrays(),
-                                 sink.records)  # fmt: skip
-            single = sink.finish(
-                inputs=[SourceSlice(f.path) for f in self.files], provenance=provenance,
-                rejected=ledger.rejected, check=self._check(self.output),
-            )  # fmt: skip
-            metadata = single.metadata
-            return PackResult(
-                output_path=self.output,
-                record_count=metadata.record_count,
-                block_count=metadata.block_count,
-                input_bytes=metadata.input_bytes,
-                output_bytes=single.entry.size,
-                seconds=time.perf_counter() - started,
-                content_hash=metadata.content_hash,
-                metadata=metadata,
-                validation=self._reports[0] if self._reports else None,
-                workers={os.path.basename(self.output): sorted(single.workers)},
-            )
-        manifest = build_manifest(results, provenance)
-        schema = manifest.schema  # every --dtype matched: before the folder becomes a dataset
-        check_dtypes_matched(options.dtypes, schema.lossy, schema.arrays, manifest.records)
-        self.layout.finish(manifest, {r.entry.file for r in results})
-        validation = None
-        if options.validate:
-            from ..dataset.validate_folder import validate_dataset
-
-            validation = validate_dataset(self.output, storage_options=self.storage_options)
-            validation.raise_if_failed()
-        return PackResult(
-            output_path=self.output,
-            record_count=manifest.records,
-            block_count=sum(e.blocks for e in manifest.shards),
-            input_bytes=manifest.stats.input_bytes,
-            output_bytes=manifest.size,
-            seconds=time.perf_counter() - started,
-            content_hash=manifest.content_hash,
-            manifest=manifest,
-            validation=validation,
-            shards_packed=sum(1 for r in results if not r.reused),
-            shards_reused=sum(1 for r in results if r.reused),
-            workers=workers,
         )
-
-
-def _up_to_date(
-    output: str, done: FileMetadata | Manifest, seconds: float, size: int | None
-) -> PackResult:
-    if isinstance(done, Manifest):
-        return PackResult(
-            output_path=output,
-            record_count=done.records,
-            block_count=sum(e.blocks for e in done.shards),
-            input_bytes=done.stats.input_bytes,
-            output_bytes=done.size,
-            seconds=seconds,
-            content_hash=done.content_hash,
-            manifest=done,
-            up_to_date=True,
-            shards_reused=len(done.shards),
+        if options.sharded:
+            return seal_dataset(self.layout, results, provenance, started=started)
+        assert self._single is not None
+        return seal_file(
+            self.layout, self._single, provenance, rejected=ledger.rejected, started=started
         )
-    return PackResult(
-        output_path=output, record_count=done.record_count, block_count=done.block_count,
-        input_bytes=done.input_bytes, output_bytes=size or 0, seconds=seconds,
-        content_hash=done.content_hash, metadata=done, up_to_date=True,
-    )  # fmt: skip
 
 
 __all__ = ["InputFile", "pack", "plan"]

@@ -5,7 +5,8 @@ that every byte between the parts is the writer's zero padding, and verifies eve
 checksum and decompression, so any single damaged byte is found. ``deep`` also decodes every
 record, checks counts and each record's arrays against the block layout, recomputes the content
 hash (which catches blocks reordered with consistent checksums) and re-checks every record
-against the stored JSON Schema, or against the schema passed in.
+against the stored JSON Schema, or against the schema passed in. A file at a URL is fetched
+whole, pinned to one version, and checked from memory (``validate_url``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,28 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import xxhash
 
-from ..errors import CorruptBlockError, FormatError, OptionError, ShardpackError
+from ..errors import (
+    CorruptBlockError,
+    FormatError,
+    ObjectChangedError,
+    OptionError,
+    RemoteError,
+    ShardpackError,
+)
 from ..format.decode import BYTES_IN_RECORD, holds_bytes
 from ..format.layout import BLOCK_ALIGN, HEADER, HEADER_SIZE, INDEX_ALIGN, align
 from ..packfile.reader import PackedFile
+from ..storage.fetch import failure_reason
+from ..storage.ranges import BytesSource, RangeSource
+from ..storage.remote_options import RemoteOptions
 from .identity import record_digests
 
 if TYPE_CHECKING:
     from ..ingest.schema_check import RecordChecker
+    from ..storage.fetch import ObjectPin
 
 MAX_SCHEMA_PROBLEMS = 20  # then one summary line: a wrong schema must not flood the report
 
@@ -107,6 +120,62 @@ def validate_path(
     report = ValidationReport(paths=[path], deep=deep)
     _validate_file(path, deep, report, schema, source)
     return report
+
+
+def validate_url(
+    url: str,
+    *,
+    deep: bool = False,
+    schema: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
+    pin: ObjectPin | None = None,
+) -> ValidationReport:
+    """Validate the packed file at ``url`` from memory: its bytes fetched whole, in one request
+    pinned to one version of the object, and checked as ``validate_path`` checks a local file.
+
+    Without ``pin`` the file is opened as ``shardpack.open`` opens a URL (``RangeSource``: its
+    header and footer, which pin the version), then fetched whole of that version. ``pin``: the
+    version whose footer was read already (an up-to-date check), fetched whole with it (a
+    replaced object fails If-Match). What is wrong with the object (not there, too short,
+    replaced while read) goes into the report; a store that does not answer (cannot connect,
+    access denied, timed out) raises a RemoteError: no verdict on the data. ``remote``: the
+    settings to read with (storage options, timeouts, retries)."""
+    from ..storage.remote import RemoteReader  # the remote stack loads with its first URL
+
+    # no read-ahead, and no disk cache (cache_dir ""): every byte checked is the store's
+    settings = remote if remote is not None else RemoteOptions()
+    reader = RemoteReader(msgspec.structs.replace(settings, readahead_bytes=0, cache_dir=""))
+    source: BytesSource | RangeSource | None = None
+    try:
+        try:
+            if pin is not None:
+                source = BytesSource(reader.fetcher.fetch(url, 0, None, pin), url)
+            else:
+                source = RangeSource(url, reader=reader)
+                source.hold(source.whole_request().submit(reader.fetcher))
+        except ShardpackError as exc:
+            if not _about_the_object(exc):
+                raise  # cannot connect, access denied, timed out: no verdict on the data
+            report = ValidationReport(paths=[url], deep=deep or schema is not None)
+            report.problems.append(Problem(url, _without_path(str(exc), url)))
+            return report
+        return validate_path(url, deep=deep, schema=schema, source=source)
+    finally:
+        if source is not None:
+            source.close()
+        reader.close()
+
+
+def _about_the_object(exc: ShardpackError) -> bool:
+    """Whether ``exc`` (opening or fetching a remote file) says something about the object
+    itself: it is not there, too short, not a packed file, or replaced while read; not that the
+    store failed to answer (a RemoteError caused by a request that failed otherwise)."""
+    if not isinstance(exc, RemoteError) or isinstance(exc, ObjectChangedError):
+        return True
+    cause = exc.__cause__
+    if cause is None:
+        return True  # our own checks (a short read)
+    return (failure_reason(cause) or "").startswith("not found")  # no such object (or bucket)
 
 
 def _validate_file(
