@@ -2,24 +2,86 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .output import EXIT_BAD_DATA, EXIT_OK, print_json, progress_bar, show_progress
+
+if TYPE_CHECKING:
+    from ..storage.remote_options import RemoteOptions
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+class _Seconds(click.FloatRange):
+    """A number of seconds > 0 (``nan`` and ``inf`` are refused too)."""
+
+    name = "float"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
+
+
+def remote_settings(command: Command) -> Command:
+    """``--timeout`` and ``--retries``: how long reading data at a URL may wait, and how often
+    it tries again (``RemoteOptions.timeout_s`` and ``retries``)."""
+    command = click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        metavar="N",
+        help="Data at URLs: retry a failed or timed-out request up to N times "
+        "(default: $SHARDPACK_RETRIES, else 5).",
+    )(command)
+    return click.option(
+        "--timeout",
+        type=_Seconds(),
+        metavar="SECONDS",
+        help="Data at URLs: give up on a request that gets no answer for SECONDS "
+        "(default: $SHARDPACK_TIMEOUT_S, else 30).",
+    )(command)
+
+
+def _remote(timeout: float | None, retries: int | None, **settings: Any) -> RemoteOptions | None:
+    """The settings data at URLs is read with: the flags given, the environment or the defaults
+    for the rest (None: all of them from there)."""
+    given: dict[str, Any] = dict(settings)
+    if timeout is not None:
+        given["timeout_s"] = timeout
+    if retries is not None:
+        given["retries"] = retries
+    if not given:
+        return None
+    from ..storage.remote_options import RemoteOptions
+
+    return RemoteOptions(**given)
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="DATASET...")
 @click.option("--output", "-o", required=True, help="The new dataset folder (path or URL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new manifest's totals as JSON.")
-def merge(inputs: tuple[str, ...], output: str, as_json: bool) -> None:
+@remote_settings
+def merge(
+    inputs: tuple[str, ...],
+    output: str,
+    as_json: bool,
+    timeout: float | None,
+    retries: int | None,
+) -> None:
     """Merge packed datasets into one dataset folder, keeping every shard byte for byte."""
     from ..dataset.merge import merge_datasets
 
-    manifest = merge_datasets(list(inputs), output)
+    manifest = merge_datasets(list(inputs), output, remote=_remote(timeout, retries))
     totals = manifest.to_dict()["totals"]
     if as_json:
         print_json({"output": output, **totals})
@@ -40,7 +102,10 @@ def merge(inputs: tuple[str, ...], output: str, as_json: bool) -> None:
     "(.arrow, .feather) by its extension.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def unpack(packed: str, output: str, quiet: bool) -> None:
+@remote_settings
+def unpack(
+    packed: str, output: str, quiet: bool, timeout: float | None, retries: int | None
+) -> None:
     """Write the records of PACKED back out as JSONL, Parquet or Arrow IPC (to a file, or to
     a URL: written locally, then uploaded once, whole)."""
     from ..dataset.dataset import open_dataset
@@ -48,7 +113,7 @@ def unpack(packed: str, output: str, quiet: bool) -> None:
 
     if output.startswith("file://"):
         output = output.removeprefix("file://")
-    with open_dataset(packed) as ds:
+    with open_dataset(packed, remote=_remote(timeout, retries)) as ds:
         show = show_progress(quiet) and output != "-"
         sources = [packed, *ds.paths]
         if os.path.isdir(packed):
@@ -104,12 +169,13 @@ def _is_table_path(output: str) -> bool:
 @click.command()
 @click.argument("packed")
 @click.option("--json", "as_json", is_flag=True, help="Print the full metadata as JSON.")
-def info(packed: str, as_json: bool) -> None:
+@remote_settings
+def info(packed: str, as_json: bool, timeout: float | None, retries: int | None) -> None:
     """Describe PACKED: records, blocks, codec, sizes, fields."""
     from ..dataset.dataset import open_dataset
     from ..dataset.describe import describe
 
-    with open_dataset(packed) as ds:
+    with open_dataset(packed, remote=_remote(timeout, retries)) as ds:
         facts, meta = describe(ds), ds.metadata
     if as_json:
         print_json(facts)
@@ -130,16 +196,16 @@ def info(packed: str, as_json: bool) -> None:
     show_default=True,
     help="How many records to print.",
 )
-def head(packed: str, count: int) -> None:
+@remote_settings
+def head(packed: str, count: int, timeout: float | None, retries: int | None) -> None:
     """Print the first records of PACKED as JSON lines."""
     from ..dataset.dataset import open_dataset
     from ..dataset.export import dumps_record
-    from ..storage.remote_options import RemoteOptions
 
     # records by index, not a scan: a scan fetches whole shards ahead (up to readahead_bytes),
     # this reads only the blocks that hold the first records (remote: the first shard's footer
     # and those blocks, one request each; nothing ahead)
-    with open_dataset(packed, remote=RemoteOptions(readahead_bytes=0)) as ds:
+    with open_dataset(packed, remote=_remote(timeout, retries, readahead_bytes=0)) as ds:
         for i in range(min(count, len(ds))):
             click.echo(dumps_record(ds[i]))
 
@@ -158,19 +224,37 @@ def head(packed: str, count: int) -> None:
     help="Check every record against this JSON Schema instead (implies --deep).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_json: bool) -> None:
+@remote_settings
+def validate(
+    paths: tuple[str, ...],
+    deep: bool,
+    schema_path: str | None,
+    as_json: bool,
+    timeout: float | None,
+    retries: int | None,
+) -> None:
     """Check packed files or sharded datasets: header, footer, index and every block's checksum;
     for a dataset also the manifest against its shards (missing, extra, swapped or truncated
     shards are named). Exit 1 if invalid."""
     from ..dataset.validate_folder import validate_any
     from ..ingest.schema_check import load_schema
     from ..storage.globs import expand_globs
+    from ..storage.remote_options import resolve_remote
+    from ..storage.urls import is_remote
 
     schema = load_schema(schema_path) if schema_path is not None else None
+    remote = _remote(timeout, retries)
+    if any(is_remote(path) for path in paths):  # listing a glob's matches is bounded too
+        remote = resolve_remote(remote).for_urls(paths)
     # globs expand as for info and head (quoted, or a shell that left them alone): a path that
     # exists is never a pattern; one that matches nothing is bad usage, not an invalid file
-    found = expand_globs(paths, folders=True, what="packed file or dataset")
-    reports = [validate_any(path, deep=deep, schema=schema) for path in found]
+    found = expand_globs(
+        paths,
+        (remote.storage_options or None) if remote is not None else None,
+        folders=True,
+        what="packed file or dataset",
+    )
+    reports = [validate_any(path, deep=deep, schema=schema, remote=remote) for path in found]
     ok = all(report.ok for report in reports)
     if as_json:
         print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
@@ -188,12 +272,13 @@ def validate(paths: tuple[str, ...], deep: bool, schema_path: str | None, as_jso
 
 @click.command()
 @click.argument("packed")
-def schema(packed: str) -> None:
+@remote_settings
+def schema(packed: str, timeout: float | None, retries: int | None) -> None:
     """Print PACKED's JSON Schema (stored, or inferred from its records), ready for --schema."""
     from ..dataset.dataset import open_dataset
     from ..ingest.schema_infer import infer_schema
 
-    with open_dataset(packed) as ds:
+    with open_dataset(packed, remote=_remote(timeout, retries)) as ds:
         stored = ds.metadata.schema
         print_json(stored if stored is not None else infer_schema(ds))
 
@@ -208,7 +293,10 @@ def schema(packed: str) -> None:
     "hashes their files record.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def diff(a: str, b: str, verify: bool, as_json: bool) -> None:
+@remote_settings
+def diff(
+    a: str, b: str, verify: bool, as_json: bool, timeout: float | None, retries: int | None
+) -> None:
     """Compare two packed datasets (counts, content, schema, statistics).
 
     Content is compared by the content hashes the files record, without reading blocks; datasets
@@ -219,7 +307,8 @@ def diff(a: str, b: str, verify: bool, as_json: bool) -> None:
     from ..dataset.dataset import open_dataset
     from ..dataset.diff import diff_datasets
 
-    with open_dataset(a) as left, open_dataset(b) as right:
+    remote = _remote(timeout, retries)
+    with open_dataset(a, remote=remote) as left, open_dataset(b, remote=remote) as right:
         result = diff_datasets(left, right, verify=verify)
     if as_json:
         print_json(result)

@@ -347,13 +347,14 @@ def open_dataset(
     from ..storage.remote_options import resolve_remote
     from .shards import open_shards
 
+    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     options = resolve_remote(
         remote,
         storage_options=storage_options,
         cache_dir=cache_dir,
         memory_cache_bytes=block_cache_bytes,
-    )
-    paths = expand_globs(path, options.storage_options or None, folders=True, what="dataset")
+    ).for_urls(items)
+    paths = expand_globs(items, options.storage_options or None, folders=True, what="dataset")
     reader = RemoteReader(options) if any(is_remote(os.fspath(p)) for p in paths) else None
     slots, manifests = open_shards(
         paths,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -22,6 +22,7 @@ from ..packfile.reader import PackedFile
 from ..stats import merge_stats
 from ..storage.folder import open_storage
 from ..storage.output_lock import output_lock
+from ..storage.urls import is_remote
 from .identity import check_shard
 from .locate import PackedLocation, locate
 from .manifest import (
@@ -34,24 +35,47 @@ from .manifest import (
     shard_name,
 )
 
+if TYPE_CHECKING:
+    from ..storage.remote import RemoteReader
+    from ..storage.remote_options import RemoteOptions
+
 
 def merge_datasets(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
     storage_options: dict[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> Manifest:
     """Merge packed datasets (folders, manifests or single packed files; paths or URLs) into the
-    new dataset folder ``output``, in the order given. Returns the new manifest."""
+    new dataset folder ``output``, in the order given. Returns the new manifest. ``remote``: the
+    settings remote data is read with (timeouts and retries; see ``RemoteOptions``)."""
     if len(inputs) < 1:
         raise OptionError("merge needs at least one input dataset")
     out = os.fspath(output)
-    with output_lock(out, storage_options):
-        return _merge_locked(inputs, out, storage_options)
+    reader = None
+    if any(is_remote(os.fspath(where)) for where in [*inputs, out]):
+        from ..storage.remote import RemoteReader
+        from ..storage.remote_options import resolve_remote
+
+        settings = resolve_remote(remote, storage_options=storage_options)
+        settings = settings.for_urls([*inputs, out])
+        storage_options = settings.storage_options or None
+        if any(is_remote(os.fspath(where)) for where in inputs):
+            reader = RemoteReader(settings)
+    try:
+        with output_lock(out, storage_options):
+            return _merge_locked(inputs, out, storage_options, reader)
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def _merge_locked(
-    inputs: Sequence[str | os.PathLike[str]], out: str, storage_options: dict[str, Any] | None
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str,
+    storage_options: dict[str, Any] | None,
+    reader: RemoteReader | None,
 ) -> Manifest:
     target = open_storage(out, storage_options)
     if target.list_names():
@@ -71,7 +95,7 @@ def _merge_locked(
                 zip(located.locations, manifest.shards, strict=True)
             ):
                 # each shard is the one its entry names (a footer read), before anything is copied
-                with PackedFile(where.path, source=where.source()) as packed:
+                with PackedFile(where.path, source=where.source(reader)) as packed:
                     check_shard(packed, where, entry_number=number, listed=listed)
                 parts.append((where, entry, True))
             schemas.append((label, manifest.schema))
@@ -83,14 +107,14 @@ def _merge_locked(
             )
         else:
             where = located.locations[0]
-            entry, metadata = _single_file_entry(where.path, where.source(), storage_options)
+            entry, metadata = _single_file_entry(where.path, where.source(reader), storage_options)
             parts.append((where, entry, False))
             schemas.append((label, schema_of(metadata)))
             all_stats.append(metadata.stats or DatasetStats(input_bytes=metadata.input_bytes))
             origins.append(MergedSource(path=label, shards=1, content_hash=entry.content_hash))
     schema = merge_schemas(schemas)  # a clear error before anything is written
     for where, entry, listed_in_manifest in parts:  # then the reads, still before any write
-        _verify_source(where, entry, listed_in_manifest)
+        _verify_source(where, entry, listed_in_manifest, reader)
 
     entries: list[ShardEntry] = []
     try:
@@ -126,7 +150,9 @@ def _merge_locked(
     return manifest
 
 
-def _verify_source(where: PackedLocation, entry: ShardEntry, listed_in_manifest: bool) -> None:
+def _verify_source(
+    where: PackedLocation, entry: ShardEntry, listed_in_manifest: bool, reader: RemoteReader | None
+) -> None:
     """FormatError naming the source shard unless its bytes are the ones it was packed with.
 
     A dataset's shard: the xxh3_128 of the whole file equals its manifest entry's file_hash
@@ -144,7 +170,7 @@ def _verify_source(where: PackedLocation, entry: ShardEntry, listed_in_manifest:
         return
     from .validate_file import validate_path
 
-    report = validate_path(where.path, source=where.source())
+    report = validate_path(where.path, source=where.source(reader))
     if not report.ok:
         extra = len(report.problems) - 1
         more = f" (and {extra} more problems)" if extra else ""

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ObjectChangedError, RemoteError, ShardpackError
-from ..storage.fetch import failure_reason
+from ..errors import ShardpackError
 from ..storage.folder import bytes_hash
 from ..storage.ranges import BytesSource
 from ..storage.urls import is_remote
 from .locate import is_dataset, locate
 from .manifest import MANIFEST_NAME, ShardEntry
-from .validate_file import Problem, ValidationReport, validate_path
+from .validate_file import Problem, ValidationReport, validate_path, validate_url
+
+if TYPE_CHECKING:
+    from ..storage.remote_options import RemoteOptions
 
 
 def validate_any(
@@ -24,13 +26,30 @@ def validate_any(
     deep: bool = False,
     storage_options: dict[str, Any] | None = None,
     schema: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> ValidationReport:
     """Validate a packed file, or a dataset folder or its manifest (local or URL): what
     ``shardpack validate PATH`` checks, for ``DatasetPacker().validate`` and the CLI alike.
-    RemoteError when the store cannot be asked (access denied, cannot connect)."""
+    RemoteError when the store cannot be asked (access denied, cannot connect). ``remote``:
+    the settings remote data is read with (timeouts and retries; see ``RemoteOptions``)."""
+    remote = _settings(path, storage_options, remote)
+    storage_options = (remote.storage_options or None) if remote is not None else storage_options
     if is_dataset(path, storage_options):
-        return validate_dataset(path, deep=deep, storage_options=storage_options, schema=schema)
-    return validate_file(path, deep=deep, storage_options=storage_options, schema=schema)
+        return validate_dataset(path, deep=deep, schema=schema, remote=remote)
+    return validate_file(path, deep=deep, schema=schema, remote=remote)
+
+
+def _settings(
+    path: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None,
+    remote: RemoteOptions | None,
+) -> RemoteOptions | None:
+    """The settings to read ``path`` with; None for a local path (nothing remote is read)."""
+    if not is_remote(os.fspath(path)):
+        return None
+    from ..storage.remote_options import resolve_remote
+
+    return resolve_remote(remote, storage_options=storage_options).for_urls([path])
 
 
 def validate_file(
@@ -39,48 +58,17 @@ def validate_file(
     deep: bool = False,
     storage_options: dict[str, Any] | None = None,
     schema: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> ValidationReport:
     """Validate one packed file, local or at a URL. A remote file is read as ``shardpack.open``
-    reads it (``RangeSource``: its header and footer, then the whole object in one request
-    pinned to that version) and checked in memory, as each shard of a remote dataset is."""
+    reads it (its header and footer, then the whole object in one request pinned to that
+    version) and checked in memory, as each shard of a remote dataset is (``validate_url``)."""
     text = os.fspath(path)
     if not is_remote(text):
         return validate_path(text.removeprefix("file://"), deep=deep, schema=schema)
-    from ..storage.ranges import RangeSource
-    from ..storage.remote import RemoteReader
-    from ..storage.remote_options import RemoteOptions
-
-    # no read-ahead, and no disk cache (cache_dir ""): every byte checked is the store's
-    options = dict(storage_options or {})
-    reader = RemoteReader(RemoteOptions(storage_options=options, readahead_bytes=0, cache_dir=""))
-    source = None
-    try:
-        try:
-            source = RangeSource(text, reader=reader)
-            source.hold(source.whole_request().submit(reader.fetcher))
-        except ShardpackError as exc:
-            if not _about_the_object(exc):
-                raise  # cannot connect, access denied, timed out: no verdict on the data
-            report = ValidationReport(paths=[text], deep=deep or schema is not None)
-            report.problems.append(Problem(text, str(exc).removeprefix(f"{text}: ")))
-            return report
-        return validate_path(text, deep=deep, schema=schema, source=source)
-    finally:
-        if source is not None:
-            source.close()
-        reader.close()
-
-
-def _about_the_object(exc: ShardpackError) -> bool:
-    """Whether ``exc`` (opening a remote file) says something about the object itself: it is
-    not there, too short, not a packed file, or replaced while read; not that the store failed
-    to answer (a RemoteError caused by a request that failed otherwise)."""
-    if not isinstance(exc, RemoteError) or isinstance(exc, ObjectChangedError):
-        return True
-    cause = exc.__cause__
-    if cause is None:
-        return True  # our own checks (a short read)
-    return (failure_reason(cause) or "").startswith("not found")  # no such object (or bucket)
+    return validate_url(
+        text, deep=deep, schema=schema, remote=_settings(text, storage_options, remote)
+    )
 
 
 def validate_dataset(
@@ -89,12 +77,15 @@ def validate_dataset(
     deep: bool = False,
     storage_options: dict[str, Any] | None = None,
     schema: Mapping[str, Any] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> ValidationReport:
     """Validate a dataset folder or its manifest (local or URL), every problem into the report.
 
     ``schema`` checks every record of every shard against that JSON Schema (implies ``deep``);
     otherwise ``deep`` checks each shard's records against the schema stored in it."""
     text = os.fspath(path)
+    remote = _settings(text, storage_options, remote)
+    storage_options = (remote.storage_options or None) if remote is not None else storage_options
     deep = deep or schema is not None
     report = ValidationReport(paths=[text], deep=deep)
     try:
@@ -107,7 +98,7 @@ def validate_dataset(
         located.locations[0].storage if located.locations else None,
     )
     if manifest is None:  # a single packed file
-        return validate_file(text, deep=deep, storage_options=storage_options, schema=schema)
+        return validate_file(text, deep=deep, schema=schema, remote=remote)
     if storage is None:
         from ..storage.folder import open_storage
 

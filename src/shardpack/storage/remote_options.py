@@ -3,17 +3,54 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
 
 from ..errors import OptionError
+from .urls import is_remote
 
 CACHE_DIR_ENV = "SHARDPACK_CACHE_DIR"  # opt in to the shared disk cache without code changes
+TIMEOUT_ENV = "SHARDPACK_TIMEOUT_S"  # timeout_s when not given (the command line's --timeout)
+RETRIES_ENV = "SHARDPACK_RETRIES"  # retries when not given (the command line's --retries)
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_RETRIES = 5
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def _timeout_default() -> float:
+    """``timeout_s`` when not given: ``$SHARDPACK_TIMEOUT_S``, else 30 s."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise OptionError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _retries_default() -> int:
+    """``retries`` when not given: ``$SHARDPACK_RETRIES``, else 5."""
+    text = os.environ.get(RETRIES_ENV, "").strip()
+    if not text:
+        return DEFAULT_RETRIES
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise OptionError(f"{RETRIES_ENV} must be a whole number >= 0, got {text!r}")
+    return value
+
+
 _LOWEST = {  # the smallest value each numeric setting accepts
     "cache_bytes": 1,
     "memory_cache_bytes": 0,
@@ -43,7 +80,9 @@ class RemoteOptions(msgspec.Struct, frozen=True, kw_only=True):
     - ``concurrency``: range requests in flight at once, per process.
     - ``timeout_s``, ``retries``, ``backoff_s``: each request is abandoned after ``timeout_s``
       and retried (timeouts, dropped connections, throttling, 5xx) up to ``retries`` times,
-      waiting ``backoff_s * 2**attempt`` (with jitter, at most 10 s) in between.
+      waiting ``backoff_s * 2**attempt`` (with jitter, at most 10 s) in between. When not
+      given, ``timeout_s`` and ``retries`` come from ``SHARDPACK_TIMEOUT_S`` and
+      ``SHARDPACK_RETRIES`` if set (read when the settings are made), else 30 s and 5.
     """
 
     storage_options: dict[str, Any] = {}
@@ -54,8 +93,10 @@ class RemoteOptions(msgspec.Struct, frozen=True, kw_only=True):
     request_bytes: Positive = 8 << 20
     coalesce_gap_bytes: NonNegative = 512 << 10
     concurrency: Positive = 32
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    retries: NonNegative = 5
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = msgspec.field(
+        default_factory=_timeout_default
+    )
+    retries: NonNegative = msgspec.field(default_factory=_retries_default)
     backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 0.1
 
     def __post_init__(self) -> None:
@@ -74,6 +115,54 @@ class RemoteOptions(msgspec.Struct, frozen=True, kw_only=True):
         """The disk cache folder in force: ``cache_dir``, else ``$SHARDPACK_CACHE_DIR``."""
         folder = self.cache_dir if self.cache_dir is not None else os.environ.get(CACHE_DIR_ENV)
         return os.path.expanduser(folder) if folder else None
+
+    def for_urls(self, urls: Iterable[str | os.PathLike[str]]) -> RemoteOptions:
+        """These settings for reading ``urls``. On S3 (every remote URL an ``s3://`` one), a
+        ``timeout_s`` or ``retries`` other than the default also goes into botocore's
+        configuration (``storage_options["config_kwargs"]``: connect and read timeouts, total
+        attempts), so that the requests s3fs makes itself (folder checks, listings, manifests,
+        whole shards) are bounded as shardpack's range requests are. Otherwise unchanged."""
+        remote = [os.fspath(url) for url in urls if is_remote(os.fspath(url))]
+        changed = (self.timeout_s != DEFAULT_TIMEOUT_S, self.retries != DEFAULT_RETRIES)
+        if not remote or not any(changed) or not all(map(_is_s3, remote)):
+            return self
+        config = dict(self.storage_options.get("config_kwargs") or _configured_s3_config())
+        if changed[0]:
+            config["connect_timeout"] = config["read_timeout"] = self.timeout_s
+        if changed[1]:
+            mode = (config.get("retries") or {}).get("mode") or _retry_mode()
+            config["retries"] = {"mode": mode, "total_max_attempts": self.retries + 1}
+        storage_options = {**self.storage_options, "config_kwargs": config}
+        return msgspec.structs.replace(self, storage_options=storage_options)
+
+
+def _is_s3(url: str) -> bool:
+    return url.startswith(("s3://", "s3a://"))
+
+
+def _retry_mode() -> str:
+    """botocore's retry mode (``AWS_RETRY_MODE``, the profile's ``retry_mode``, else legacy),
+    given in ``config_kwargs`` as botocore would fill it in: it fills it into the dict it is
+    given, which would change ``storage_options`` after the fact (and fsspec's cache key)."""
+    try:
+        import botocore.session  # type: ignore[import-untyped]
+    except ImportError:
+        return "legacy"
+    return str(botocore.session.get_session().get_config_variable("retry_mode") or "legacy")
+
+
+def _configured_s3_config() -> dict[str, Any]:
+    """botocore settings that fsspec's configuration (``FSSPEC_S3_CONFIG_KWARGS``, its config
+    files) gives s3fs: ``config_kwargs`` in ``storage_options`` would replace them, not add to
+    them."""
+    try:
+        import fsspec.config
+    except ImportError:
+        return {}  # opening the URL says that fsspec is missing
+    found: dict[str, Any] = {}
+    for protocol in ("s3", "s3a"):
+        found.update(fsspec.config.conf.get(protocol, {}).get("config_kwargs") or {})
+    return found
 
 
 def resolve_remote(
