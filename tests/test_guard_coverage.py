@@ -142,6 +142,24 @@ def test_a_manifest_footer_offset_outside_its_file_is_refused(dataset: Path, whe
     assert len(problems) == 1 and problems[0].message.endswith(wanted), problems
 
 
+def test_validate_names_a_shard_whose_manifest_footer_offset_is_wrong(dataset: Path) -> None:
+    """dataset/validate_folder.py _check_entry: the entry's ``footer_offset`` against the
+    file's trailer. An offset inside the file but 8 bytes short passes the manifest's range
+    check and every local read, while a remote reader fetching the footer from it fails on the
+    shard's first use: validate must say so first, naming the shard and both offsets."""
+    doc = json.loads((dataset / MANIFEST_NAME).read_text())
+    right = doc["shards"][1]["footer_offset"]
+    _edit_manifest(dataset, 1, footer_offset=right - 8)
+    assert len(_records(dataset)) == len(RECORDS)  # local reads never use it
+    problems = validate_dataset(dataset).problems
+    assert [(p.path, p.message) for p in problems] == [
+        (
+            str(dataset / "shard-00001.packed"),
+            f"the manifest puts the footer at byte {right - 8}, the file's trailer at {right}",
+        )
+    ]
+
+
 # ---- the disk cache -----------------------------------------------------------------------------
 
 

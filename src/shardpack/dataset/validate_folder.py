@@ -168,6 +168,7 @@ def _check_entry(
     packed = PackedFile(where, source=source)
     try:
         records, content = packed.record_count, packed.metadata.content_hash
+        footer_offset = packed.trailer.index_offset
     finally:
         packed.close()
     if content != entry.content_hash:
@@ -195,3 +196,12 @@ def _check_entry(
         )
     elif digest != entry.file_hash and size == entry.size:
         report.problems.append(Problem(where, "file hash differs from the manifest"))
+    if entry.footer_offset is not None and entry.footer_offset != footer_offset:
+        # a remote reader fetches the footer from there: the dataset would fail on first use
+        report.problems.append(
+            Problem(
+                where,
+                f"the manifest puts the footer at byte {entry.footer_offset}, "
+                f"the file's trailer at {footer_offset}",
+            )
+        )
