@@ -196,18 +196,39 @@ def _stop(pool: cf.ProcessPoolExecutor, pending: deque[cf.Future[Any]], abort: b
         pool.shutdown(wait=True)
         return
     running = [future for future in pending if not future.cancelled()]
-    if not cf.wait(running, timeout=ABORT_GRACE_SECONDS).not_done:
+    stuck, later = _wait_out_the_grace(running)
+    if not stuck:
         pool.shutdown(wait=True)
-        return
-    # A worker still busy after the grace period is stuck (a hung read?): end this pool's
-    # workers, never the caller's other child processes. (Python 3.11's pool then prints a
-    # traceback of its own thread for the groups cancelled above.)
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public list
-    for child in processes:
-        child.terminate()
-    for child in processes:
-        child.join(timeout=5)
-    pool.shutdown(wait=False)
+    else:
+        # A worker still busy after the grace period is stuck (a hung read?): end this pool's
+        # workers, never the caller's other child processes. (Python 3.11's pool then prints a
+        # traceback of its own thread for the groups cancelled above.)
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # no public list
+        for child in processes:
+            child.terminate()
+        for child in processes:
+            child.join(timeout=5)
+        pool.shutdown(wait=False)
+    if later is not None:
+        raise later
+
+
+def _wait_out_the_grace(
+    running: list[cf.Future[Any]],
+) -> tuple[set[cf.Future[Any]], BaseException | None]:
+    """The groups still running after ``ABORT_GRACE_SECONDS``, and a signal that arrived
+    meanwhile (Ctrl-C pressed again, SIGTERM after Ctrl-C): it neither cuts the grace short (a
+    worker killed mid-result hangs the pool) nor extends it, nor leaves the stuck workers
+    running (the interpreter's exit would wait for them); it is raised once they are ended."""
+    ends = time.monotonic() + ABORT_GRACE_SECONDS
+    later: BaseException | None = None
+    while True:
+        try:
+            timeout = max(0.0, ends - time.monotonic())
+            return cf.wait(running, timeout=timeout).not_done, later
+        except BaseException as exc:  # a signal handler raised it (KeyboardInterrupt, SIGTERM)
+            if later is None:
+                later = exc
 
 
 def _worker_context(fork: bool = True) -> multiprocessing.context.BaseContext:

@@ -98,16 +98,23 @@ def _interrupt(signum: int, frame: object) -> None:
 
 # what faulthandler raises when sys.stderr has no file descriptor (captured, in tests)
 _NO_STDERR_FILE = (OSError, ValueError, AttributeError)
+_cleanup_bounded = False  # the deadline is armed: it counts from the first signal
 
 
 def _bound_the_cleanup() -> None:
     """After SIGTERM or Ctrl-C the command cleans up (ends its workers within seconds, removes
     its temp files) and exits. Should that hang (a bug), the process prints every thread's stack
-    and exits with status 1 after ``CLEANUP_DEADLINE_SECONDS``, instead of living on: the timer
-    is faulthandler's own thread, which needs no Python lock that the interrupted code may
-    hold. Left armed through interpreter exit, which joins threads too."""
+    and exits with status 1 ``CLEANUP_DEADLINE_SECONDS`` after the first signal, instead of
+    living on: the timer is faulthandler's own thread, which needs no Python lock that the
+    interrupted code may hold. Left armed through interpreter exit, which joins threads too.
+    A later signal (Ctrl-C pressed again, SIGTERM after Ctrl-C) raises into the cleanup again
+    but leaves the deadline where it is: re-arming would restart the wait with every signal."""
+    global _cleanup_bounded
+    if _cleanup_bounded:
+        return
     with contextlib.suppress(*_NO_STDERR_FILE):
         faulthandler.dump_traceback_later(CLEANUP_DEADLINE_SECONDS, exit=True)
+        _cleanup_bounded = True
 
 
 @click.group(
