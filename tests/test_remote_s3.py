@@ -11,6 +11,7 @@ import pytest
 
 import shardpack
 from shardpack import ShardedPacker
+from shardpack.dataset.merge import merge_datasets
 from shardpack.dataset.validate_folder import validate_dataset
 from shardpack.storage.ranges import RangeSource
 
@@ -138,3 +139,29 @@ def test_a_swapped_remote_shard_is_refused_naming_it(s3: Any, text_jsonl: Path) 
         pytest.raises(shardpack.ManifestError, match=r"holds the records of shard-00000\.packed"),
     ):
         ds[500]  # the first record of shard 1
+
+
+def test_merge_from_s3_to_a_local_folder_uses_the_storage_options(
+    s3: Any, text_jsonl: Path, tmp_path: Path
+) -> None:
+    """The shards are downloaded with the options that reach the store (endpoint, keys), not
+    with fsspec's defaults: here the defaults reach no server at all."""
+    client, options = s3
+    local = tmp_path / "ds"
+    ShardedPacker(workers=1).pack([text_jsonl], local, records_per_shard=40)
+    for path in local.iterdir():
+        client.put_object(Bucket="data", Key=f"merge-src/{path.name}", Body=path.read_bytes())
+    single = tmp_path / "one.packed"
+    shardpack.pack(text_jsonl, single, workers=1)
+    client.put_object(Bucket="data", Key="merge-src-one.packed", Body=single.read_bytes())
+
+    merged = merge_datasets(
+        ["s3://data/merge-src", "s3://data/merge-src-one.packed"],
+        tmp_path / "merged",
+        storage_options=options,
+    )
+    sources = [*sorted(p for p in local.iterdir() if p.suffix == ".packed"), single]
+    assert len(merged.shards) == len(sources)
+    for entry, source in zip(merged.shards, sources, strict=True):
+        assert (tmp_path / "merged" / entry.file).read_bytes() == source.read_bytes()
+    assert validate_dataset(tmp_path / "merged").ok

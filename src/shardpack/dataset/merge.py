@@ -120,7 +120,7 @@ def _merge_locked(
     try:
         for number, (where, entry, _) in enumerate(parts):
             name = shard_name(number)
-            target.copy_in(where.path, name)
+            target.copy_in(where.path, name, storage_options)
             size = target.size(name)
             if size != entry.size:
                 raise ManifestError(

@@ -115,8 +115,11 @@ class Storage:
     def hash_file(self, name: str) -> str:
         raise NotImplementedError
 
-    def copy_in(self, source: str, new_name: str) -> None:
-        """Put the file at ``source`` (path or URL) here as ``new_name``, byte for byte."""
+    def copy_in(
+        self, source: str, new_name: str, source_options: dict[str, Any] | None = None
+    ) -> None:
+        """Put the file at ``source`` (path or URL) here as ``new_name``, byte for byte.
+        ``source_options``: the fsspec options that reach a URL ``source``."""
         raise NotImplementedError
 
 
@@ -175,7 +178,9 @@ class LocalStorage(Storage):
     def hash_file(self, name: str) -> str:
         return file_hash(self.location(name))
 
-    def copy_in(self, source: str, new_name: str) -> None:
+    def copy_in(
+        self, source: str, new_name: str, source_options: dict[str, Any] | None = None
+    ) -> None:
         target = Path(self.location(new_name))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
@@ -186,7 +191,7 @@ class LocalStorage(Storage):
             except OSError:
                 shutil.copyfile(source, target)
             return
-        fs, path = url_to_fs(source)
+        fs, path = url_to_fs(source, source_options)
         fs.get_file(path, os.fspath(target))
 
 
@@ -271,12 +276,15 @@ class UrlStorage(Storage):
                 digest.update(chunk)
         return "xxh3_128:" + digest.hexdigest()
 
-    def copy_in(self, source: str, new_name: str) -> None:
+    def copy_in(
+        self, source: str, new_name: str, source_options: dict[str, Any] | None = None
+    ) -> None:
         target = self._fs_path(new_name)
         if not is_url(source) or source.startswith("file://"):
             self._fs.put_file(source.removeprefix("file://"), target)
             return
-        fs, path = url_to_fs(source, self.storage_options)
+        options = source_options if source_options is not None else self.storage_options
+        fs, path = url_to_fs(source, options)
         if type(fs) is type(self._fs):
             self._fs.copy(path, target)  # server-side copy where the store supports it
             return
