@@ -471,3 +471,38 @@ def test_an_interrupt_just_after_the_rejects_file_is_made_leaves_no_temp_file(
     with pytest.raises(KeyboardInterrupt):
         shardpack.pack(kd_jsonl, tmp_path / "o.packed", workers=1, on_error="skip")
     assert list(tmp_path.glob(".*.tmp")) == []
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("layout", [{}, {"shard_size": "300K"}], ids=["single", "sharded"])
+def test_a_second_interrupt_during_the_cleanup_still_removes_every_temp_file(
+    kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Any]
+) -> None:
+    """A pack that fails cleans up (workers, the output's and the rejects' temp files). A second
+    Ctrl-C (or a SIGTERM after the first) that lands while the workers are being stopped must
+    not skip the rest of the cleanup: it is raised once every step has run."""
+    from shardpack.build import pipeline, workers
+
+    close = workers.LocalExecutor.close
+
+    def sealing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the pack failed")
+
+    def interrupted_close(self: workers.LocalExecutor, *, abort: bool = False) -> None:
+        close(self, abort=abort)
+        if abort:
+            raise KeyboardInterrupt  # as the second signal's handler would, here
+
+    monkeypatch.setattr(pipeline._Run, "_finish", sealing)
+    monkeypatch.setattr(workers.LocalExecutor, "close", interrupted_close)
+    lines = kd_jsonl.read_text().splitlines()
+    source = write_jsonl(tmp_path / "in.jsonl", [])
+    source.write_text("\n".join([*lines[:3], "{bad", *lines[3:]]) + "\n")
+    out = tmp_path / "out" / ("ds" if layout else "o.packed")
+    out.parent.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        shardpack.pack(source, out, workers=1, on_error="skip", **layout)
+    left = [p.name for p in (tmp_path / "out").rglob("*")]
+    assert [name for name in left if name.endswith(".tmp")] == [], left
+    assert not (tmp_path / "out" / "o.packed").exists()

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..dataset.manifest import shard_name
@@ -196,19 +196,23 @@ class _Run:
             if rejects is not None:
                 rejects.commit()
         except BaseException:
-            executor.close(abort=True)
-            hasher.stop()
-            if rejects is not None:
-                rejects.abort()
-            if self._single is not None:
-                self._single.abort()
-            with contextlib.suppress(Exception):  # best effort: the error that ended the pack
-                self.layout.remove_leftovers(also=self.rejects_path)  # is the one to report
+            single = self._single
+            _run_every(
+                lambda: executor.close(abort=True),
+                hasher.stop,
+                rejects.abort if rejects is not None else None,
+                single.abort if single is not None else None,
+                self._remove_leftovers,
+            )
             raise
         executor.close()
         return dataclasses.replace(
             result, rejected_count=ledger.rejected, rejects_path=self.rejects_path
         )
+
+    def _remove_leftovers(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the error that ended the pack
+            self.layout.remove_leftovers(also=self.rejects_path)  # is the one to report
 
     def _run_local(
         self,
@@ -321,3 +325,19 @@ class _Run:
 
 
 __all__ = ["InputFile", "pack", "plan"]
+
+
+def _run_every(*steps: Callable[[], object] | None) -> None:
+    """Run every cleanup step even when one is interrupted (Ctrl-C pressed again, a SIGTERM
+    after it): a step skipped would leave temp files behind. The first exception is raised
+    once all have run."""
+    first: BaseException | None = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except BaseException as exc:  # a signal or an error: the other steps still run
+            first = first if first is not None else exc
+    if first is not None:
+        raise first
