@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
@@ -146,11 +147,13 @@ def test_merge_removes_its_shards_when_a_copy_fails(
 
     copy_in, calls = LocalStorage.copy_in, []
 
-    def failing(self: LocalStorage, source: str, new_name: str) -> None:
+    def failing(
+        self: LocalStorage, source: str, new_name: str, options: dict[str, Any] | None = None
+    ) -> None:
         calls.append(new_name)
         if len(calls) == 3:
             raise OSError("disk full")
-        copy_in(self, source, new_name)
+        copy_in(self, source, new_name, options)
 
     monkeypatch.setattr(LocalStorage, "copy_in", failing)
     out = tmp_path / "merged"
