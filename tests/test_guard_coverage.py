@@ -119,7 +119,10 @@ def test_a_manifest_listing_itself_as_a_shard_is_refused(dataset: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         shardpack.open(dataset)
     assert str(caught.value) == wanted
-    assert [p.message for p in validate_dataset(dataset).problems] == [wanted]
+    problems = validate_dataset(dataset).problems  # named once, by the manifest
+    assert [(p.path, p.message) for p in problems] == [
+        (str(dataset / MANIFEST_NAME), "the manifest cannot list itself as a shard")
+    ]
 
 
 @pytest.mark.parametrize("where", ["past the end", "in the trailer", "in the header"])
@@ -140,6 +143,7 @@ def test_a_manifest_footer_offset_outside_its_file_is_refused(dataset: Path, whe
     assert str(caught.value).endswith(wanted), caught.value
     problems = validate_dataset(dataset).problems
     assert len(problems) == 1 and problems[0].message.endswith(wanted), problems
+    assert problems[0].path == str(dataset / MANIFEST_NAME)
 
 
 def test_validate_names_a_shard_whose_manifest_footer_offset_is_wrong(dataset: Path) -> None:

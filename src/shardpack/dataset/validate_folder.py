@@ -14,7 +14,7 @@ from ..storage.ranges import BytesSource
 from ..storage.urls import is_remote
 from .locate import is_dataset, locate
 from .manifest import MANIFEST_NAME, ShardEntry
-from .validate_file import Problem, ValidationReport, validate_path, validate_url
+from .validate_file import Problem, ValidationReport, _without_path, validate_path, validate_url
 
 if TYPE_CHECKING:
     from ..storage.remote_options import RemoteOptions
@@ -91,7 +91,10 @@ def validate_dataset(
     try:
         located = locate(text, storage_options)
     except ShardpackError as exc:
-        report.problems.append(Problem(text, str(exc)))
+        # named once, by the file at fault: "ds: ds/manifest.json: ..." reads as a stutter
+        named, _, rest = str(exc).partition(": ")
+        where = named if rest and named.startswith(text) else text
+        report.problems.append(Problem(where, _without_path(str(exc), where)))
         return report
     manifest, storage = (
         located.manifest,
