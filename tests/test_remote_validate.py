@@ -217,3 +217,50 @@ def test_a_store_that_fails_to_answer_is_an_error_not_an_invalid_file(
     with pytest.raises(shardpack.RemoteError, match=r"s3://checks/one\.packed: .*connect") as got:
         validate_any("s3://checks/one.packed", storage_options=options)
     assert "unexpected keyword" not in str(got.value)
+
+
+# -- a store that fails is no verdict on the data -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def faulty(text_jsonl: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A dataset of four shards behind the request-logging server, which can make chosen
+    requests fail: the server and the storage options that reach it."""
+    from .conftest import latency_s3, load_benchmark_module
+
+    s3_latency = load_benchmark_module("s3_latency")
+    with latency_s3("faulty", 0) as server:
+        options = s3_latency.storage_options(server.endpoint)
+        ShardedPacker(storage_options=options, workers=1).pack(
+            text_jsonl, "s3://faulty/ds", records_per_shard=500
+        )
+        yield server, options
+
+
+@pytest.mark.parametrize(
+    ("method", "key"),
+    [("HEAD", "shard-00001.packed"), ("GET", "manifest.json"), ("GET", "shard-00002.packed")],
+)
+def test_a_store_that_fails_is_a_remote_error_not_a_damaged_dataset(
+    faulty: tuple[Any, dict[str, Any]], method: str, key: str
+) -> None:
+    """A shard's existence check or the manifest's read answered by a server error (as a
+    timeout would be) used to be reported as damage: "missing shard", or a manifest that
+    "cannot be read". validate has no verdict then: a RemoteError naming the object."""
+    from shardpack.errors import RemoteError
+    from shardpack.storage.remote_options import RemoteOptions
+
+    from .conftest import load_benchmark_module
+
+    server, options = faulty
+    s3_latency = load_benchmark_module("s3_latency")
+    remote = RemoteOptions(storage_options=options, retries=0, backoff_s=0)
+    assert validate_any("s3://faulty/ds", remote=remote).ok
+    fault = s3_latency.Fault(lambda r: r.method == method and r.path.endswith(key), 1000, 0, 500)
+    server.inject(fault)
+    try:
+        with pytest.raises(RemoteError, match=key):
+            validate_any("s3://faulty/ds", remote=remote)
+    finally:
+        fault.count = 0
+    assert validate_any("s3://faulty/ds", remote=remote).ok

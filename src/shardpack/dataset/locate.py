@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FormatError, ManifestError, RemoteError
-from ..storage.fetch import failure_reason
+from ..storage.fetch import as_remote_error, failure_reason
 from ..storage.folder import Storage, open_storage, split_location
 from ..storage.ranges import RangeSource
 from ..storage.remote import RemoteReader
@@ -89,7 +89,10 @@ def locate(
     try:
         data = storage.read_bytes(MANIFEST_NAME)
     except OSError as exc:
-        raise FormatError(f"cannot read: {exc}", path=storage.location(MANIFEST_NAME)) from exc
+        where = storage.location(MANIFEST_NAME)
+        if storage.is_remote:  # the store's failure, in words: not a damaged manifest
+            raise as_remote_error(exc, where, "cannot read") from exc
+        raise FormatError(f"cannot read: {exc}", path=where) from exc
     return _from_manifest(storage, data, storage_options)
 
 

@@ -154,10 +154,10 @@ def validate_url(
                 source = RangeSource(url, reader=reader)
                 source.hold(source.whole_request().submit(reader.fetcher))
         except ShardpackError as exc:
-            if not _about_the_object(exc):
+            if not about_the_object(exc):
                 raise  # cannot connect, access denied, timed out: no verdict on the data
             report = ValidationReport(paths=[url], deep=deep or schema is not None)
-            report.problems.append(Problem(url, _without_path(str(exc), url)))
+            report.problems.append(Problem(url, without_path(str(exc), url)))
             return report
         return validate_path(url, deep=deep, schema=schema, source=source)
     finally:
@@ -166,7 +166,7 @@ def validate_url(
         reader.close()
 
 
-def _about_the_object(exc: ShardpackError) -> bool:
+def about_the_object(exc: ShardpackError) -> bool:
     """Whether ``exc`` (opening or fetching a remote file) says something about the object
     itself: it is not there, too short, not a packed file, or replaced while read; not that the
     store failed to answer (a RemoteError caused by a request that failed otherwise)."""
@@ -188,7 +188,7 @@ def _validate_file(
     try:
         packed = PackedFile(path, verify=True, cache_blocks=1, source=source)
     except ShardpackError as exc:
-        report.problems.append(Problem(path, _without_path(str(exc), path)))
+        report.problems.append(Problem(path, without_path(str(exc), path)))
         return
     except OSError as exc:
         report.problems.append(Problem(path, f"cannot read: {exc}"))
@@ -375,5 +375,5 @@ def _check_records(
             )
 
 
-def _without_path(message: str, path: str) -> str:
+def without_path(message: str, path: str) -> str:
     return message.removeprefix(f"{path}: ")

@@ -6,15 +6,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ShardpackError
+from ..errors import RemoteError, ShardpackError
+from ..storage.fetch import remote_errors
 from ..storage.folder import bytes_hash
 from ..storage.ranges import BytesSource
 from ..storage.urls import is_remote
 from .locate import is_dataset, locate
 from .manifest import MANIFEST_NAME, ShardEntry
-from .validate_file import Problem, ValidationReport, _without_path, validate_path, validate_url
+from .validate_file import (
+    Problem,
+    ValidationReport,
+    about_the_object,
+    validate_path,
+    validate_url,
+    without_path,
+)
 
 if TYPE_CHECKING:
     from ..storage.remote_options import RemoteOptions
@@ -91,10 +100,13 @@ def validate_dataset(
     try:
         located = locate(text, storage_options)
     except ShardpackError as exc:
+        if isinstance(exc, RemoteError) and not about_the_object(exc):
+            raise  # cannot connect, timed out, access denied: no verdict on the data
         # named once, by the file at fault: "ds: ds/manifest.json: ..." reads as a stutter
         named, _, rest = str(exc).partition(": ")
-        where = named if rest and named.startswith(text) else text
-        report.problems.append(Problem(where, _without_path(str(exc), where)))
+        inside = os.path.normpath(named).startswith(os.path.normpath(text))
+        where = named if rest and inside else text
+        report.problems.append(Problem(where, without_path(str(exc), where)))
         return report
     manifest, storage = (
         located.manifest,
@@ -123,7 +135,9 @@ def validate_dataset(
                 Problem(where, f"missing shard (manifest entry {number}, {entry.records} records)")
             )
             continue
-        _check_entry(storage, entry, where, number, by_content, deep, report, schema)
+        # a store that stops answering mid-way is a RemoteError, not a damaged shard
+        with remote_errors(where, "cannot read") if storage.is_remote else nullcontext():
+            _check_entry(storage, entry, where, number, by_content, deep, report, schema)
     return report
 
 

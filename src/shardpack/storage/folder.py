@@ -211,7 +211,16 @@ class UrlStorage(Storage):
         return f"{self._path}/{check_name(name, allow_hidden=allow_hidden)}"
 
     def exists(self, name: str) -> bool:
-        return bool(self._fs.isfile(self._fs_path(name)))
+        # not fsspec's isfile: it answers False for any failure, and a store that timed out
+        # would read as a missing shard (damage) instead of a store that did not answer
+        from .fetch import remote_errors
+
+        with remote_errors(self.location(name), "cannot check"):
+            try:
+                info = self._fs.info(self._fs_path(name))
+            except FileNotFoundError:
+                return False
+        return bool(info.get("type") == "file")
 
     def size(self, name: str) -> int:
         return int(self._fs.size(self._fs_path(name)))
