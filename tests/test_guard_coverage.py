@@ -159,7 +159,7 @@ def test_validate_names_a_shard_whose_manifest_footer_offset_is_wrong(dataset: P
     assert [(p.path, p.message) for p in problems] == [
         (
             str(dataset / "shard-00001.packed"),
-            f"the manifest puts the footer at byte {right - 8}, the file's trailer at {right}",
+            f"the manifest puts the footer at byte {right - 8}, the file's footer starts at {right}",
         )
     ]
 

@@ -219,6 +219,6 @@ def _check_entry(
             Problem(
                 where,
                 f"the manifest puts the footer at byte {entry.footer_offset}, "
-                f"the file's trailer at {footer_offset}",
+                f"the file's footer starts at {footer_offset}",
             )
         )
