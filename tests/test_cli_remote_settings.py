@@ -464,3 +464,18 @@ def test_the_environment_sets_them_for_a_normal_read_too(
     with shardpack.open("s3://real/one.packed") as ds:  # the Python API
         assert ds[29] == RECORDS[29]
     seen.check(6.5, 1)
+
+
+def test_a_malformed_environment_value_fails_a_pack_to_a_url_instead_of_repacking(
+    store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The up-to-date check of a packed file at a URL reads it with these settings: a
+    malformed value there is the user's error, not "no output yet" (which re-packed and
+    uploaded the file again on every run, silently)."""
+    source = write_jsonl(tmp_path / "records.jsonl", RECORDS)
+    url, options = "s3://real/again.packed", store["options"]
+    shardpack.pack(source, url, storage_options=options, workers=1)
+    assert shardpack.pack(source, url, storage_options=options, workers=1).up_to_date
+    monkeypatch.setenv(TIMEOUT_ENV, "5s")
+    with pytest.raises(OptionError, match=f"^{TIMEOUT_ENV} must be"):
+        shardpack.pack(source, url, storage_options=options, workers=1)

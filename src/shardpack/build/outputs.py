@@ -136,6 +136,8 @@ class OutputLayout:
             if not self.storage.exists(MANIFEST_NAME):
                 return None
             return Manifest.from_json(self.storage.read_bytes(MANIFEST_NAME))
+        except OptionError:
+            raise  # a bad setting (SHARDPACK_TIMEOUT_S=5s) is the user's to fix, not "no output"
         except (OSError, ShardpackError):
             return None
 
