@@ -353,6 +353,32 @@ def test_s3fs_gets_the_settings_only_when_they_are_not_the_defaults(
     monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")  # botocore's mode, as botocore finds it
     adaptive = tight.for_urls(urls).storage_options["config_kwargs"]["retries"]
     assert adaptive == {"mode": "adaptive", "total_max_attempts": 2}
+    # a timeout above s3fs's own never loosens them; one between them tightens the read only
+    loose = RemoteOptions(storage_options={"anon": True}, timeout_s=60.0).for_urls(urls)
+    assert loose.storage_options["config_kwargs"] == {"connect_timeout": 5, "read_timeout": 15}
+    middle = RemoteOptions(storage_options={"anon": True}, timeout_s=10.0).for_urls(urls)
+    assert middle.storage_options["config_kwargs"] == {"connect_timeout": 5, "read_timeout": 10}
+
+
+def test_retries_with_a_broken_aws_config_or_an_unknown_profile_do_not_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry mode comes from the profile the storage options name; a config file botocore
+    cannot parse, or a profile it does not know, is s3fs's to report when it connects (one
+    line), not an internal error while the settings are made."""
+    (tmp_path / "config").write_text("[profile fast]\nretry_mode = standard\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    def mode(storage_options: dict[str, Any]) -> str:
+        made = RemoteOptions(storage_options=storage_options, retries=1).for_urls(["s3://b/k"])
+        return str(made.storage_options["config_kwargs"]["retries"]["mode"])
+
+    assert mode({"profile": "fast"}) == "standard" and mode({}) == "legacy"
+    assert mode({"profile": "nosuch"}) == "legacy"
+    (tmp_path / "config").write_text("[broken\n")
+    assert mode({}) == "legacy"
 
 
 # -- a store that answers ---------------------------------------------------------------------------
@@ -390,7 +416,9 @@ class Seen:
             assert (options.timeout_s, options.retries) == (timeout_s, retries), options
         for options in self.filesystems:  # s3fs's own requests: botocore's settings
             config = options.get("config_kwargs") or {}
-            assert config.get("read_timeout") == config.get("connect_timeout") == timeout_s
+            # tightened, never loosened: s3fs's own are 5 s (connect) and 15 s (read)
+            assert config.get("connect_timeout") == min(timeout_s, 5)
+            assert config.get("read_timeout") == min(timeout_s, 15)
             assert (config.get("retries") or {}).get("total_max_attempts") == retries + 1
 
     def clear(self) -> None:

@@ -127,10 +127,15 @@ class RemoteOptions(msgspec.Struct, frozen=True, kw_only=True):
         if not remote or not any(changed) or not all(map(_is_s3, remote)):
             return self
         config = dict(self.storage_options.get("config_kwargs") or _configured_s3_config())
-        if changed[0]:
-            config["connect_timeout"] = config["read_timeout"] = self.timeout_s
+        if changed[0]:  # tightened, never loosened: s3fs's own are 5 s and 15 s
+            connect, read = _s3fs_timeouts()
+            connect = float(config.get("connect_timeout", connect))
+            read = float(config.get("read_timeout", read))
+            config["connect_timeout"] = min(self.timeout_s, connect)
+            config["read_timeout"] = min(self.timeout_s, read)
         if changed[1]:
-            mode = (config.get("retries") or {}).get("mode") or _retry_mode()
+            profile = self.storage_options.get("profile")
+            mode = (config.get("retries") or {}).get("mode") or _retry_mode(profile)
             config["retries"] = {"mode": mode, "total_max_attempts": self.retries + 1}
         storage_options = {**self.storage_options, "config_kwargs": config}
         return msgspec.structs.replace(self, storage_options=storage_options)
@@ -140,15 +145,26 @@ def _is_s3(url: str) -> bool:
     return url.startswith(("s3://", "s3a://"))
 
 
-def _retry_mode() -> str:
+def _retry_mode(profile: str | None) -> str:
     """botocore's retry mode (``AWS_RETRY_MODE``, the profile's ``retry_mode``, else legacy),
     given in ``config_kwargs`` as botocore would fill it in: it fills it into the dict it is
     given, which would change ``storage_options`` after the fact (and fsspec's cache key)."""
     try:
         import botocore.session  # type: ignore[import-untyped]
-    except ImportError:
+
+        session = botocore.session.Session(profile=profile)
+        return str(session.get_config_variable("retry_mode") or "legacy")
+    except Exception:  # no botocore, a broken config file, an unknown profile: s3fs says which
         return "legacy"
-    return str(botocore.session.get_session().get_config_variable("retry_mode") or "legacy")
+
+
+def _s3fs_timeouts() -> tuple[float, float]:
+    """s3fs's own connect and read timeouts (``S3FileSystem.connect_timeout``, ``read_timeout``)."""
+    try:
+        from s3fs import S3FileSystem
+    except ImportError:
+        return 5.0, 15.0
+    return float(S3FileSystem.connect_timeout), float(S3FileSystem.read_timeout)
 
 
 def _configured_s3_config() -> dict[str, Any]:
