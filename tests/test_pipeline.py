@@ -476,12 +476,23 @@ def test_an_interrupt_just_after_the_rejects_file_is_made_leaves_no_temp_file(
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("layout", [{}, {"shard_size": "300K"}], ids=["single", "sharded"])
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [(KeyboardInterrupt(), KeyboardInterrupt), (OSError("stuck"), RuntimeError)],
+    ids=["interrupt", "error"],
+)
 def test_a_second_interrupt_during_the_cleanup_still_removes_every_temp_file(
-    kd_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Any]
+    kd_jsonl: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    layout: dict[str, Any],
+    failure: BaseException,
+    raised: type[BaseException],
 ) -> None:
     """A pack that fails cleans up (workers, the output's and the rejects' temp files). A second
     Ctrl-C (or a SIGTERM after the first) that lands while the workers are being stopped must
-    not skip the rest of the cleanup: it is raised once every step has run."""
+    not skip the rest of the cleanup: it is raised once every step has run. A step's own error
+    skips nothing either, and the error that ended the pack is the one reported."""
     from shardpack.build import pipeline, workers
 
     close = workers.LocalExecutor.close
@@ -492,7 +503,7 @@ def test_a_second_interrupt_during_the_cleanup_still_removes_every_temp_file(
     def interrupted_close(self: workers.LocalExecutor, *, abort: bool = False) -> None:
         close(self, abort=abort)
         if abort:
-            raise KeyboardInterrupt  # as the second signal's handler would, here
+            raise failure  # as the second signal's handler would, here
 
     monkeypatch.setattr(pipeline._Run, "_finish", sealing)
     monkeypatch.setattr(workers.LocalExecutor, "close", interrupted_close)
@@ -501,7 +512,7 @@ def test_a_second_interrupt_during_the_cleanup_still_removes_every_temp_file(
     source.write_text("\n".join([*lines[:3], "{bad", *lines[3:]]) + "\n")
     out = tmp_path / "out" / ("ds" if layout else "o.packed")
     out.parent.mkdir()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(raised):
         shardpack.pack(source, out, workers=1, on_error="skip", **layout)
     left = [p.name for p in (tmp_path / "out").rglob("*")]
     assert [name for name in left if name.endswith(".tmp")] == [], left

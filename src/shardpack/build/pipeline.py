@@ -329,15 +329,17 @@ __all__ = ["InputFile", "pack", "plan"]
 
 def _run_every(*steps: Callable[[], object] | None) -> None:
     """Run every cleanup step even when one is interrupted (Ctrl-C pressed again, a SIGTERM
-    after it): a step skipped would leave temp files behind. The first exception is raised
-    once all have run."""
-    first: BaseException | None = None
+    after it): a step skipped would leave temp files behind. An interrupt is raised once all
+    have run; a step's own error is dropped: the error that ended the pack is the one to report."""
+    interrupt: BaseException | None = None
     for step in steps:
         if step is None:
             continue
         try:
             step()
-        except BaseException as exc:  # a signal or an error: the other steps still run
-            first = first if first is not None else exc
-    if first is not None:
-        raise first
+        except Exception:  # best effort, as above
+            continue
+        except BaseException as exc:  # KeyboardInterrupt, the CLI's SIGTERM: after the rest
+            interrupt = interrupt if interrupt is not None else exc
+    if interrupt is not None:
+        raise interrupt

@@ -226,6 +226,8 @@ def _wait_out_the_grace(
         try:
             timeout = max(0.0, ends - time.monotonic())
             return cf.wait(running, timeout=timeout).not_done, later
+        except Exception:
+            raise  # not a signal: nothing to wait out
         except BaseException as exc:  # a signal handler raised it (KeyboardInterrupt, SIGTERM)
             if later is None:
                 later = exc
