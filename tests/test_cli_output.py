@@ -72,3 +72,20 @@ def test_json_output_is_only_json(text_jsonl: Path, tmp_path: Path, env: dict[st
     )
     assert status == 0
     assert json.loads(shown.replace("\r\n", "\n"))["records"] == 2000
+
+
+def test_info_of_a_file_with_a_token_field_draws_its_length_histogram(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The histogram read the statistics through the deprecated mapping access (a
+    DeprecationWarning on every ``info`` of a token dataset; an error under ``-W error``)."""
+    from shardpack.cli.main import main
+
+    from .conftest import write_jsonl
+
+    records = [{"id": i, "tokens": list(range(i % 9 + 1))} for i in range(50)]
+    source = write_jsonl(tmp_path / "tokens.jsonl", records)
+    assert main(["pack", str(source), "-o", str(tmp_path / "t.packed"), "-q"]) == 0
+    assert main(["info", str(tmp_path / "t.packed")]) == 0
+    total = sum(len(r["tokens"]) for r in records)
+    assert f"tokens length: total {total:,} tokens, p50 " in capsys.readouterr().out

@@ -131,8 +131,8 @@ def _token_histogram(field: str, lengths: LengthSummary, rows: int = 10, width: 
         counts[min(rows - 1, ((lo + hi) // 2 - low) // step)] += n
     peak = max(counts) or 1
     lines = [
-        f"{field} length: total {lengths.get('total', 0):,} tokens, "
-        f"p50 {lengths.get('p50')}, p95 {lengths.get('p95')}, max {lengths.get('max')}"
+        f"{field} length: total {lengths.total or 0:,} tokens, "
+        f"p50 {lengths.p50}, p95 {lengths.p95}, max {lengths.max}"
     ]
     for i, n in enumerate(counts):
         start = low + i * step
