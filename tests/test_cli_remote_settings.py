@@ -507,3 +507,21 @@ def test_a_malformed_environment_value_fails_a_pack_to_a_url_instead_of_repackin
     monkeypatch.setenv(TIMEOUT_ENV, "5s")
     with pytest.raises(OptionError, match=f"^{TIMEOUT_ENV} must be"):
         shardpack.pack(source, url, storage_options=options, workers=1)
+
+
+@pytest.mark.parametrize("name", [TIMEOUT_ENV, RETRIES_ENV])
+def test_a_malformed_environment_value_fails_local_commands_alike(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked once, before any command runs: whether a local command failed used to depend on
+    whether it happened to build remote settings (``info ds/`` exit 2, ``info x.packed`` exit
+    0)."""
+    source = write_jsonl(tmp_path / "records.jsonl", RECORDS)
+    packed = tmp_path / "x.packed"
+    assert main(["pack", str(source), "-o", str(packed), "-q"]) == 0
+    monkeypatch.setenv(name, "soon")
+    again = ["pack", str(source), "-o", str(tmp_path / "y.packed"), "-q"]
+    for command in (["info", str(packed)], ["validate", str(packed)], again):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"shardpack: error: {name} must be "), err

@@ -133,6 +133,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
         # usage status that click's no_args_is_help exits with
         click.echo(ctx.get_help())
         raise SystemExit(EXIT_USAGE)
+    from ..storage.remote_options import check_environment
+
+    check_environment()  # a malformed SHARDPACK_TIMEOUT_S fails every command, not only some
 
 
 for command in (pack, info, head, schema, validate, unpack, diff, merge, bench):

@@ -51,6 +51,13 @@ def _retries_default() -> int:
     return value
 
 
+def check_environment() -> None:
+    """OptionError naming ``SHARDPACK_TIMEOUT_S`` or ``SHARDPACK_RETRIES`` if either is set to
+    something it cannot be (the command line checks them before any command runs)."""
+    _timeout_default()
+    _retries_default()
+
+
 _LOWEST = {  # the smallest value each numeric setting accepts
     "cache_bytes": 1,
     "memory_cache_bytes": 0,
