@@ -278,3 +278,27 @@ def test_repeated_signals_do_not_postpone_the_cleanup_deadline(tmp_path: Path) -
     assert ended_while_signalled, f"still running {sent} signals and 20 s after the first"
     assert proc.returncode == 1 and "Timeout (0:00:02)!" in stderr, stderr
     assert sent >= 3  # signals did arrive after the first, during the cleanup
+
+
+def test_the_grace_wait_lets_an_error_through_instead_of_waiting_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a signal (KeyboardInterrupt, the CLI's SIGTERM) is held until the stuck workers are
+    ended; any other error from the wait is raised as it comes, not retried as if it were a
+    signal (which, for an error that recurs, spins until the deadline)."""
+    from concurrent import futures
+
+    from shardpack.build import workers
+
+    real_wait, calls = futures.wait, []
+
+    def failing_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the wait broke")
+        return real_wait([], timeout=0)
+
+    monkeypatch.setattr(workers.cf, "wait", failing_once)
+    with pytest.raises(RuntimeError, match="the wait broke"):
+        workers._wait_out_the_grace([])
+    assert calls == [1]
