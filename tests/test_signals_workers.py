@@ -302,3 +302,41 @@ def test_the_grace_wait_lets_an_error_through_instead_of_waiting_on_it(
     with pytest.raises(RuntimeError, match="the wait broke"):
         workers._wait_out_the_grace([])
     assert calls == [1]
+
+
+# main() run in a program that goes on after an interrupted command (a notebook, a test): the
+# interrupt's cleanup deadline (1 s here) must not kill that program later; for a process that
+# exits with the command (exiting=True: `shardpack`, `python -m shardpack`) it stays armed.
+IN_PROCESS = r"""
+import importlib, os, signal, sys, time
+from shardpack.build import pipeline
+cli = importlib.import_module("shardpack.cli.main")
+cli.CLEANUP_DEADLINE_SECONDS = 1.0
+
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: its handler arms the deadline
+    time.sleep(5)
+
+pipeline._Run._finish = interrupted
+source, out, exiting = sys.argv[1], sys.argv[2], sys.argv[3] == "exiting"
+status = cli.main(["pack", source, "-o", out, "-q", "-j", "1"], exiting=exiting)
+print("returned", status, flush=True)
+time.sleep(3)
+print("alive", flush=True)
+"""
+
+
+@pytest.mark.parametrize("exiting", [False, True], ids=["program-goes-on", "process-exits"])
+def test_an_interrupted_command_does_not_kill_the_program_that_called_main(
+    tmp_path: Path, exiting: bool
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"i": i} for i in range(10)])
+    args = [sys.executable, "-c", IN_PROCESS, str(source), str(tmp_path / "o.packed")]
+    args.append("exiting" if exiting else "goes-on")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[0] == "returned 130", (done.stdout, done.stderr)
+    if exiting:  # the deadline also bounds what follows, up to the interpreter's exit
+        assert done.returncode == 1 and "alive" not in done.stdout, done.stdout
+        assert "Timeout (0:00:01)!" in done.stderr
+    else:
+        assert done.returncode == 0 and done.stdout.splitlines()[1] == "alive", done.stderr

@@ -10,14 +10,14 @@ import sys
 from .cli.main import main
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, *, exiting: bool = False) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # --dataset PATH is the positional PACKED argument of `shardpack bench`
     if "--dataset" in args:
         i = args.index("--dataset")
         args[i : i + 2] = args[i + 1 : i + 2]
-    return main(["bench", *args])
+    return main(["bench", *args], exiting=exiting)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(run(exiting=True))

@@ -21,9 +21,9 @@ def translate(argv: list[str]) -> list[str]:
     return ["pack", *argv]
 
 
-def run(argv: list[str] | None = None) -> int:
-    return main(translate(list(sys.argv[1:] if argv is None else argv)))
+def run(argv: list[str] | None = None, *, exiting: bool = False) -> int:
+    return main(translate(list(sys.argv[1:] if argv is None else argv)), exiting=exiting)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(run(exiting=True))

@@ -142,8 +142,12 @@ for command in (pack, info, head, schema, validate, unpack, diff, merge, bench):
     cli.add_command(command)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
+    """Run the CLI; returns the exit status. ``exiting``: the process ends when this returns
+    (the ``shardpack`` command, ``python -m shardpack``): the cleanup deadline armed by a
+    signal then also bounds the interpreter's exit. Called from a program that goes on (a
+    notebook, a test), the deadline ends with the command instead of killing the program
+    ``CLEANUP_DEADLINE_SECONDS`` after an interrupt."""
     if threading.current_thread() is not threading.main_thread():
         return _run(argv)  # signal handlers can only be set from the main thread
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -159,6 +163,20 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, previous_interrupt)
         if dumps_stacks:
             faulthandler.unregister(signal.SIGUSR1)
+        if not exiting:
+            _end_the_deadline()
+
+
+def run() -> None:
+    """The ``shardpack`` command: ``main`` for a process that exits with its status."""
+    raise SystemExit(main(exiting=True))
+
+
+def _end_the_deadline() -> None:
+    global _cleanup_bounded
+    if _cleanup_bounded:
+        faulthandler.cancel_dump_traceback_later()
+        _cleanup_bounded = False
 
 
 def _dump_stacks_on_sigusr1() -> bool:
