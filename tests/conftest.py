@@ -134,6 +134,20 @@ def latency_s3(bucket: str, latency_ms: float) -> Iterator[Any]:
         server.stop()
 
 
+def upload_folder(server: Any, folder: Path, prefix: str, bucket: str = "data") -> str:
+    """A dataset folder's files under ``s3://<bucket>/<prefix>/`` of a ``latency_s3`` server,
+    uploaded without its latency (restored after): the URL."""
+    s3_latency = sys.modules.get("s3_latency") or load_benchmark_module("s3_latency")
+    client = s3_latency.boto_client(server.endpoint)
+    latency, server.latency_ms = server.latency_ms, 0
+    try:
+        for path in sorted(folder.iterdir()):
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())
+    finally:
+        server.latency_ms = latency
+    return f"s3://{bucket}/{prefix}"
+
+
 @contextmanager
 def moto_s3(bucket: str) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A real S3-compatible server (moto) on loopback holding an empty ``bucket``: a boto3

@@ -16,7 +16,7 @@ from shardpack import DatasetPacker, FormatError, ManifestError, ShardedPacker
 from shardpack.dataset.manifest import MANIFEST_NAME, Manifest, shard_name
 from shardpack.storage.remote_options import RemoteOptions
 
-from .conftest import latency_s3, load_benchmark_module, moto_s3
+from .conftest import latency_s3, load_benchmark_module, moto_s3, upload_folder
 
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -38,17 +38,6 @@ def s3() -> Iterator[tuple[Any, dict[str, Any]]]:
         yield found
 
 
-def _upload(server: Any, folder: Path, prefix: str) -> str:
-    client = s3_latency.boto_client(server.endpoint)
-    server.latency_ms = 0
-    try:
-        for path in sorted(folder.iterdir()):
-            client.put_object(Bucket="data", Key=f"{prefix}/{path.name}", Body=path.read_bytes())
-    finally:
-        server.latency_ms = LATENCY_MS
-    return f"s3://data/{prefix}"
-
-
 # -- 1. pinning reads each shard whole -----------------------------------------------------------
 
 
@@ -58,7 +47,7 @@ def test_pinning_a_remote_dataset_reads_each_shard_in_one_request(
     manifest = Manifest.from_json((local_ds / MANIFEST_NAME).read_bytes())
     shards, blocks = len(manifest.shards), sum(e.blocks for e in manifest.shards)
     assert shards >= 5 and blocks >= 3 * shards  # one request per block would show
-    url = _upload(server, local_ds, "pinned")
+    url = upload_folder(server, local_ds, "pinned")
     remote = RemoteOptions(storage_options=s3_latency.storage_options(server.endpoint))
     with shardpack.open(local_ds) as ds:
         pinned = ds.content_hash
@@ -88,7 +77,7 @@ def test_diff_of_other_layouts_reads_each_remote_shard_in_one_request(
 
     manifest = Manifest.from_json((local_ds / MANIFEST_NAME).read_bytes())
     shards = len(manifest.shards)
-    url = _upload(server, local_ds, "diffed")
+    url = upload_folder(server, local_ds, "diffed")
     remote = RemoteOptions(storage_options=s3_latency.storage_options(server.endpoint))
     single = tmp_path / "one.packed"
     with shardpack.open(local_ds) as ds:

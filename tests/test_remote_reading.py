@@ -26,7 +26,7 @@ from shardpack.errors import ManifestError, ObjectChangedError, RemoteError
 from shardpack.storage.disk_cache import DiskCache
 from shardpack.storage.remote_options import RemoteOptions
 
-from .conftest import latency_s3, load_benchmark_module, plain
+from .conftest import latency_s3, load_benchmark_module, plain, upload_folder
 
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -51,18 +51,6 @@ def expected(local_ds: Path) -> list[str]:
 
 def digest(record: Any) -> str:
     return json.dumps(plain(record), sort_keys=True)
-
-
-def upload(server: Any, folder: Path, prefix: str) -> str:
-    """The dataset folder's files under s3://data/<prefix>/ (uploaded without latency)."""
-    client = s3_latency.boto_client(server.endpoint)
-    server.latency_ms = 0
-    try:
-        for path in sorted(folder.iterdir()):
-            client.put_object(Bucket="data", Key=f"{prefix}/{path.name}", Body=path.read_bytes())
-    finally:
-        server.latency_ms = LATENCY_MS
-    return f"s3://data/{prefix}"
 
 
 def settings(server: Any, **changes: Any) -> RemoteOptions:
@@ -117,7 +105,7 @@ def test_footer_offset_from_the_manifest_and_old_manifests_without_it(
         assert entry.footer_offset is not None
         with shardpack.open(local_ds / entry.file) as single:
             assert single.files[0].trailer.index_offset == entry.footer_offset
-    url = upload(server, local_ds, "footer")
+    url = upload_folder(server, local_ds, "footer")
     server.reset_log()
     with shardpack.open(url, remote=settings(server)) as ds:
         assert len(ds.files) == len(manifest_of(local_ds).shards)
@@ -150,7 +138,7 @@ def test_footer_offset_from_the_manifest_and_old_manifests_without_it(
 def test_full_scan_fetches_each_shard_whole_in_one_request(
     server: Any, local_ds: Path, expected: list[str]
 ) -> None:
-    url = upload(server, local_ds, "whole")
+    url = upload_folder(server, local_ds, "whole")
     manifest = manifest_of(local_ds)
     server.reset_log()
     with shardpack.open(url, remote=settings(server)) as ds:
@@ -182,7 +170,7 @@ def test_full_scan_fetches_each_shard_whole_in_one_request(
 def test_a_scan_left_early_lets_go_of_the_shards_it_fetched(
     server: Any, local_ds: Path, expected: list[str]
 ) -> None:
-    url = upload(server, local_ds, "early")
+    url = upload_folder(server, local_ds, "early")
     with shardpack.open(url, remote=settings(server)) as ds:
         for record in ds:  # every shard fetched ahead (they fit the window), shard 0 opened
             assert digest(record) == expected[0]
@@ -234,7 +222,7 @@ def test_a_whole_shard_scan_stays_within_its_window_on_a_real_server(
     """At every shard boundary of a real scan: the shards fetched and not yet read fit
     ``readahead_bytes`` (counted by the client and by the server), the shards already read hold
     no bytes, and each shard is asked for once."""
-    url = upload(server, local_ds, "window")
+    url = upload_folder(server, local_ds, "window")
     manifest = manifest_of(local_ds)
     sizes = [e.size for e in manifest.shards]
     window = 2 * max(sizes)  # the least that fetches shards whole: one read, one on its way
@@ -274,7 +262,7 @@ def test_full_scan_of_shards_too_big_to_hold_fetches_blocks_in_large_requests(
 ) -> None:
     """Shards over half of readahead_bytes are read by ranges: header and footer, then the
     body in requests of up to a quarter of the window (a scan reads every byte, in order)."""
-    url = upload(server, local_ds, "scan")
+    url = upload_folder(server, local_ds, "scan")
     manifest = manifest_of(local_ds)
     window, request_bytes = max(e.size for e in manifest.shards) + 1, 32 << 10
     scan_request = max(request_bytes, window // 4)
@@ -306,7 +294,7 @@ def test_a_shard_replaced_during_a_scan_is_never_mixed_in(
     largest = max(e.size for e in manifest.shards)
     remote = settings(server, readahead_bytes=2 * largest)  # shards 0 and 1 ahead, not 2
     for pinned in (True, False):
-        url = upload(server, local_ds, f"midscan{int(pinned)}")
+        url = upload_folder(server, local_ds, f"midscan{int(pinned)}")
         with shardpack.open(url, remote=remote) as ds:
             if pinned:
                 assert len(ds.files) == len(manifest.shards)  # every shard's version pinned
@@ -328,7 +316,7 @@ def test_a_shard_replaced_during_a_scan_is_never_mixed_in(
 
 
 def test_random_access_is_one_small_request(server: Any, local_ds: Path) -> None:
-    url = upload(server, local_ds, "random")
+    url = upload_folder(server, local_ds, "random")
     with shardpack.open(url, remote=settings(server)) as ds:
         assert len(ds.files) == len(manifest_of(local_ds).shards)  # left: the record itself
         server.reset_log()
@@ -345,7 +333,7 @@ def test_shuffled_epoch_is_the_local_order_with_blocks_read_ahead(
     server: Any, local_ds: Path
 ) -> None:
     torch_loader = pytest.importorskip("shardpack.torch")
-    url = upload(server, local_ds, "shuffle")
+    url = upload_folder(server, local_ds, "shuffle")
     local = [digest(r) for r in torch_loader.PackedIterableDataset(local_ds, seed=3)]
     manifest = manifest_of(local_ds)
     remote = torch_loader.PackedIterableDataset(
@@ -371,7 +359,7 @@ def test_dataloader_workers_share_the_disk_cache(
     torch = pytest.importorskip("torch")
     from shardpack.torch import PackedIterableDataset
 
-    url = upload(server, local_ds, "workers")
+    url = upload_folder(server, local_ds, "workers")
     size = manifest_of(local_ds).size
     remote = settings(server, cache_dir=str(tmp_path / "cache"))
 
@@ -395,7 +383,7 @@ def test_dataloader_workers_share_the_disk_cache(
 def test_damaged_cache_entries_are_dropped_and_fetched_again(
     server: Any, local_ds: Path, expected: list[str], tmp_path: Path
 ) -> None:
-    url = upload(server, local_ds, "damage")
+    url = upload_folder(server, local_ds, "damage")
     remote = settings(server, cache_dir=str(tmp_path / "cache"))
     with shardpack.open(url, remote=remote) as ds:
         assert [digest(r) for r in ds] == expected
@@ -415,7 +403,7 @@ def test_damaged_cache_entries_are_dropped_and_fetched_again(
 def test_disk_cache_stays_within_its_bound(
     server: Any, local_ds: Path, expected: list[str], tmp_path: Path
 ) -> None:
-    url = upload(server, local_ds, "bound")
+    url = upload_folder(server, local_ds, "bound")
     bound = 300_000
     remote = settings(
         server, cache_dir=str(tmp_path / "cache"), cache_bytes=bound, request_bytes=64 << 10
@@ -451,7 +439,7 @@ def test_claims_and_temp_files_of_killed_processes_do_not_block(tmp_path: Path) 
 def test_a_replaced_object_is_never_mixed_with_cached_blocks(
     server: Any, local_ds: Path, tmp_path: Path, kd_jsonl: Path
 ) -> None:
-    url = upload(server, local_ds, "changed")
+    url = upload_folder(server, local_ds, "changed")
     remote = settings(server, cache_dir=str(tmp_path / "cache"))
     client = s3_latency.boto_client(server.endpoint)
     with shardpack.open(url, remote=remote) as ds:
@@ -471,7 +459,7 @@ def test_a_replaced_object_is_never_mixed_with_cached_blocks(
     # a new dataset written over the old one: read whole, nothing of the old cache
     other = tmp_path / "other"
     ShardedPacker(workers=1).pack([kd_jsonl], other, shard_size="300K")
-    upload(server, other, "changed")
+    upload_folder(server, other, "changed")
     with shardpack.open(other) as fresh_local:
         want = [digest(r) for r in fresh_local]
     with shardpack.open(url, remote=remote) as fresh:
@@ -479,7 +467,7 @@ def test_a_replaced_object_is_never_mixed_with_cached_blocks(
 
 
 def test_stalled_requests_time_out_and_are_retried(server: Any, local_ds: Path) -> None:
-    url = upload(server, local_ds, "stall")
+    url = upload_folder(server, local_ds, "stall")
     remote = settings(server, timeout_s=0.5, retries=3, backoff_s=0.01, readahead_bytes=0)
     with shardpack.open(url, remote=remote) as ds:
         assert len(ds.files) == len(manifest_of(local_ds).shards)
@@ -493,7 +481,7 @@ def test_stalled_requests_time_out_and_are_retried(server: Any, local_ds: Path) 
 
 
 def test_a_request_that_keeps_failing_is_an_error_not_a_hang(server: Any, local_ds: Path) -> None:
-    url = upload(server, local_ds, "failing")
+    url = upload_folder(server, local_ds, "failing")
     remote = settings(server, timeout_s=0.3, retries=1, backoff_s=0.01, readahead_bytes=0)
     with shardpack.open(url, remote=remote) as ds:
         assert len(ds.files) == len(manifest_of(local_ds).shards)
