@@ -41,8 +41,7 @@ def validate_any(
     ``shardpack validate PATH`` checks, for ``DatasetPacker().validate`` and the CLI alike.
     RemoteError when the store cannot be asked (access denied, cannot connect). ``remote``:
     the settings remote data is read with (timeouts and retries; see ``RemoteOptions``)."""
-    remote = _settings(path, storage_options, remote)
-    storage_options = (remote.storage_options or None) if remote is not None else storage_options
+    remote, storage_options = _settings(path, storage_options, remote)
     if is_dataset(path, storage_options):
         return validate_dataset(path, deep=deep, schema=schema, remote=remote)
     return validate_file(path, deep=deep, schema=schema, remote=remote)
@@ -52,13 +51,15 @@ def _settings(
     path: str | os.PathLike[str],
     storage_options: dict[str, Any] | None,
     remote: RemoteOptions | None,
-) -> RemoteOptions | None:
-    """The settings to read ``path`` with; None for a local path (nothing remote is read)."""
+) -> tuple[RemoteOptions | None, dict[str, Any] | None]:
+    """The settings to read ``path`` with (None for a local path: nothing remote is read), and
+    the storage options they hold."""
     if not is_remote(os.fspath(path)):
-        return None
+        return None, storage_options
     from ..storage.remote_options import resolve_remote
 
-    return resolve_remote(remote, storage_options=storage_options).for_urls([path])
+    settings = resolve_remote(remote, storage_options=storage_options).for_urls([path])
+    return settings, settings.storage_options or None
 
 
 def validate_file(
@@ -76,7 +77,7 @@ def validate_file(
     if not is_remote(text):
         return validate_path(text.removeprefix("file://"), deep=deep, schema=schema)
     return validate_url(
-        text, deep=deep, schema=schema, remote=_settings(text, storage_options, remote)
+        text, deep=deep, schema=schema, remote=_settings(text, storage_options, remote)[0]
     )
 
 
@@ -93,8 +94,7 @@ def validate_dataset(
     ``schema`` checks every record of every shard against that JSON Schema (implies ``deep``);
     otherwise ``deep`` checks each shard's records against the schema stored in it."""
     text = os.fspath(path)
-    remote = _settings(text, storage_options, remote)
-    storage_options = (remote.storage_options or None) if remote is not None else storage_options
+    remote, storage_options = _settings(text, storage_options, remote)
     deep = deep or schema is not None
     report = ValidationReport(paths=[text], deep=deep)
     try:
