@@ -210,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jsonl-mb", type=int, default=600)
     parser.add_argument("--shard-size", default="16M")
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--bandwidth-mb-s",
+        type=float,
+        default=0.0,
+        help="pace each response body of the server (S3: about 100 MB/s per connection); 0: no cap",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-remote"
@@ -239,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = prepare(args.workdir, args.jsonl_mb, args.shard_size)
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "s3_latency.py"), "--latency-ms", str(args.latency_ms)],
+        [
+            sys.executable,
+            str(HERE / "s3_latency.py"),
+            f"--latency-ms={args.latency_ms}",
+            f"--bandwidth-mb-s={args.bandwidth_mb_s}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -274,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             "jsonl_mb": args.jsonl_mb,
         },
         "latency_ms": args.latency_ms,
+        "bandwidth_mb_s": args.bandwidth_mb_s,
         "rounds": args.rounds,
         "settings": settings,
         "server_cpus": args.server_cpus,

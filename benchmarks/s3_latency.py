@@ -11,6 +11,10 @@ is not installed). In-process (tests): ``S3Server(latency_ms=20).start()``. As i
 
     python benchmarks/s3_latency.py --port 0 --latency-ms 20   # prints the endpoint URL
 
+``--bandwidth-mb-s N`` (``S3Server(bandwidth_mb_s=N)``) also paces each response body to N MB/s,
+as S3 serves one connection at about 100 MB/s: a body then arrives over time, not at once
+(moto itself builds a whole object's response before sending its first byte).
+
 ``GET /_latency/log`` returns the request counts as JSON and ``POST /_latency/reset`` clears them
 (both answered by the middleware, not counted).
 """
@@ -47,6 +51,12 @@ class Request:
     if_match: str | None = None  # the If-Match header: the ETag the reader pinned
 
     @property
+    def range_start(self) -> int | None:
+        if not self.range or not self.range.startswith("bytes=") or self.range[6:7] == "-":
+            return None
+        return int(self.range[6:].partition("-")[0])
+
+    @property
     def range_bytes(self) -> int | None:
         if not self.range or not self.range.startswith("bytes="):
             return None
@@ -64,12 +74,18 @@ class Fault:
     count: int
     stall_s: float = 0.0  # wait this long before answering
     status: int = 0  # answer with this HTTP status instead of moto's
+    # Mid-body instead: send this many bytes of the body, then stall ``stall_s``, call ``then``
+    # (e.g. replace the object), and cut the connection if ``cut``, else send the rest.
+    after_bytes: int | None = None
+    cut: bool = False
+    then: Callable[[], None] | None = None
 
 
 @dataclass
 class LatencyMiddleware:
     app: Callable[..., Iterable[bytes]]
     latency_s: float
+    bandwidth: float = 0.0  # bytes per second of each response body; 0: as fast as it goes
     log: list[Request] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,7 +102,7 @@ class LatencyMiddleware:
             fault = next((f for f in self.faults if f.count > 0 and f.match(request)), None)
             if fault is not None:
                 fault.count -= 1
-        if fault is not None and fault.stall_s:
+        if fault is not None and fault.stall_s and fault.after_bytes is None:
             time.sleep(fault.stall_s)
         if fault is not None and fault.status:
             request.status = fault.status
@@ -98,7 +114,12 @@ class LatencyMiddleware:
             request.status = int(status.split(" ", 1)[0])
             return start_response(status, headers, *args)
 
-        return _counting(self.app(environ, recording_start_response), request)
+        body = self.app(environ, recording_start_response)
+        if fault is not None and fault.after_bytes is not None:
+            body = _mid_body(body, fault)
+        if self.bandwidth:
+            body = _paced(body, self.bandwidth)
+        return _counting(body, request)
 
     def _control(
         self, environ: dict[str, Any], path: str, start_response: Callable[..., Any]
@@ -109,6 +130,53 @@ class LatencyMiddleware:
             body = json.dumps(summary(self.log)).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
+
+
+PACE_CHUNK = 64 * 1024
+
+
+def _paced(body: Iterable[bytes], bandwidth: float) -> Iterable[bytes]:
+    """``body`` in pieces of at most 64 KiB, none sent before its time at ``bandwidth``."""
+    start, sent = time.perf_counter(), 0
+    try:
+        for chunk in body:
+            for at in range(0, len(chunk), PACE_CHUNK):
+                piece = chunk[at : at + PACE_CHUNK]
+                wait = start + sent / bandwidth - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                sent += len(piece)
+                yield piece
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+class CutConnection(ConnectionAbortedError):
+    """Raised inside a response body to drop the connection mid-body."""
+
+
+def _mid_body(body: Iterable[bytes], fault: Fault) -> Iterable[bytes]:
+    left = int(fault.after_bytes or 0)
+    try:
+        for chunk in body:
+            if 0 <= left < len(chunk):
+                if left:
+                    yield chunk[:left]
+                time.sleep(fault.stall_s)
+                if fault.then is not None:
+                    fault.then()
+                if fault.cut:
+                    raise CutConnection("injected: connection cut mid-body")
+                chunk, left = chunk[left:], -1
+            elif left >= 0:
+                left -= len(chunk)
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def _counting(body: Iterable[bytes], request: Request) -> Iterable[bytes]:
@@ -140,9 +208,9 @@ def summary(log: Iterable[Request]) -> dict[str, Any]:
 class S3Server:
     """moto behind ``LatencyMiddleware``, served by threads on 127.0.0.1."""
 
-    def __init__(self, latency_ms: float = 20.0, port: int = 0) -> None:
+    def __init__(self, latency_ms: float = 20.0, port: int = 0, bandwidth_mb_s: float = 0) -> None:
         self.middleware = LatencyMiddleware(
-            DomainDispatcherApplication(create_backend_app), latency_ms / 1000
+            DomainDispatcherApplication(create_backend_app), latency_ms / 1000, bandwidth_mb_s * 1e6
         )
         self._port = port
         self._server: Any = None
@@ -235,8 +303,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--bandwidth-mb-s", type=float, default=0.0, help="per response; 0: no cap")
     args = parser.parse_args()
-    server = S3Server(args.latency_ms, args.port).start()
+    server = S3Server(args.latency_ms, args.port, args.bandwidth_mb_s).start()
     print(server.endpoint, flush=True)
     try:
         while True:

@@ -148,6 +148,44 @@ def upload_folder(server: Any, folder: Path, prefix: str, bucket: str = "data") 
     return f"s3://{bucket}/{prefix}"
 
 
+def record_digest(record: Any) -> str:
+    """A record as comparable text: arrays as lists, keys sorted."""
+    return json.dumps(plain(record), sort_keys=True)
+
+
+def s3_settings(server: Any, **changes: Any) -> Any:
+    """``RemoteOptions`` that reach a ``latency_s3`` server, with ``changes``."""
+    from shardpack.storage.remote_options import RemoteOptions
+
+    s3_latency = sys.modules.get("s3_latency") or load_benchmark_module("s3_latency")
+    return RemoteOptions(storage_options=s3_latency.storage_options(server.endpoint), **changes)
+
+
+def manifest_of(folder: Path) -> Any:
+    from shardpack.dataset.manifest import MANIFEST_NAME, Manifest
+
+    return Manifest.from_json((folder / MANIFEST_NAME).read_bytes())
+
+
+def scan_requests(server: Any, prefix: str, folder: Path) -> tuple[list[Any], list[Any]]:
+    """The ranged GETs a full scan of the dataset in ``folder`` made under ``prefix``: its
+    requests for whole shards, exactly one per shard, and the footer requests of the shards it
+    reached before all of their bytes had arrived (it reads a shard as it streams in), at most
+    one per shard, each exactly the shard's footer."""
+    entries = {entry.file: entry for entry in manifest_of(folder).shards}
+    ranged = [r for r in server.requests("GET", f"data/{prefix}/") if r.range]
+    whole = [r for r in ranged if r.range.startswith("bytes=0-")]
+    footers = [r for r in ranged if not r.range.startswith("bytes=0-")]
+    name = lambda request: request.path.rpartition("/")[2]  # noqa: E731
+    assert sorted(map(name, whole)) == sorted(entries)
+    assert all(r.range == f"bytes=0-{entries[name(r)].size - 1}" for r in whole)
+    assert len(set(map(name, footers))) == len(footers)
+    for r in footers:
+        entry = entries[name(r)]
+        assert r.range == f"bytes={entry.footer_offset}-{entry.size - 1}", r
+    return whole, footers
+
+
 @contextmanager
 def moto_s3(bucket: str) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A real S3-compatible server (moto) on loopback holding an empty ``bucket``: a boto3

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ObjectChangedError, RemoteError
+from ..errors import ObjectChangedError, RemoteError, ShardpackError
 from .locks import ForkSafeLock
 from .remote_options import RemoteOptions
 from .urls import reason_of, url_to_fs
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     import asyncio
 
 MAX_BACKOFF_S = 10.0
+STREAM_CHUNK = 1 << 20  # most bytes of a streamed response handed over at once
+NATIVE_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout, which can be pushed back
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
 
 
@@ -59,6 +62,25 @@ class ObjectPin:
             self.version_id = self.version_id or version_id
             if size is not None:
                 self.size = size
+
+
+class StreamSink(Protocol):
+    """Where a streamed range goes (``Fetcher.stream``): bytes ``[start, end)`` of ``url``, an
+    object of ``size`` bytes, written in order; ``received`` of them so far (a retry resumes
+    there)."""
+
+    url: str
+    start: int
+    end: int
+    size: int
+    pin: ObjectPin
+    received: int
+
+    def responded(self) -> None:
+        """The first response has arrived: ``pin`` holds its version."""
+
+    def write(self, chunk: bytes) -> None:
+        """The next ``len(chunk)`` bytes, from ``received`` on."""
 
 
 class FetchStats:
@@ -175,6 +197,21 @@ class Fetcher:
                 return None
             raise
 
+    def stream(self, sink: StreamSink, counter: FetchStats | None = None) -> Future[None]:
+        """Start fetching ``sink``'s range (S3 only) into ``sink`` as it arrives, in one
+        request: the reader can use the first bytes while the rest is on its way. A
+        request that fails or stalls (no bytes for ``timeout_s``) is resumed from the bytes
+        received, pinned to the version of the first response (``If-Match``); ``retries``
+        counts the tries in a row that brought nothing. Cancelling the future drops the
+        request."""
+        import asyncio
+
+        fs, path, is_s3 = self.filesystem(sink.url)
+        if not is_s3:
+            raise RemoteError("only S3 objects are streamed", path=sink.url)
+        coroutine = self._s3_stream(fs, path, sink, counter)
+        return asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+
     def fetch_many(
         self,
         url: str,
@@ -214,6 +251,75 @@ class Fetcher:
             response.get("ETag"), response.get("VersionId"), int(total) if total.isdigit() else None
         )
         return data
+
+    async def _s3_stream(
+        self, fs: Any, path: str, sink: StreamSink, counter: FetchStats | None
+    ) -> None:
+        import asyncio
+
+        options = self.options
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(options.concurrency)
+        failures = 0
+        while True:
+            before = sink.received
+            try:
+                async with self._semaphore:
+                    await self._s3_stream_once(fs, path, sink, counter)
+                return
+            except ShardpackError:
+                raise  # the object is not the one expected: retrying cannot help
+            except Exception as exc:
+                failures = 0 if sink.received > before else failures + 1
+                if not _transient(exc, sink.url) or failures > options.retries:
+                    raise _as_error(exc, sink.url) from exc
+                self.stats.count_retry()
+            await asyncio.sleep(_backoff(options.backoff_s, failures))
+
+    async def _s3_stream_once(
+        self, fs: Any, path: str, sink: StreamSink, counter: FetchStats | None
+    ) -> None:
+        """One request for ``sink``'s bytes from ``received`` on, read as they arrive; each
+        wait (the response, then every chunk) bounded by ``timeout_s``."""
+        pin, url, length = sink.pin, sink.url, sink.end - sink.start
+        bucket, key, version = fs.split_path(path)
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key, **fs.req_kw}
+        request["Range"] = f"bytes={sink.start + sink.received}-{sink.end - 1}"
+        if pin.version_id or version:
+            request["VersionId"] = pin.version_id or version
+        if pin.etag:
+            request["IfMatch"] = pin.etag  # a resumed request never gets another version
+        got = 0
+        async with _stall_bound(self.options.timeout_s) as stalled:
+            await fs.set_session()
+            client = await fs.get_s3(bucket)
+            response = await client.get_object(**request)
+            total = str(response.get("ContentRange") or "").rpartition("/")[2]
+            size = int(total) if total.isdigit() else int(response.get("ContentLength", -1))
+            pin.observe(response.get("ETag"), response.get("VersionId"), size)
+            if size != sink.size:
+                from ..errors import ManifestError
+
+                raise ManifestError(
+                    f"{url}: the object is {size} bytes but the manifest says {sink.size} "
+                    "(shard replaced?)"
+                )
+            sink.responded()
+            body = response["Body"]
+            try:
+                while sink.received < length:
+                    stalled()
+                    chunk = await body.read(min(STREAM_CHUNK, length - sink.received))
+                    if not chunk:
+                        at = sink.start + sink.received
+                        raise ConnectionError(f"the response ended at byte {at}")
+                    got += len(chunk)
+                    sink.write(chunk)
+            finally:
+                body.close()
+                for counts in (self.stats, counter):
+                    if counts is not None:
+                        counts.count(got)
 
     async def _retrying_async(
         self, attempt: Callable[[], Coroutine[Any, Any, bytes]], url: str
@@ -256,6 +362,43 @@ class Fetcher:
                 self.stats.count_retry()
             time.sleep(_backoff(options.backoff_s, tries))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+@asynccontextmanager
+async def _stall_bound(timeout_s: float) -> AsyncIterator[Callable[[], None]]:
+    """A timeout that each call of the given function restarts: ``timeout_s`` bounds every
+    wait of a streamed response, not the whole response (a 16 MiB shard may take longer)."""
+    import asyncio
+
+    if NATIVE_TIMEOUT:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout_s) as bound:
+            yield lambda: bound.reschedule(loop.time() + timeout_s)
+        return
+    task = asyncio.current_task()  # Python 3.10: cancel the task when a deadline passes
+    assert task is not None
+    handle: list[asyncio.TimerHandle] = []
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        task.cancel()
+
+    def restart() -> None:
+        for old in handle:
+            old.cancel()
+        handle[:] = [asyncio.get_running_loop().call_later(timeout_s, expire)]
+
+    restart()
+    try:
+        yield restart
+    except asyncio.CancelledError:
+        if expired:
+            raise TimeoutError(f"no bytes for {timeout_s} s") from None
+        raise
+    finally:
+        for old in handle:
+            old.cancel()
 
 
 def _counted(future: Future[bytes], *counters: FetchStats | None) -> Future[bytes]:

@@ -115,7 +115,7 @@ class RangeSource:
         self._lookup = memoryview(b"").cast("q")
         self._whole: WholeFile | None = None
         if whole is not None and whole.url == url:
-            self.size = self._open_whole(whole, footer_offset)
+            self.size = self._open_whole(whole, footer_offset, tail_bytes)
         else:
             self.size = self._open(size, footer_offset, file_hash, tail_bytes)
 
@@ -146,9 +146,49 @@ class RangeSource:
             head, tail = self._fetch_many([(0, HEADER_SIZE), (-tail_bytes, 0)])
             size = self.pin.size if self.pin.size is not None else len(tail)
         else:
-            start = footer_offset if footer_offset is not None else size - tail_bytes
-            start = min(max(HEADER_SIZE, start), max(HEADER_SIZE, size - TRAILER_SIZE))
+            start = _tail_start(size, footer_offset, tail_bytes)
             head, tail = self._fetch_many([(0, min(HEADER_SIZE, size)), (start, size)])
+        trailer = self._read_footer(head, tail, size, footer_offset)
+        if trailer is not None and self._index(trailer) and self._footer_key and disk is not None:
+            entry = [self.pin.etag, self.pin.version_id, self._tail_start, head, self._tail]
+            disk.put(self._footer_key, msgspec.msgpack.encode(entry))
+        return size
+
+    def _open_whole(self, whole: WholeFile, footer_offset: int | None, tail_bytes: int) -> int:
+        """Open from a scan's request for the whole file (pinned by its response): from its
+        bytes when they have all arrived, else by a request for the footer alongside it, so that
+        reading starts with the file's first blocks instead of its last."""
+        self.pin, self.counts = whole.pin, whole.counts
+        size = whole.size
+
+        def arrived(start: int, end: int) -> bytes:
+            view = whole.view(start, end - start)
+            if view is None:
+                raise RemoteError("the scan that fetched this file has ended", path=self.path)
+            return bytes(view)
+
+        if whole.complete:
+            tail_start = max(HEADER_SIZE, size - TRAILER_SIZE)
+            trailer = _trailer(arrived(tail_start, size), size, self.path)
+            if trailer is not None and HEADER_SIZE <= trailer.index_offset < tail_start:
+                tail_start = trailer.index_offset
+            tail = arrived(tail_start, size)
+        else:
+            tail_start = _tail_start(size, footer_offset, tail_bytes)
+            tail = self.fetch(tail_start, size)  # pinned as the stream is: one version or an error
+        head = arrived(0, min(HEADER_SIZE, size))
+        trailer = self._read_footer(head, tail, size, footer_offset)
+        if trailer is not None:
+            self._index(trailer)
+        self._whole = whole
+        return size
+
+    def _read_footer(
+        self, head: bytes, tail: bytes, size: int, footer_offset: int | None
+    ) -> Trailer | None:
+        """Keep the header and the footer (``tail``: the file's last bytes, fetched from a
+        guess of where the footer starts, extended if it starts before that); their trailer, or
+        None if the file has none (the reader says why)."""
         tail_start = size - len(tail)
         trailer = _trailer(tail, size, self.path)
         if trailer is not None and trailer.index_offset < tail_start:
@@ -156,27 +196,7 @@ class RangeSource:
             tail_start = trailer.index_offset
         self._check_footer_offset(trailer, footer_offset)
         self._head, self._tail, self._tail_start = head, tail, tail_start
-        if trailer is not None and self._index(trailer) and self._footer_key and disk is not None:
-            entry = [self.pin.etag, self.pin.version_id, tail_start, head, tail]
-            disk.put(self._footer_key, msgspec.msgpack.encode(entry))
-        return size
-
-    def _open_whole(self, whole: WholeFile, footer_offset: int | None) -> int:
-        """Open from the whole file, fetched in one request by a scan (pinned by its response)."""
-        self.pin, self.counts = whole.pin, whole.counts
-        data = whole.result()
-        size = len(data)
-        trailer = _trailer(data[-TRAILER_SIZE:], size, self.path)
-        tail_start = max(HEADER_SIZE, size - TRAILER_SIZE)
-        if trailer is not None and HEADER_SIZE <= trailer.index_offset < tail_start:
-            tail_start = trailer.index_offset
-        self._check_footer_offset(trailer, footer_offset)
-        self._head, self._tail = data[:HEADER_SIZE], data[tail_start:]
-        self._tail_start = tail_start
-        if trailer is not None:
-            self._index(trailer)
-        self._whole = whole
-        return size
+        return trailer
 
     def _check_footer_offset(self, trailer: Trailer | None, footer_offset: int | None) -> None:
         if trailer and footer_offset is not None and trailer.index_offset != footer_offset:
@@ -194,11 +214,11 @@ class RangeSource:
     def hold(self, whole: WholeFile) -> None:
         """Read this file from ``whole`` (a scan's request for all of it) until it is released.
         Its response must be of the version opened: else ``ObjectChangedError``."""
-        data = whole.result()
-        if whole.pin is not self.pin:
+        if whole.size != self.size:
+            raise RemoteError(f"whole read of {whole.size} bytes, not {self.size}", path=self.path)
+        if whole.pin is not self.pin:  # asked for before this file was opened elsewhere
+            whole.wait_response()
             self.pin.observe(whole.pin.etag, whole.pin.version_id, whole.pin.size)
-        if len(data) != self.size:
-            raise RemoteError(f"whole read of {len(data)} bytes, not {self.size}", path=self.path)
         self._whole = whole
 
     def _restore(self, cached: bytes) -> bool:
@@ -254,10 +274,12 @@ class RangeSource:
             return memoryview(self._tail)[start : start + length]
         if offset + length <= len(self._head):
             return memoryview(self._head)[offset : offset + length]
-        whole = self._whole.data if self._whole is not None else None
-        if whole is not None:  # a scan holds the file: the reader checks each block as usual
-            self.reader.count("readahead_hits")
-            return memoryview(whole)[offset : offset + length]
+        whole = self._whole
+        if whole is not None and not whole.released:
+            view = whole.view(offset, length)  # a scan holds the file: waits for these bytes
+            if view is not None:  # the reader checks each block as usual
+                self.reader.count("readahead_hits")
+                return view
         block = self.block_at(offset)
         expected = None
         if block is not None and int(self.sizes[block]) == length:
@@ -289,6 +311,14 @@ class RangeSource:
     def close(self) -> None:
         self._tail = b""
         self._whole = None
+
+
+def _tail_start(size: int, footer_offset: int | None, tail_bytes: int) -> int:
+    """Where to start reading a file's last bytes to get its footer: at ``footer_offset`` (the
+    manifest's) if known, else ``tail_bytes`` before the end; past the header, before the
+    trailer."""
+    start = footer_offset if footer_offset is not None else size - tail_bytes
+    return min(max(HEADER_SIZE, start), max(HEADER_SIZE, size - TRAILER_SIZE))
 
 
 def _trailer(tail: bytes, size: int, path: str) -> Trailer | None:
