@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -178,78 +179,103 @@ def test_a_scan_left_early_lets_go_of_the_shards_it_fetched(
 
 
 def test_a_whole_file_scan_holds_at_most_the_window() -> None:
+    """Files of 100 bytes in pieces of 25, a window of 250: the pieces asked for and not yet
+    dropped never pass the window; a piece the reader has passed is dropped and the next one
+    asked for at once (the window slides piece by piece, across files); each piece once."""
     from concurrent.futures import Future
 
     from shardpack.storage.fetch import FetchStats, ObjectPin
     from shardpack.storage.scan_ahead import Piece, ScanAhead, WholeFile
 
-    class Fetcher:  # answers at once; remembers what was asked
-        asked: list[str] = []
-        options = RemoteOptions()
+    class Fetcher:  # sends every byte at once; remembers what was asked
+        asked: list[tuple[str, int]] = []
 
         def stream(self, sink: Piece, *_: Any) -> Future[None]:
-            self.asked.append(sink.url)
-            sink.responded()
-            sink.write(b"x" * (sink.end - sink.start))
-            future: Future[None] = Future()
-            future.set_result(None)
-            return future
+            self.asked.append((sink.url, sink.start))
+
+            def arrive() -> None:
+                sink.responded()
+                sink.write(b"x" * (sink.end - sink.start))
+
+            threading.Timer(0.002, arrive).start()  # the reader waits for them
+            # the request is never over (as one still closing): dropping the piece cancels it,
+            # which is no failure of the bytes that had all arrived
+            return Future()
 
     fetcher, made = Fetcher(), []
 
     def make(i: int) -> WholeFile:
-        made.append(WholeFile(f"f{i}", 100, ObjectPin(f"f{i}"), FetchStats()))
+        made.append(WholeFile(f"f{i}", 100, ObjectPin(f"f{i}"), FetchStats(), 25))
         return made[-1]
 
     ahead = ScanAhead(fetcher, window=250)  # type: ignore[arg-type]
     assert ahead.fits([125, 100]) and not ahead.fits([126, 100])  # one read, one on its way
     ahead.start([100] * 10, make)
-    assert fetcher.asked == ["f0", "f1"]  # a third would pass the window
+    assert fetcher.asked == [(f"f{i // 4}", 25 * (i % 4)) for i in range(10)]  # 250 bytes
     for i in range(10):
         whole = ahead.reach(i)
-        assert whole is made[i] and whole.view(0, 100) == b"x" * 100
-        assert sum(w.size for w in made if not w.released) <= 250
-        assert all(w.released and w.view(0, 100) is None for w in made[:i])
+        assert whole is made[i]
+        for offset in range(0, 100, 25):
+            whole.passed(offset)
+            assert whole.view(offset, 25) == b"x" * 25
+            assert ahead.held <= 250
+            # read so far: this piece's end; asked for: up to a window past what is held
+            assert len(fetcher.asked) == min(40, 10 + 4 * i + offset // 25)
+            assert all(p.buffer is None for p in whole.pieces[: offset // 25])
+        assert all(w.released and w.view(0, 25) is None for w in made[:i])
     ahead.stop()
-    assert all(w.released and w.view(0, 100) is None for w in made)
-    assert fetcher.asked == [f"f{i}" for i in range(10)]  # each once
+    assert all(w.released and w.view(0, 25) is None for w in made) and ahead.held == 0
+    assert fetcher.asked == [(f"f{i // 4}", 25 * (i % 4)) for i in range(40)]  # each once
 
 
 def test_a_whole_shard_scan_stays_within_its_window_on_a_real_server(
     server: Any, local_ds: Path, expected: list[str]
 ) -> None:
-    """At every shard boundary of a real scan: the shards fetched and not yet read fit
-    ``readahead_bytes`` (counted by the client and by the server), the shards already read hold
-    no bytes, and each shard is asked for once."""
+    """Shards in pieces of 64 KiB, a window of two shards. At every record of a real scan: the
+    pieces asked for and not yet dropped fit ``readahead_bytes``, and the window is full (the
+    next piece would not fit) unless everything has been asked for; at every shard boundary the
+    server has been asked for no more than the shards read plus the window, and the shards read
+    hold no bytes. Each piece is asked for once."""
     url = upload_folder(server, local_ds, "window")
     manifest = manifest_of(local_ds)
     sizes = [e.size for e in manifest.shards]
-    window = 2 * max(sizes)  # the least that fetches shards whole: one read, one on its way
-    assert len(sizes) >= 4 and sum(sizes) > window  # not all at once
+    window, step = 2 * max(sizes), 64 << 10  # the least that fetches shards whole
+    assert len(sizes) >= 4 and sum(sizes) > window and max(sizes) > 3 * step
     starts = list(itertools.accumulate((e.records for e in manifest.shards), initial=0))
     first_record = {start: shard for shard, start in enumerate(starts[:-1])}
+    footers = {f"bytes={e.footer_offset}-{e.size - 1}" for e in manifest.shards}
     server.reset_log()
     seen: list[str] = []
-    with shardpack.open(url, remote=settings(server, readahead_bytes=window)) as ds:
+    remote = settings(server, readahead_bytes=window, request_bytes=step)
+    with shardpack.open(url, remote=remote) as ds:
         ahead = ds._remote.scan_ahead
         for n, record in enumerate(ds):
             seen.append(digest(record))
+            with ahead._lock:
+                pieces = [p for w in ahead._files.values() for p in w.pieces]
+                held = sum(p.length for p in pieces if p.counted and not p.released)
+                assert held == ahead.held <= window
+                k, j = ahead._next
+                if k < len(sizes) and k in ahead._files:  # the next piece did not fit
+                    assert held + ahead._files[k].pieces[j].length > window
             current = first_record.get(n)
             if current is None:
                 continue
-            held = [ahead._files[j] for j in sorted(ahead._files)]
-            assert sorted(ahead._files)[0] == current  # the shard being read, then the next ones
-            assert sum(w.size for w in held) <= window
-            upto = current + len(held)  # the next one did not fit
-            assert upto == len(sizes) or sum(w.size for w in held) + sizes[upto] > window
-            asked = {int(r.path[-12:-7]) for r in whole_requests(server, "window")}
-            assert sum(sizes[j] for j in asked if j >= current) <= window  # lags, never ahead
+            asked = [r for r in ranged(server, "window") if r.range not in footers]
+            assert sum(r.range_bytes for r in asked) <= sum(sizes[:current]) + window
             for j in range(current):  # read already: its bytes let go
                 whole = ds._slots.files[j].source._whole
                 assert whole is None or (whole.released and whole.view(0, 1) is None)
-        assert ahead._files == {}  # the scan ended: nothing held
+        assert ahead._files == {} and ahead.held == 0  # the scan ended: nothing held
     assert seen == expected
-    scan_requests(server, "window", local_ds)  # each shard asked for once, whole
+    asked = [r for r in ranged(server, "window") if r.range not in footers]
+    pieces = sorted((r.path, r.range_start, r.range_bytes) for r in asked)
+    assert pieces == sorted(
+        (f"/data/window/{e.file}", e.size * k // n, e.size * (k + 1) // n - e.size * k // n)
+        for e in manifest.shards
+        for n in [-(-e.size // step)]
+        for k in range(n)
+    )
 
 
 def test_full_scan_of_shards_too_big_to_hold_fetches_blocks_in_large_requests(

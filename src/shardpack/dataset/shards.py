@@ -102,7 +102,10 @@ class ShardSlots:
         elif reader.scans_whole([self.paths[i] for i in remote], [self.size_of(i) for i in remote]):
             ahead, wanted = reader.scan_ahead, set(remote)
             sizes = [(self.size_of(i) or 0) if i in wanted else 0 for i in range(len(self))]
-            ahead.start(sizes, lambda i: self._whole_request(i) if i in wanted else None)
+            piece_bytes = reader.options.request_bytes
+            ahead.start(
+                sizes, lambda i: self._whole_request(i, piece_bytes) if i in wanted else None
+            )
             try:
                 for i in range(len(self)):
                     yield self.open(i, ahead.reach(i))
@@ -115,7 +118,7 @@ class ShardSlots:
             finally:
                 reader.stop_read_ahead()
 
-    def _whole_request(self, i: int) -> WholeFile | None:
+    def _whole_request(self, i: int, piece_bytes: int) -> WholeFile | None:
         from ..storage.fetch import FetchStats, ObjectPin
         from ..storage.ranges import RangeSource
         from ..storage.scan_ahead import WholeFile
@@ -126,7 +129,7 @@ class ShardSlots:
             return source.whole_request() if isinstance(source, RangeSource) else None
         if size is None:
             return None
-        return WholeFile(self.paths[i], size, ObjectPin(self.paths[i]), FetchStats())
+        return WholeFile(self.paths[i], size, ObjectPin(self.paths[i]), FetchStats(), piece_bytes)
 
     def _block_plan(self) -> Iterator[tuple[RangeSource, int]]:
         """Every block of the remote files in file order: the plan of a scan read by ranges."""

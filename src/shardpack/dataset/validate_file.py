@@ -152,7 +152,7 @@ def validate_url(
                 source = BytesSource(reader.fetcher.fetch(url, 0, None, pin), url)
             else:
                 source = RangeSource(url, reader=reader)
-                source.hold(source.whole_request().submit(reader.fetcher))
+                source.hold(source.whole_request().submit_all(reader.fetcher))
         except ShardpackError as exc:
             if not about_the_object(exc):
                 raise  # cannot connect, access denied, timed out: no verdict on the data

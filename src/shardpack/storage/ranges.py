@@ -209,7 +209,8 @@ class RangeSource:
         """A request for this whole file, pinned to the version opened (``If-Match``)."""
         from .scan_ahead import WholeFile
 
-        return WholeFile(self.path, self.size, self.pin, self.counts)
+        piece_bytes = self.reader.options.request_bytes
+        return WholeFile(self.path, self.size, self.pin, self.counts, piece_bytes)
 
     def hold(self, whole: WholeFile) -> None:
         """Read this file from ``whole`` (a scan's request for all of it) until it is released.
@@ -217,7 +218,8 @@ class RangeSource:
         if whole.size != self.size:
             raise RemoteError(f"whole read of {whole.size} bytes, not {self.size}", path=self.path)
         if whole.pin is not self.pin:  # asked for before this file was opened elsewhere
-            whole.wait_response()
+            if not whole.wait_response():
+                return  # not asked for yet: read by ranges, pinned as opened
             self.pin.observe(whole.pin.etag, whole.pin.version_id, whole.pin.size)
         self._whole = whole
 
@@ -276,7 +278,8 @@ class RangeSource:
             return memoryview(self._head)[offset : offset + length]
         whole = self._whole
         if whole is not None and not whole.released:
-            view = whole.view(offset, length)  # a scan holds the file: waits for these bytes
+            whole.passed(offset)  # a scan reads in order: the pieces before this block are done
+            view = whole.view(offset, length)  # waits for these bytes only
             if view is not None:  # the reader checks each block as usual
                 self.reader.count("readahead_hits")
                 return view
