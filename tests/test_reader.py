@@ -227,7 +227,8 @@ def test_a_remote_object_whose_etag_changes_is_refused_at_once() -> None:
     """Without If-Match (stores other than S3) the ETag of each response is the only check; a
     replaced object is an error at once, not retried as a transient failure."""
     from shardpack.errors import ObjectChangedError
-    from shardpack.storage.fetch import ObjectPin, _transient
+    from shardpack.storage.failures import is_transient as _transient
+    from shardpack.storage.fetch import ObjectPin
 
     pin = ObjectPin("gs://b/x.packed", "etag-a")
     pin.observe("etag-a", None, 10)

@@ -263,7 +263,7 @@ def test_a_remote_lock_of_a_dead_process_of_this_host_is_stale(s3: Any, text_jso
 def test_storage_failures_are_said_in_words() -> None:
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from shardpack.storage.fetch import as_remote_error, failure_reason
+    from shardpack.storage.failures import as_remote_error, failure_reason
 
     def client_error(status: int, code: str) -> ClientError:
         response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}

@@ -16,7 +16,7 @@ import pytest
 import shardpack
 from shardpack.dataset.manifest import shard_name
 from shardpack.errors import ObjectChangedError, RemoteError
-from shardpack.storage import fetch
+from shardpack.storage import stall
 
 from .conftest import latency_s3, load_benchmark_module, manifest_of, scan_requests, upload_folder
 from .conftest import record_digest as digest
@@ -87,7 +87,7 @@ def test_a_response_cut_or_stalled_midway_resumes_where_it_stopped(
     response (If-Match), and the records are those of the dataset. The stall is found by a
     timeout that each chunk restarts: the whole scan takes longer than one timeout."""
     if not native_timeout:  # the Python 3.10 path: a timer that cancels the request
-        monkeypatch.setattr(fetch, "NATIVE_TIMEOUT", False)
+        monkeypatch.setattr(stall, "NATIVE_TIMEOUT", False)
     prefix = f"resume{int(native_timeout)}"
     url = upload_folder(server, local_ds, prefix)
     client = s3_latency.boto_client(server.endpoint)
@@ -200,11 +200,11 @@ def test_the_stall_timeout_is_pushed_back_by_each_chunk(
     """Chunks every 0.1 s for 0.6 s pass a 0.25 s bound; a 0.5 s gap after them does not."""
     import asyncio
 
-    monkeypatch.setattr(fetch, "NATIVE_TIMEOUT", native)
+    monkeypatch.setattr(stall, "NATIVE_TIMEOUT", native)
 
     async def stream(gaps: list[float]) -> int:
         chunks = 0
-        async with fetch._stall_bound(0.25) as stalled:
+        async with stall.stall_bound(0.25) as stalled:
             for gap in gaps:
                 stalled()
                 await asyncio.sleep(gap)

@@ -143,7 +143,7 @@ def _unpack_to_url(ds: Any, output: str, advance: Callable[[int], None], sources
     import tempfile
 
     from ..errors import OptionError
-    from ..storage.fetch import remote_errors
+    from ..storage.failures import remote_errors
     from ..storage.urls import url_to_fs
 
     if output.rstrip("/") in {source.rstrip("/") for source in sources}:

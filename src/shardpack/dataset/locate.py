@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FormatError, ManifestError, RemoteError
-from ..storage.fetch import as_remote_error, failure_reason
+from ..storage.failures import as_remote_error, failure_reason
 from ..storage.folder import Storage, open_storage, split_location
 from ..storage.ranges import RangeSource
 from ..storage.remote import RemoteReader

@@ -30,7 +30,7 @@ from ..errors import (
 from ..format.decode import BYTES_IN_RECORD, holds_bytes
 from ..format.layout import BLOCK_ALIGN, HEADER, HEADER_SIZE, INDEX_ALIGN, align
 from ..packfile.reader import PackedFile
-from ..storage.fetch import failure_reason
+from ..storage.failures import failure_reason
 from ..storage.ranges import BytesSource, RangeSource
 from ..storage.remote_options import RemoteOptions
 from .identity import record_digests

@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RemoteError, ShardpackError
-from ..storage.fetch import remote_errors
+from ..storage.failures import remote_errors
 from ..storage.folder import bytes_hash
 from ..storage.ranges import BytesSource
 from ..storage.urls import is_remote

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import random
-import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ObjectChangedError, RemoteError, ShardpackError
+from .failures import as_fetch_error, http_status, is_transient
 from .locks import ForkSafeLock
 from .remote_options import RemoteOptions
+from .stall import stall_bound
 from .urls import reason_of, url_to_fs
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF_S = 10.0
 STREAM_CHUNK = 1 << 20  # most bytes of a streamed response handed over at once
-NATIVE_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout, which can be pushed back
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
 
 
 class ObjectPin:
@@ -193,7 +191,7 @@ class Fetcher:
         try:
             return self.fetch(url, 0, None, ObjectPin(url))
         except RemoteError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError) or _status_of(exc) == 404:
+            if isinstance(exc.__cause__, FileNotFoundError) or http_status(exc) == 404:
                 return None
             raise
 
@@ -271,8 +269,8 @@ class Fetcher:
                 raise  # the object is not the one expected: retrying cannot help
             except Exception as exc:
                 failures = 0 if sink.received > before else failures + 1
-                if not _transient(exc, sink.url) or failures > options.retries:
-                    raise _as_error(exc, sink.url) from exc
+                if not is_transient(exc, sink.url) or failures > options.retries:
+                    raise as_fetch_error(exc, sink.url) from exc
                 self.stats.count_retry()
             await asyncio.sleep(_backoff(options.backoff_s, failures))
 
@@ -290,7 +288,7 @@ class Fetcher:
         if pin.etag:
             request["IfMatch"] = pin.etag  # a resumed request never gets another version
         got = 0
-        async with _stall_bound(self.options.timeout_s) as stalled:
+        async with stall_bound(self.options.timeout_s) as stalled:
             await fs.set_session()
             client = await fs.get_s3(bucket)
             response = await client.get_object(**request)
@@ -334,8 +332,8 @@ class Fetcher:
                 async with self._semaphore:
                     return await asyncio.wait_for(attempt(), options.timeout_s)
             except Exception as exc:
-                if not _transient(exc, url) or tries == options.retries:
-                    raise _as_error(exc, url) from exc
+                if not is_transient(exc, url) or tries == options.retries:
+                    raise as_fetch_error(exc, url) from exc
                 self.stats.count_retry()
             await asyncio.sleep(_backoff(options.backoff_s, tries))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -357,48 +355,11 @@ class Fetcher:
                     start, end = max(0, size + start), size
                 return bytes(fs.cat_file(path, start=start, end=end))
             except Exception as exc:
-                if not _transient(exc, url) or tries == options.retries:
-                    raise _as_error(exc, url) from exc
+                if not is_transient(exc, url) or tries == options.retries:
+                    raise as_fetch_error(exc, url) from exc
                 self.stats.count_retry()
             time.sleep(_backoff(options.backoff_s, tries))
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-@asynccontextmanager
-async def _stall_bound(timeout_s: float) -> AsyncIterator[Callable[[], None]]:
-    """A timeout that each call of the given function restarts: ``timeout_s`` bounds every
-    wait of a streamed response, not the whole response (a 16 MiB shard may take longer)."""
-    import asyncio
-
-    if NATIVE_TIMEOUT:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout_s) as bound:
-            yield lambda: bound.reschedule(loop.time() + timeout_s)
-        return
-    task = asyncio.current_task()  # Python 3.10: cancel the task when a deadline passes
-    assert task is not None
-    handle: list[asyncio.TimerHandle] = []
-    expired: list[bool] = []
-
-    def expire() -> None:
-        expired.append(True)
-        task.cancel()
-
-    def restart() -> None:
-        for old in handle:
-            old.cancel()
-        handle[:] = [asyncio.get_running_loop().call_later(timeout_s, expire)]
-
-    restart()
-    try:
-        yield restart
-    except asyncio.CancelledError:
-        if expired:
-            raise TimeoutError(f"no bytes for {timeout_s} s") from None
-        raise
-    finally:
-        for old in handle:
-            old.cancel()
 
 
 def _counted(future: Future[bytes], *counters: FetchStats | None) -> Future[bytes]:
@@ -414,109 +375,3 @@ def _counted(future: Future[bytes], *counters: FetchStats | None) -> Future[byte
 
 def _backoff(base: float, tries: int) -> float:
     return float(min(MAX_BACKOFF_S, base * 2**tries) * (0.5 + random.random() / 2))
-
-
-def _status(exc: BaseException) -> tuple[int, str] | None:
-    """(HTTP status, error code) of a botocore ClientError (or an error caused by one)."""
-    for error in (exc, exc.__cause__):
-        response = getattr(error, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            return int(status or 0), str(response["Error"].get("Code", ""))
-    return None
-
-
-def _status_of(exc: BaseException) -> int:
-    status = _status(exc.__cause__) if exc.__cause__ is not None else None
-    return status[0] if status is not None else 0
-
-
-def _transient(exc: BaseException, url: str) -> bool:
-    if isinstance(exc, (ObjectChangedError, FileNotFoundError, PermissionError)):
-        return False
-    status = _status(exc)
-    if status is not None:
-        code, name = status
-        return code >= 500 or code == 429 or name in _THROTTLED
-    import asyncio
-
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
-        return True
-    # botocore's and aiohttp's connection errors are not all OSErrors
-    return type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp")
-
-
-_CONNECT_ERRORS = {"ConnectionError", "ClientConnectionError", "ClientConnectorError"}
-_STORAGE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec")
-
-
-def failure_reason(exc: BaseException) -> str | None:
-    """Why a storage request failed, in words: ``not found``, ``access denied``, ``cannot
-    connect (...)``, ``timed out`` or ``request failed: ...``; None when ``exc`` is no storage
-    error (a bug, or an error of ours, is not disguised as one)."""
-    status = _status(exc)
-    code, name = status if status is not None else (0, "")
-    text = reason_of(exc)
-    if isinstance(exc, FileNotFoundError) or code == 404 or name in ("NoSuchKey", "NoSuchBucket"):
-        bucket = name == "NoSuchBucket" or "bucket does not exist" in text.lower()
-        if not bucket and isinstance(exc.__cause__, Exception):
-            bucket = type(exc.__cause__).__name__ == "NoSuchBucket"
-        return "not found (no such bucket)" if bucket else "not found"
-    if isinstance(exc, PermissionError) or code == 403 or name in ("AccessDenied", "Forbidden"):
-        return "access denied"
-    import asyncio
-
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if isinstance(exc, ConnectionError) or names & _CONNECT_ERRORS:
-        return f"cannot connect ({text})"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "ReadTimeoutError" in names:
-        return "timed out"
-    if status is not None or isinstance(exc, OSError):
-        return f"request failed: {text}"
-    if type(exc).__module__.split(".")[0] in _STORAGE_MODULES:
-        return f"request failed: {type(exc).__name__}: {text}"
-    return None
-
-
-def as_remote_error(exc: Exception, url: str, what: str) -> Exception:
-    """``exc`` from a storage request about ``url`` as a RemoteError that names the URL and
-    says why (``what``: what was being done), or ``exc`` itself when it is no storage error."""
-    if isinstance(exc, RemoteError):
-        return exc
-    reason = failure_reason(exc)
-    return exc if reason is None else RemoteError(f"{what}: {reason}", path=url)
-
-
-@contextmanager
-def remote_errors(url: str, what: str) -> Iterator[None]:
-    """Storage failures inside become a RemoteError naming ``url`` (``as_remote_error``); any
-    other error passes as it is."""
-    try:
-        yield
-    except Exception as exc:
-        error = as_remote_error(exc, url, what)
-        if error is exc:
-            raise
-        raise error from exc
-
-
-def _as_error(exc: BaseException, url: str) -> Exception:
-    if isinstance(exc, (ObjectChangedError, RemoteError)):
-        return exc
-    status = _status(exc)
-    if status is not None and (status[0] == 412 or status[1] == "PreconditionFailed"):
-        return ObjectChangedError(
-            "changed while being read (If-Match failed: the object was replaced): "
-            "reopen the dataset",
-            path=url,
-        )
-    if (status is not None and status[0] == 404) or isinstance(exc, FileNotFoundError):
-        return RemoteError(f"not found: {reason_of(exc)}", path=url)
-    import asyncio
-
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return RemoteError("request timed out (after its retries)", path=url)
-    reason = failure_reason(exc)
-    if reason is not None and reason.startswith(("access denied", "cannot connect")):
-        return RemoteError(reason, path=url)
-    return RemoteError(f"request failed: {reason_of(exc)}", path=url)

@@ -213,7 +213,7 @@ class UrlStorage(Storage):
     def exists(self, name: str) -> bool:
         # not fsspec's isfile: it answers False for any failure, and a store that timed out
         # would read as a missing shard (damage) instead of a store that did not answer
-        from .fetch import remote_errors
+        from .failures import remote_errors
 
         with remote_errors(self.location(name), "cannot check"):
             try:

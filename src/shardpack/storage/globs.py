@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import OptionError
-from .fetch import remote_errors
+from .failures import remote_errors
 from .urls import is_url, url_to_fs
 
 PathArg = str | os.PathLike[str]

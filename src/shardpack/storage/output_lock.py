@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
-from .fetch import failure_reason, remote_errors
+from .failures import failure_reason, remote_errors
 from .urls import is_remote, url_to_fs
 
 LOCK_PREFIX = "shardpack lock"  # first words of every lock file: never remove anything else

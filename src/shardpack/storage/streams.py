@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 import zstandard
 
 from ..errors import InputError
-from .fetch import failure_reason
+from .failures import failure_reason
 from .urls import is_remote, reason_of, url_to_fs
 
 GZIP_MAGIC = b"\x1f\x8b"
