@@ -136,8 +136,9 @@ class RemoteReader:
         self.readahead.start(plan, sequential=sequential)
 
     def scans_whole(self, urls: Sequence[str], sizes: Sequence[int | None]) -> bool:
-        """Whether a full scan of these remote files fetches each of them whole, in one
-        request (``scan_ahead``): no disk cache, S3, and each at most half the window."""
+        """Whether a full scan of these remote files fetches each of them whole, in pieces
+        streamed ahead of the reader (``scan_ahead``): no disk cache, S3, and two pieces fit
+        the window."""
         self.check_process()
         return (
             self.disk is None

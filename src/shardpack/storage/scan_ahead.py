@@ -21,7 +21,7 @@ and opened from its bytes when they have all arrived, else by a request for its 
 (``RangeSource``). Every block is still checked against the block index as it is read, and the
 footer against the manifest entry.
 
-Whole files are fetched only when each of them is at most half the window, no disk cache is in
+Whole files are fetched only when two of their pieces fit the window, no disk cache is in
 use (the disk cache fetches units that every process of the machine shares, see ``readahead``)
 and the store answers with ETags (S3). Otherwise a scan reads block ranges through the
 read-ahead.
@@ -256,8 +256,12 @@ class ScanAhead:
         self._position = 0  # the file being read
 
     def fits(self, sizes: Sequence[int | None]) -> bool:
-        """Whether files of these sizes are fetched whole: each at most half the window."""
-        return self.window > 0 and all(s is not None and 2 * s <= self.window for s in sizes)
+        """Whether files of these (known) sizes are fetched whole: two of their pieces fit the
+        window (the one being read and the next), so the window can slide."""
+        piece = self.fetcher.options.request_bytes
+        return self.window > 0 and all(
+            s is not None and 2 * min(s, piece) <= self.window for s in sizes
+        )
 
     def start(self, sizes: Sequence[int], make: Callable[[int], WholeFile | None]) -> None:
         self.stop()
