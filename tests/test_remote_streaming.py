@@ -99,17 +99,18 @@ def test_a_response_cut_or_stalled_midway_resumes_where_it_stopped(
         )
     )
     server.inject(
-        s3_latency.Fault(whole_request_of(prefix, 2, shards[2].size), 1, 3.0, after_bytes=stall_at)
+        s3_latency.Fault(whole_request_of(prefix, 2, shards[2].size), 1, 6.0, after_bytes=stall_at)
     )
-    remote = settings(server, timeout_s=1.0, retries=1, backoff_s=0.01)
+    # a timeout with room for a loaded machine's answers, a stall well past it
+    remote = settings(server, timeout_s=2.0, retries=1, backoff_s=0.01)
     server.reset_log()
     with shardpack.open(url, remote=remote) as ds:
         start = time.perf_counter()
         assert [digest(r) for r in ds] == expected
         elapsed = time.perf_counter() - start
         stats = ds.remote_stats()
-    assert elapsed < 3.0  # the stalled response was given up after 1 s, not waited out
-    assert stats is not None and stats.retries == 2
+    assert elapsed < 5.0  # the stalled response was given up after 2 s, not waited out
+    assert stats is not None and stats.retries >= 2  # those two (a loaded machine may add)
     requests = [r for r in server.requests("GET", f"data/{prefix}/") if r.range]
     for shard, at in ((1, cut_at), (2, stall_at)):
         tries = [r for r in requests if r.path.endswith(shard_name(shard))]
@@ -197,23 +198,23 @@ def test_a_response_that_keeps_failing_is_an_error_naming_the_shard(
 def test_the_stall_timeout_is_pushed_back_by_each_chunk(
     native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks every 0.1 s for 0.6 s pass a 0.25 s bound; a 0.5 s gap after them does not."""
+    """Chunks every 0.1 s for 0.8 s pass a 0.5 s bound; a 1.5 s gap after them does not."""
     import asyncio
 
     monkeypatch.setattr(stall, "NATIVE_TIMEOUT", native)
 
     async def stream(gaps: list[float]) -> int:
         chunks = 0
-        async with stall.stall_bound(0.25) as stalled:
+        async with stall.stall_bound(0.5) as stalled:
             for gap in gaps:
                 stalled()
                 await asyncio.sleep(gap)
                 chunks += 1
         return chunks
 
-    assert asyncio.run(stream([0.1] * 6)) == 6
+    assert asyncio.run(stream([0.1] * 8)) == 8
     with pytest.raises(TimeoutError):
-        asyncio.run(stream([0.1] * 3 + [0.5]))
+        asyncio.run(stream([0.1] * 3 + [1.5]))
 
 
 def test_a_shard_larger_than_request_bytes_is_asked_for_in_pieces_side_by_side(
@@ -269,13 +270,13 @@ def test_a_shard_larger_than_request_bytes_is_asked_for_in_pieces_side_by_side(
 def test_a_response_slower_than_the_timeout_is_not_abandoned_while_bytes_keep_coming(
     server: Any, local_ds: Path, expected: list[str]
 ) -> None:
-    """At 0.4 MB/s each shard takes ~0.7 s to arrive, in 64 KiB pieces every ~0.16 s: a 0.5 s
+    """At 0.2 MB/s each shard takes ~1.4 s to arrive, in 64 KiB pieces every ~0.33 s: a 1 s
     timeout bounds each wait, not the response, so the scan completes with no retry."""
     url = upload_folder(server, local_ds, "slow")
-    assert min(e.size for e in manifest_of(local_ds).shards) > 0.5 * 400_000
-    server.middleware.bandwidth = 400_000
+    assert min(e.size for e in manifest_of(local_ds).shards) > 1.0 * 200_000
+    server.middleware.bandwidth = 200_000
     try:
-        with shardpack.open(url, remote=settings(server, timeout_s=0.5, retries=0)) as ds:
+        with shardpack.open(url, remote=settings(server, timeout_s=1.0, retries=0)) as ds:
             assert [digest(r) for r in ds] == expected
             stats = ds.remote_stats()
     finally:
