@@ -126,8 +126,10 @@ class WholeFile:
 
     def write(self, piece: Piece, chunk: bytes) -> None:
         at, buffer = piece.received, piece.buffer
-        if buffer is None or at + len(chunk) > piece.length:
-            raise RemoteError(f"more than the {self.size} bytes asked for", path=self.url)
+        if buffer is None:
+            raise RemoteError("the scan let go of these bytes", path=self.url)
+        if at + len(chunk) > piece.length:
+            raise RemoteError(f"more than the {piece.length} bytes asked for", path=self.url)
         buffer[at : at + len(chunk)] = chunk  # not yet counted as received: no reader sees it
         with self._ready:
             piece.received += len(chunk)
