@@ -87,8 +87,7 @@ def check_pinned(files: Iterable[PackedFile], found: str, expected: str, where: 
     """FormatError unless the dataset's claimed hash ``found`` is ``expected`` and every file's
     records hash to what its footer claims (so the claims can be trusted). ``files`` is only
     iterated once the claim matches: a dataset's full scan (``ShardSlots.scan``), so that remote
-    shards are fetched ahead, each in one request where it fits the read-ahead window, while
-    the previous one is hashed."""
+    shards are streamed ahead in pieces (the read-ahead window's), hashed as they arrive."""
     if found != expected:
         raise FormatError(
             f"content hash is {found}, not the pinned {expected} (other data than expected)",

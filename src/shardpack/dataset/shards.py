@@ -1,8 +1,8 @@
 """The packed files of an open dataset, opened on first use where the manifest already says what
 they hold: opening a remote dataset of any number of shards reads only its manifest, and each
 shard costs its one round trip (header and footer) when a record of it is first asked for. A full
-scan (``ShardSlots.scan``) fetches remote shards ahead: each in one request where it can (then
-it opens from those bytes), else block by block."""
+scan (``ShardSlots.scan``) fetches remote shards ahead: each whole, streamed in pieces, where it
+can (``storage/scan_ahead.py``), else block by block."""
 
 from __future__ import annotations
 

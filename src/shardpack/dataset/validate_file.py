@@ -130,13 +130,14 @@ def validate_url(
     remote: RemoteOptions | None = None,
     pin: ObjectPin | None = None,
 ) -> ValidationReport:
-    """Validate the packed file at ``url`` from memory: its bytes fetched whole, in one request
-    pinned to one version of the object, and checked as ``validate_path`` checks a local file.
+    """Validate the packed file at ``url`` from memory: its bytes fetched whole, pinned to one
+    version of the object, and checked as ``validate_path`` checks a local file.
 
     Without ``pin`` the file is opened as ``shardpack.open`` opens a URL (``RangeSource``: its
-    header and footer, which pin the version), then fetched whole of that version. ``pin``: the
-    version whose footer was read already (an up-to-date check), fetched whole with it (a
-    replaced object fails If-Match). What is wrong with the object (not there, too short,
+    header and footer, which pin the version), then fetched whole of that version, in pieces of
+    ``request_bytes`` streamed as a scan's are. ``pin``: the version whose footer was read
+    already (an up-to-date check), fetched whole with it in one request (a replaced object
+    fails If-Match). What is wrong with the object (not there, too short,
     replaced while read) goes into the report; a store that does not answer (cannot connect,
     access denied, timed out) raises a RemoteError: no verdict on the data. ``remote``: the
     settings to read with (storage options, timeouts, retries)."""

@@ -1,6 +1,7 @@
 """Byte-range sources of remote packed files: one round trip for a file's header and footer, then
 block ranges through the dataset's caches and read-ahead (``remote.RemoteReader``); a file that a
-full scan fetched whole (``scan_ahead``) is opened from, and read from, those bytes."""
+full scan streams whole (``scan_ahead``) is read from those bytes as they arrive, and opened from
+them when all have arrived before the reader gets there."""
 
 from __future__ import annotations
 
