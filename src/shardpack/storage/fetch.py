@@ -226,28 +226,17 @@ class Fetcher:
     async def _s3_get(
         self, fs: Any, path: str, start: int, end: int | None, pin: ObjectPin
     ) -> bytes:
-        bucket, key, version = fs.split_path(path)
-        await fs.set_session()
-        client = await fs.get_s3(bucket)
-        request: dict[str, Any] = {"Bucket": bucket, "Key": key, **fs.req_kw}
+        byte_range = None
         if start < 0:
-            request["Range"] = f"bytes=-{-start}"
+            byte_range = f"bytes=-{-start}"
         elif end is not None:
-            request["Range"] = f"bytes={start}-{end - 1}"
-        if pin.version_id or version:
-            request["VersionId"] = pin.version_id or version
-        if pin.etag:
-            request["IfMatch"] = pin.etag  # a replaced object answers 412, never new bytes
-        response = await client.get_object(**request)
+            byte_range = f"bytes={start}-{end - 1}"
+        response, _ = await _s3_get_object(fs, path, byte_range, pin)
         body = response["Body"]
         try:
             data: bytes = await body.read()
         finally:
             body.close()
-        total = str(response.get("ContentRange") or "").rpartition("/")[2]
-        pin.observe(
-            response.get("ETag"), response.get("VersionId"), int(total) if total.isdigit() else None
-        )
         return data
 
     async def _s3_stream(
@@ -279,22 +268,15 @@ class Fetcher:
     ) -> None:
         """One request for ``sink``'s bytes from ``received`` on, read as they arrive; each
         wait (the response, then every chunk) bounded by ``timeout_s``."""
-        pin, url, length = sink.pin, sink.url, sink.end - sink.start
-        bucket, key, version = fs.split_path(path)
-        request: dict[str, Any] = {"Bucket": bucket, "Key": key, **fs.req_kw}
-        request["Range"] = f"bytes={sink.start + sink.received}-{sink.end - 1}"
-        if pin.version_id or version:
-            request["VersionId"] = pin.version_id or version
-        if pin.etag:
-            request["IfMatch"] = pin.etag  # a resumed request never gets another version
+        url, length = sink.url, sink.end - sink.start
+        byte_range = f"bytes={sink.start + sink.received}-{sink.end - 1}"
         got = 0
         async with stall_bound(self.options.timeout_s) as stalled:
-            await fs.set_session()
-            client = await fs.get_s3(bucket)
-            response = await client.get_object(**request)
-            total = str(response.get("ContentRange") or "").rpartition("/")[2]
-            size = int(total) if total.isdigit() else int(response.get("ContentLength", -1))
-            pin.observe(response.get("ETag"), response.get("VersionId"), size)
+            # pinned once a response came: a resumed request never gets another version
+            response, size = await _s3_get_object(fs, path, byte_range, sink.pin)
+            if size is None:  # no Content-Range: the whole object
+                size = int(response.get("ContentLength", -1))
+                sink.pin.observe(None, None, size)
             if size != sink.size:
                 from ..errors import ManifestError
 
@@ -360,6 +342,30 @@ class Fetcher:
                 self.stats.count_retry()
             time.sleep(_backoff(options.backoff_s, tries))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _s3_get_object(
+    fs: Any, path: str, byte_range: str | None, pin: ObjectPin
+) -> tuple[dict[str, Any], int | None]:
+    """One ``GetObject`` through s3fs's client: of ``byte_range`` (a ``Range`` header, or None
+    for all of it), of the version ``pin`` holds (``VersionId``, ``If-Match``: a replaced
+    object answers 412, never new bytes). The response's version goes into ``pin``; returns the
+    response and the object size its ``Content-Range`` tells (None without one)."""
+    bucket, key, version = fs.split_path(path)
+    await fs.set_session()
+    client = await fs.get_s3(bucket)
+    request: dict[str, Any] = {"Bucket": bucket, "Key": key, **fs.req_kw}
+    if byte_range is not None:
+        request["Range"] = byte_range
+    if pin.version_id or version:
+        request["VersionId"] = pin.version_id or version
+    if pin.etag:
+        request["IfMatch"] = pin.etag
+    response = await client.get_object(**request)
+    total = str(response.get("ContentRange") or "").rpartition("/")[2]
+    size = int(total) if total.isdigit() else None
+    pin.observe(response.get("ETag"), response.get("VersionId"), size)
+    return response, size
 
 
 def _counted(future: Future[bytes], *counters: FetchStats | None) -> Future[bytes]:

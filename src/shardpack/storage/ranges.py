@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -149,7 +150,7 @@ class RangeSource:
         else:
             start = _tail_start(size, footer_offset, tail_bytes)
             head, tail = self._fetch_many([(0, min(HEADER_SIZE, size)), (start, size)])
-        trailer = self._read_footer(head, tail, size, footer_offset)
+        trailer = self._read_footer(head, tail, size, footer_offset, self.fetch)
         if trailer is not None and self._index(trailer) and self._footer_key and disk is not None:
             entry = [self.pin.etag, self.pin.version_id, self._tail_start, head, self._tail]
             disk.put(self._footer_key, msgspec.msgpack.encode(entry))
@@ -168,32 +169,33 @@ class RangeSource:
                 raise RemoteError("the scan that fetched this file has ended", path=self.path)
             return bytes(view)
 
-        if whole.complete:
-            tail_start = max(HEADER_SIZE, size - TRAILER_SIZE)
-            trailer = _trailer(arrived(tail_start, size), size, self.path)
-            if trailer is not None and HEADER_SIZE <= trailer.index_offset < tail_start:
-                tail_start = trailer.index_offset
-            tail = arrived(tail_start, size)
-        else:
-            tail_start = _tail_start(size, footer_offset, tail_bytes)
-            tail = self.fetch(tail_start, size)  # pinned as the stream is: one version or an error
+        # all here: the footer from those bytes; else asked for alongside, pinned as the stream
+        # is (one version or an error)
+        read = arrived if whole.complete else self.fetch
+        tail_start = _tail_start(size, footer_offset, tail_bytes)
+        tail = read(tail_start, size)
         head = arrived(0, min(HEADER_SIZE, size))
-        trailer = self._read_footer(head, tail, size, footer_offset)
+        trailer = self._read_footer(head, tail, size, footer_offset, read)
         if trailer is not None:
             self._index(trailer)
         self._whole = whole
         return size
 
     def _read_footer(
-        self, head: bytes, tail: bytes, size: int, footer_offset: int | None
+        self,
+        head: bytes,
+        tail: bytes,
+        size: int,
+        footer_offset: int | None,
+        read: Callable[[int, int], bytes],
     ) -> Trailer | None:
-        """Keep the header and the footer (``tail``: the file's last bytes, fetched from a
-        guess of where the footer starts, extended if it starts before that); their trailer, or
-        None if the file has none (the reader says why)."""
+        """Keep the header and the footer (``tail``: the file's last bytes, from a guess of
+        where the footer starts, extended by ``read(start, end)`` if it starts before that);
+        their trailer, or None if the file has none (the reader says why)."""
         tail_start = size - len(tail)
         trailer = _trailer(tail, size, self.path)
         if trailer is not None and trailer.index_offset < tail_start:
-            tail = self.fetch(trailer.index_offset, tail_start) + tail  # a footer past the guess
+            tail = read(trailer.index_offset, tail_start) + tail  # a footer past the guess
             tail_start = trailer.index_offset
         self._check_footer_offset(trailer, footer_offset)
         self._head, self._tail, self._tail_start = head, tail, tail_start

@@ -97,6 +97,7 @@ class WholeFile:
         self._starts = bounds[:-1]
         self._ready = threading.Condition()
         self._wanted = 0  # the end of the bytes a reader waits for
+        self._passed = 0  # the pieces before this one are dropped (``passed``)
         self._responded = False
         # the scan's hooks: ask for the pieces the window has room for; a piece dropped
         self.request_more: Callable[[], None] = lambda: None
@@ -161,8 +162,12 @@ class WholeFile:
             self.request_more()  # the window had no room yet: the reader is here now
             if any(p.future is None for p in covering):
                 return None  # still none: the caller reads these bytes by range
-        if not all(p.start + p.received >= min(end, p.end) for p in covering):
-            self._wait(lambda: all(p.start + p.received >= min(end, p.end) for p in covering), end)
+
+        def arrived() -> bool:
+            return all(p.start + p.received >= min(end, p.end) for p in covering)
+
+        if not arrived():
+            self._wait(arrived, end)
         buffers = [p.buffer for p in covering]
         if self.released or any(b is None for b in buffers):
             return None
@@ -178,11 +183,13 @@ class WholeFile:
     def passed(self, offset: int) -> None:
         """The reader has moved on to ``offset``: the pieces that end before it are dropped, and
         the window asks for more."""
-        dropped = False
-        for piece in self.pieces[: max(0, bisect_right(self._starts, offset) - 1)]:
-            dropped |= self._drop(piece)
-        if dropped:
-            self.request_more()
+        done = max(0, bisect_right(self._starts, offset) - 1)
+        if done <= self._passed:
+            return  # nothing new: the usual case, once per block read
+        for piece in self.pieces[self._passed : done]:
+            self._drop(piece)
+        self._passed = done
+        self.request_more()
 
     def wait_response(self) -> bool:
         """Wait for a first response (``pin`` then holds the version it brought); False if
@@ -214,17 +221,16 @@ class WholeFile:
                 return piece.error
         return None
 
-    def _drop(self, piece: Piece) -> bool:
+    def _drop(self, piece: Piece) -> None:
         with self._ready:
             if piece.released:
-                return False
+                return  # dropped already (the reader passed it, then the file was released)
             piece.released, piece.buffer = True, None
             self._ready.notify_all()
         if piece.future is not None and not piece.future.done():
             piece.future.cancel()
         if piece.counted:
             self.on_drop(piece)
-        return True
 
     def release(self) -> None:
         """The scan is done with this file: drop its bytes (and the requests still in flight;
