@@ -167,6 +167,18 @@ def manifest_of(folder: Path) -> Any:
     return Manifest.from_json((folder / MANIFEST_NAME).read_bytes())
 
 
+def footer_range(entry: Any) -> str:
+    """The Range header of a request for exactly the footer of a shard (its manifest entry)."""
+    return f"bytes={entry.footer_offset}-{entry.size - 1}"
+
+
+def piece_bounds(size: int, step: int) -> list[tuple[int, int]]:
+    """The ``[start, end)`` of each piece a scan asks for of a file of ``size`` bytes: equal
+    pieces of at most ``step`` bytes, tiling it."""
+    n = -(-size // step)
+    return [(size * k // n, size * (k + 1) // n) for k in range(n)]
+
+
 def scan_requests(server: Any, prefix: str, folder: Path) -> tuple[list[Any], list[Any]]:
     """The ranged GETs a full scan of the dataset in ``folder`` made under ``prefix``: its
     requests for whole shards, exactly one per shard, and the footer requests of the shards it
@@ -182,7 +194,7 @@ def scan_requests(server: Any, prefix: str, folder: Path) -> tuple[list[Any], li
     assert len(set(map(name, footers))) == len(footers)
     for r in footers:
         entry = entries[name(r)]
-        assert r.range == f"bytes={entry.footer_offset}-{entry.size - 1}", r
+        assert r.range == footer_range(entry), r
     return whole, footers
 
 

@@ -27,7 +27,15 @@ from shardpack.errors import ManifestError, ObjectChangedError, RemoteError
 from shardpack.storage.disk_cache import DiskCache
 from shardpack.storage.remote_options import RemoteOptions
 
-from .conftest import latency_s3, load_benchmark_module, manifest_of, scan_requests, upload_folder
+from .conftest import (
+    footer_range,
+    latency_s3,
+    load_benchmark_module,
+    manifest_of,
+    piece_bounds,
+    scan_requests,
+    upload_folder,
+)
 from .conftest import record_digest as digest
 from .conftest import s3_settings as settings
 
@@ -54,11 +62,6 @@ def expected(local_ds: Path) -> list[str]:
 
 def ranged(server: Any, prefix: str) -> list[Any]:
     return [r for r in server.requests("GET", f"data/{prefix}/") if r.range]
-
-
-def whole_requests(server: Any, prefix: str) -> list[Any]:
-    """A scan's requests for whole shards (not the footers of shards read as they stream in)."""
-    return [r for r in ranged(server, prefix) if r.range.startswith("bytes=0-")]
 
 
 # -- open ---------------------------------------------------------------------------------------
@@ -246,7 +249,7 @@ def test_a_whole_shard_scan_stays_within_its_window_on_a_real_server(
     assert len(sizes) >= 4 and sum(sizes) > window and max(sizes) > 3 * step
     starts = list(itertools.accumulate((e.records for e in manifest.shards), initial=0))
     first_record = {start: shard for shard, start in enumerate(starts[:-1])}
-    footers = {f"bytes={e.footer_offset}-{e.size - 1}" for e in manifest.shards}
+    footers = {footer_range(e) for e in manifest.shards}
     server.reset_log()
     seen: list[str] = []
     remote = settings(server, readahead_bytes=window, request_bytes=step)
@@ -272,12 +275,11 @@ def test_a_whole_shard_scan_stays_within_its_window_on_a_real_server(
         assert ahead._files == {} and ahead.held == 0  # the scan ended: nothing held
     assert seen == expected
     asked = [r for r in ranged(server, "window") if r.range not in footers]
-    pieces = sorted((r.path, r.range_start, r.range_bytes) for r in asked)
+    pieces = sorted((r.path, r.range_start, r.range_start + r.range_bytes) for r in asked)
     assert pieces == sorted(
-        (f"/data/window/{e.file}", e.size * k // n, e.size * (k + 1) // n - e.size * k // n)
+        (f"/data/window/{e.file}", *bounds)
         for e in manifest.shards
-        for n in [-(-e.size // step)]
-        for k in range(n)
+        for bounds in piece_bounds(e.size, step)
     )
 
 
@@ -296,7 +298,7 @@ def test_shards_larger_than_half_the_window_stream_through_it_in_pieces(
         stats = ds.remote_stats()
     assert stats is not None and stats.direct == 0, stats  # every block from the pieces
     assert stats.readahead_hits == sum(e.blocks for e in manifest.shards), stats
-    footers = {f"bytes={e.footer_offset}-{e.size - 1}" for e in manifest.shards}
+    footers = {footer_range(e) for e in manifest.shards}
     pieces = [r for r in ranged(server, "big") if r.range not in footers]
     assert all(r.range_bytes <= step for r in pieces)
     assert sum(r.range_bytes for r in pieces) == sum(e.size for e in manifest.shards)

@@ -18,7 +18,15 @@ from shardpack.dataset.manifest import shard_name
 from shardpack.errors import ObjectChangedError, RemoteError
 from shardpack.storage import stall
 
-from .conftest import latency_s3, load_benchmark_module, manifest_of, scan_requests, upload_folder
+from .conftest import (
+    footer_range,
+    latency_s3,
+    load_benchmark_module,
+    manifest_of,
+    piece_bounds,
+    scan_requests,
+    upload_folder,
+)
 from .conftest import record_digest as digest
 from .conftest import s3_settings as settings
 
@@ -113,14 +121,13 @@ def test_a_response_cut_or_stalled_midway_resumes_where_it_stopped(
     assert stats is not None and stats.retries >= 2  # those two (a loaded machine may add)
     requests = [r for r in server.requests("GET", f"data/{prefix}/") if r.range]
     for shard, at in ((1, cut_at), (2, stall_at)):
-        tries = [r for r in requests if r.path.endswith(shard_name(shard))]
-        whole = [r for r in tries if r.range == f"bytes=0-{shards[shard].size - 1}"]
-        resumed = [r for r in tries if r.range.endswith(f"-{shards[shard].size - 1}")]
-        resumed = [r for r in resumed if r not in whole and r.range_bytes < shards[shard].size]
-        resumed = [
-            r for r in resumed if int(r.range[6:].partition("-")[0]) != shards[shard].footer_offset
-        ]
+        entry = shards[shard]
+        tries = [r for r in requests if r.path.endswith(entry.file)]
+        tries = [r for r in tries if r.range != footer_range(entry)]
+        whole = [r for r in tries if r.range_start == 0]
+        resumed = [r for r in tries if r.range_start != 0]
         assert len(whole) == 1 and len(resumed) == 1, tries
+        assert whole[0].range == f"bytes=0-{entry.size - 1}"
         # from exactly the bytes received (all that was sent before the cut or the stall)
         assert resumed[0].range == f"bytes={at}-{shards[shard].size - 1}"
         etag = client.head_object(Bucket="data", Key=f"{prefix}/{shard_name(shard)}")["ETag"]
@@ -227,11 +234,7 @@ def test_a_shard_larger_than_request_bytes_is_asked_for_in_pieces_side_by_side(
     shards = manifest_of(local_ds).shards
     step = 64 << 10
     assert all(e.size > 3 * step for e in shards)
-    tiles = {
-        e.file: [(e.size * k // n, e.size * (k + 1) // n) for k in range(n)]
-        for e in shards
-        for n in [-(-e.size // step)]
-    }
+    tiles = {e.file: piece_bounds(e.size, step) for e in shards}
     path = f"/data/pieces/{shard_name(0)}"
     start, end = tiles[shard_name(0)][1]
     second = f"bytes={start}-{end - 1}"
@@ -246,8 +249,9 @@ def test_a_shard_larger_than_request_bytes_is_asked_for_in_pieces_side_by_side(
     assert stats is not None and stats.retries == 1 and stats.direct == 0
     requests = [r for r in server.requests("GET", "data/pieces/") if r.range]
     for entry in shards:
-        footer = f"bytes={entry.footer_offset}-{entry.size - 1}"
-        tries = [r for r in requests if r.path.endswith(entry.file) and r.range != footer]
+        tries = [
+            r for r in requests if r.path.endswith(entry.file) and r.range != footer_range(entry)
+        ]
         resumed = [r for r in tries if r.range == resumed_range and entry.file == shard_name(0)]
         pieces = sorted(
             (r.range_start, r.range_start + r.range_bytes) for r in tries if r not in resumed
