@@ -132,6 +132,13 @@ class LatencyMiddleware:
         return [body]
 
 
+def _close(body: Iterable[bytes]) -> None:
+    """Close a WSGI body that one of the wrappers below took over (PEP 3333: its ``close``)."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 PACE_CHUNK = 64 * 1024
 
 
@@ -148,9 +155,7 @@ def _paced(body: Iterable[bytes], bandwidth: float) -> Iterable[bytes]:
                 sent += len(piece)
                 yield piece
     finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
+        _close(body)
 
 
 class CutConnection(ConnectionAbortedError):
@@ -174,9 +179,7 @@ def _mid_body(body: Iterable[bytes], fault: Fault) -> Iterable[bytes]:
                 left -= len(chunk)
             yield chunk
     finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
+        _close(body)
 
 
 def _counting(body: Iterable[bytes], request: Request) -> Iterable[bytes]:
@@ -185,9 +188,7 @@ def _counting(body: Iterable[bytes], request: Request) -> Iterable[bytes]:
             request.sent += len(chunk)
             yield chunk
     finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
+        _close(body)
 
 
 def summary(log: Iterable[Request]) -> dict[str, Any]:
