@@ -19,14 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 GSM8K_SAMPLE = ROOT / "data" / "gsm8k_sample.jsonl"
 
 
-def load_benchmark_module(name: str) -> Any:
-    """``benchmarks/<name>.py`` imported as module ``name`` (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+def load_script(path: Path, name: str) -> Any:
+    """The script at ``path`` imported as module ``name`` (its folder is no package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark_module(name: str) -> Any:
+    """``benchmarks/<name>.py`` imported as module ``name``."""
+    return load_script(ROOT / "benchmarks" / f"{name}.py", name)
+
+
+def golden_script(version: str) -> Any:
+    """``tests/golden/v<version>/make_golden.py``: the records its golden files hold."""
+    folder = Path(__file__).parent / "golden" / f"v{version}"
+    return load_script(folder / "make_golden.py", f"make_golden_{version.replace('.', '_')}")
 
 
 gen_kd_mix = load_benchmark_module("gen_kd_mix")

@@ -205,7 +205,8 @@ def seed_records(count: int = 120) -> list[Any]:
 
 def write_seeds(folder: Path) -> dict[str, Path]:
     """Small real packed files, one per codec path (lz4; zstd with shuffled arenas; zstd with a
-    trained dictionary; none), many blocks each, and a sharded dataset folder."""
+    trained dictionary; none) and one of native strings, many blocks each, and a sharded dataset
+    folder."""
     from shardpack import pack
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,17 @@ def write_seeds(folder: Path) -> dict[str, Path]:
         "".join(json.dumps({"n": i, "s": f"sentence {i} " * 40}) + "\n" for i in range(400)),
         encoding="utf-8",
     )
+    native = folder / "native.jsonl"  # text blocks: the C decoder's native strings (kinds 1, 2, 4)
+    native.write_text(
+        "".join(
+            json.dumps({"n": i, "zh": "中文句子。" * (i % 9), "fr": "café " * (i % 4), "e": "😀中"})
+            + "\n"
+            for i in range(300)
+        ),
+        encoding="utf-8",
+    )
     seeds = {
+        "native": (native, {"compression": "lz4", "block_size": 1024}),
         "lz4": (source, {"compression": "lz4", "block_size": 1024}),
         "zstd": (source, {"compression": "zstd", "block_size": 1024}),
         "dict": (text, {"compression": "zstd", "block_size": 2048, "dictionary": True}),

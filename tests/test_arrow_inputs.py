@@ -56,7 +56,7 @@ def test_typed_list_columns_keep_their_arrow_type(kd_parquet: Path, tmp_path: Pa
     result = shardpack.pack(kd_parquet, out, workers=1)
     assert result.record_count == table.num_rows
     with shardpack.open(out) as ds:
-        assert ds.metadata.format_version == "1.1"
+        assert ds.metadata.format_version == "1.2"
         row = ds[7]
         assert list(row) == ["id", "input_ids", "topk", "ragged", "meta", "score"]
         assert row["input_ids"].dtype == np.int32
@@ -179,7 +179,7 @@ def test_a_column_without_a_json_form_is_named(tmp_path: Path) -> None:
 
 def test_jsonl_beside_parquet_packs_as_before(kd_jsonl: Path, tmp_path: Path) -> None:
     alone = shardpack.pack(kd_jsonl, tmp_path / "alone.packed", workers=1)
-    assert alone.metadata.format_version == "1.0"  # a JSON-only pack keeps format 1.0
+    assert alone.metadata.format_version == "1.2"  # every pack writes the newest minor
     records = [{"a": 1, "b": [1.5, 2.5]}, {"a": 2, "b": [0.25]}]
     jsonl = write_jsonl(tmp_path / "small.jsonl", records)
     pq.write_table(pa.table({"a": [3], "b": [[4.0]]}), tmp_path / "more.parquet")

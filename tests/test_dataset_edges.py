@@ -94,14 +94,14 @@ def test_cli_validate_expands_quoted_globs(single: Path, folder: Path, tmp_path:
 
 def test_validate_compares_the_metadata_version_with_the_header(single: Path) -> None:
     parts = PackedParts.parse(single.read_bytes())
-    assert parts.metadata["format_version"] == "1.0"
+    assert parts.metadata["format_version"] == "1.2"
     parts.version = (1, 5)  # trailer; header too, so only the metadata disagrees
     parts.header = parts.header[:10] + (5).to_bytes(2, "little") + parts.header[12:]
     single.write_bytes(parts.assemble())
     report = validate_path(single)
     problems = [str(p) for p in report.problems]
     assert problems == [
-        f"{single}: metadata says format_version '1.0', trailer says 1.5: version edited or damaged"
+        f"{single}: metadata says format_version '1.2', trailer says 1.5: version edited or damaged"
     ]
 
 

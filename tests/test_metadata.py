@@ -158,7 +158,7 @@ def test_provenance(mixed: Path, tmp_path: Path) -> None:
     assert entry.git.to_dict() == {"repository": str(repo), "commit": commit, "dirty": False}
     assert prov.meta == {"generator": "make_kd.py", "teacher": "teacher-7b"}
     assert prov.options.codec == {"id": "zstd", "level": 7}
-    assert prov.tool == f"shardpack {shardpack.__version__}" and prov.format_version == "1.0"
+    assert prov.tool == f"shardpack {shardpack.__version__}" and prov.format_version == "1.2"
     assert {"python", "numpy", "msgspec", "lz4", "zstandard", "xxhash"} <= set(prov.versions)
     from importlib import metadata
 

@@ -4,7 +4,6 @@ into one file or a sharded folder, appended to a dataset, with the options of ``
 from __future__ import annotations
 
 import gc
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -18,15 +17,13 @@ import shardpack
 from shardpack import OptionError, Writer
 from shardpack.dataset.validate_folder import validate_dataset
 
+from .conftest import golden_script
+
 GOLDEN = Path(__file__).parent / "golden" / "v1.1"
 
 
 def _golden_records() -> list[dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.records()  # type: ignore[no-any-return]
+    return golden_script("1.1").records()  # type: ignore[no-any-return]
 
 
 def _same(got: Any, want: Any) -> None:
@@ -83,7 +80,7 @@ def test_writer_keeps_every_dtype_and_json_values(tmp_path: Path) -> None:
         assert got["nested"]["turns"][0]["ids"].dtype == np.int8
         assert got["flag"].dtype == np.bool_ and got["flag"].shape == ()
         meta = ds.metadata
-        assert meta.format_version == "1.1" and meta.lossy == {}  # given dtypes are not lossy
+        assert meta.format_version == "1.2" and meta.lossy == {}  # given dtypes are not lossy
         assert meta.provenance.meta == {"teacher": "t-7b"} and meta.provenance.inputs == []
         assert meta.stats.fields["u8"].array_dtypes == {"uint8": 40}
         assert meta.stats.records == 40

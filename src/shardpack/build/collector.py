@@ -10,7 +10,7 @@ import xxhash
 
 from .._version import __version__
 from ..dataset.manifest import Manifest, merge_schemas, schema_of
-from ..format.layout import FORMAT_MAJOR
+from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
 from ..format.metadata import (
     ArrayField,
     DatasetStats,
@@ -89,7 +89,7 @@ class MetadataCollector:
         user_schema = options.schema is not None
         return FileMetadata(
             format="shardpack",
-            format_version=f"{FORMAT_MAJOR}.{options.format_minor}",
+            format_version=f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
             created_by=f"shardpack {__version__}",
             codec=options.codec,
             block_size=options.block_size,

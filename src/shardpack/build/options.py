@@ -56,7 +56,6 @@ class EncodeOptions:
     on_error: str = "fail"  # "skip": a bad line becomes a Rejection instead of failing the pack
     shuffle: bool = False  # store block arenas as byte planes (BLOCK_SHUFFLED)
     unit_bytes: int = UNIT_INPUT_BYTES
-    format_minor: int = 0  # 1 for records made in Python: their arrays may use the 1.1 dtypes
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..dataset.manifest import shard_name
 from ..errors import OptionError
-from ..format.layout import FORMAT_MINOR, LATEST_MINOR
 from ..ingest.columnar import JSONL
 from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.atomic import refuse_inputs_as_output
@@ -103,9 +102,6 @@ class _Run:
             )
         self.storage_options = dict(options.storage_options or {}) or None
         self.files = resolve_inputs(inputs, self.storage_options)
-        # Parquet / Arrow columns keep their types: arrays may use the dtypes of format 1.1
-        columnar = any(f.kind != JSONL for f in self.files)
-        self.format_minor = LATEST_MINOR if columnar else FORMAT_MINOR
         self.output = output
         self.client = client
         if options.shard_size is not None:
@@ -155,8 +151,7 @@ class _Run:
         return workers_needed(self.options, self.files)
 
     def encode_options(self) -> EncodeOptions:
-        options = self.options.encode_options(self.codec)
-        return dataclasses.replace(options, format_minor=self.format_minor)
+        return self.options.encode_options(self.codec)
 
     def pack(self, progress: ProgressCallback | None, started: float) -> PackResult:
         options, layout = self.options, self.layout
@@ -314,7 +309,6 @@ class _Run:
             options.recorded(),
             options.meta,
             fingerprint,
-            format_minor=self.format_minor,
         )
         if options.sharded:
             return seal_dataset(self.layout, results, provenance, started=started)

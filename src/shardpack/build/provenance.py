@@ -100,7 +100,6 @@ def build_provenance(
     options: RecordedOptions,
     user_meta: Mapping[str, str],
     fingerprint: str | None,
-    format_minor: int = FORMAT_MINOR,
 ) -> Provenance:
     """The ``provenance`` of a packed file or dataset: each input byte for byte, the tool and
     library versions, the options that decided the output, the user's metadata."""
@@ -121,7 +120,7 @@ def build_provenance(
         inputs=sources,
         created=creation_time(),
         tool=f"shardpack {__version__}",
-        format_version=f"{FORMAT_MAJOR}.{format_minor}",
+        format_version=f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
         versions=library_versions(),
         options=options,
         meta=dict(sorted(user_meta.items())),

@@ -79,7 +79,7 @@ class ShardSink:
         else:
             self.local = self._stack.enter_context(staged_output(output or "", storage_options))
         try:
-            self.writer = PackedFileWriter(self.local, minor=options.format_minor)
+            self.writer = PackedFileWriter(self.local)
         except BaseException:
             self._stack.close()
             raise

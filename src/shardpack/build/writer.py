@@ -15,7 +15,6 @@ dropped unclosed, leaves the path as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import weakref
@@ -28,7 +27,6 @@ import numpy as np
 from ..dataset.manifest import MANIFEST_NAME, Manifest, shard_name
 from ..errors import OptionError
 from ..format.bounds import MAX_NESTING_DEPTH
-from ..format.layout import LATEST_MINOR
 from ..format.metadata import MergedSource
 from ..ingest.rejects import RejectsWriter, default_rejects_path
 from ..storage.output_lock import OutputLock
@@ -123,7 +121,7 @@ class Writer:
             self._open_for_append()
         else:
             self._layout = OutputLayout(self.path, options, [])
-        self._encode = dataclasses.replace(options.encode_options(), format_minor=LATEST_MINOR)
+        self._encode = options.encode_options()
         self._executor = LocalExecutor(options.worker_count(), self._storage_options)
         self._executor.start(self._encode, fork=False)
         rejects_path = None
@@ -237,9 +235,7 @@ class Writer:
 
     def _finish(self) -> PackResult:
         options = self.options
-        provenance = build_provenance(
-            [], {}, [], options.recorded(), options.meta, None, format_minor=LATEST_MINOR
-        )
+        provenance = build_provenance([], {}, [], options.recorded(), options.meta, None)
         if self._layout.storage is None:
             sink = self._w.single
             if sink is None:

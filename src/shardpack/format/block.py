@@ -32,6 +32,7 @@ from .decode import ArenaCursor, thread_decoder
 from .layout import align
 from .projection import Projection
 from .records import RecordEncoder, RecordLimitError
+from .strings import c_decoder
 
 BLOCK_HEADER = struct.Struct("<II")
 ARENA_ALIGN = 64
@@ -305,6 +306,11 @@ class BlockView:
         cursor.arena_end = len(self.raw)
         cursor.position = arena_position
         try:
+            # a block without arrays (text) through the C decoder where it is built: it makes
+            # native strings by one copy, where msgspec would call the hook for each
+            fast = c_decoder() if pair is None and self.arena_offset == len(self.raw) else None
+            if fast is not None:
+                return fast(self.raw, begin, end, cursor.ext_hook), cursor.position
             return decoder.decode(memoryview(self.raw)[begin:end]), cursor.position
         finally:
             cursor.buffer = b""  # do not keep the block alive through the thread's cursor

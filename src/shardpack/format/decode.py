@@ -17,9 +17,11 @@ from .dtypes import (
     DTYPE_BY_CODE,
     EXT_ARRAY,
     EXT_BIGINT,
+    EXT_NATIVE_STR,
     EXT_RAW_STR,
     MAX_NDIM,
 )
+from .strings import str_from_native
 
 # An array extension's header bytes (dtype code, ndim, dims) -> (dtype, byte size, shape). A
 # field's arrays repeat a few shapes, so one dict lookup replaces unpacking and checking the
@@ -82,6 +84,8 @@ class ArenaCursor:
             self.position = end - self.arena_start
             # one constructor call: a read-only view when the block is bytes
             return np.ndarray(shape, dtype, self.buffer, start)
+        if code == EXT_NATIVE_STR:  # blocks with arrays; text blocks take the C decoder
+            return str_from_native(data)
         if code == EXT_BIGINT:
             text = bytes(data)
             if not 0 < len(text) <= 10_000 or not text.lstrip(b"-").isdigit():

@@ -11,6 +11,7 @@ import numpy as np
 EXT_ARRAY = 1
 EXT_BIGINT = 2  # decimal ASCII digits of an integer outside [-2**63, 2**64)
 EXT_RAW_STR = 3  # a str with unpaired surrogates, as UTF-8 with 'surrogatepass'
+EXT_NATIVE_STR = 4  # format 1.2: a str as CPython holds it (kind byte, then its characters)
 
 ARRAY_ALIGN = 8
 

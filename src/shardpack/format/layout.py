@@ -34,8 +34,10 @@ from .bounds import (
 
 MAGIC = b"\x89SHP\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncated downloads
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0  # what packs of JSON write; packs of Python records write 1 (format 1.1)
-LATEST_MINOR = 1  # the newest minor version this shardpack reads and writes
+# The newest minor version, which every pack writes and this shardpack reads with all before it.
+# 1.1: the dtypes of Python records; 1.2: native strings (format/strings.py): a reader of 1.0 or
+# 1.1 names the first native string it meets as an unknown extension.
+FORMAT_MINOR = 2
 
 HEADER = struct.Struct("<8sHHI")
 HEADER_SIZE = HEADER.size  # 16

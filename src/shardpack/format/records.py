@@ -39,6 +39,7 @@ from .dtypes import (
     LOSSY_DTYPES,
     MAX_NDIM,
 )
+from .strings import nativize
 
 _INT32 = np.iinfo(np.int32)
 
@@ -177,11 +178,11 @@ class RecordEncoder:
         if not converted:
             value = self._convert(value, "")
         try:
-            return self._encoder.encode(value)
+            return nativize(self._encoder.encode(value))
         except (OverflowError, UnicodeEncodeError):
             # rare: an integer beyond 64 bits or an unpaired surrogate; re-encode the slow way
             del arena[start:]
-            return self._encoder.encode(_escape_unencodable(value))
+            return nativize(self._encoder.encode(_escape_unencodable(value)))
 
     def encode_all(self, values: list[Any]) -> list[bytes] | None:
         """The payloads of converted values in one C-level pass, as ``encode`` gives them, if
@@ -192,7 +193,7 @@ class RecordEncoder:
             payloads = list(map(self._encoder.encode, values))
         except (OverflowError, UnicodeEncodeError):
             return None
-        return None if arena else payloads
+        return None if arena else list(map(nativize, payloads))
 
     def convert_all(self, values: list[Any]) -> list[Any]:
         """``convert`` for many values; when they are objects whose fields hold no list or

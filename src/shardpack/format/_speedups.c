@@ -1,0 +1,582 @@
+/* Record payloads <-> Python objects where msgspec cannot do what the format needs.
+ *
+ * decode(buffer, begin, end, hook): the msgpack value in buffer[begin:end], as msgspec's decoder
+ *     gives it, except that a native string (extension EXT_NATIVE_STR: one byte of kind, then
+ *     the characters as CPython stores them, 1, 2 or 4 bytes each, little-endian) becomes a str
+ *     by one copy instead of a UTF-8 decode. Other extensions go to hook(code, bytes). Used for
+ *     blocks without arrays (text): bounds-checked at every read, as the bytes may be hostile.
+ *
+ * nativize(payload): payload with each non-ASCII str value (not map keys) rewritten as a native
+ *     string where that takes at most 1.5 times its UTF-8 bytes; the same object when nothing
+ *     changes. Byte for byte what the pure-Python fallback (format/strings.py) writes.
+ *
+ * Both are optional: without a compiler the package uses the fallbacks and writes the same bytes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !PY_LITTLE_ENDIAN
+#error "native strings are little-endian: big-endian machines use the pure-Python fallback"
+#endif
+
+#define EXT_NATIVE_STR 4
+#define MAX_DEPTH 1024 /* decoding; the writer's own limit is far lower (bounds.py) */
+#define KEY_SLOTS 512  /* direct-mapped cache of short ASCII map keys */
+#define KEY_MAX 32
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+    PyObject *hook;
+} Reader;
+
+static PyObject *key_cache[KEY_SLOTS];
+
+static inline uint16_t be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t be64(const unsigned char *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+
+static inline int is_ascii(const unsigned char *s, Py_ssize_t n) {
+    uint64_t acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, s + i, 8);
+        acc |= word;
+    }
+    for (; i < n; i++) acc |= s[i];
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
+static PyObject *truncated(void) {
+    PyErr_SetString(PyExc_ValueError, "msgpack data ends inside a value");
+    return NULL;
+}
+
+/* n bytes from the reader, or NULL (error set) when fewer are left */
+static inline const unsigned char *take(Reader *r, Py_ssize_t n) {
+    if (n < 0 || r->end - r->p < n) {
+        truncated();
+        return NULL;
+    }
+    const unsigned char *at = r->p;
+    r->p += n;
+    return at;
+}
+
+static PyObject *str_from_utf8(const unsigned char *s, Py_ssize_t n) {
+    if (is_ascii(s, n)) {
+        PyObject *text = PyUnicode_New(n, 127);
+        if (text != NULL) memcpy(PyUnicode_1BYTE_DATA(text), s, n);
+        return text;
+    }
+    return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+}
+
+static PyObject *key_from_utf8(const unsigned char *s, Py_ssize_t n) {
+    if (n > KEY_MAX || !is_ascii(s, n)) return str_from_utf8(s, n);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
+    PyObject **slot = &key_cache[h & (KEY_SLOTS - 1)];
+    PyObject *cached = *slot;
+    if (cached != NULL && PyUnicode_GET_LENGTH(cached) == n &&
+        memcmp(PyUnicode_1BYTE_DATA(cached), s, n) == 0) {
+        Py_INCREF(cached);
+        return cached;
+    }
+    PyObject *key = str_from_utf8(s, n);
+    if (key == NULL) return NULL;
+    Py_INCREF(key);
+    Py_XSETREF(*slot, key);
+    return key;
+}
+
+/* A native string's characters -> str. Refuses what the writer never makes and CPython cannot
+ * hold: code points past U+10FFFF, and surrogates (the writer stores those as EXT_RAW_STR). */
+static PyObject *str_from_native(const unsigned char *data, Py_ssize_t size) {
+    if (size < 1) {
+        PyErr_SetString(PyExc_ValueError, "native string without its kind byte");
+        return NULL;
+    }
+    int kind = data[0];
+    const unsigned char *chars = data + 1;
+    Py_ssize_t bytes = size - 1;
+    if (kind == 1) return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, chars, bytes);
+    if (kind != 2 && kind != 4) {
+        PyErr_Format(PyExc_ValueError, "native string of unknown kind %d", kind);
+        return NULL;
+    }
+    if (bytes % kind != 0) {
+        PyErr_Format(PyExc_ValueError, "native string of kind %d holds %zd bytes", kind, bytes);
+        return NULL;
+    }
+    Py_ssize_t length = bytes / kind;
+    if (kind == 2) {
+        for (Py_ssize_t i = 0; i < length; i++) {
+            uint16_t unit = (uint16_t)(chars[2 * i] | chars[2 * i + 1] << 8);
+            if (unit >= 0xD800 && unit <= 0xDFFF) {
+                PyErr_SetString(PyExc_ValueError, "native string holds a surrogate");
+                return NULL;
+            }
+        }
+        return PyUnicode_FromKindAndData(PyUnicode_2BYTE_KIND, chars, length);
+    }
+    for (Py_ssize_t i = 0; i < length; i++) {
+        uint32_t point;
+        memcpy(&point, chars + 4 * i, 4);
+        if (point > 0x10FFFF || (point >= 0xD800 && point <= 0xDFFF)) {
+            PyErr_SetString(PyExc_ValueError, "native string holds an invalid code point");
+            return NULL;
+        }
+    }
+    return PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, chars, length);
+}
+
+static PyObject *decode_value(Reader *r, int depth);
+
+static PyObject *decode_str(Reader *r, Py_ssize_t n) {
+    const unsigned char *s = take(r, n);
+    return s == NULL ? NULL : str_from_utf8(s, n);
+}
+
+static PyObject *decode_bin(Reader *r, Py_ssize_t n) {
+    const unsigned char *s = take(r, n);
+    return s == NULL ? NULL : PyBytes_FromStringAndSize((const char *)s, n);
+}
+
+static PyObject *decode_ext(Reader *r, int8_t code, Py_ssize_t n) {
+    const unsigned char *s = take(r, n);
+    if (s == NULL) return NULL;
+    if (code == EXT_NATIVE_STR) return str_from_native(s, n);
+    PyObject *data = PyBytes_FromStringAndSize((const char *)s, n);
+    if (data == NULL) return NULL;
+    PyObject *value = PyObject_CallFunction(r->hook, "iO", (int)code, data);
+    Py_DECREF(data);
+    return value;
+}
+
+static PyObject *decode_array(Reader *r, Py_ssize_t n, int depth) {
+    if (n > r->end - r->p) return truncated(); /* each item takes a byte: bounds the list */
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = decode_value(r, depth + 1);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* Map keys are strings (the writer's keys are JSON's): anything else is refused. */
+static PyObject *decode_key(Reader *r) {
+    const unsigned char *s;
+    if (r->p >= r->end) return truncated();
+    unsigned char tag = *r->p++;
+    Py_ssize_t n;
+    if ((tag & 0xe0) == 0xa0)
+        n = tag & 0x1f;
+    else if (tag == 0xd9 && (s = take(r, 1)) != NULL)
+        n = s[0];
+    else if (tag == 0xda && (s = take(r, 2)) != NULL)
+        n = be16(s);
+    else if (tag == 0xdb && (s = take(r, 4)) != NULL)
+        n = (Py_ssize_t)be32(s);
+    else {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a map key is not a string");
+        return NULL;
+    }
+    if ((s = take(r, n)) == NULL) return NULL;
+    return key_from_utf8(s, n);
+}
+
+static PyObject *decode_map(Reader *r, Py_ssize_t n, int depth) {
+    if (n > (r->end - r->p) / 2) return truncated();
+#if PY_VERSION_HEX < 0x030D0000
+    PyObject *dict = _PyDict_NewPresized(n);
+#else
+    PyObject *dict = PyDict_New();
+#endif
+    if (dict == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = decode_key(r);
+        if (key == NULL) goto fail;
+        PyObject *value = decode_value(r, depth + 1);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        int failed = PyDict_SetItem(dict, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed) goto fail;
+    }
+    return dict;
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *decode_value(Reader *r, int depth) {
+    if (depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "msgpack data nested too deep");
+        return NULL;
+    }
+    if (r->p >= r->end) return truncated();
+    unsigned char tag = *r->p++;
+    const unsigned char *s;
+    if (tag <= 0x7f) return PyLong_FromLong(tag);
+    if (tag >= 0xe0) return PyLong_FromLong((int8_t)tag);
+    if ((tag & 0xe0) == 0xa0) return decode_str(r, tag & 0x1f);
+    if ((tag & 0xf0) == 0x90) return decode_array(r, tag & 0x0f, depth);
+    if ((tag & 0xf0) == 0x80) return decode_map(r, tag & 0x0f, depth);
+    switch (tag) {
+    case 0xc0: Py_RETURN_NONE;
+    case 0xc2: Py_RETURN_FALSE;
+    case 0xc3: Py_RETURN_TRUE;
+    case 0xc4: return (s = take(r, 1)) ? decode_bin(r, s[0]) : NULL;
+    case 0xc5: return (s = take(r, 2)) ? decode_bin(r, be16(s)) : NULL;
+    case 0xc6: return (s = take(r, 4)) ? decode_bin(r, (Py_ssize_t)be32(s)) : NULL;
+    case 0xc7: return (s = take(r, 2)) ? decode_ext(r, (int8_t)s[1], s[0]) : NULL;
+    case 0xc8: return (s = take(r, 3)) ? decode_ext(r, (int8_t)s[2], be16(s)) : NULL;
+    case 0xc9: return (s = take(r, 5)) ? decode_ext(r, (int8_t)s[4], (Py_ssize_t)be32(s)) : NULL;
+    case 0xca: {
+        if ((s = take(r, 4)) == NULL) return NULL;
+        uint32_t bits = be32(s);
+        float value;
+        memcpy(&value, &bits, 4);
+        return PyFloat_FromDouble(value);
+    }
+    case 0xcb: {
+        if ((s = take(r, 8)) == NULL) return NULL;
+        uint64_t bits = be64(s);
+        double value;
+        memcpy(&value, &bits, 8);
+        return PyFloat_FromDouble(value);
+    }
+    case 0xcc: return (s = take(r, 1)) ? PyLong_FromLong(s[0]) : NULL;
+    case 0xcd: return (s = take(r, 2)) ? PyLong_FromLong(be16(s)) : NULL;
+    case 0xce: return (s = take(r, 4)) ? PyLong_FromUnsignedLong(be32(s)) : NULL;
+    case 0xcf: return (s = take(r, 8)) ? PyLong_FromUnsignedLongLong(be64(s)) : NULL;
+    case 0xd0: return (s = take(r, 1)) ? PyLong_FromLong((int8_t)s[0]) : NULL;
+    case 0xd1: return (s = take(r, 2)) ? PyLong_FromLong((int16_t)be16(s)) : NULL;
+    case 0xd2: return (s = take(r, 4)) ? PyLong_FromLong((int32_t)be32(s)) : NULL;
+    case 0xd3: return (s = take(r, 8)) ? PyLong_FromLongLong((int64_t)be64(s)) : NULL;
+    case 0xd4: return (s = take(r, 1)) ? decode_ext(r, (int8_t)s[0], 1) : NULL;
+    case 0xd5: return (s = take(r, 1)) ? decode_ext(r, (int8_t)s[0], 2) : NULL;
+    case 0xd6: return (s = take(r, 1)) ? decode_ext(r, (int8_t)s[0], 4) : NULL;
+    case 0xd7: return (s = take(r, 1)) ? decode_ext(r, (int8_t)s[0], 8) : NULL;
+    case 0xd8: return (s = take(r, 1)) ? decode_ext(r, (int8_t)s[0], 16) : NULL;
+    case 0xd9: return (s = take(r, 1)) ? decode_str(r, s[0]) : NULL;
+    case 0xda: return (s = take(r, 2)) ? decode_str(r, be16(s)) : NULL;
+    case 0xdb: return (s = take(r, 4)) ? decode_str(r, (Py_ssize_t)be32(s)) : NULL;
+    case 0xdc: return (s = take(r, 2)) ? decode_array(r, be16(s), depth) : NULL;
+    case 0xdd: return (s = take(r, 4)) ? decode_array(r, (Py_ssize_t)be32(s), depth) : NULL;
+    case 0xde: return (s = take(r, 2)) ? decode_map(r, be16(s), depth) : NULL;
+    case 0xdf: return (s = take(r, 4)) ? decode_map(r, (Py_ssize_t)be32(s), depth) : NULL;
+    }
+    PyErr_Format(PyExc_ValueError, "invalid msgpack type byte 0x%02x", tag);
+    return NULL;
+}
+
+static PyObject *py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decode(buffer, begin, end, hook)");
+        return NULL;
+    }
+    Py_ssize_t begin = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if ((begin == -1 || end == -1) && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *value = NULL;
+    if (begin < 0 || end < begin || end > view.len) {
+        PyErr_SetString(PyExc_ValueError, "decode range outside the buffer");
+    } else {
+        Reader r = {(const unsigned char *)view.buf + begin, (const unsigned char *)view.buf + end,
+                    args[3]};
+        value = decode_value(&r, 0);
+        if (value != NULL && r.p != r.end) {
+            Py_CLEAR(value);
+            PyErr_SetString(PyExc_ValueError, "msgpack data continues after its value");
+        }
+    }
+    PyBuffer_Release(&view);
+    return value;
+}
+
+/* ---- nativize: the writer's side ---- */
+
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t size;
+    Py_ssize_t capacity;
+} Out;
+
+static int out_reserve(Out *out, Py_ssize_t n) {
+    if (out->size + n > out->capacity) {
+        Py_ssize_t capacity = (out->capacity + n) * 2;
+        unsigned char *grown = PyMem_Realloc(out->data, capacity);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        out->data = grown;
+        out->capacity = capacity;
+    }
+    return 0;
+}
+
+static int out_put(Out *out, const void *bytes, Py_ssize_t n) {
+    if (out_reserve(out, n) < 0) return -1;
+    memcpy(out->data + out->size, bytes, n);
+    out->size += n;
+    return 0;
+}
+
+/* msgspec's ext header: fixext for 1, 2, 4, 8, 16 bytes, else ext8/16/32 */
+static int out_ext_header(Out *out, Py_ssize_t n) {
+    unsigned char head[6];
+    int used;
+    switch (n) {
+    case 1: head[0] = 0xd4; used = 1; break;
+    case 2: head[0] = 0xd5; used = 1; break;
+    case 4: head[0] = 0xd6; used = 1; break;
+    case 8: head[0] = 0xd7; used = 1; break;
+    case 16: head[0] = 0xd8; used = 1; break;
+    default:
+        if (n < 0x100) {
+            head[0] = 0xc7;
+            head[1] = (unsigned char)n;
+            used = 2;
+        } else if (n < 0x10000) {
+            head[0] = 0xc8;
+            head[1] = (unsigned char)(n >> 8);
+            head[2] = (unsigned char)n;
+            used = 3;
+        } else if (n <= 0xFFFFFFFF) {
+            head[0] = 0xc9;
+            for (int i = 0; i < 4; i++) head[1 + i] = (unsigned char)(n >> (24 - 8 * i));
+            used = 5;
+        } else {
+            PyErr_SetString(PyExc_ValueError, "string too long for a msgpack extension");
+            return -1;
+        }
+    }
+    head[used++] = EXT_NATIVE_STR;
+    return out_put(out, head, used);
+}
+
+/* The characters and widest code point of UTF-8 text (msgspec's own output, so well formed;
+ * checked anyway, cheaply, so that bad input is an error and never a bad string). -1: malformed. */
+static int utf8_measure(const unsigned char *s, Py_ssize_t n, Py_ssize_t *chars, uint32_t *widest) {
+    Py_ssize_t i = 0, count = 0;
+    uint32_t max = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        uint32_t point;
+        if (b < 0x80) {
+            /* a run of ASCII, 8 bytes at a time */
+            uint64_t word;
+            while (i + 8 <= n && (memcpy(&word, s + i, 8), (word & 0x8080808080808080ULL) == 0)) {
+                i += 8;
+                count += 8;
+            }
+            while (i < n && s[i] < 0x80) {
+                i++;
+                count++;
+            }
+            continue;
+        } else if (b >= 0xC2 && b < 0xE0 && i + 2 <= n && (s[i + 1] & 0xC0) == 0x80) {
+            point = (uint32_t)(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
+            i += 2;
+        } else if (b >= 0xE0 && b < 0xF0 && i + 3 <= n && (s[i + 1] & 0xC0) == 0x80 &&
+                   (s[i + 2] & 0xC0) == 0x80) {
+            point = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
+            if (point < 0x800 || (point >= 0xD800 && point <= 0xDFFF)) return -1;
+            i += 3;
+        } else if (b >= 0xF0 && b < 0xF5 && i + 4 <= n && (s[i + 1] & 0xC0) == 0x80 &&
+                   (s[i + 2] & 0xC0) == 0x80 && (s[i + 3] & 0xC0) == 0x80) {
+            point = (uint32_t)(b & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 |
+                    (uint32_t)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+            if (point < 0x10000 || point > 0x10FFFF) return -1;
+            i += 4;
+        } else {
+            return -1;
+        }
+        if (point > max) max = point;
+        count++;
+    }
+    *chars = count;
+    *widest = max;
+    return 0;
+}
+
+/* Well-formed UTF-8 (utf8_measure said so) written as `kind`-byte characters, little-endian. */
+static void utf8_transcode(const unsigned char *s, Py_ssize_t n, int kind, unsigned char *dest) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        uint32_t point;
+        if (b < 0x80) {
+            point = b;
+            i += 1;
+        } else if (b < 0xE0) {
+            point = (uint32_t)(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
+            i += 2;
+        } else if (b < 0xF0) {
+            point = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
+            i += 3;
+        } else {
+            point = (uint32_t)(b & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 |
+                    (uint32_t)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+            i += 4;
+        }
+        if (kind == 1) {
+            *dest++ = (unsigned char)point;
+        } else if (kind == 2) {
+            uint16_t unit = (uint16_t)point;
+            memcpy(dest, &unit, 2);
+            dest += 2;
+        } else {
+            memcpy(dest, &point, 4);
+            dest += 4;
+        }
+    }
+}
+
+/* A non-ASCII str value: native if that takes at most 1.5 times its UTF-8 bytes. 1 if it is
+ * (and written, when out is not NULL), 0 if it stays UTF-8, -1 on error. */
+static int put_native(Out *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t chars;
+    uint32_t widest;
+    if (utf8_measure(s, n, &chars, &widest) < 0) {
+        PyErr_SetString(PyExc_ValueError, "a string is not well-formed UTF-8");
+        return -1;
+    }
+    int kind = widest < 0x100 ? 1 : widest < 0x10000 ? 2 : 4;
+    Py_ssize_t bytes = kind * chars;
+    if (2 * bytes > 3 * n) return 0;
+    if (out == NULL) return 1;
+    unsigned char kind_byte = (unsigned char)kind;
+    if (out_ext_header(out, bytes + 1) < 0 || out_put(out, &kind_byte, 1) < 0) return -1;
+    if (out_reserve(out, bytes) < 0) return -1;
+    utf8_transcode(s, n, kind, out->data + out->size);
+    out->size += bytes;
+    return 1;
+}
+
+/* Walk one value from r (already known well formed: the writer's own msgspec output), copying
+ * it to out (when out is not NULL) with its non-ASCII str values made native. *changed turns
+ * 1 at the first str that would change. */
+static int walk(Reader *r, Out *out, int depth, int is_key, int *changed) {
+    if (depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "msgpack data nested too deep");
+        return -1;
+    }
+    const unsigned char *start = r->p, *s;
+    if (r->p >= r->end) return truncated(), -1;
+    unsigned char tag = *r->p++;
+    Py_ssize_t items = -1, pairs = -1, skip = 0, str = -1;
+    if (tag <= 0x7f || tag >= 0xe0 || tag == 0xc0 || tag == 0xc2 || tag == 0xc3) {
+    } else if ((tag & 0xe0) == 0xa0) str = tag & 0x1f;
+    else if ((tag & 0xf0) == 0x90) items = tag & 0x0f;
+    else if ((tag & 0xf0) == 0x80) pairs = tag & 0x0f;
+    else {
+        switch (tag) {
+        case 0xc4: if (!(s = take(r, 1))) return -1; skip = s[0]; break;
+        case 0xc5: if (!(s = take(r, 2))) return -1; skip = be16(s); break;
+        case 0xc6: if (!(s = take(r, 4))) return -1; skip = be32(s); break;
+        case 0xc7: if (!(s = take(r, 2))) return -1; skip = s[0]; break;
+        case 0xc8: if (!(s = take(r, 3))) return -1; skip = be16(s); break;
+        case 0xc9: if (!(s = take(r, 5))) return -1; skip = be32(s); break;
+        case 0xca: case 0xce: case 0xd2: skip = 4; break;
+        case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+        case 0xcc: case 0xd0: skip = 1; break;
+        case 0xcd: case 0xd1: skip = 2; break;
+        case 0xd4: skip = 2; break;
+        case 0xd5: skip = 3; break;
+        case 0xd6: skip = 5; break;
+        case 0xd7: skip = 9; break;
+        case 0xd8: skip = 17; break;
+        case 0xd9: if (!(s = take(r, 1))) return -1; str = s[0]; break;
+        case 0xda: if (!(s = take(r, 2))) return -1; str = be16(s); break;
+        case 0xdb: if (!(s = take(r, 4))) return -1; str = be32(s); break;
+        case 0xdc: if (!(s = take(r, 2))) return -1; items = be16(s); break;
+        case 0xdd: if (!(s = take(r, 4))) return -1; items = be32(s); break;
+        case 0xde: if (!(s = take(r, 2))) return -1; pairs = be16(s); break;
+        case 0xdf: if (!(s = take(r, 4))) return -1; pairs = be32(s); break;
+        default:
+            PyErr_Format(PyExc_ValueError, "invalid msgpack type byte 0x%02x", tag);
+            return -1;
+        }
+    }
+    if (str >= 0) {
+        const unsigned char *text = take(r, str);
+        if (text == NULL) return -1;
+        if (!is_key && !is_ascii(text, str)) {
+            int native = put_native(out, text, str); /* out NULL: only whether it would */
+            if (native < 0) return -1;
+            if (native) {
+                *changed = 1;
+                return 0;
+            }
+        }
+        return out == NULL ? 0 : out_put(out, start, r->p - start);
+    }
+    if (items >= 0 || pairs >= 0) {
+        if (out != NULL && out_put(out, start, r->p - start) < 0) return -1;
+        Py_ssize_t count = items >= 0 ? items : 2 * pairs;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (walk(r, out, depth + 1, pairs >= 0 && i % 2 == 0, changed) < 0) return -1;
+            if (out == NULL && *changed) return 0;
+        }
+        return 0;
+    }
+    if (take(r, skip) == NULL) return -1;
+    return out == NULL ? 0 : out_put(out, start, r->p - start);
+}
+
+static PyObject *py_nativize(PyObject *module, PyObject *payload) {
+    if (!PyBytes_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "nativize() takes bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    Reader probe = {data, data + size, NULL};
+    int changed = 0;
+    if (walk(&probe, NULL, 0, 0, &changed) < 0) return NULL;
+    if (!changed) {
+        Py_INCREF(payload);
+        return payload;
+    }
+    Out out = {NULL, 0, 0};
+    Reader r = {data, data + size, NULL};
+    PyObject *result = NULL;
+    /* native strings take at most 1.5 times their UTF-8 bytes, plus a header byte or two */
+    if (out_reserve(&out, size + size / 2 + 64) == 0 && walk(&r, &out, 0, 0, &changed) == 0)
+        result = PyBytes_FromStringAndSize((const char *)out.data, out.size);
+    PyMem_Free(out.data);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))py_decode, METH_FASTCALL,
+     "decode(buffer, begin, end, hook): the msgpack value in buffer[begin:end]"},
+    {"nativize", py_nativize, METH_O,
+     "nativize(payload): the payload with its non-ASCII str values as native strings"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_speedups", "shardpack's C record codec (optional)", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module_def); }
