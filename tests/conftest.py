@@ -267,3 +267,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(
             f"CI run without {', '.join(missing)}: install the extras (make venv)"
         )
+
+
+def assert_a_forked_child_finishes(path: Path, expected: list[Any], **options: Any) -> None:
+    """A scan with ``options`` forked after 3 records: the child (without the parent's threads)
+    and the parent each read the rest, and both get ``expected``."""
+    import select
+    import signal
+    import warnings
+
+    import shardpack
+
+    with shardpack.open(path, **options) as ds:
+        records = iter(ds)
+        first = [next(records) for _ in range(3)]
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with a thread running
+            pid = os.fork()
+        if pid == 0:  # the child: no worker thread here, the scan must still finish
+            os.close(read)
+            ok = first + list(records) == expected
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(write)
+        answered, _, _ = select.select([read], [], [], 60)
+        if not answered:  # the child hangs (waiting for a thread it does not have)
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        answer = os.read(read, 1) if answered else b""
+        os.close(read)
+        assert answer == b"1"
+        assert first + list(records) == expected

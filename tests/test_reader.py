@@ -26,7 +26,7 @@ def _damage(path: Path, offset: int) -> None:
 
 
 def test_open_reads_only_the_footer(packed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shardpack.packfile.reader import LocalSource
+    from shardpack.packfile.local import LocalSource
 
     reads: list[tuple[int, int]] = []
     original = LocalSource.read
@@ -212,7 +212,7 @@ def test_short_or_past_the_end_reads_are_format_errors(tmp_path: Path) -> None:
     """Guards that other checks usually reach first (a remote object shorter than a trailer has
     no local size check before it; a read past the end names itself)."""
     from shardpack.format.layout import Trailer
-    from shardpack.packfile.reader import LocalSource
+    from shardpack.packfile.local import LocalSource
 
     with pytest.raises(FormatError):
         Trailer.decode(b"x" * 10, 10)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import signal
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ from shardpack.codecs import zstd as zstd_codec
 from shardpack.packfile import scan
 from shardpack.packfile.reader import PackedFile
 
-from .conftest import write_jsonl
+from .conftest import assert_a_forked_child_finishes, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -187,25 +184,4 @@ def test_as_columns_needs_object_records(tmp_path: Path) -> None:
 def test_a_forked_child_finishes_a_scan_without_the_parents_worker(
     zstd_packed: Path, text_jsonl: Path
 ) -> None:
-    expected = _lines(text_jsonl)
-    with shardpack.open(zstd_packed, read_ahead=True) as ds:
-        records = iter(ds)
-        first = [next(records) for _ in range(3)]
-        read, write = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with a thread running
-            pid = os.fork()
-        if pid == 0:  # the child: no worker thread here, the scan must still finish
-            os.close(read)
-            ok = first + list(records) == expected
-            os.write(write, b"1" if ok else b"0")
-            os._exit(0)
-        os.close(write)
-        answered, _, _ = select.select([read], [], [], 60)
-        if not answered:  # the child hangs (waiting for a worker it does not have)
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        answer = os.read(read, 1) if answered else b""
-        os.close(read)
-        assert answer == b"1"
-        assert first + list(records) == expected
+    assert_a_forked_child_finishes(zstd_packed, _lines(text_jsonl), read_ahead=True)

@@ -20,6 +20,7 @@ import click
 
 from .._version import __version__
 from ..errors import OptionError, ShardpackError
+from ..format.strings import speedups_built
 from .bench_command import bench
 from .output import (
     EXIT_BAD_DATA,
@@ -123,7 +124,13 @@ def _bound_the_cleanup() -> None:
     subcommand_metavar="COMMAND [ARGS]...",  # a command is still needed (help otherwise)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(__version__, prog_name="shardpack")
+@click.version_option(
+    __version__,
+    prog_name="shardpack",
+    message="%(prog)s %(version)s ("
+    + ("C modules built" if speedups_built() else "C modules not built: slower text scans")
+    + ")",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

@@ -5,17 +5,28 @@ their input and the codec's settings; ``decode`` must never return more than ``r
 and must raise ``CodecError`` (never crash or over-allocate) on damaged input. Settings
 round-trip through ``to_dict``/``from_dict`` and are stored in the file's metadata.
 ``decode_batch`` decodes several blocks; a codec that does it in one call
-releasing the GIL throughout sets ``batch_releases_gil``, and a full scan then decodes the next
-batch on a worker thread while the current one is turned into records.
+releasing the GIL throughout sets ``batch_releases_gil``, and a full scan with read-ahead then
+decodes the next batch on a worker thread while the current one is turned into records. A codec
+that can start a batch on a native thread of its own (``native_batches``, ``start_batch``) needs
+no worker thread at all.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..errors import OptionError, UnknownCodecError
+
+
+class PendingBlocks(Protocol):
+    """A batch being decoded on a native thread (``Codec.start_batch``)."""
+
+    def result(self) -> list[Any]:
+        """The raw blocks, once decoded (waits without the GIL). ``CodecError`` if one is
+        damaged."""
+        ...
 
 
 class Codec(ABC):
@@ -24,6 +35,8 @@ class Codec(ABC):
     codec_id: ClassVar[str]
     # decode_batch runs as one call that holds no GIL: worth a worker thread on a full scan
     batch_releases_gil: ClassVar[bool] = False
+    # start_batch decodes on a native thread that never needs the GIL: no worker thread needed
+    native_batches: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, raw: bytes | memoryview) -> bytes:
@@ -41,6 +54,15 @@ class Codec(ABC):
         return [
             self.decode(block, raw_size) for block, raw_size in zip(stored, raw_sizes, strict=True)
         ]
+
+    def start_batch(
+        self, stored: Sequence[bytes | memoryview], raw_sizes: Sequence[int], out: Any = None
+    ) -> PendingBlocks:
+        """Start decoding several blocks on a native thread and return at once (only where
+        ``native_batches``). With ``out`` (a writable buffer) the blocks are written into it
+        back to back and come back as views of it. ``CodecError`` for a size the stored bytes
+        could never hold."""
+        raise NotImplementedError(f"{self.codec_id} has no native batches")
 
     def to_dict(self) -> dict[str, Any]:
         """The codec id and settings, as recorded in the packed file."""

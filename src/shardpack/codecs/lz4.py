@@ -1,13 +1,48 @@
-"""LZ4 block compression: the fastest to decode, the default for training reads."""
+"""LZ4 block compression: the fastest to decode, the default for training reads.
+
+Read-ahead (``open(..., read_ahead=True)``) decompresses the next batch of blocks on a native
+thread (``_lz4_batch``, the C module built with the package, LZ4's own C code) while the scan
+turns this batch into records. Without the C module lz4 has no read-ahead.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lz4.block
 
 from ..errors import CodecError, OptionError
-from .base import Codec, register_codec
+from .base import Codec, PendingBlocks, register_codec
+
+try:
+    from . import _lz4_batch
+except ImportError:  # built without a C compiler
+    _lz4_batch = None  # type: ignore[assignment]
+
+
+class _NativeBatch:
+    """A batch on its native thread; the C module's errors as CodecError."""
+
+    __slots__ = ("_out", "_pending", "_sizes")
+
+    def __init__(self, pending: Any, out: Any, sizes: Sequence[int]) -> None:
+        self._pending = pending
+        self._out = out
+        self._sizes = sizes
+
+    def result(self) -> list[Any]:
+        try:
+            blocks: list[Any] | None = self._pending.result()
+        except ValueError as exc:
+            raise CodecError(f"lz4 decompression failed: {exc}") from None
+        if blocks is not None:
+            return blocks
+        whole, views, start = memoryview(self._out), [], 0
+        for size in self._sizes:
+            views.append(whole[start : start + size])
+            start += size
+        return views
 
 
 @register_codec
@@ -18,6 +53,7 @@ class LZ4Codec(Codec):
     """
 
     codec_id = "lz4"
+    native_batches = _lz4_batch is not None
 
     def __init__(self, level: int = 0) -> None:
         if not 0 <= level <= 12:
@@ -45,6 +81,17 @@ class LZ4Codec(Codec):
         if len(raw) != raw_size:
             raise CodecError(f"lz4 block decompressed to {len(raw)} bytes, expected {raw_size}")
         return raw
+
+    def start_batch(
+        self, stored: Sequence[bytes | memoryview], raw_sizes: Sequence[int], out: Any = None
+    ) -> PendingBlocks:
+        if _lz4_batch is None:
+            raise NotImplementedError("lz4 read-ahead needs the C module, which is not built")
+        try:
+            pending = _lz4_batch.start(list(stored), list(raw_sizes), out)
+            return _NativeBatch(pending, out, raw_sizes)
+        except ValueError as exc:  # a size the stored bytes could never hold
+            raise CodecError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.codec_id, "level": self.level}

@@ -33,6 +33,8 @@ typedef struct {
 } Reader;
 
 static PyObject *key_cache[KEY_SLOTS];
+static PyObject *value_cache[KEY_SLOTS];
+#define VALUE_MAX 16
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -68,20 +70,36 @@ static inline const unsigned char *take(Reader *r, Py_ssize_t n) {
     return at;
 }
 
+/* UTF-8 -> str. ASCII (most text) is copied while it is checked, in one pass. */
 static PyObject *str_from_utf8(const unsigned char *s, Py_ssize_t n) {
-    if (is_ascii(s, n)) {
-        PyObject *text = PyUnicode_New(n, 127);
-        if (text != NULL) memcpy(PyUnicode_1BYTE_DATA(text), s, n);
-        return text;
+    PyObject *text = PyUnicode_New(n, 127);
+    if (text == NULL) return NULL;
+    unsigned char *to = PyUnicode_1BYTE_DATA(text);
+    uint64_t acc = 0, a, b, c, d;
+    Py_ssize_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        memcpy(&a, s + i, 8);
+        memcpy(&b, s + i + 8, 8);
+        memcpy(&c, s + i + 16, 8);
+        memcpy(&d, s + i + 24, 8);
+        acc |= a | b | c | d;
+        memcpy(to + i, s + i, 32);
     }
+    for (; i < n; i++) {
+        acc |= s[i];
+        to[i] = s[i];
+    }
+    if ((acc & 0x8080808080808080ULL) == 0) return text;
+    Py_DECREF(text);
     return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
 }
 
-static PyObject *key_from_utf8(const unsigned char *s, Py_ssize_t n) {
-    if (n > KEY_MAX || !is_ascii(s, n)) return str_from_utf8(s, n);
+/* A short ASCII string from `cache` (one of the tables below), made and cached on a miss: map
+ * keys, and short values that repeat (roles, languages, sources) are one object each. */
+static PyObject *cached_str(PyObject **cache, const unsigned char *s, Py_ssize_t n) {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
-    PyObject **slot = &key_cache[h & (KEY_SLOTS - 1)];
+    PyObject **slot = &cache[h & (KEY_SLOTS - 1)];
     PyObject *cached = *slot;
     if (cached != NULL && PyUnicode_GET_LENGTH(cached) == n &&
         memcmp(PyUnicode_1BYTE_DATA(cached), s, n) == 0) {
@@ -93,6 +111,11 @@ static PyObject *key_from_utf8(const unsigned char *s, Py_ssize_t n) {
     Py_INCREF(key);
     Py_XSETREF(*slot, key);
     return key;
+}
+
+static PyObject *key_from_utf8(const unsigned char *s, Py_ssize_t n) {
+    if (n > KEY_MAX || !is_ascii(s, n)) return str_from_utf8(s, n);
+    return cached_str(key_cache, s, n);
 }
 
 /* A native string's characters -> str. Refuses what the writer never makes and CPython cannot
@@ -140,7 +163,9 @@ static PyObject *decode_value(Reader *r, int depth);
 
 static PyObject *decode_str(Reader *r, Py_ssize_t n) {
     const unsigned char *s = take(r, n);
-    return s == NULL ? NULL : str_from_utf8(s, n);
+    if (s == NULL) return NULL;
+    if (n <= VALUE_MAX && is_ascii(s, n)) return cached_str(value_cache, s, n);
+    return str_from_utf8(s, n);
 }
 
 static PyObject *decode_bin(Reader *r, Py_ssize_t n) {
@@ -309,6 +334,53 @@ static PyObject *py_decode(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     PyBuffer_Release(&view);
     return value;
+}
+
+static inline uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* One raw block's records (format/block.py's layout), or Py_None for a block with an arena
+ * (arrays: BlockView decodes it). ValueError for anything inconsistent: the caller then decodes
+ * the block the slow way, which names the fault as BlockView does. */
+static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssize_t expected,
+                               PyObject *hook) {
+    if (size < 8) return truncated();
+    Py_ssize_t count = le32(raw), arena_offset = le32(raw + 4);
+    Py_ssize_t region_start = 8 + 8 * (count + 1);
+    if (count != expected || region_start + 5 > arena_offset || arena_offset > size) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent block header");
+        return NULL;
+    }
+    if (arena_offset != size) Py_RETURN_NONE;
+    Py_ssize_t end = region_start + le32(raw + 8 + 4 * count);
+    if (le32(raw + 8) != 5 || end > arena_offset) {
+        PyErr_SetString(PyExc_ValueError, "block payload region is out of bounds");
+        return NULL;
+    }
+    Reader r = {raw + region_start, raw + end, hook};
+    PyObject *records = decode_value(&r, 0);
+    if (records != NULL && (r.p != r.end || !PyList_CheckExact(records) ||
+                            PyList_GET_SIZE(records) != count)) {
+        Py_CLEAR(records);
+        PyErr_SetString(PyExc_ValueError, "block payload region does not hold its records");
+    }
+    return records;
+}
+
+/* decode_block(raw, count, hook): a raw block's records, or None for one with arrays. */
+static PyObject *py_decode_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode_block(raw, count, hook)");
+        return NULL;
+    }
+    Py_ssize_t expected = PyLong_AsSsize_t(args[1]);
+    if (expected == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *records = block_records(view.buf, view.len, expected, args[2]);
+    PyBuffer_Release(&view);
+    return records;
 }
 
 /* ---- nativize: the writer's side ---- */
@@ -570,6 +642,8 @@ static PyObject *py_nativize(PyObject *module, PyObject *payload) {
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_FASTCALL,
      "decode(buffer, begin, end, hook): the msgpack value in buffer[begin:end]"},
+    {"decode_block", (PyCFunction)(void (*)(void))py_decode_block, METH_FASTCALL,
+     "decode_block(raw, count, hook): a raw block's records, None for one with arrays"},
     {"nativize", py_nativize, METH_O,
      "nativize(payload): the payload with its non-ASCII str values as native strings"},
     {NULL, NULL, 0, NULL},

@@ -26,10 +26,14 @@ ExtHook = Callable[[int, Any], Any]
 RegionDecoder = Callable[[Any, int, int, ExtHook], Any]
 
 
+BlockDecoder = Callable[[Any, int, ExtHook], list[Any] | None]
+
+
 class Speedups(NamedTuple):
-    """The C module's two functions (see ``c_decoder`` and ``nativize``)."""
+    """The C module's functions (see ``c_decoder``, ``c_block_decoder`` and ``nativize``)."""
 
     decode: RegionDecoder
+    decode_block: BlockDecoder
     nativize: Callable[[bytes], bytes]
 
 
@@ -39,7 +43,7 @@ try:
 except ImportError:  # built without a C compiler: the fallbacks below
     speedups = None
 else:
-    speedups = Speedups(_speedups.decode, _speedups.nativize)
+    speedups = Speedups(_speedups.decode, _speedups.decode_block, _speedups.nativize)
 
 
 def speedups_built() -> bool:
@@ -96,6 +100,14 @@ def c_decoder() -> RegionDecoder | None:
     extensions through ``ext_hook(code, bytes)`` (as msgspec's decoder, which takes no buffer
     range and cannot make native strings without a Python call each)."""
     return None if speedups is None else speedups.decode
+
+
+def c_block_decoder() -> BlockDecoder | None:
+    """The C decoder of a whole raw block, or None where it is not built:
+    ``decode_block(raw, count, ext_hook)`` is the block's records, or None for a block with an
+    arena (arrays: ``BlockView`` decodes those). ValueError for any inconsistency: the caller
+    decodes the block again through ``BlockView``, which names the fault."""
+    return None if speedups is None else speedups.decode_block
 
 
 def _keep_ext(code: int, data: memoryview) -> Ext:

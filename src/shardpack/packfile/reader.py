@@ -7,10 +7,10 @@ LRU cache of decoded blocks serves neighbouring records.
 
 from __future__ import annotations
 
-import mmap
 import os
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from itertools import chain
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 from ..codecs import Codec, get_codec
 from ..errors import CodecError, CorruptBlockError, FormatError, OptionError
 from ..format.block import BlockView, unshuffle_block
-from ..format.decode import promote_arrays
+from ..format.decode import ArenaCursor, promote_arrays
 from ..format.dtypes import DTYPE_BY_NAME
 from ..format.layout import (
     BLOCK_SHUFFLED,
@@ -33,59 +33,12 @@ from ..format.layout import (
 )
 from ..format.metadata import FileMetadata, decode_file_metadata, widest_dtypes
 from ..format.projection import NotAnObject, Projection
+from ..format.strings import c_block_decoder
 from .blockcache import CACHE_MAX_BYTES, DecodedBlocks
-from .scan import iter_raw_blocks
+from .local import LocalSource
+from .scan import iter_raw_batches, reads_ahead
 
 DEFAULT_CACHE_BLOCKS = 8
-
-
-class LocalSource:
-    """Byte ranges of a local file: copied with pread, or zero-copy views of a memory map.
-
-    Compressed blocks are read with ``pread`` (they are decompressed into new memory anyway, and
-    copies keep the resident set bounded on a full scan); uncompressed blocks are served as views
-    of a read-only map, so their arrays point straight into the page cache.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            self.size = os.fstat(self._fd).st_size
-        except OSError as exc:
-            raise FormatError(f"cannot open: {exc.strerror or exc}", path=path) from exc
-        self._view: memoryview | None = None
-
-    def _check(self, offset: int, length: int) -> None:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise FormatError(f"read of {length} bytes at {offset} is past the end", path=self.path)
-        if self._fd is None:
-            raise ValueError(f"{self.path} is closed")
-
-    def read(self, offset: int, length: int) -> bytes:
-        self._check(offset, length)
-        data = os.pread(self._fd, length, offset)  # type: ignore[arg-type]
-        if len(data) != length:
-            raise FormatError(f"file shrank while reading at byte {offset}", path=self.path)
-        return data
-
-    def view(self, offset: int, length: int) -> memoryview:
-        self._check(offset, length)
-        if self._view is None:
-            mapped = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self.size else b""  # type: ignore[arg-type]
-            self._view = memoryview(mapped)
-        return self._view[offset : offset + length]
-
-    def close(self) -> None:
-        # arrays handed out may still view the map: the last of them releases it
-        self._view = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            self.close()
 
 
 def _column(index: np.ndarray, name: str) -> memoryview:
@@ -220,6 +173,14 @@ class PackedFile:
         """Stored bytes of the file (a view of the map for uncompressed files)."""
         return self._read(offset, length)
 
+    def read_stored_into(self, offset: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` with the file's bytes from ``offset`` on."""
+        read_into = getattr(self._source, "read_into", None)
+        if read_into is not None:
+            read_into(offset, buffer)
+        else:
+            buffer[:] = self._source.read(offset, len(buffer))
+
     def check_stored(self, block: int, stored: bytes | memoryview) -> None:
         """Raise CorruptBlockError unless ``stored`` matches ``block``'s checksum."""
         actual = checksum(stored)
@@ -349,17 +310,34 @@ class PackedFile:
         """Each block's records from ``start_block`` on, in file order: a full scan, reading
         many blocks per call (see ``scan``)."""
         projection = self.projection(columns)
-        counts = self._counts
-        if self.read_ahead and self.codec.batch_releases_gil:
-            blocks: Iterator[tuple[int, Any]] = iter_raw_blocks(self, start_block)
+        if self.read_ahead and reads_ahead(self.codec):
+            batches: Iterator[tuple[int, list[Any]]] = iter_raw_batches(self, start_block)
         else:  # one generator less per block
-            blocks = ((b, self.read_raw_block(b)) for b in range(start_block, self.block_count))
-        for block, raw in blocks:
-            try:
-                view = BlockView(raw, counts[block])
-            except ValueError as exc:
-                raise self.corrupt_error(block, f"bad block layout: {exc}") from None
-            yield self._decode_block(block, view, projection)
+            batches = ((b, [self.read_raw_block(b)]) for b in range(start_block, self.block_count))
+        # a text block in one C call, where it is built (a block at a time: a whole batch's
+        # records alive at once cost more in cache misses than the calls they would save)
+        decode_block = c_block_decoder() if projection is None and not self._promote else None
+        hook = ArenaCursor(b"", 0, 0).ext_hook  # text blocks hold no arena to hand arrays from
+        counts = self._counts
+        for first, raws in batches:
+            for block, raw in enumerate(raws, first):
+                records = None
+                if decode_block is not None:
+                    # a fault: decoded again below, to name it as BlockView does
+                    with suppress(ValueError, TypeError, RecursionError):
+                        records = decode_block(raw, counts[block], hook)
+                if records is None:
+                    records = self._block_records(block, raw, projection)
+                yield records
+
+    def _block_records(
+        self, block: int, raw: bytes | memoryview, projection: Projection | None
+    ) -> list[Any]:
+        try:
+            view = BlockView(raw, self._counts[block])
+        except ValueError as exc:
+            raise self.corrupt_error(block, f"bad block layout: {exc}") from None
+        return self._decode_block(block, view, projection)
 
     def iter_records(
         self, start_block: int = 0, columns: Sequence[str] | None = None

@@ -9,7 +9,11 @@ blocks per call, and the scanning thread waits until the worker is inside that c
 goes on: it hands the GIL over once per batch. Blocks are still read one at a time: a 1 MiB read
 into fresh memory measured slower here than 32-64 KiB reads into memory the allocator reuses.
 
-The worker is opt-in (``read_ahead=True``): a prototype took a GSM8K zstd scan from 6.2 to
+lz4 needs no worker: its C module starts each batch on a native thread of its own that never
+takes the GIL (``Codec.start_batch``), so the scanning thread hands nothing over and waits only
+if that thread is not done when it gets there.
+
+Read-ahead is opt-in (``read_ahead=True``): a prototype took a GSM8K zstd scan from 6.2 to
 5.0 ms while a core was free, but on a machine whose other core is busy the two threads share
 one core and the handovers cost more than the overlap gives (docs/BENCHMARKS.md).
 """
@@ -23,7 +27,10 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from ..codecs import Codec
+from ..codecs.base import PendingBlocks
 from ..errors import CodecError, CorruptBlockError
+from ..format.block import BLOCK_HEADER
+from ..format.layout import BLOCK_ALIGN
 
 if TYPE_CHECKING:
     from .reader import PackedFile
@@ -48,15 +55,22 @@ def batch_ranges(packed: PackedFile, start: int = 0) -> list[tuple[int, int]]:
     return ranges
 
 
-def iter_raw_blocks(packed: PackedFile, start: int = 0) -> Iterator[tuple[int, Any]]:
-    """(block number, raw block bytes) for every block from ``start`` on, in file order, the
-    next batch decompressed on a worker thread when the codec can do that without the GIL."""
+def reads_ahead(codec: Codec) -> bool:
+    """Whether ``codec`` can decode the next batch off the scanning thread."""
+    return codec.batch_releases_gil or codec.native_batches
+
+
+def iter_raw_batches(packed: PackedFile, start: int = 0) -> Iterator[tuple[int, list[Any]]]:
+    """(first block number, raw blocks) for every block from ``start`` on, in file order, a
+    batch at a time, the next batch decompressed off this thread where the codec can. A batch's
+    blocks may be views of a buffer the batch after next reuses: use them before asking for
+    the next batch (blocks with arrays, which hand out views of their bytes, never are)."""
     ranges = batch_ranges(packed, start)
-    if packed.codec.batch_releases_gil and len(ranges) > 1:
+    if reads_ahead(packed.codec) and len(ranges) > 1:
         yield from _pipelined(packed, ranges)
         return
     for block in range(start, packed.block_count):
-        yield block, packed.read_raw_block(block)
+        yield block, [packed.read_raw_block(block)]
 
 
 class StoredBatch:
@@ -68,7 +82,11 @@ class StoredBatch:
 
     __slots__ = ("error", "first", "raw_sizes", "stored")
 
-    def __init__(self, packed: PackedFile, first: int, end: int) -> None:
+    def __init__(
+        self, packed: PackedFile, first: int, end: int, buffer: bytearray | None = None
+    ) -> None:
+        """``buffer``: read the batch's stored bytes into it with one read, where they lie
+        together (as packs write them) and fit; else one read per block into new memory."""
         self.first = first
         self.stored: list[bytes | memoryview] = []
         self.raw_sizes: list[int] = []
@@ -78,8 +96,13 @@ class StoredBatch:
             packed.block_stored_sizes,
             packed.block_raw_sizes,
         )
+        whole = _read_together(packed, first, end, buffer) if buffer is not None else None
         for block in range(first, end):
-            stored = packed.read_stored(offsets[block], sizes[block])
+            if whole is not None:
+                start = offsets[block] - offsets[first]
+                stored: bytes | memoryview = whole[start : start + sizes[block]]
+            else:
+                stored = packed.read_stored(offsets[block], sizes[block])
             if packed.verify:
                 try:
                     packed.check_stored(block, stored)
@@ -88,6 +111,25 @@ class StoredBatch:
                     break
             self.stored.append(stored)
             self.raw_sizes.append(raw_sizes[block])
+
+
+def _read_together(
+    packed: PackedFile, first: int, end: int, buffer: bytearray
+) -> memoryview | None:
+    """Blocks [first, end) read with one read into ``buffer`` (a view of the part read), or
+    None where they do not lie in order, back to back but for alignment, within it."""
+    offsets, sizes = packed.block_offsets, packed.block_stored_sizes
+    position = offsets[first]
+    for block in range(first, end):
+        if not position <= offsets[block] <= position + BLOCK_ALIGN:
+            return None  # out of order or spread out: a crafted index, never a pack
+        position = offsets[block] + sizes[block]
+    span = position - offsets[first]
+    if span > len(buffer):
+        return None
+    whole = memoryview(buffer)[:span]
+    packed.read_stored_into(offsets[first], whole)
+    return whole
 
 
 class _Job:
@@ -102,6 +144,9 @@ class _Job:
         self.blocks: list[Any] = []
         self.error: CodecError | None = None
 
+    def wait(self) -> None:
+        self.done.wait()
+
     def run(self, codec: Codec) -> None:
         batch = self.batch
         self.started.set()
@@ -112,6 +157,46 @@ class _Job:
             self.error = exc
         finally:
             self.done.set()
+
+
+class _NativeJob:
+    """One batch on the codec's own native thread (``Codec.start_batch``): no worker needed,
+    and the scanning thread never waits for one to take the GIL."""
+
+    __slots__ = ("_pending", "batch", "blocks", "error")
+
+    def __init__(self, codec: Codec, batch: StoredBatch, out: bytearray | None) -> None:
+        """``out``: a buffer the raw blocks are written into (reused by the batch after next)."""
+        self.batch = batch
+        self.blocks: list[Any] = []
+        self.error: CodecError | None = None
+        self._pending: PendingBlocks | None = None
+        if batch.stored:
+            if out is not None and sum(batch.raw_sizes) > len(out):
+                out = None
+            try:
+                self._pending = codec.start_batch(batch.stored, batch.raw_sizes, out)
+            except CodecError as exc:
+                self.error = exc
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            try:
+                blocks = self._pending.result()
+            except CodecError as exc:
+                self.error = exc
+            else:
+                # a block with arrays hands out views of its bytes: those must outlive the
+                # reused buffer, so such a block (never in a text pack) gets bytes of its own
+                self.blocks = [
+                    bytes(raw) if type(raw) is memoryview and _has_arena(raw) else raw
+                    for raw in blocks
+                ]
+            self._pending = None
+
+
+def _has_arena(raw: memoryview) -> bool:
+    return len(raw) < BLOCK_HEADER.size or BLOCK_HEADER.unpack_from(raw)[1] < len(raw)
 
 
 class _Worker(threading.Thread):
@@ -135,33 +220,83 @@ class _Worker(threading.Thread):
         return job
 
 
-def _pipelined(packed: PackedFile, ranges: list[tuple[int, int]]) -> Iterator[tuple[int, Any]]:
-    worker = _Worker(packed.codec)
-    worker.start()
+Buffers = list[tuple[bytearray, bytearray]]
+_pool = threading.local()  # per thread: the buffers its last scan gave back
+
+
+def _claim_buffers(packed: PackedFile, ranges: list[tuple[int, int]]) -> Buffers:
+    """Two (stored, raw) buffer pairs, each as large as the largest batch needs: those this
+    thread's last scan gave back where they are large enough (fresh memory costs a page fault
+    per 4 KiB, about what decompressing into it costs), else new ones. A scan owns them until
+    it gives them back: two scans in one thread (a mixture) never share them."""
+    sizes, raw_sizes = packed.block_stored_sizes, packed.block_raw_sizes
+    stored = max(sum(sizes[first:end]) + BLOCK_ALIGN * (end - first) for first, end in ranges)
+    raw = max(sum(raw_sizes[first:end]) for first, end in ranges)
+    pairs: Buffers | None = getattr(_pool, "pairs", None)
+    _pool.pairs = None
+    if pairs is None or len(pairs[0][0]) < stored or len(pairs[0][1]) < raw:
+        pairs = [(bytearray(stored), bytearray(raw)) for _ in range(2)]
+    return pairs
+
+
+def _give_back(pairs: Buffers) -> None:
+    if getattr(_pool, "pairs", None) is None:
+        _pool.pairs = pairs
+
+
+def _pipelined(
+    packed: PackedFile, ranges: list[tuple[int, int]]
+) -> Iterator[tuple[int, list[Any]]]:
+    codec = packed.codec
+    worker = None if codec.native_batches else _Worker(codec)
+    # native batches alternate between two pairs of buffers (stored, raw): batch k + 2 is
+    # submitted once batch k has been used, and memory reused is not faulted in again
+    buffers = _claim_buffers(packed, ranges) if worker is None else None
+    submitted = 0
+
+    def submit(first: int, end: int) -> _Job | _NativeJob:
+        nonlocal submitted
+        if buffers is None:
+            assert worker is not None
+            return worker.submit(StoredBatch(packed, first, end))
+        stored, raw = buffers[submitted % 2]
+        submitted += 1
+        return _NativeJob(codec, StoredBatch(packed, first, end, stored), raw)
+
+    if worker is not None:
+        worker.start()
     owner = os.getpid()
     try:
-        pending = worker.submit(StoredBatch(packed, *ranges[0]))
+        pending = submit(*ranges[0])
         for k in range(len(ranges)):
             if os.getpid() != owner:  # a forked child goes on without the parent's worker
                 for block in range(ranges[k][0], packed.block_count):
-                    yield block, packed.read_raw_block(block)
+                    yield block, [packed.read_raw_block(block)]
                 return
             job = pending
             if k + 1 < len(ranges):
                 # read and verify the batch after this one while the worker decodes this one
-                pending = worker.submit(StoredBatch(packed, *ranges[k + 1]))
-            job.done.wait()
+                pending = submit(*ranges[k + 1])
+            job.wait()
             batch = job.batch
             if job.error is not None:  # find and name the damaged block, one block at a time
                 for j, stored in enumerate(batch.stored):
                     block = batch.first + j
-                    yield block, packed.raw_from_stored(block, stored, verify=False)
-            else:
-                for j, raw in enumerate(job.blocks):
-                    block = batch.first + j
-                    yield block, packed.unshuffled(block, memoryview(raw))
+                    yield block, [packed.raw_from_stored(block, stored, verify=False)]
+            elif job.blocks:
+                first = batch.first
+                yield (
+                    first,
+                    [
+                        packed.unshuffled(first + j, memoryview(raw))
+                        for j, raw in enumerate(job.blocks)
+                    ],
+                )
             if batch.error is not None:
                 raise batch.error
     finally:
         if os.getpid() == owner:
-            worker.jobs.put(None)
+            if worker is not None:
+                worker.jobs.put(None)
+            if buffers is not None:
+                _give_back(buffers)

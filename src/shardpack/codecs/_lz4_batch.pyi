@@ -1,0 +1,8 @@
+"""The C module's signatures (codecs/_lz4_batch.c); absent at run time where it was not built."""
+
+from typing import Any
+
+class Pending:
+    def result(self) -> list[bytes] | None: ...
+
+def start(stored: list[Any], raw_sizes: list[int], out: Any = None, /) -> Pending: ...
