@@ -53,6 +53,7 @@ def codec_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
             pytest.skip("the C module is not built here")
     else:
         monkeypatch.setattr(strings, "speedups", None)
+        monkeypatch.setattr(strings, "_warned_slow", True)  # its own test below
     return str(request.param)
 
 
@@ -106,6 +107,7 @@ def test_both_implementations_write_the_same_bytes(
     source = _jsonl(tmp_path, _records())
     shardpack.pack(source, tmp_path / "c.packed", block_size=512, workers=1)
     monkeypatch.setattr(strings, "speedups", None)
+    monkeypatch.setattr(strings, "_warned_slow", True)
     shardpack.pack(source, tmp_path / "py.packed", block_size=512, workers=1)
     c, py = (PackedParts.parse((tmp_path / n).read_bytes()) for n in ("c.packed", "py.packed"))
     assert c.blocks == py.blocks and c.metadata["content_hash"] == py.metadata["content_hash"]
@@ -121,6 +123,7 @@ def test_each_path_reads_what_the_other_wrote(
     shardpack.pack(source, tmp_path / "c.packed", block_size=512, workers=1)
     speedups = strings.speedups
     monkeypatch.setattr(strings, "speedups", None)
+    monkeypatch.setattr(strings, "_warned_slow", True)
     shardpack.pack(source, tmp_path / "py.packed", block_size=512, workers=1)
     with shardpack.open(tmp_path / "c.packed") as ds:
         assert list(ds) == records
@@ -330,3 +333,18 @@ def test_golden_native_strings_beside_arrays(codec_path: str) -> None:
     with shardpack.open(GOLDEN / "kd-zstd.packed") as ds:
         for got, want in zip(ds, expected, strict=True):
             assert got["prompt"] == want["prompt"] and got["ids"].tolist() == want["ids"]
+
+
+def test_reading_native_strings_without_the_c_module_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "text.packed"
+    shardpack.pack(_jsonl(tmp_path, _records()), out, block_size=512, workers=1)
+    monkeypatch.setattr(strings, "speedups", None)
+    monkeypatch.setattr(strings, "_warned_slow", False)
+    with pytest.warns(RuntimeWarning, match="C modules are not built") as caught:
+        with shardpack.open(out) as ds:
+            assert list(ds) == _records()
+        with shardpack.open(out) as ds:
+            list(ds)
+    assert len(caught) == 1

@@ -14,6 +14,7 @@ functions here write the same bytes and read the same values, slower.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -65,9 +66,27 @@ def native_string(text: str) -> Ext | None:
     return Ext(EXT_NATIVE_STR, bytes((kind,)) + chars)
 
 
+_warned_slow = False
+
+
+def _warn_slow() -> None:
+    global _warned_slow
+    _warned_slow = True
+    warnings.warn(
+        "shardpack's C modules are not built: native strings (format 1.2) are decoded in Python, "
+        "about 3x slower on non-ASCII text. Install a C compiler and Python's headers, then "
+        "reinstall shardpack (shardpack --version tells).",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
 def str_from_native(data: bytes | memoryview) -> str:
     """A native-string extension's str. ValueError for what the writer never makes: an unknown
-    kind, a length that is no multiple of it, surrogates, code points past U+10FFFF."""
+    kind, a length that is no multiple of it, surrogates, code points past U+10FFFF. Warns
+    once where the C module is not built: text with many native strings reads slowly."""
+    if speedups is None and not _warned_slow:
+        _warn_slow()
     if len(data) < 1:
         raise ValueError("native string without its kind byte")
     kind, chars = data[0], bytes(data[1:])
