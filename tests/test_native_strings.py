@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 import shardpack
 from shardpack.errors import CorruptBlockError
-from shardpack.format import strings
+from shardpack.format import decode, strings
 from shardpack.format.block import BlockView
+from shardpack.format.decode import ArenaCursor
 from shardpack.format.dtypes import EXT_NATIVE_STR, EXT_RAW_STR
 from shardpack.format.records import RecordEncoder
 
@@ -348,3 +349,65 @@ def test_reading_native_strings_without_the_c_module_warns_once(
         with shardpack.open(out) as ds:
             list(ds)
     assert len(caught) == 1
+
+
+# ---- strings="utf8": files readers before 1.2 read ----
+
+
+def _as_a_reader_before_1_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """msgspec's decoder with a hook that knows no native strings, as shardpack 1.1 had."""
+    original = ArenaCursor.ext_hook
+
+    def hook(self: ArenaCursor, code: int, data: memoryview) -> Any:
+        if code == EXT_NATIVE_STR:
+            raise ValueError(f"unknown extension type {code}")
+        return original(self, code, data)
+
+    monkeypatch.setattr(strings, "speedups", None)
+    monkeypatch.setattr(ArenaCursor, "ext_hook", hook)
+    # this thread's decoder holds the hook it was made with: one with the patched hook, for
+    # this test only (monkeypatch puts back what was there, or nothing)
+    cursor = ArenaCursor(b"", 0, 0)
+    pair = (cursor, msgspec.msgpack.Decoder(ext_hook=cursor.ext_hook))
+    monkeypatch.setattr(decode._thread_state, "pair", pair, raising=False)
+
+
+def test_utf8_strings_are_read_by_readers_before_1_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _records()
+    source = _jsonl(tmp_path, records)
+    shardpack.pack(source, tmp_path / "utf8.packed", strings="utf8", block_size=512, workers=1)
+    shardpack.pack(source, tmp_path / "native.packed", block_size=512, workers=1)
+    with shardpack.open(tmp_path / "utf8.packed") as ds:
+        assert ds.metadata.provenance.options.strings == "utf8"
+    _as_a_reader_before_1_2(monkeypatch)
+    with shardpack.open(tmp_path / "utf8.packed") as ds:
+        assert list(ds) == records
+    with (
+        shardpack.open(tmp_path / "native.packed") as ds,
+        pytest.raises(CorruptBlockError, match=r"block 0\b.*unknown extension type 4"),
+    ):
+        list(ds)
+
+
+def test_strings_option_from_the_command_line_and_the_writer(tmp_path: Path) -> None:
+    from shardpack.cli.main import main as cli_main
+
+    source = _jsonl(tmp_path, _records())
+    assert (
+        cli_main(["pack", str(source), "-o", str(tmp_path / "a.packed"), "--strings", "utf8", "-q"])
+        == 0
+    )
+    with shardpack.open(tmp_path / "a.packed") as ds:
+        assert ds.metadata.provenance.options.strings == "utf8"
+    # the option decides the bytes: the pack is not "up to date" under the other one
+    assert cli_main(["pack", str(source), "-o", str(tmp_path / "a.packed"), "-q"]) == 0
+    with shardpack.open(tmp_path / "a.packed") as ds:
+        assert ds.metadata.provenance.options.strings == "native"
+    with shardpack.Writer(tmp_path / "w.packed", strings="utf8") as writer:
+        writer.write({"t": "中文"})
+    with shardpack.open(tmp_path / "w.packed") as ds:
+        assert list(ds) == [{"t": "中文"}] and ds.metadata.provenance.options.strings == "utf8"
+    with pytest.raises(shardpack.OptionError, match="strings must be one of native, utf8"):
+        shardpack.pack(source, tmp_path / "x.packed", strings="latin1")

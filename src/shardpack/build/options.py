@@ -33,6 +33,7 @@ DEFAULT_BLOCK_SIZE = 64 * 1024
 # µs on the KD mix) for +0.3% size there, +2.4% on short text (docs/DECISIONS.md)
 DEFAULT_BLOCK_SIZES = {"lz4": 32 * 1024}
 DEFAULT_COMPRESSION = "lz4"
+STRING_CHOICES = ("native", "utf8")
 # Small units keep a unit's working set (lines, values, payloads, blocks: ~5x the unit) in memory
 # the allocator reuses: first-touching fresh pages costs up to ~3 ms per MB on a VM, which made
 # a 4 MB pack 25% slower with 8 MiB units (docs/DECISIONS.md, "Work units").
@@ -56,6 +57,7 @@ class EncodeOptions:
     on_error: str = "fail"  # "skip": a bad line becomes a Rejection instead of failing the pack
     shuffle: bool = False  # store block arenas as byte planes (BLOCK_SHUFFLED)
     unit_bytes: int = UNIT_INPUT_BYTES
+    native_strings: bool = True  # non-ASCII str values as native strings (format 1.2)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class PackOptions:
     dtypes: Mapping[str, str] = field(default_factory=dict)  # opt-in lossy: field -> dtype
     shuffle: bool | None = None  # byte-plane shuffle of arrays; None: on for zstd only
     dictionary: bool = False  # zstd: train one dictionary for the whole dataset
+    # "native": non-ASCII strings stored as CPython holds them (fast to read, format 1.2);
+    # "utf8": UTF-8 only, which shardpack before 1.2 reads too (for a rollout)
+    strings: Literal["native", "utf8"] = "native"
     schema: Mapping[str, Any] | None = None  # a JSON Schema every record must meet
     on_error: Literal["fail", "skip"] = "fail"
     allow_empty: bool = False
@@ -94,6 +99,10 @@ class PackOptions:
             )
         if self.on_error == "fail" and self.rejects is not None:
             raise OptionError("a rejects file only applies with on_error='skip'")
+        if self.strings not in STRING_CHOICES:
+            raise OptionError(
+                f"strings must be one of {', '.join(STRING_CHOICES)}, got {self.strings!r}"
+            )
         if self.dictionary and codec.codec_id != "zstd":
             raise OptionError("a compression dictionary needs --compression zstd")
         for name in ("block_size", "shard_size", "records_per_shard", "unit_bytes"):
@@ -184,6 +193,7 @@ class PackOptions:
             on_error=self.on_error,
             shuffle=self.byte_shuffle,
             unit_bytes=self.unit_bytes,
+            native_strings=self.strings == "native",
         )
 
     def recorded(self) -> RecordedOptions:
@@ -194,6 +204,7 @@ class PackOptions:
             dtypes=dict(self.dtypes),
             shuffle=self.byte_shuffle,
             zstd_dictionary=self.dictionary,
+            strings=self.strings,
             on_error=self.on_error,
             allow_empty=self.allow_empty,
             unit_input_bytes=self.unit_bytes,

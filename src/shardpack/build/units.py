@@ -217,7 +217,7 @@ class UnitEncoder:
             return self._encode_checked(unit, unit.records, native=True)
         if self.checker is not None or self.overrides:
             return self._encode_checked(unit, None)
-        encoder = RecordEncoder()
+        encoder = RecordEncoder(native_strings=self.options.native_strings)
         try:
             values = read_values(unit.lines, encoder)
             if values is not None:
@@ -274,7 +274,7 @@ class UnitEncoder:
     ) -> EncodedUnit:
         """Record by record: lines to parse carefully, schema checks, ``on_error`` rejects;
         ``native``: the values are Python records (numpy arrays and tensors keep their dtype)."""
-        encoder = RecordEncoder(self.overrides)
+        encoder = RecordEncoder(self.overrides, native_strings=self.options.native_strings)
         builder = BlockBuilder(encoder)
         blocks: list[EncodedBlock] = []
         count = len(decoded) if native and decoded is not None else len(unit.lines)

@@ -167,6 +167,14 @@ def _input_size(paths: list[str]) -> int | None:
     help="zstd only: train a dictionary on the first 8 MiB and store it in OUT.",
 )
 @click.option(
+    "--strings",
+    type=click.Choice(["native", "utf8"]),
+    default="native",
+    show_default=True,
+    help="native: non-ASCII text stored as Python holds it, fast to read (format 1.2); utf8: "
+    "readable by shardpack before 1.2 too.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Rebuild even when OUT is up to date (same input hashes and options).",
@@ -199,6 +207,7 @@ def pack(
     meta: tuple[str, ...],
     shuffle: bool | None,
     zstd_dictionary: bool,
+    strings: str,
     force: bool,
     dry_run: bool,
     as_json: bool,
@@ -225,6 +234,7 @@ def pack(
             dtypes=_parse_dtypes(dtypes),
             shuffle=shuffle,
             dictionary=zstd_dictionary,
+            strings=strings,
             schema=schema_path,
             on_error=on_error,
             rejects=rejects,

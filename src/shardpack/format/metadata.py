@@ -169,6 +169,7 @@ class RecordedOptions(Document):
     dtypes: dict[str, str] = {}
     shuffle: bool | None = None
     zstd_dictionary: bool = False
+    strings: str = "utf8"  # "native" since format 1.2 (files before it have no such key)
     on_error: str = "fail"
     allow_empty: bool = False
     unit_input_bytes: Count | None = None

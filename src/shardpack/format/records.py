@@ -44,6 +44,10 @@ from .strings import nativize
 _INT32 = np.iinfo(np.int32)
 
 
+def _unchanged(payload: bytes) -> bytes:
+    return payload
+
+
 class RecordLimitError(OptionError):
     """A record beyond the format's bounds (nesting depth, size: see ``bounds``). Packing
     reports it as an InputError naming the record's line, or rejects the line."""
@@ -162,8 +166,13 @@ class RecordEncoder:
     record one dtype per field and readers can promote the rare record stored narrower.
     """
 
-    def __init__(self, dtype_overrides: Mapping[str, np.dtype] | None = None) -> None:
+    def __init__(
+        self, dtype_overrides: Mapping[str, np.dtype] | None = None, *, native_strings: bool = True
+    ) -> None:
+        """``native_strings``: non-ASCII str values as native strings (format 1.2); False keeps
+        UTF-8, which readers before 1.2 read."""
         self.dtype_overrides = dict(dtype_overrides or {})
+        self._nativize = nativize if native_strings else _unchanged
         self.array_dtypes: dict[str, dict[str, int]] = {}  # path -> {dtype name: count}
         self.lossy_fields: dict[str, str] = {}
         self._arena = bytearray()
@@ -178,11 +187,11 @@ class RecordEncoder:
         if not converted:
             value = self._convert(value, "")
         try:
-            return nativize(self._encoder.encode(value))
+            return self._nativize(self._encoder.encode(value))
         except (OverflowError, UnicodeEncodeError):
             # rare: an integer beyond 64 bits or an unpaired surrogate; re-encode the slow way
             del arena[start:]
-            return nativize(self._encoder.encode(_escape_unencodable(value)))
+            return self._nativize(self._encoder.encode(_escape_unencodable(value)))
 
     def encode_all(self, values: list[Any]) -> list[bytes] | None:
         """The payloads of converted values in one C-level pass, as ``encode`` gives them, if
@@ -193,7 +202,7 @@ class RecordEncoder:
             payloads = list(map(self._encoder.encode, values))
         except (OverflowError, UnicodeEncodeError):
             return None
-        return None if arena else list(map(nativize, payloads))
+        return None if arena else list(map(self._nativize, payloads))
 
     def convert_all(self, values: list[Any]) -> list[Any]:
         """``convert`` for many values; when they are objects whose fields hold no list or
