@@ -64,15 +64,18 @@ def _lines(path: Path) -> list[Any]:
 def test_lz4_read_ahead_scans_in_native_batches(
     text_lz4: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A local file's batches are read, checked and decompressed on the native thread
+    (``start_read``), into the reused buffers."""
     started: list[int] = []
-    original = lz4_codec.LZ4Codec.start_batch
+    original = lz4_codec.LZ4Codec.start_read
 
-    def recording(self: Any, stored: Any, raw_sizes: Any, out: Any = None) -> Any:
-        started.append(len(stored))
-        assert out is not None  # into a reused buffer
-        return original(self, stored, raw_sizes, out)
+    def recording(self: Any, *args: Any) -> Any:
+        starts, checksums, out = args[3], args[6], args[7]
+        started.append(len(starts))
+        assert out is not None and checksums is not None  # into a reused buffer; verified
+        return original(self, *args)
 
-    monkeypatch.setattr(lz4_codec.LZ4Codec, "start_batch", recording)
+    monkeypatch.setattr(lz4_codec.LZ4Codec, "start_read", recording)
     with shardpack.open(text_lz4, read_ahead=True) as ds:
         assert list(ds) == _lines(text_jsonl)
         assert len(started) > 2 and sum(started) == ds.files[0].block_count
@@ -80,6 +83,23 @@ def test_lz4_read_ahead_scans_in_native_batches(
     with shardpack.open(text_lz4) as ds:  # off by default
         list(ds)
     assert len(started) == batches
+
+
+def test_blocks_not_from_a_local_file_take_start_batch(
+    text_lz4: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PackedFile, "local_fd", lambda self: None)
+    started: list[int] = []
+    original = lz4_codec.LZ4Codec.start_batch
+
+    def recording(self: Any, stored: Any, raw_sizes: Any, out: Any = None) -> Any:
+        started.append(len(stored))
+        return original(self, stored, raw_sizes, out)
+
+    monkeypatch.setattr(lz4_codec.LZ4Codec, "start_batch", recording)
+    with shardpack.open(text_lz4, read_ahead=True) as ds:
+        assert list(ds) == _lines(text_jsonl)
+        assert len(started) > 2 and sum(started) == ds.files[0].block_count
 
 
 def test_arrays_never_view_a_reused_buffer(kd_lz4: tuple[Path, list[Any]]) -> None:
@@ -135,6 +155,40 @@ def test_a_scan_left_early_gives_its_buffers_back(text_lz4: Path, text_jsonl: Pa
         assert list(ds) == _lines(text_jsonl)
 
 
+def test_a_scan_left_early_waits_for_its_batch_in_flight(
+    text_lz4: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its buffers go back to the pool (for the next scan to write into) only once no native
+    thread writes into them."""
+    events: list[tuple[str, int]] = []
+    for job_type in (scan._FileJob, scan._NativeJob):
+        started, waited = job_type.__init__, job_type.wait
+
+        def init(self: Any, *args: Any, _started: Any = started) -> None:
+            _started(self, *args)
+            events.append(("start", id(self)))
+
+        def wait(self: Any, _waited: Any = waited) -> None:
+            events.append(("wait", id(self)))
+            _waited(self)
+
+        monkeypatch.setattr(job_type, "__init__", init)
+        monkeypatch.setattr(job_type, "wait", wait)
+    give_back = scan._give_back
+    monkeypatch.setattr(
+        scan, "_give_back", lambda pairs: (events.append(("give back", 0)), give_back(pairs))
+    )
+    with shardpack.open(text_lz4, read_ahead=True) as ds:
+        records = iter(ds)
+        next(records)
+        del records  # left early: the next batch is in flight
+        gc.collect()
+    back = events.index(("give back", 0))
+    started = {job for what, job in events if what == "start"}
+    assert len(started) == 2
+    assert started <= {job for what, job in events[:back] if what == "wait"}
+
+
 def _broken_lz4(source: Path, tmp_path: Path, block: int) -> tuple[Path, int]:
     """``block``'s stored bytes replaced by bytes LZ4 refuses, its checksum made to match."""
     parts = PackedParts.parse(source.read_bytes())
@@ -159,6 +213,24 @@ def test_a_block_lz4_refuses_is_named_after_the_records_before_it(
             seen.append(record)
     assert caught.value.block == block and "lz4" in str(caught.value)
     assert len(seen) == first_record
+
+
+def test_a_checksum_the_native_thread_refuses_is_named(text_lz4: Path, tmp_path: Path) -> None:
+    with PackedFile(text_lz4) as packed:
+        block = scan.batch_ranges(packed)[2][0] + 1
+        entry = packed.index[block]
+    data = bytearray(text_lz4.read_bytes())
+    data[int(entry["offset"]) + 5] ^= 0x01  # stored bytes changed, checksum not
+    path = tmp_path / "damaged.lz4"
+    path.write_bytes(bytes(data))
+    seen = []
+    with (
+        shardpack.open(path, read_ahead=True) as ds,
+        pytest.raises(CorruptBlockError, match="checksum mismatch") as caught,
+    ):
+        for record in ds:
+            seen.append(record)
+    assert caught.value.block == block and len(seen) == int(entry["first_record"])
 
 
 def test_without_the_c_module_read_ahead_is_a_plain_scan(

@@ -6,3 +6,14 @@ class Pending:
     def result(self) -> list[bytes] | None: ...
 
 def start(stored: list[Any], raw_sizes: list[int], out: Any = None, /) -> Pending: ...
+def read(
+    fd: int,
+    offset: int,
+    stored: Any,
+    starts: list[int],
+    stored_sizes: list[int],
+    raw_sizes: list[int],
+    checksums: list[int] | None,
+    out: Any,
+    /,
+) -> Pending: ...

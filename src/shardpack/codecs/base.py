@@ -37,6 +37,8 @@ class Codec(ABC):
     batch_releases_gil: ClassVar[bool] = False
     # start_batch decodes on a native thread that never needs the GIL: no worker thread needed
     native_batches: ClassVar[bool] = False
+    # start_read also reads and checks a local file's blocks on that thread
+    native_reads: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, raw: bytes | memoryview) -> bytes:
@@ -63,6 +65,23 @@ class Codec(ABC):
         back to back and come back as views of it. ``CodecError`` for a size the stored bytes
         could never hold."""
         raise NotImplementedError(f"{self.codec_id} has no native batches")
+
+    def start_read(
+        self,
+        fd: int,
+        offset: int,
+        stored: memoryview,
+        starts: list[int],
+        stored_sizes: list[int],
+        raw_sizes: list[int],
+        checksums: list[int] | None,
+        out: Any,
+    ) -> PendingBlocks:
+        """``start_batch`` for blocks of a local file lying together from ``offset`` on: the
+        native thread reads ``len(stored)`` bytes into ``stored`` (block j at ``starts[j]``),
+        checks each block's checksum (unless None), then decodes it into ``out`` (only where
+        ``native_reads``)."""
+        raise NotImplementedError(f"{self.codec_id} has no native reads")
 
     def to_dict(self) -> dict[str, Any]:
         """The codec id and settings, as recorded in the packed file."""

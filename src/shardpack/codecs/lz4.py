@@ -53,7 +53,7 @@ class LZ4Codec(Codec):
     """
 
     codec_id = "lz4"
-    native_batches = _lz4_batch is not None
+    native_batches = native_reads = _lz4_batch is not None
 
     def __init__(self, level: int = 0) -> None:
         if not 0 <= level <= 12:
@@ -92,6 +92,27 @@ class LZ4Codec(Codec):
             return _NativeBatch(pending, out, raw_sizes)
         except ValueError as exc:  # a size the stored bytes could never hold
             raise CodecError(str(exc)) from None
+
+    def start_read(
+        self,
+        fd: int,
+        offset: int,
+        stored: memoryview,
+        starts: list[int],
+        stored_sizes: list[int],
+        raw_sizes: list[int],
+        checksums: list[int] | None,
+        out: Any,
+    ) -> PendingBlocks:
+        if _lz4_batch is None:
+            raise NotImplementedError("lz4 read-ahead needs the C module, which is not built")
+        try:
+            pending = _lz4_batch.read(
+                fd, offset, stored, starts, stored_sizes, raw_sizes, checksums, out
+            )
+        except ValueError as exc:  # a size the stored bytes could never hold
+            raise CodecError(str(exc)) from None
+        return _NativeBatch(pending, out, raw_sizes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.codec_id, "level": self.level}

@@ -57,6 +57,11 @@ class LocalSource:
             self._view = memoryview(mapped)
         return self._view[offset : offset + length]
 
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
     def close(self) -> None:
         # arrays handed out may still view the map: the last of them releases it
         self._view = None

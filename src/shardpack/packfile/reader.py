@@ -166,6 +166,15 @@ class PackedFile:
         return self._stored_sizes
 
     @property
+    def block_checksums(self) -> memoryview:
+        return self._checksums
+
+    def local_fd(self) -> int | None:
+        """The open descriptor of a local file (a read-ahead thread reads it), else None."""
+        fileno = getattr(self._source, "fileno", None)
+        return fileno() if fileno is not None else None
+
+    @property
     def block_raw_sizes(self) -> memoryview:
         return self._raw_sizes
 

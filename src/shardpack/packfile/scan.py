@@ -113,22 +113,30 @@ class StoredBatch:
             self.raw_sizes.append(raw_sizes[block])
 
 
-def _read_together(
-    packed: PackedFile, first: int, end: int, buffer: bytearray
-) -> memoryview | None:
-    """Blocks [first, end) read with one read into ``buffer`` (a view of the part read), or
-    None where they do not lie in order, back to back but for alignment, within it."""
+def _together(packed: PackedFile, first: int, end: int, buffer: bytearray) -> int | None:
+    """The bytes blocks [first, end) span in the file, or None where they do not lie in order,
+    back to back but for alignment (a crafted index, never a pack), or would not fit
+    ``buffer``."""
     offsets, sizes = packed.block_offsets, packed.block_stored_sizes
     position = offsets[first]
     for block in range(first, end):
         if not position <= offsets[block] <= position + BLOCK_ALIGN:
-            return None  # out of order or spread out: a crafted index, never a pack
+            return None
         position = offsets[block] + sizes[block]
     span = position - offsets[first]
-    if span > len(buffer):
+    return span if span <= len(buffer) else None
+
+
+def _read_together(
+    packed: PackedFile, first: int, end: int, buffer: bytearray
+) -> memoryview | None:
+    """Blocks [first, end) read with one read into ``buffer`` (a view of the part read), or
+    None where they do not lie together within it."""
+    span = _together(packed, first, end, buffer)
+    if span is None:
         return None
     whole = memoryview(buffer)[:span]
-    packed.read_stored_into(offsets[first], whole)
+    packed.read_stored_into(packed.block_offsets[first], whole)
     return whole
 
 
@@ -144,8 +152,15 @@ class _Job:
         self.blocks: list[Any] = []
         self.error: CodecError | None = None
 
+    @property
+    def first(self) -> int:
+        return self.batch.first
+
     def wait(self) -> None:
         self.done.wait()
+
+    def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
+        return _one_by_one(packed, self.batch)
 
     def run(self, codec: Codec) -> None:
         batch = self.batch
@@ -179,20 +194,82 @@ class _NativeJob:
             except CodecError as exc:
                 self.error = exc
 
+    @property
+    def first(self) -> int:
+        return self.batch.first
+
     def wait(self) -> None:
         if self._pending is not None:
-            try:
-                blocks = self._pending.result()
-            except CodecError as exc:
-                self.error = exc
-            else:
-                # a block with arrays hands out views of its bytes: those must outlive the
-                # reused buffer, so such a block (never in a text pack) gets bytes of its own
-                self.blocks = [
-                    bytes(raw) if type(raw) is memoryview and _has_arena(raw) else raw
-                    for raw in blocks
-                ]
+            self.blocks, self.error = _outcome(self._pending)
             self._pending = None
+
+    def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
+        return _one_by_one(packed, self.batch)
+
+
+class _FileJob:
+    """One batch of a local file read, checked and decompressed on the codec's native thread
+    (``Codec.start_read``): the scanning thread neither reads nor hashes it. A fault is named
+    by reading the batch again block by block (``one_by_one``)."""
+
+    __slots__ = ("_pending", "blocks", "end", "error", "first")
+
+    def __init__(
+        self, packed: PackedFile, fd: int, blocks: range, stored: memoryview, out: bytearray
+    ) -> None:
+        """``blocks`` of the file open as ``fd``; ``stored``: as many bytes as they span
+        (``_together``); ``out``: room for their raw bytes."""
+        first, end = blocks.start, blocks.stop
+        self.first, self.end = first, end
+        self.blocks: list[Any] = []
+        self.error: CodecError | None = None
+        self._pending: PendingBlocks | None = None
+        offsets, sizes = packed.block_offsets, packed.block_stored_sizes
+        base = offsets[first]
+        checksums = list(packed.block_checksums[first:end]) if packed.verify else None
+        try:
+            self._pending = packed.codec.start_read(
+                fd,
+                base,
+                stored,
+                [offsets[block] - base for block in range(first, end)],
+                list(sizes[first:end]),
+                list(packed.block_raw_sizes[first:end]),
+                checksums,
+                out,
+            )
+        except CodecError as exc:
+            self.error = exc
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self.blocks, self.error = _outcome(self._pending)
+            self._pending = None
+
+    def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
+        for block in range(self.first, self.end):
+            yield block, [packed.read_raw_block(block)]
+
+
+def _outcome(pending: PendingBlocks) -> tuple[list[Any], CodecError | None]:
+    """A native batch's raw blocks, or the codec's error."""
+    try:
+        blocks = pending.result()
+    except CodecError as exc:
+        return [], exc
+    # a block with arrays hands out views of its bytes: those must outlive the reused buffer,
+    # so such a block (never in a text pack) gets bytes of its own
+    own = [bytes(raw) if type(raw) is memoryview and _has_arena(raw) else raw for raw in blocks]
+    return own, None
+
+
+def _one_by_one(packed: PackedFile, batch: StoredBatch) -> Iterator[tuple[int, list[Any]]]:
+    """A batch the codec refused, decoded block by block to name the damaged one."""
+    for j, stored in enumerate(batch.stored):
+        block = batch.first + j
+        yield block, [packed.raw_from_stored(block, stored, verify=False)]
+    if batch.error is not None:
+        raise batch.error
 
 
 def _has_arena(raw: memoryview) -> bool:
@@ -253,14 +330,27 @@ def _pipelined(
     # submitted once batch k has been used, and memory reused is not faulted in again
     buffers = _claim_buffers(packed, ranges) if worker is None else None
     submitted = 0
+    in_flight: list[_Job | _NativeJob | _FileJob] = []
 
-    def submit(first: int, end: int) -> _Job | _NativeJob:
+    fd = packed.local_fd() if codec.native_reads else None
+
+    def submit(first: int, end: int) -> _Job | _NativeJob | _FileJob:
+        job = _submit(first, end)
+        in_flight.append(job)
+        del in_flight[:-2]  # the batch being used and the next: those before were waited for
+        return job
+
+    def _submit(first: int, end: int) -> _Job | _NativeJob | _FileJob:
         nonlocal submitted
         if buffers is None:
             assert worker is not None
             return worker.submit(StoredBatch(packed, first, end))
         stored, raw = buffers[submitted % 2]
         submitted += 1
+        if fd is not None and sum(packed.block_raw_sizes[first:end]) <= len(raw):
+            span = _together(packed, first, end, stored)
+            if span is not None:
+                return _FileJob(packed, fd, range(first, end), memoryview(stored)[:span], raw)
         return _NativeJob(codec, StoredBatch(packed, first, end, stored), raw)
 
     if worker is not None:
@@ -278,13 +368,11 @@ def _pipelined(
                 # read and verify the batch after this one while the worker decodes this one
                 pending = submit(*ranges[k + 1])
             job.wait()
-            batch = job.batch
             if job.error is not None:  # find and name the damaged block, one block at a time
-                for j, stored in enumerate(batch.stored):
-                    block = batch.first + j
-                    yield block, [packed.raw_from_stored(block, stored, verify=False)]
-            elif job.blocks:
-                first = batch.first
+                yield from job.one_by_one(packed)
+                continue
+            first = job.first
+            if job.blocks:
                 yield (
                     first,
                     [
@@ -292,11 +380,15 @@ def _pipelined(
                         for j, raw in enumerate(job.blocks)
                     ],
                 )
-            if batch.error is not None:
-                raise batch.error
+            if not isinstance(job, _FileJob) and job.batch.error is not None:
+                raise job.batch.error
     finally:
         if os.getpid() == owner:
             if worker is not None:
                 worker.jobs.put(None)
             if buffers is not None:
+                # a scan left early may have a batch still being written into its buffers:
+                # they go back to the pool only once no thread writes into them
+                for job in in_flight:
+                    job.wait()
                 _give_back(buffers)
