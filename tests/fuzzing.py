@@ -30,6 +30,7 @@ import shardpack
 from shardpack.dataset.validate_file import validate_path
 from shardpack.dataset.validate_folder import validate_dataset
 from shardpack.format.bounds import MAX_BLOCK_RAW_BYTES, MAX_BLOCK_RECORDS
+from shardpack.packfile import scan
 
 from .crafting import PackedParts, raw_of, set_raw, write_seeds, zstd_frame, zstd_rle_frame
 
@@ -244,9 +245,16 @@ def read_everything(ds: Any) -> None:
 
 def exercise(path: Path) -> None:
     """Everything a reader does with a file; only shardpack's errors may come out."""
-    for verify, columns in ((True, None), (False, None), (True, ["id", "text", "ids"])):
+    readings: list[tuple[bool, list[str] | None, bool]] = [
+        (True, None, False),
+        (False, None, False),
+        (True, ["id", "text", "ids"], False),
+        (True, None, True),  # read-ahead: lz4's native thread reads, checks and decompresses
+        (False, None, True),
+    ]
+    for verify, columns, read_ahead in readings:
         try:
-            with shardpack.open(path, verify=verify, columns=columns) as ds:
+            with shardpack.open(path, verify=verify, columns=columns, read_ahead=read_ahead) as ds:
                 read_everything(ds)
         except shardpack.ShardpackError as exc:
             text = str(exc)
@@ -427,6 +435,8 @@ def make_test(seeds: dict[str, Path], folder: Path, round_seed: int, examples: i
 def run(seconds: float, first_seed: int, examples_per_round: int = 40) -> int:
     """Fuzz for ``seconds``, in rounds of ``examples_per_round`` examples seeded ``first_seed``,
     ``first_seed + 1``, ...; returns the number of rounds (a finding raises)."""
+    # batches of a few blocks: the seeds are small, and read-ahead pipelines only past one batch
+    scan.FIRST_BATCH_RAW_BYTES, scan.BATCH_RAW_BYTES = 2048, 4096
     with tempfile.TemporaryDirectory(prefix="shardpack-fuzz-") as tmp:
         folder = Path(tmp)
         seeds = write_seeds(folder / "seeds")
