@@ -293,20 +293,22 @@ def test_a_response_slower_than_the_timeout_is_not_abandoned_while_bytes_keep_co
     assert scanned.requests == opened.requests + len(manifest_of(local_ds).shards)
 
 
-def test_a_streamed_scan_with_zstd_read_ahead_and_batches_reads_every_record(
-    server: Any, tmp_path: Path
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_a_streamed_scan_with_read_ahead_and_batches_reads_every_record(
+    server: Any, tmp_path: Path, codec: str
 ) -> None:
-    """zstd shards in 64 KiB pieces, scanned with ``read_ahead=True`` (blocks read and
-    decompressed on a worker thread, which then drops the pieces) and by ``iter_batches``: the
-    records are the local dataset's."""
+    """Shards in 64 KiB pieces, scanned with ``read_ahead=True`` (zstd: blocks read and
+    decompressed on a worker thread, which then drops the pieces; lz4: read on the scanning
+    thread, decompressed on the native one, as no local file is there to read) and by
+    ``iter_batches``: the records are the local dataset's."""
     from shardpack import ShardedPacker
 
     source = Path(__file__).resolve().parents[1] / "data" / "gsm8k_sample.jsonl"
-    folder = tmp_path / "zds"
-    ShardedPacker().pack(source, folder, compression="zstd", shard_size=200_000)
+    folder = tmp_path / "ds"
+    ShardedPacker().pack(source, folder, compression=codec, shard_size=200_000)
     with shardpack.open(folder) as ds:
         local = [digest(r) for r in ds]
-    url = upload_folder(server, folder, "zstd")
+    url = upload_folder(server, folder, codec)
     remote = settings(server, request_bytes=64 << 10)
     with shardpack.open(url, remote=remote, read_ahead=True) as ds:
         assert [digest(r) for r in ds] == local
