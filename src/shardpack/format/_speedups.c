@@ -5,12 +5,18 @@
  *     the characters as CPython stores them, 1, 2 or 4 bytes each, little-endian) becomes a str
  *     by one copy instead of a UTF-8 decode. Other extensions go to hook(code, bytes). Used for
  *     blocks without arrays (text): bounds-checked at every read, as the bytes may be hostile.
+ *     Map keys and short ASCII values come from small caches (one object each).
+ *
+ * decode_block(raw, count, hook): the records of a raw block (format/block.py's layout) in one
+ *     call, or None for a block with an arena (arrays: BlockView and msgspec decode those).
+ *     ValueError for anything inconsistent: the reader then decodes the block through
+ *     BlockView, which names the fault.
  *
  * nativize(payload): payload with each non-ASCII str value (not map keys) rewritten as a native
  *     string where that takes at most 1.5 times its UTF-8 bytes; the same object when nothing
  *     changes. Byte for byte what the pure-Python fallback (format/strings.py) writes.
  *
- * Both are optional: without a compiler the package uses the fallbacks and writes the same bytes.
+ * All optional: without a compiler the package uses the fallbacks and writes the same bytes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
