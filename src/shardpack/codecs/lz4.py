@@ -7,7 +7,7 @@ turns this batch into records. Without the C module lz4 has no read-ahead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lz4.block
@@ -34,8 +34,8 @@ class _NativeBatch:
     def result(self) -> list[Any]:
         try:
             blocks: list[Any] | None = self._pending.result()
-        except ValueError as exc:
-            raise CodecError(f"lz4 decompression failed: {exc}") from None
+        except ValueError as exc:  # a block that failed its checksum, its read or LZ4
+            raise CodecError(f"lz4 batch failed: {exc}") from None
         if blocks is not None:
             return blocks
         whole, views, start = memoryview(self._out), [], 0
@@ -85,13 +85,7 @@ class LZ4Codec(Codec):
     def start_batch(
         self, stored: Sequence[bytes | memoryview], raw_sizes: Sequence[int], out: Any = None
     ) -> PendingBlocks:
-        if _lz4_batch is None:
-            raise NotImplementedError("lz4 read-ahead needs the C module, which is not built")
-        try:
-            pending = _lz4_batch.start(list(stored), list(raw_sizes), out)
-            return _NativeBatch(pending, out, raw_sizes)
-        except ValueError as exc:  # a size the stored bytes could never hold
-            raise CodecError(str(exc)) from None
+        return _native(lambda c: c.start(list(stored), list(raw_sizes), out), out, raw_sizes)
 
     def start_read(
         self,
@@ -104,15 +98,11 @@ class LZ4Codec(Codec):
         checksums: list[int] | None,
         out: Any,
     ) -> PendingBlocks:
-        if _lz4_batch is None:
-            raise NotImplementedError("lz4 read-ahead needs the C module, which is not built")
-        try:
-            pending = _lz4_batch.read(
-                fd, offset, stored, starts, stored_sizes, raw_sizes, checksums, out
-            )
-        except ValueError as exc:  # a size the stored bytes could never hold
-            raise CodecError(str(exc)) from None
-        return _NativeBatch(pending, out, raw_sizes)
+        return _native(
+            lambda c: c.read(fd, offset, stored, starts, stored_sizes, raw_sizes, checksums, out),
+            out,
+            raw_sizes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.codec_id, "level": self.level}
@@ -121,3 +111,14 @@ class LZ4Codec(Codec):
     def from_dict(cls, config: dict[str, Any]) -> Codec:
         level = config.get("level")
         return cls(0 if level is None else int(level))
+
+
+def _native(start: Callable[[Any], Any], out: Any, raw_sizes: Sequence[int]) -> PendingBlocks:
+    """A batch started by ``start(the C module)``; its refusals as CodecError."""
+    if _lz4_batch is None:
+        raise NotImplementedError("lz4 read-ahead needs the C module, which is not built")
+    try:
+        pending = start(_lz4_batch)
+    except ValueError as exc:  # a size the stored bytes could never hold
+        raise CodecError(str(exc)) from None
+    return _NativeBatch(pending, out, raw_sizes)

@@ -25,8 +25,6 @@ from .dtypes import EXT_NATIVE_STR
 Ext = msgspec.msgpack.Ext
 ExtHook = Callable[[int, Any], Any]
 RegionDecoder = Callable[[Any, int, int, ExtHook], Any]
-
-
 BlockDecoder = Callable[[Any, int, ExtHook], list[Any] | None]
 
 

@@ -187,8 +187,6 @@ class _NativeJob:
         self.error: CodecError | None = None
         self._pending: PendingBlocks | None = None
         if batch.stored:
-            if out is not None and sum(batch.raw_sizes) > len(out):
-                out = None
             try:
                 self._pending = codec.start_batch(batch.stored, batch.raw_sizes, out)
             except CodecError as exc:
@@ -302,10 +300,11 @@ _pool = threading.local()  # per thread: the buffers its last scan gave back
 
 
 def _claim_buffers(packed: PackedFile, ranges: list[tuple[int, int]]) -> Buffers:
-    """Two (stored, raw) buffer pairs, each as large as the largest batch needs: those this
-    thread's last scan gave back where they are large enough (fresh memory costs a page fault
-    per 4 KiB, about what decompressing into it costs), else new ones. A scan owns them until
-    it gives them back: two scans in one thread (a mixture) never share them."""
+    """Two (stored, raw) buffer pairs, each as large as the largest batch of ``ranges`` needs
+    (so every batch fits; the C module refuses one that would not): those this thread's last
+    scan gave back where they are large enough (fresh memory costs a page fault per 4 KiB, about
+    what decompressing into it costs), else new ones. A scan owns them until it gives them
+    back: two scans in one thread (a mixture) never share them."""
     sizes, raw_sizes = packed.block_stored_sizes, packed.block_raw_sizes
     stored = max(sum(sizes[first:end]) + BLOCK_ALIGN * (end - first) for first, end in ranges)
     raw = max(sum(raw_sizes[first:end]) for first, end in ranges)
@@ -347,10 +346,9 @@ def _pipelined(
             return worker.submit(StoredBatch(packed, first, end))
         stored, raw = buffers[submitted % 2]
         submitted += 1
-        if fd is not None and sum(packed.block_raw_sizes[first:end]) <= len(raw):
-            span = _together(packed, first, end, stored)
-            if span is not None:
-                return _FileJob(packed, fd, range(first, end), memoryview(stored)[:span], raw)
+        span = _together(packed, first, end, stored) if fd is not None else None
+        if fd is not None and span is not None:
+            return _FileJob(packed, fd, range(first, end), memoryview(stored)[:span], raw)
         return _NativeJob(codec, StoredBatch(packed, first, end, stored), raw)
 
     if worker is not None:
