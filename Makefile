@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 
 # torch is installed first (from TORCH_INDEX when set) and pinned, so no dependency can pull
 # another torch build.
-$(VENV)/.installed: pyproject.toml setup.py src/shardpack/format/_speedups.c src/shardpack/codecs/_lz4_batch.c
+$(VENV)/.installed: pyproject.toml setup.py src/shardpack/format/_speedups.c src/shardpack/codecs/_native_batch.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX))) "torch==$(TORCH_VERSION)"

@@ -2,7 +2,7 @@
 
 ``optional=True``: where no C compiler is found the build goes on without them and shardpack
 uses its pure-Python fallbacks, which read and write the same bytes: native strings
-(format/strings.py) and lz4 read-ahead (codecs/lz4.py)."""
+(format/strings.py), and a scan without lz4 and zstd read-ahead (codecs/native.py)."""
 
 from setuptools import Extension, setup
 
@@ -14,8 +14,12 @@ setup(
             optional=True,
         ),
         Extension(
-            "shardpack.codecs._lz4_batch",
-            ["src/shardpack/codecs/_lz4_batch.c", "src/shardpack/codecs/vendor/lz4/lz4.c"],
+            "shardpack.codecs._native_batch",
+            [
+                "src/shardpack/codecs/_native_batch.c",
+                "src/shardpack/codecs/vendor/lz4/lz4.c",
+                "src/shardpack/codecs/vendor/zstd/zstddeclib.c",
+            ],
             optional=True,
         ),
     ]

@@ -1,5 +1,6 @@
-"""Full scans: records in order equal to json.loads, zstd batches decoded on a worker thread,
-damage still named by block, and ``iter_batches`` as lists or as columns."""
+"""Full scans: records in order equal to json.loads, zstd batches decoded on a Python worker
+thread (read-ahead where the C module is not built: ``python_worker``), damage still named by
+block, and ``iter_batches`` as lists or as columns."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ def zstd_packed(tmp_path_factory: pytest.TempPathFactory, text_jsonl: Path) -> P
     return out
 
 
+@pytest.fixture
+def python_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zstd read-ahead as without the C module: batches to a Python worker thread."""
+    for attribute in ("native_batches", "native_reads"):
+        monkeypatch.setattr(zstd_codec.ZstdCodec, attribute, False)
+
+
 def _lines(path: Path) -> list[Any]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
@@ -42,6 +50,7 @@ def _damaged_copy(source: Path, tmp_path: Path, block: int) -> tuple[Path, int]:
     return path, int(entry["first_record"])
 
 
+@pytest.mark.usefixtures("python_worker")
 def test_zstd_scan_runs_in_batches_on_a_worker(
     zstd_packed: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +72,7 @@ def _scan_workers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "shardpack-scan" and t.is_alive()]
 
 
+@pytest.mark.usefixtures("python_worker")
 def test_scan_stops_its_worker_when_left_early(zstd_packed: Path) -> None:
     assert _scan_workers() == []
     with shardpack.open(zstd_packed, read_ahead=True) as ds:
@@ -75,6 +85,7 @@ def test_scan_stops_its_worker_when_left_early(zstd_packed: Path) -> None:
     assert _scan_workers() == []
 
 
+@pytest.mark.usefixtures("python_worker")
 def test_read_ahead_is_off_by_default(zstd_packed: Path) -> None:
     with shardpack.open(zstd_packed) as ds:
         records = iter(ds)
@@ -83,6 +94,7 @@ def test_read_ahead_is_off_by_default(zstd_packed: Path) -> None:
 
 
 @pytest.mark.parametrize("verify", [True, False], ids=["checksum", "codec"])
+@pytest.mark.usefixtures("python_worker")
 def test_damage_in_a_later_batch_is_named_after_the_records_before_it(
     zstd_packed: Path, tmp_path: Path, verify: bool
 ) -> None:
@@ -105,6 +117,7 @@ def test_damage_in_a_later_batch_is_named_after_the_records_before_it(
 
 
 @pytest.mark.parametrize("threads", [2, 4])
+@pytest.mark.usefixtures("python_worker")
 def test_read_ahead_decompresses_a_batch_on_several_threads(
     zstd_packed: Path,
     text_jsonl: Path,
@@ -181,6 +194,7 @@ def test_as_columns_needs_object_records(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.usefixtures("python_worker")
 def test_a_forked_child_finishes_a_scan_without_the_parents_worker(
     zstd_packed: Path, text_jsonl: Path
 ) -> None:

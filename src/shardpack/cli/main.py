@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from .._version import __version__
+from ..codecs import native
 from ..errors import OptionError, ShardpackError
 from ..format.strings import speedups_built
 from .bench_command import bench
@@ -128,7 +129,11 @@ def _bound_the_cleanup() -> None:
     __version__,
     prog_name="shardpack",
     message="%(prog)s %(version)s ("
-    + ("C modules built" if speedups_built() else "C modules not built: slower text scans")
+    + (
+        "C modules built"
+        if speedups_built() and native.BUILT
+        else "C modules not built: slower text scans, no native read-ahead"
+    )
     + ")",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")

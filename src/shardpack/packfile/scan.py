@@ -310,7 +310,13 @@ def _claim_buffers(packed: PackedFile, ranges: list[tuple[int, int]]) -> Buffers
     raw = max(sum(raw_sizes[first:end]) for first, end in ranges)
     pairs: Buffers | None = getattr(_pool, "pairs", None)
     _pool.pairs = None
-    if pairs is None or len(pairs[0][0]) < stored or len(pairs[0][1]) < raw:
+    if pairs is not None and (len(pairs[0][0]) < stored or len(pairs[0][1]) < raw):
+        # grown to fit both this file and the last: scans that alternate between two files
+        # (lz4 wanting more stored bytes, zstd more raw) would otherwise fault in new memory
+        # for every scan
+        stored, raw = max(stored, len(pairs[0][0])), max(raw, len(pairs[0][1]))
+        pairs = None
+    if pairs is None:
         pairs = [(bytearray(stored), bytearray(raw)) for _ in range(2)]
     return pairs
 

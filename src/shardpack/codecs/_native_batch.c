@@ -1,0 +1,497 @@
+/* LZ4 and zstd blocks decompressed on threads of their own, which never take the GIL.
+ *
+ * start(codec, stored, raw_sizes, out, threads, dictionary) -> Pending: starts native threads
+ *     that decompress every block, and returns at once. codec: LZ4 or ZSTD (module constants);
+ *     dictionary: a zstd dictionary's bytes, or None. Each block gets bytes of its raw size,
+ *     or, with `out` (a writable buffer of at least their sum; None: none), the next
+ *     raw_sizes[j] bytes of out, in order: a scan reuses two such buffers instead of faulting
+ *     in fresh memory for every batch.
+ * read(codec, fd, offset, stored_buf, starts, stored_sizes, raw_sizes, checksums, out,
+ *      threads, dictionary) -> Pending:
+ *     the same for blocks of a local file that lie together: the threads also read them (block
+ *     j from offset + starts[j] into stored_buf at starts[j], one pread each) and check its xxh3
+ *     against checksums[j] (None: no check) before decompressing it, so the scanning thread
+ *     does neither. The fd is duplicated: closing the file meanwhile does not touch the read.
+ * Pending.result() -> list[bytes] (or None with `out`): waits for the threads (without the
+ *     GIL), decompressing blocks none of them has taken yet meanwhile; ValueError("block J:
+ *     ...") for the first block that does not decompress to its size, or (read) cannot be read
+ *     or fails its checksum (J counts from 0 in the batch). A Pending dropped unread stops its
+ *     threads after the blocks they hold.
+ *
+ * The batch's blocks are shared among `threads` threads (and result()'s caller), each taking
+ * the next block not yet taken. zstd takes longer to decompress a block than a scan takes to
+ * build its records, so where cores are free it asks for several threads; lz4, one.
+ *
+ * A full scan starts the next batch, then turns this one into records (packfile/scan.py). A
+ * Python worker thread would need the GIL to start each batch, and gets it only when the
+ * scanning thread lets go; these threads need nothing from Python, so the handover is a thread
+ * start. Buffers are held (buffer protocol) and outputs owned by the Pending until the threads
+ * are joined, also when it is dropped unread.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "vendor/lz4/lz4.h"
+#include "vendor/zstd/zstd.h"
+#define XXH_INLINE_ALL
+#include "vendor/xxhash/xxhash.h"
+
+enum { CODEC_LZ4 = 0, CODEC_ZSTD = 1 };
+#define MAX_THREADS 16
+
+typedef struct {
+    PyObject_HEAD
+    int codec;
+    int threads;           /* how many decompress the batch */
+    Py_buffer dict;        /* a zstd dictionary (held when dict.obj) */
+    ZSTD_DDict *ddict;     /* made from it before the threads start, shared by them */
+    Py_ssize_t next;       /* the next block no thread has taken (atomic) */
+    Py_ssize_t count;
+    Py_buffer *inputs;     /* start(): count views, held until dealloc */
+    Py_ssize_t held;       /* how many of them */
+    PyObject **outputs;    /* count bytes objects, filled by the threads (NULLs with `out`) */
+    char **targets;        /* where each block goes */
+    Py_ssize_t *sizes;     /* raw sizes */
+    Py_buffer out;         /* the caller's buffer, when given */
+    int has_out;
+    /* read(): the threads read the stored blocks themselves */
+    int fd;                /* a duplicate, closed once the threads are joined; -1: start() */
+    off_t offset;
+    Py_buffer stored;      /* where they go (held when stored.obj) */
+    Py_ssize_t *starts;
+    Py_ssize_t *stored_sizes;
+    uint64_t *checksums;   /* NULL: not checked */
+    /* the outcome: block j's, written only by the thread that took it */
+    Py_ssize_t failed;     /* the lowest block that failed, or -1 (atomic) */
+    long long *results;    /* the codec's answer for a block that failed (or -1) */
+    const char **failures; /* what went wrong there */
+    pthread_t thread_ids[MAX_THREADS];
+    int running;           /* how many threads were started and not yet joined */
+    pid_t owner;           /* the process that started it: a forked child has no such thread */
+} Pending;
+
+/* Block j failed. The lowest such block is reported: blocks are taken in order, so every
+ * block before it was taken, and finished, by some thread. */
+static int fail(Pending *p, Py_ssize_t j, long long result, const char *failure) {
+    p->results[j] = result;
+    p->failures[j] = failure;
+    Py_ssize_t seen = __atomic_load_n(&p->failed, __ATOMIC_ACQUIRE);
+    while ((seen < 0 || j < seen) &&
+           !__atomic_compare_exchange_n(&p->failed, &seen, j, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+    }
+    return 0;
+}
+
+/* `length` bytes of the fd at `offset` (retried on EINTR and short reads) */
+static int read_range(int fd, char *into, Py_ssize_t length, off_t offset) {
+    Py_ssize_t done = 0;
+    while (done < length) {
+        ssize_t got = pread(fd, into + done, length - done, offset + done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return -1;
+        done += got;
+    }
+    return 0;
+}
+
+/* Block j: read, checked, decompressed. 1, or 0 when it failed. */
+static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
+    const char *in;
+    Py_ssize_t length, size = p->sizes[j];
+    if (p->fd >= 0) {
+        in = (const char *)p->stored.buf + p->starts[j];
+        length = p->stored_sizes[j];
+        if (read_range(p->fd, (char *)in, length, p->offset + p->starts[j]) < 0)
+            return fail(p, j, -1, "cannot be read");
+        if (p->checksums != NULL && XXH3_64bits(in, length) != p->checksums[j])
+            return fail(p, j, -1, "checksum mismatch");
+    } else {
+        in = (const char *)p->inputs[j].buf;
+        length = p->inputs[j].len;
+    }
+    if (p->codec == CODEC_LZ4) {
+        if (length > INT_MAX || size > INT_MAX) return fail(p, j, -1, "lz4 decompression failed");
+        int got = LZ4_decompress_safe(in, p->targets[j], (int)length, (int)size);
+        return got == size ? 1 : fail(p, j, got, "lz4 decompression failed");
+    }
+    /* as ZstdCodec.decode: the frame must declare the size the block index gives */
+    unsigned long long declared = ZSTD_getFrameContentSize(in, (size_t)length);
+    if (declared != (unsigned long long)size)
+        return fail(p, j, declared >= ZSTD_CONTENTSIZE_ERROR ? -1 : (long long)declared,
+                    "zstd frame declares another size");
+    size_t got = p->ddict != NULL
+                     ? ZSTD_decompress_usingDDict(dctx, p->targets[j], (size_t)size, in,
+                                                  (size_t)length, p->ddict)
+                     : ZSTD_decompressDCtx(dctx, p->targets[j], (size_t)size, in, (size_t)length);
+    if (ZSTD_isError(got)) return fail(p, j, -1, "zstd decompression failed");
+    return got == (size_t)size ? 1 : fail(p, j, (long long)got, "zstd decompression failed");
+}
+
+/* One thread's share: the next block not yet taken, until none is left or one failed. */
+static void work(Pending *p, ZSTD_DCtx *dctx) {
+    while (__atomic_load_n(&p->failed, __ATOMIC_RELAXED) < 0) {
+        Py_ssize_t j = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        if (j >= p->count || !decompress_block(p, dctx, j)) return;
+    }
+}
+
+/* One of the batch's threads, or the scanning thread while it waits for them. A zstd context
+ * of its own while it runs; without one it leaves the blocks to the others. */
+static void *run(void *arg) {
+    Pending *p = (Pending *)arg;
+    ZSTD_DCtx *dctx = NULL;
+    if (p->codec == CODEC_ZSTD && (dctx = ZSTD_createDCtx()) == NULL) return NULL;
+    work(p, dctx);
+    ZSTD_freeDCtx(dctx);
+    return NULL;
+}
+
+/* Wait for the threads; `help`: take the blocks none has taken yet meanwhile, rather than wait
+ * idle (the scanning thread waits only when it has nothing else to do). */
+static void join(Pending *p, int help) {
+    if (p->running && getpid() != p->owner) {
+        p->running = 0; /* forked while they ran: the copy of its outputs may be half written */
+        p->results[0] = -1;
+        p->failures[0] = "started before a fork";
+        p->failed = 0;
+    }
+    if (p->running) {
+        Py_BEGIN_ALLOW_THREADS
+        if (help) run(p);
+        for (int t = 0; t < p->running; t++) pthread_join(p->thread_ids[t], NULL);
+        Py_END_ALLOW_THREADS
+        p->running = 0;
+    }
+    Py_ssize_t taken = __atomic_load_n(&p->next, __ATOMIC_ACQUIRE);
+    if (help && p->failed < 0 && taken < p->count) /* no thread had memory for a context */
+        fail(p, taken, -1, "zstd decompression failed: no memory for a context");
+    if (p->fd >= 0) { /* the threads are done with it */
+        close(p->fd);
+        p->fd = -1;
+    }
+}
+
+static void pending_dealloc(Pending *p) {
+    /* dropped unread (a scan left early): the threads take no more blocks */
+    __atomic_store_n(&p->next, p->count, __ATOMIC_RELEASE);
+    join(p, 0);
+    ZSTD_freeDDict(p->ddict);
+    for (Py_ssize_t j = 0; j < p->held; j++) PyBuffer_Release(&p->inputs[j]);
+    if (p->outputs != NULL)
+        for (Py_ssize_t j = 0; j < p->count; j++) Py_XDECREF(p->outputs[j]);
+    if (p->has_out) PyBuffer_Release(&p->out);
+    if (p->stored.obj != NULL) PyBuffer_Release(&p->stored);
+    if (p->dict.obj != NULL) PyBuffer_Release(&p->dict);
+    PyMem_Free(p->inputs);
+    PyMem_Free(p->outputs);
+    PyMem_Free(p->targets);
+    PyMem_Free(p->sizes);
+    PyMem_Free(p->starts);
+    PyMem_Free(p->stored_sizes);
+    PyMem_Free(p->checksums);
+    PyMem_Free(p->results);
+    PyMem_Free(p->failures);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyObject *pending_result(Pending *p, PyObject *unused) {
+    join(p, 1);
+    if (p->outputs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "result() was taken already");
+        return NULL;
+    }
+    if (p->failed >= 0) {
+        Py_ssize_t j = p->failed;
+        PyErr_Format(PyExc_ValueError, "block %zd: %s (%lld of %zd bytes)", j, p->failures[j],
+                     p->results[j], p->sizes[j]);
+        return NULL;
+    }
+    if (p->has_out) {
+        PyMem_Free(p->outputs);
+        p->outputs = NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *list = PyList_New(p->count);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t j = 0; j < p->count; j++) {
+        PyList_SET_ITEM(list, j, p->outputs[j]); /* the list takes the reference */
+        p->outputs[j] = NULL;
+    }
+    PyMem_Free(p->outputs);
+    p->outputs = NULL;
+    return list;
+}
+
+static PyMethodDef pending_methods[] = {
+    {"result", (PyCFunction)pending_result, METH_NOARGS, "The raw blocks (waits for the threads)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PendingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shardpack.codecs._native_batch.Pending",
+    .tp_basicsize = sizeof(Pending),
+    .tp_dealloc = (destructor)pending_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Blocks being decompressed on native threads.",
+    .tp_methods = pending_methods,
+};
+
+static Pending *pending_new(Py_ssize_t count) {
+    Pending *p = PyObject_New(Pending, &PendingType);
+    if (p == NULL) return NULL;
+    p->count = count;
+    p->held = 0;
+    p->has_out = 0;
+    p->fd = -1;
+    p->offset = 0;
+    p->stored.obj = NULL;
+    p->starts = NULL;
+    p->stored_sizes = NULL;
+    p->checksums = NULL;
+    p->failed = -1;
+    p->running = 0;
+    p->codec = CODEC_LZ4;
+    p->threads = 1;
+    p->dict.obj = NULL;
+    p->ddict = NULL;
+    p->next = 0;
+    Py_ssize_t n = count ? count : 1;
+    p->inputs = PyMem_Calloc(n, sizeof(Py_buffer));
+    p->outputs = PyMem_Calloc(n, sizeof(PyObject *));
+    p->targets = PyMem_Calloc(n, sizeof(char *));
+    p->sizes = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    p->results = PyMem_Calloc(n, sizeof(long long));
+    p->failures = PyMem_Calloc(n, sizeof(const char *));
+    if (p->inputs == NULL || p->outputs == NULL || p->targets == NULL || p->sizes == NULL ||
+        p->results == NULL || p->failures == NULL) {
+        Py_DECREF(p);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return p;
+}
+
+/* The raw sizes (for lz4 bounded by what it can expand the stored sizes to, ~255x; a zstd
+ * block's by the file's checked maximum, as the caller's), and where each block goes: `out`
+ * back to back when given, else bytes of its own. */
+static int place_outputs(Pending *p, PyObject *raw_sizes, const Py_ssize_t *stored_lengths,
+                         PyObject *out) {
+    if (out != Py_None) {
+        if (PyObject_GetBuffer(out, &p->out, PyBUF_WRITABLE) < 0) return -1;
+        p->has_out = 1;
+    }
+    Py_ssize_t placed = 0; /* bytes of `out` given to blocks so far */
+    for (Py_ssize_t j = 0; j < p->count; j++) {
+        Py_ssize_t size = PyLong_AsSsize_t(PyList_GET_ITEM(raw_sizes, j));
+        if (size == -1 && PyErr_Occurred()) return -1;
+        if (size < 0 || (p->codec == CODEC_LZ4 && size > 255 * stored_lengths[j] + 64)) {
+            PyErr_Format(PyExc_ValueError,
+                         "block %zd: lz4 block of %zd bytes cannot hold %zd raw bytes", j,
+                         stored_lengths[j], size);
+            return -1;
+        }
+        p->sizes[j] = size;
+        if (p->has_out) {
+            if (size > p->out.len - placed) {
+                PyErr_SetString(PyExc_ValueError, "the output buffer is smaller than the blocks");
+                return -1;
+            }
+            p->targets[j] = (char *)p->out.buf + placed;
+            placed += size;
+            continue;
+        }
+        p->outputs[j] = PyBytes_FromStringAndSize(NULL, size);
+        if (p->outputs[j] == NULL) return -1;
+        p->targets[j] = PyBytes_AS_STRING(p->outputs[j]);
+    }
+    return 0;
+}
+
+/* Start the batch's threads here, on the scanning thread: a thread started by another busy
+ * thread was measured to wait milliseconds for the idle core. */
+static PyObject *launch(Pending *p) {
+    p->owner = getpid();
+    if (p->dict.obj != NULL) {
+        p->ddict = ZSTD_createDDict(p->dict.buf, (size_t)p->dict.len);
+        if (p->ddict == NULL) {
+            Py_DECREF(p);
+            PyErr_SetString(PyExc_ValueError, "unusable zstd dictionary");
+            return NULL;
+        }
+    }
+    int wanted = p->threads < p->count ? p->threads : (int)(p->count ? p->count : 1);
+    while (p->running < wanted &&
+           pthread_create(&p->thread_ids[p->running], NULL, run, p) == 0)
+        p->running++;
+    if (p->running == 0) { /* no thread to be had: the work here, still without the GIL */
+        Py_BEGIN_ALLOW_THREADS
+        run(p);
+        Py_END_ALLOW_THREADS
+    }
+    return (PyObject *)p;
+}
+
+/* The codec, the thread count and the dictionary, checked; the dictionary held. */
+static int configure(Pending *p, PyObject *codec, PyObject *threads, PyObject *dictionary) {
+    long c = PyLong_AsLong(codec), t = PyLong_AsLong(threads);
+    if (PyErr_Occurred()) return -1;
+    if (c != CODEC_LZ4 && c != CODEC_ZSTD) {
+        PyErr_Format(PyExc_ValueError, "unknown codec %ld", c);
+        return -1;
+    }
+    if (t < 1 || t > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be 1 to %d, got %ld", MAX_THREADS, t);
+        return -1;
+    }
+    p->codec = (int)c;
+    p->threads = (int)t;
+    if (dictionary == Py_None) return 0;
+    if (c != CODEC_ZSTD) {
+        PyErr_SetString(PyExc_ValueError, "only zstd takes a dictionary");
+        return -1;
+    }
+    if (PyObject_GetBuffer(dictionary, &p->dict, PyBUF_SIMPLE) < 0) {
+        p->dict.obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *start(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyList_Check(args[1]) || !PyList_Check(args[2]) ||
+        PyList_GET_SIZE(args[1]) != PyList_GET_SIZE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "start(codec, stored: list, raw_sizes: list, out, "
+                                         "threads, dictionary), lists of one length");
+        return NULL;
+    }
+    Pending *p = pending_new(PyList_GET_SIZE(args[1]));
+    if (p == NULL) return NULL;
+    Py_ssize_t *lengths = PyMem_Calloc(p->count ? p->count : 1, sizeof(Py_ssize_t));
+    if (lengths == NULL) {
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    if (configure(p, args[0], args[4], args[5]) < 0) goto fail;
+    for (Py_ssize_t j = 0; j < p->count; j++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(args[1], j), &p->inputs[j], PyBUF_SIMPLE) < 0)
+            goto fail;
+        p->held = j + 1;
+        lengths[j] = p->inputs[j].len;
+    }
+    if (place_outputs(p, args[2], lengths, args[3]) < 0) goto fail;
+    PyMem_Free(lengths);
+    return launch(p);
+fail:
+    PyMem_Free(lengths);
+    Py_DECREF(p);
+    return NULL;
+}
+
+static int ssize_list(PyObject *list, Py_ssize_t count, Py_ssize_t **into) {
+    *into = PyMem_Calloc(count ? count : 1, sizeof(Py_ssize_t));
+    if (*into == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < count; j++) {
+        (*into)[j] = PyLong_AsSsize_t(PyList_GET_ITEM(list, j));
+        if ((*into)[j] == -1 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+static PyObject *read_blocks(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 11 || !PyList_Check(args[4]) || !PyList_Check(args[5]) ||
+        !PyList_Check(args[6]) || (args[7] != Py_None && !PyList_Check(args[7]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "read(codec, fd, offset, stored_buf, starts: list, stored_sizes: list, "
+                        "raw_sizes: list, checksums, out, threads, dictionary)");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(args[4]);
+    if (PyList_GET_SIZE(args[5]) != count || PyList_GET_SIZE(args[6]) != count ||
+        (args[7] != Py_None && PyList_GET_SIZE(args[7]) != count)) {
+        PyErr_SetString(PyExc_TypeError, "read(): the lists must be of one length");
+        return NULL;
+    }
+    int fd = PyLong_AsLong(args[1]);
+    long long offset = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "read(): a negative offset");
+        return NULL;
+    }
+    Pending *p = pending_new(count);
+    if (p == NULL) return NULL;
+    p->offset = (off_t)offset;
+    if (configure(p, args[0], args[9], args[10]) < 0) goto fail;
+    if (PyObject_GetBuffer(args[3], &p->stored, PyBUF_WRITABLE) < 0) {
+        p->stored.obj = NULL;
+        goto fail;
+    }
+    if (ssize_list(args[4], count, &p->starts) < 0) goto fail;
+    if (ssize_list(args[5], count, &p->stored_sizes) < 0) goto fail;
+    for (Py_ssize_t j = 0; j < count; j++) { /* every block inside the stored buffer */
+        if (p->starts[j] < 0 || p->stored_sizes[j] < 0 ||
+            p->stored_sizes[j] > p->stored.len - p->starts[j]) {
+            PyErr_Format(PyExc_ValueError, "block %zd lies outside the stored buffer", j);
+            goto fail;
+        }
+    }
+    if (args[7] != Py_None) {
+        p->checksums = PyMem_Calloc(count ? count : 1, sizeof(uint64_t));
+        if (p->checksums == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < count; j++) {
+            p->checksums[j] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[7], j));
+            if (PyErr_Occurred()) goto fail;
+        }
+    }
+    if (place_outputs(p, args[6], p->stored_sizes, args[8]) < 0) goto fail;
+    p->fd = dup(fd);
+    if (p->fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
+    return launch(p);
+fail:
+    Py_DECREF(p);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"start", (PyCFunction)(void (*)(void))start, METH_FASTCALL,
+     "start(codec, stored, raw_sizes, out, threads, dictionary): decompress blocks on native "
+     "threads"},
+    {"read", (PyCFunction)(void (*)(void))read_blocks, METH_FASTCALL,
+     "read(codec, fd, offset, stored_buf, starts, stored_sizes, raw_sizes, checksums, out, "
+     "threads, dictionary): read, check and decompress blocks of a local file on native "
+     "threads"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_native_batch",
+    "LZ4 and zstd blocks decompressed off the GIL (optional)", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__native_batch(void) {
+    if (PyType_Ready(&PendingType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddIntConstant(module, "LZ4", CODEC_LZ4) < 0 ||
+        PyModule_AddIntConstant(module, "ZSTD", CODEC_ZSTD) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_THREADS", MAX_THREADS) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

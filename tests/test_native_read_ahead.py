@@ -1,0 +1,393 @@
+"""lz4 and zstd read-ahead: the next batch decompressed on native threads
+(``codecs/_native_batch.c``) into buffers a scan reuses, while this batch is turned into
+records. Same records as a plain scan, damage named by block after the records before it,
+arrays never left viewing a reused buffer, two scans in one thread never sharing buffers, a
+forked child finishing its scan; zstd's batches shared among threads, its dictionary used, and
+its frames held to the sizes a plain scan holds them to."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zstandard
+
+import shardpack
+from shardpack import CorruptBlockError, DatasetPacker
+from shardpack.codecs import Codec, native
+from shardpack.codecs import lz4 as lz4_codec
+from shardpack.codecs import zstd as zstd_codec
+from shardpack.packfile import scan
+from shardpack.packfile.reader import PackedFile
+
+from .conftest import assert_a_forked_child_finishes, write_jsonl
+from .crafting import PackedParts
+
+pytestmark = pytest.mark.skipif(not native.BUILT, reason="the C module is not built here")
+
+CODECS: dict[str, type[Codec]] = {"lz4": lz4_codec.LZ4Codec, "zstd": zstd_codec.ZstdCodec}
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 64 KiB (the first 16 KiB): many batches from small files, so buffers are
+    reused many times over."""
+    monkeypatch.setattr(scan, "BATCH_RAW_BYTES", 64 << 10)
+    monkeypatch.setattr(scan, "FIRST_BATCH_RAW_BYTES", 16 << 10)
+
+
+@pytest.fixture(scope="module", params=list(CODECS))
+def compression(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def text_packed(
+    tmp_path_factory: pytest.TempPathFactory, text_jsonl: Path, compression: str
+) -> Path:
+    """The text sample packed with the codec under test (lz4 or zstd), in 4 KiB blocks."""
+    out = tmp_path_factory.mktemp("ra") / f"gsm.{compression}"
+    DatasetPacker().pack(text_jsonl, out, compression=compression, block_size="4K")
+    return out
+
+
+@pytest.fixture(scope="module")
+def kd_packed(tmp_path_factory: pytest.TempPathFactory, compression: str) -> tuple[Path, list[Any]]:
+    rng = np.random.default_rng(7)
+    records = [
+        {"id": i, "ids": rng.integers(0, 9, 300).tolist(), "logp": rng.random(200).tolist()}
+        for i in range(600)
+    ]
+    folder = tmp_path_factory.mktemp("ra-kd")
+    out = folder / f"kd.{compression}"
+    source = write_jsonl(folder / "kd.jsonl", records)
+    # unshuffled: a zstd block's arrays would otherwise get bytes of their own when unshuffled
+    DatasetPacker().pack(source, out, compression=compression, block_size="16K", shuffle=False)
+    return out, records
+
+
+def _lines(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def test_read_ahead_scans_in_native_batches(
+    text_packed: Path, text_jsonl: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local file's batches are read, checked and decompressed on native threads
+    (``start_read``), into the reused buffers."""
+    started: list[int] = []
+    codec = CODECS[compression]
+    original = codec.start_read
+
+    def recording(self: Any, *args: Any) -> Any:
+        starts, checksums, out = args[3], args[6], args[7]
+        started.append(len(starts))
+        assert out is not None and checksums is not None  # into a reused buffer; verified
+        return original(self, *args)
+
+    monkeypatch.setattr(codec, "start_read", recording)
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        assert list(ds) == _lines(text_jsonl)
+        assert len(started) > 2 and sum(started) == ds.files[0].block_count
+    batches = len(started)
+    with shardpack.open(text_packed) as ds:  # off by default
+        list(ds)
+    assert len(started) == batches
+
+
+def test_blocks_not_from_a_local_file_take_start_batch(
+    text_packed: Path, text_jsonl: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PackedFile, "local_fd", lambda self: None)
+    started: list[int] = []
+    codec = CODECS[compression]
+    original = codec.start_batch
+
+    def recording(self: Any, stored: Any, raw_sizes: Any, out: Any = None) -> Any:
+        started.append(len(stored))
+        return original(self, stored, raw_sizes, out)
+
+    monkeypatch.setattr(codec, "start_batch", recording)
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        assert list(ds) == _lines(text_jsonl)
+        assert len(started) > 2 and sum(started) == ds.files[0].block_count
+
+
+def test_arrays_never_view_a_reused_buffer(kd_packed: tuple[Path, list[Any]]) -> None:
+    """Blocks with arrays get bytes of their own: arrays kept from the first batch must hold
+    their values after later batches have gone through the buffers."""
+    path, records = kd_packed
+    with PackedFile(path) as packed:
+        assert len(scan.batch_ranges(packed)) > 3
+    with shardpack.open(path, read_ahead=True) as ds:
+        kept = list(ds)
+    gc.collect()
+    for got, want in zip(kept, records, strict=True):
+        assert got["ids"].tolist() == want["ids"]
+        assert np.allclose(got["logp"], want["logp"])
+
+
+def test_two_scans_in_one_thread_do_not_share_buffers(
+    text_packed: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimed: list[Any] = []
+    original = scan._claim_buffers
+
+    def recording(*args: Any) -> Any:
+        claimed.append(original(*args))
+        return claimed[-1]
+
+    monkeypatch.setattr(scan, "_claim_buffers", recording)
+    expected = _lines(text_jsonl)
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        assert list(ds) == expected  # its buffers go back to this thread's pool
+    with (
+        shardpack.open(text_packed, read_ahead=True) as a,
+        shardpack.open(text_packed, read_ahead=True) as b,
+    ):
+        first, second = iter(a), iter(b)
+        got_a, got_b = [], []
+        for _ in range(len(expected)):  # a record from each in turn, as a mixture reads them
+            got_a.append(next(first))
+            got_b.append(next(second))
+    assert got_a == expected and got_b == expected
+    assert claimed[1] is claimed[0]  # the pool's, reused
+    buffers = [{id(buffer) for pair in pairs for buffer in pair} for pairs in claimed[1:]]
+    assert not buffers[0] & buffers[1]
+
+
+def test_a_scan_left_early_gives_its_buffers_back(text_packed: Path, text_jsonl: Path) -> None:
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        records = iter(ds)
+        next(records)
+        del records
+        gc.collect()
+        assert getattr(scan._pool, "pairs", None) is not None
+        assert list(ds) == _lines(text_jsonl)
+
+
+def test_a_scan_left_early_waits_for_its_batch_in_flight(
+    text_packed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its buffers go back to the pool (for the next scan to write into) only once no native
+    thread writes into them."""
+    events: list[tuple[str, int]] = []
+    for job_type in (scan._FileJob, scan._NativeJob):
+        started, waited = job_type.__init__, job_type.wait
+
+        def init(self: Any, *args: Any, _started: Any = started) -> None:
+            _started(self, *args)
+            events.append(("start", id(self)))
+
+        def wait(self: Any, _waited: Any = waited) -> None:
+            events.append(("wait", id(self)))
+            _waited(self)
+
+        monkeypatch.setattr(job_type, "__init__", init)
+        monkeypatch.setattr(job_type, "wait", wait)
+    give_back = scan._give_back
+    monkeypatch.setattr(
+        scan, "_give_back", lambda pairs: (events.append(("give back", 0)), give_back(pairs))
+    )
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        records = iter(ds)
+        next(records)
+        del records  # left early: the next batch is in flight
+        gc.collect()
+    back = events.index(("give back", 0))
+    started = {job for what, job in events if what == "start"}
+    assert len(started) == 2
+    assert started <= {job for what, job in events[:back] if what == "wait"}
+
+
+def _broken(source: Path, tmp_path: Path, block: int, stored: bytes) -> tuple[Path, int]:
+    """``block``'s stored bytes replaced by ``stored``, its checksum made to match."""
+    parts = PackedParts.parse(source.read_bytes())
+    parts.blocks[block] = stored
+    path = tmp_path / "broken.packed"
+    path.write_bytes(parts.assemble())
+    return path, int(parts.index[block]["first_record"])
+
+
+def test_a_block_the_codec_refuses_is_named_after_the_records_before_it(
+    text_packed: Path, tmp_path: Path, compression: str
+) -> None:
+    with PackedFile(text_packed) as packed:
+        block = scan.batch_ranges(packed)[2][0] + 1  # inside the third batch
+        size = int(packed.block_stored_sizes[block])
+    path, first_record = _broken(text_packed, tmp_path, block, b"\xff" * size)
+    seen = []
+    with (
+        shardpack.open(path, read_ahead=True) as ds,
+        pytest.raises(CorruptBlockError) as caught,
+    ):
+        for record in ds:
+            seen.append(record)
+    assert caught.value.block == block and compression in str(caught.value)
+    assert len(seen) == first_record
+
+
+def test_a_checksum_the_native_thread_refuses_is_named(text_packed: Path, tmp_path: Path) -> None:
+    with PackedFile(text_packed) as packed:
+        block = scan.batch_ranges(packed)[2][0] + 1
+        entry = packed.index[block]
+    data = bytearray(text_packed.read_bytes())
+    data[int(entry["offset"]) + 5] ^= 0x01  # stored bytes changed, checksum not
+    path = tmp_path / "damaged.packed"
+    path.write_bytes(bytes(data))
+    seen = []
+    with (
+        shardpack.open(path, read_ahead=True) as ds,
+        pytest.raises(CorruptBlockError, match="checksum mismatch") as caught,
+    ):
+        for record in ds:
+            seen.append(record)
+    assert caught.value.block == block and len(seen) == int(entry["first_record"])
+
+
+def test_without_the_c_module_read_ahead_is_a_plain_scan_or_a_worker(
+    text_packed: Path, text_jsonl: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lz4 then has no read-ahead; zstd's batches go to a Python worker thread
+    (test_scan.py)."""
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("no native batch without the C module")
+
+    codec = CODECS[compression]
+    for attribute in ("native_batches", "native_reads"):
+        monkeypatch.setattr(codec, attribute, False)
+    monkeypatch.setattr(codec, "start_batch", refuse)
+    monkeypatch.setattr(codec, "start_read", refuse)
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        assert list(ds) == _lines(text_jsonl)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_finishes_a_native_scan(text_packed: Path, text_jsonl: Path) -> None:
+    assert_a_forked_child_finishes(text_packed, _lines(text_jsonl), read_ahead=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+@pytest.mark.parametrize("verify", [True, False], ids=["checksum", "codec"])
+def test_zstd_batches_shared_among_threads_name_the_first_damaged_block(
+    text_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, verify: bool
+) -> None:
+    """Threads take a batch's blocks in turn: records in order, and of two damaged blocks in
+    one batch the first is named, after every record before it (found by its checksum, or
+    without checksums by zstd)."""
+    monkeypatch.setattr(zstd_codec, "NATIVE_THREADS", threads)
+    source = tmp_path / "gsm.zstd"
+    DatasetPacker().pack(text_jsonl, source, compression="zstd", block_size="4K")
+    with shardpack.open(source, read_ahead=True) as ds:
+        assert list(ds) == _lines(text_jsonl)
+    with PackedFile(source) as packed:
+        first, end = scan.batch_ranges(packed)[2]
+        assert end - first > 4
+    data = bytearray(source.read_bytes())
+    with PackedFile(source) as packed:
+        for block in (first + 1, end - 1):
+            data[int(packed.index[block]["offset"])] ^= 0x10  # the frame's magic
+        first_record = int(packed.index[first + 1]["first_record"])
+    path = tmp_path / "damaged.zstd"
+    path.write_bytes(bytes(data))
+    seen = 0
+    with (
+        shardpack.open(path, verify=verify, read_ahead=True) as ds,
+        pytest.raises(CorruptBlockError) as caught,
+    ):
+        for _ in ds:
+            seen += 1
+    assert caught.value.block == first + 1 and seen == first_record
+
+
+def test_a_zstd_frame_without_its_size_is_refused_as_a_plain_scan_refuses_it(
+    text_jsonl: Path, tmp_path: Path
+) -> None:
+    """A frame that leaves out its content size (decompressing to the right bytes) is refused
+    by the native threads as ``ZstdCodec.decode`` refuses it: a file one scan reads and another
+    refuses would pass ``validate`` and fail a loader."""
+    source = tmp_path / "gsm.zstd"
+    DatasetPacker().pack(text_jsonl, source, compression="zstd", block_size="4K")
+    with PackedFile(source) as packed:
+        block = scan.batch_ranges(packed)[2][0] + 1
+        raw = bytes(packed.read_raw_block(block))
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(raw)
+    path, first_record = _broken(source, tmp_path, block, frame)
+    for read_ahead in (False, True):
+        seen = 0
+        with (
+            shardpack.open(path, read_ahead=read_ahead) as ds,
+            pytest.raises(CorruptBlockError, match="declares no size") as caught,
+        ):
+            for _ in ds:
+                seen += 1
+        assert caught.value.block == block and seen == first_record
+
+
+def test_scans_alternating_between_two_files_reuse_one_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file wanting more stored bytes a batch (lz4, incompressible), the other more raw
+    bytes (zstd, repetitive): the pool grows to fit both once, rather than being replaced at
+    every scan."""
+    rng = np.random.default_rng(3)
+    noise = [{"t": base64.b64encode(rng.bytes(900)).decode()} for _ in range(300)]
+    words = [{"t": "the same words again " * 40} for _ in range(300)]
+    lz4_file, zstd_file = tmp_path / "noise.lz4", tmp_path / "words.zstd"
+    DatasetPacker().pack(
+        write_jsonl(tmp_path / "a.jsonl", noise), lz4_file, compression="lz4", block_size="12K"
+    )
+    DatasetPacker().pack(
+        write_jsonl(tmp_path / "b.jsonl", words), zstd_file, compression="zstd", block_size="64K"
+    )
+    claimed: list[Any] = []
+    original = scan._claim_buffers
+
+    def recording(*args: Any) -> Any:
+        claimed.append(original(*args))
+        return claimed[-1]
+
+    monkeypatch.setattr(scan, "_claim_buffers", recording)
+    monkeypatch.setattr(scan._pool, "pairs", None, raising=False)  # earlier scans' buffers
+    for path, records in [(lz4_file, noise), (zstd_file, words)] * 3:
+        with shardpack.open(path, read_ahead=True) as ds:
+            assert list(ds) == records
+    (lz4_stored, lz4_raw), (both_stored, both_raw) = claimed[0][0], claimed[1][0]
+    # zstd's scan needed more raw bytes and no more stored ones: grown once, then kept
+    assert len(both_stored) == len(lz4_stored) and len(both_raw) > len(lz4_raw)
+    assert all(pairs is claimed[1] for pairs in claimed[1:])
+
+
+def test_zstd_read_ahead_uses_the_files_dictionary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [
+        {"id": i, "text": f"record {i} says the same words as the others"} for i in range(3000)
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "dict.zstd"
+    DatasetPacker().pack(source, out, compression="zstd", block_size="4K", dictionary=True)
+    with PackedFile(out) as packed:
+        assert packed.codec.dictionary is not None and len(scan.batch_ranges(packed)) > 2
+    started: list[int] = []
+    original = zstd_codec.ZstdCodec.start_read
+
+    def recording(self: Any, *args: Any) -> Any:
+        started.append(len(args[3]))
+        return original(self, *args)
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the native threads refused a batch")
+
+    monkeypatch.setattr(zstd_codec.ZstdCodec, "start_read", recording)
+    monkeypatch.setattr(scan._FileJob, "one_by_one", refuse)  # not decoded again in Python
+    with shardpack.open(out, read_ahead=True) as ds:
+        assert list(ds) == records
+    assert sum(started) > 0
