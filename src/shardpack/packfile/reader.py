@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import suppress
 from itertools import chain
 from typing import Any
 
@@ -332,9 +331,12 @@ class PackedFile:
             for block, raw in enumerate(raws, first):
                 records = None
                 if decode_block is not None:
-                    # a fault: decoded again below, to name it as BlockView does
-                    with suppress(ValueError, TypeError, RecursionError):
+                    # a fault: decoded again below, to name it as BlockView does (try, not
+                    # contextlib.suppress: that is two Python calls a block)
+                    try:
                         records = decode_block(raw, counts[block], hook)
+                    except (ValueError, TypeError, RecursionError):
+                        pass
                 if records is None:
                     records = self._block_records(block, raw, projection)
                 yield records
