@@ -321,8 +321,9 @@ def open_dataset(
     ``columns``: read only these top-level fields of (object) records; the other fields are
     skipped while decoding, and a record without one of them simply lacks it.
     ``verify=False`` skips block checksums on read (faster, but damage goes unnoticed).
-    ``read_ahead=True``: full scans of zstd files decompress the next blocks on a worker thread
-    (with up to 4 decompressing threads; faster when cores are free, slower when none is).
+    ``read_ahead=True``: full scans read, check and decompress the next blocks on native threads
+    (lz4: one; zstd: one a core, up to 8) while this thread builds records; faster when cores
+    are free, slower when none is.
     Remote data (docs/REMOTE.md) is read by byte ranges with the settings of ``remote`` (a
     ``RemoteOptions``: concurrency, how far to fetch ahead, timeouts, retries, caches);
     ``storage_options`` (for fsspec), ``cache_dir`` (a disk cache shared by the machine's

@@ -61,8 +61,8 @@ class PackedFile:
     ) -> None:
         """``source``: anything with ``size``, ``read(offset, length)`` and ``close()`` (e.g. a
         remote byte-range source); by default the local file at ``path`` is memory-mapped.
-        ``read_ahead``: full scans decompress the next blocks on a worker thread where the codec
-        can do that without the GIL (zstd); it pays only when a core is free (see scan.py).
+        ``read_ahead``: full scans decompress the next blocks on other threads while this one
+        builds records (lz4 and zstd; see scan.py); it pays only when a core is free.
         The decoded-block cache keeps up to ``cache_blocks`` blocks and ``cache_bytes`` raw
         bytes (the newest block always)."""
         self.path = os.fspath(path)
@@ -336,7 +336,7 @@ class PackedFile:
                     try:
                         records = decode_block(raw, counts[block], hook)
                     except (ValueError, TypeError, RecursionError):
-                        pass
+                        records = None
                 if records is None:
                     records = self._block_records(block, raw, projection)
                 yield records

@@ -1,21 +1,22 @@
-"""A full scan of one packed file: every block read, verified and decompressed in order; for a
-codec that decodes a whole batch of blocks in one call without the GIL (zstd), the next batch is
-decompressed on a worker thread while the caller turns this one into records.
+"""A full scan of one packed file: every block read, verified and decompressed in order; with
+read-ahead the next batch is decompressed off the scanning thread while the caller turns this
+one into records.
 
-A worker thread pays only where its work runs without the GIL from start to end: a thread that
-needs the GIL back after every block waits for the scanning thread to give it up, which happens
-only every few milliseconds (the interpreter's switch interval). So the worker takes a batch of
-blocks per call, and the scanning thread waits until the worker is inside that call before it
-goes on: it hands the GIL over once per batch. Blocks are still read one at a time: a 1 MiB read
-into fresh memory measured slower here than 32-64 KiB reads into memory the allocator reuses.
+lz4 and zstd with the C module need no worker: ``Codec.start_read`` (``start_batch`` for
+blocks not in a local file) starts native threads that never take the GIL and read, check and
+decompress the batch, so the scanning thread hands nothing over, and when it gets there before
+they are done it decompresses the blocks they have not taken yet.
 
-lz4 needs no worker: its C module starts each batch on a native thread of its own that never
-takes the GIL (``Codec.start_batch``), so the scanning thread hands nothing over and waits only
-if that thread is not done when it gets there.
+Without the C module, zstd decodes a whole batch in one call without the GIL on a Python
+worker thread. A worker thread pays only where its work runs without the GIL from start to end:
+a thread that needs the GIL back after every block waits for the scanning thread to give it up,
+which happens only every few milliseconds (the interpreter's switch interval). So the worker
+takes a batch of blocks per call, and the scanning thread waits until the worker is inside that
+call before it goes on: it hands the GIL over once per batch.
 
-Read-ahead is opt-in (``read_ahead=True``): a prototype took a GSM8K zstd scan from 6.2 to
-5.0 ms while a core was free, but on a machine whose other core is busy the two threads share
-one core and the handovers cost more than the overlap gives (docs/BENCHMARKS.md).
+Read-ahead is opt-in (``read_ahead=True``): on a machine whose other core is busy the threads
+share one core, and an lz4 scan of GSM8K measured 35-45% slower than without
+(docs/BENCHMARKS.md section 6).
 """
 
 from __future__ import annotations
