@@ -8,3 +8,16 @@ def nativize(payload: bytes, /) -> bytes: ...
 def decode_block(
     raw: Any, count: int, hook: Callable[[int, bytes], Any], /
 ) -> list[Any] | None: ...
+def index_fits(
+    index: Any,
+    data_end: int,
+    record_count: int,
+    max_raw_size: int,
+    header_size: int,
+    raw_cap: int,
+    records_cap: int,
+    block_fixed: int,
+    min_record_bytes: int,
+    known_flags: int,
+    /,
+) -> bool: ...
