@@ -269,6 +269,24 @@ def test_without_the_c_module_read_ahead_is_a_plain_scan_or_a_worker(
         assert list(ds) == _lines(text_jsonl)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_batches_reuse_the_pools_threads(text_packed: Path, compression: str) -> None:
+    """Batches are handed to threads kept between them: after the first scans, more scans
+    (and their many batches) start no thread."""
+
+    def scan_twice() -> None:
+        for _ in range(2):
+            with shardpack.open(text_packed, read_ahead=True) as ds:
+                for _ in ds:
+                    pass
+
+    scan_twice()
+    threads = len(os.listdir("/proc/self/task"))
+    for _ in range(10):
+        scan_twice()
+    assert len(os.listdir("/proc/self/task")) == threads
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_finishes_a_native_scan(text_packed: Path, text_jsonl: Path) -> None:
     assert_a_forked_child_finishes(text_packed, _lines(text_jsonl), read_ahead=True)

@@ -1,7 +1,8 @@
 /* LZ4 and zstd blocks decompressed on threads of their own, which never take the GIL.
  *
- * start(codec, stored, raw_sizes, out, threads, dictionary) -> Pending: starts native threads
- *     that decompress every block, and returns at once. codec: LZ4 or ZSTD (module constants);
+ * start(codec, stored, raw_sizes, out, threads, dictionary) -> Pending: hands the batch to
+ *     native threads (a pool kept between batches) that decompress every block, and returns at
+ *     once. codec: LZ4 or ZSTD (module constants);
  *     dictionary: a zstd dictionary's bytes, or None. Each block gets bytes of its raw size,
  *     or, with `out` (a writable buffer of at least their sum; None: none), the next
  *     raw_sizes[j] bytes of out, in order: a scan reuses two such buffers instead of faulting
@@ -24,9 +25,9 @@
  *
  * A full scan starts the next batch, then turns this one into records (packfile/scan.py). A
  * Python worker thread would need the GIL to start each batch, and gets it only when the
- * scanning thread lets go; these threads need nothing from Python, so the handover is a thread
- * start. Buffers are held (buffer protocol) and outputs owned by the Pending until the threads
- * are joined, also when it is dropped unread.
+ * scanning thread lets go; these threads need nothing from Python, so the handover is a
+ * wake-up. Buffers are held (buffer protocol) and outputs owned by the Pending until no thread
+ * works on it, also when it is dropped unread.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,7 +44,7 @@
 enum { CODEC_LZ4 = 0, CODEC_ZSTD = 1 };
 #define MAX_THREADS 16
 
-typedef struct {
+typedef struct Pending_ {
     PyObject_HEAD
     int codec;
     int threads;           /* how many decompress the batch */
@@ -69,8 +70,13 @@ typedef struct {
     Py_ssize_t failed;     /* the lowest block that failed, or -1 (atomic) */
     long long *results;    /* the codec's answer for a block that failed (or -1) */
     const char **failures; /* what went wrong there */
-    pthread_t thread_ids[MAX_THREADS];
-    int running;           /* how many threads were started and not yet joined */
+    int running;           /* handed to the pool (or its threads) and not yet joined */
+    /* the pool's bookkeeping, under pool_lock */
+    struct Pending_ *queued_next; /* the next job in the pool's queue */
+    int queued;            /* in the queue: pool threads may still join it */
+    int wanted;            /* how many pool threads it asks for */
+    int joined;            /* how many joined it */
+    int active;            /* how many are working on it now */
     pid_t owner;           /* the process that started it: a forked child has no such thread */
 } Pending;
 
@@ -140,19 +146,88 @@ static void work(Pending *p, ZSTD_DCtx *dctx) {
     }
 }
 
-/* One of the batch's threads, or the scanning thread while it waits for them. A zstd context
- * of its own while it runs; without one it leaves the blocks to the others. */
-static void *run(void *arg) {
-    Pending *p = (Pending *)arg;
+/* The scanning thread helping, or a batch run where no thread can be had. A zstd context of
+ * its own while it runs; without one it leaves the blocks to the others. */
+static void run(Pending *p) {
     ZSTD_DCtx *dctx = NULL;
-    if (p->codec == CODEC_ZSTD && (dctx = ZSTD_createDCtx()) == NULL) return NULL;
+    if (p->codec == CODEC_ZSTD && (dctx = ZSTD_createDCtx()) == NULL) return;
     work(p, dctx);
     ZSTD_freeDCtx(dctx);
+}
+
+/* ---- the pool: threads kept between batches ----
+ * Starting a thread per batch cost the scanning thread ~36 us a batch (start and join), a
+ * tenth of a text scan's time besides decoding; a pool thread is woken instead. Threads are
+ * added as batches ask for more (up to MAX_THREADS) and never leave; a forked child starts
+ * with none (pool_after_fork). */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER; /* a job was queued */
+static pthread_cond_t pool_left = PTHREAD_COND_INITIALIZER; /* a thread left a job */
+static Pending *pool_queue = NULL; /* jobs still taking threads, oldest first */
+static int pool_size = 0;          /* threads started in this process */
+
+static void pool_after_fork(void) {
+    pthread_mutex_init(&pool_lock, NULL);
+    pthread_cond_init(&pool_work, NULL);
+    pthread_cond_init(&pool_left, NULL);
+    pool_queue = NULL;
+    pool_size = 0;
+}
+
+static void unqueue(Pending *p) { /* under pool_lock */
+    if (!p->queued) return;
+    Pending **at = &pool_queue;
+    while (*at != p) at = &(*at)->queued_next;
+    *at = p->queued_next;
+    p->queued = 0;
+}
+
+static void *pool_thread(void *unused) {
+    ZSTD_DCtx *dctx = NULL; /* kept from job to job */
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        while (pool_queue == NULL) pthread_cond_wait(&pool_work, &pool_lock);
+        Pending *p = pool_queue;
+        p->active++;
+        if (++p->joined >= p->wanted) unqueue(p);
+        pthread_mutex_unlock(&pool_lock);
+        if (p->codec == CODEC_ZSTD && dctx == NULL) dctx = ZSTD_createDCtx();
+        if (p->codec != CODEC_ZSTD || dctx != NULL) work(p, dctx);
+        pthread_mutex_lock(&pool_lock);
+        if (--p->active == 0) pthread_cond_broadcast(&pool_left);
+    }
     return NULL;
 }
 
-/* Wait for the threads; `help`: take the blocks none has taken yet meanwhile, rather than wait
- * idle (the scanning thread waits only when it has nothing else to do). */
+/* Queue `p` for `wanted` pool threads, starting threads up to that many. 0 where the pool has
+ * none and none can be started. */
+static int pool_submit(Pending *p, int wanted) {
+    pthread_mutex_lock(&pool_lock);
+    pthread_attr_t detached;
+    pthread_attr_init(&detached);
+    pthread_attr_setdetachstate(&detached, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    while (pool_size < wanted && pthread_create(&thread, &detached, pool_thread, NULL) == 0)
+        pool_size++;
+    pthread_attr_destroy(&detached);
+    int queued = pool_size > 0;
+    if (queued) {
+        p->wanted = wanted;
+        p->queued_next = NULL;
+        Pending **at = &pool_queue;
+        while (*at != NULL) at = &(*at)->queued_next;
+        *at = p;
+        p->queued = 1;
+        if (wanted == 1) pthread_cond_signal(&pool_work);
+        else pthread_cond_broadcast(&pool_work);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    return queued;
+}
+
+/* Wait until no pool thread works on `p` or can still join it; `help`: first take the blocks
+ * none has taken yet, rather than wait idle (the scanning thread waits only when it has
+ * nothing else to do). */
 static void join(Pending *p, int help) {
     if (p->running && getpid() != p->owner) {
         p->running = 0; /* forked while they ran: the copy of its outputs may be half written */
@@ -163,7 +238,10 @@ static void join(Pending *p, int help) {
     if (p->running) {
         Py_BEGIN_ALLOW_THREADS
         if (help) run(p);
-        for (int t = 0; t < p->running; t++) pthread_join(p->thread_ids[t], NULL);
+        pthread_mutex_lock(&pool_lock);
+        unqueue(p);
+        while (p->active > 0) pthread_cond_wait(&pool_left, &pool_lock);
+        pthread_mutex_unlock(&pool_lock);
         Py_END_ALLOW_THREADS
         p->running = 0;
     }
@@ -256,6 +334,8 @@ static Pending *pending_new(Py_ssize_t count) {
     p->checksums = NULL;
     p->failed = -1;
     p->running = 0;
+    p->queued_next = NULL;
+    p->queued = p->wanted = p->joined = p->active = 0;
     p->codec = CODEC_LZ4;
     p->threads = 1;
     p->dict.obj = NULL;
@@ -313,8 +393,7 @@ static int place_outputs(Pending *p, PyObject *raw_sizes, const Py_ssize_t *stor
     return 0;
 }
 
-/* Start the batch's threads here, on the scanning thread: a thread started by another busy
- * thread was measured to wait milliseconds for the idle core. */
+/* Hand the batch to the pool's threads, which start on it at once. */
 static PyObject *launch(Pending *p) {
     p->owner = getpid();
     if (p->dict.obj != NULL) {
@@ -326,10 +405,9 @@ static PyObject *launch(Pending *p) {
         }
     }
     int wanted = p->threads < p->count ? p->threads : (int)(p->count ? p->count : 1);
-    while (p->running < wanted &&
-           pthread_create(&p->thread_ids[p->running], NULL, run, p) == 0)
-        p->running++;
-    if (p->running == 0) { /* no thread to be had: the work here, still without the GIL */
+    if (pool_submit(p, wanted)) {
+        p->running = 1;
+    } else { /* no thread to be had: the work here, still without the GIL */
         Py_BEGIN_ALLOW_THREADS
         run(p);
         Py_END_ALLOW_THREADS
@@ -485,6 +563,10 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__native_batch(void) {
     if (PyType_Ready(&PendingType) < 0) return NULL;
+    if (pthread_atfork(NULL, NULL, pool_after_fork) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot register the thread pool's fork handler");
+        return NULL;
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddIntConstant(module, "LZ4", CODEC_LZ4) < 0 ||

@@ -31,9 +31,10 @@ def _batch_threads() -> int:
 
 BATCH_THREADS = _batch_threads()
 # native read-ahead: decompressing a zstd block takes longer than building its records (GSM8K:
-# ~4 ms against ~2 ms), so the other cores share it; the scanning thread joins in when it would
-# otherwise wait. On 2 cores two threads measured ~5% faster than one.
-NATIVE_THREADS = max(1, min(8, usable_cores()))
+# ~4 ms against ~2 ms), so a thread a core shares it, the scanning thread's core included (it
+# takes blocks when it would otherwise wait). On 2 cores one pool thread measured 10-20% faster
+# than two (three threads on two cores).
+NATIVE_THREADS = max(1, min(8, usable_cores() - 1))
 
 
 @register_codec
