@@ -287,6 +287,43 @@ def test_batches_reuse_the_pools_threads(text_packed: Path, compression: str) ->
     assert len(os.listdir("/proc/self/task")) == threads
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or not os.path.isdir("/proc/self/task"), reason="needs fork, /proc"
+)
+def test_a_forked_child_starts_a_pool_of_its_own(text_packed: Path, text_jsonl: Path) -> None:
+    """The parent's pool threads are not in a forked child: the child's first read-ahead scan
+    starts its own (``pthread_atfork``), rather than queue batches for threads it lacks (its
+    scanning thread would then do every block itself)."""
+    import select
+    import signal
+    import warnings
+
+    expected = _lines(text_jsonl)
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        assert list(ds) == expected  # the parent's pool is up
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+        pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        alone = len(os.listdir("/proc/self/task"))
+        with shardpack.open(text_packed, read_ahead=True) as ds:
+            ok = list(ds) == expected
+        started = len(os.listdir("/proc/self/task")) - alone
+        os.write(write, b"%d %d" % (ok, started))
+        os._exit(0)
+    os.close(write)
+    answered, _, _ = select.select([read], [], [], 60)
+    if not answered:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    answer = os.read(read, 64).decode() if answered else ""
+    os.close(read)
+    ok, started = answer.split()
+    assert ok == "1" and int(started) >= 1
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_finishes_a_native_scan(text_packed: Path, text_jsonl: Path) -> None:
     assert_a_forked_child_finishes(text_packed, _lines(text_jsonl), read_ahead=True)
