@@ -133,17 +133,23 @@ def test_arrays_never_view_a_reused_buffer(kd_packed: tuple[Path, list[Any]]) ->
         assert np.allclose(got["logp"], want["logp"])
 
 
-def test_two_scans_in_one_thread_do_not_share_buffers(
-    text_packed: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    claimed: list[Any] = []
+@pytest.fixture
+def claimed(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The buffer pairs each scan claims (``scan._claim_buffers``), in order."""
+    pairs: list[Any] = []
     original = scan._claim_buffers
 
     def recording(*args: Any) -> Any:
-        claimed.append(original(*args))
-        return claimed[-1]
+        pairs.append(original(*args))
+        return pairs[-1]
 
     monkeypatch.setattr(scan, "_claim_buffers", recording)
+    return pairs
+
+
+def test_two_scans_in_one_thread_do_not_share_buffers(
+    text_packed: Path, text_jsonl: Path, claimed: list[Any]
+) -> None:
     expected = _lines(text_jsonl)
     with shardpack.open(text_packed, read_ahead=True) as ds:
         assert list(ds) == expected  # its buffers go back to this thread's pool
@@ -387,7 +393,7 @@ def test_a_zstd_frame_without_its_size_is_refused_as_a_plain_scan_refuses_it(
 
 
 def test_scans_alternating_between_two_files_reuse_one_pool(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claimed: list[Any]
 ) -> None:
     """One file wanting more stored bytes a batch (lz4, incompressible), the other more raw
     bytes (zstd, repetitive): the pool grows to fit both once, rather than being replaced at
@@ -402,14 +408,6 @@ def test_scans_alternating_between_two_files_reuse_one_pool(
     DatasetPacker().pack(
         write_jsonl(tmp_path / "b.jsonl", words), zstd_file, compression="zstd", block_size="64K"
     )
-    claimed: list[Any] = []
-    original = scan._claim_buffers
-
-    def recording(*args: Any) -> Any:
-        claimed.append(original(*args))
-        return claimed[-1]
-
-    monkeypatch.setattr(scan, "_claim_buffers", recording)
     monkeypatch.setattr(scan._pool, "pairs", None, raising=False)  # earlier scans' buffers
     for path, records in [(lz4_file, noise), (zstd_file, words)] * 3:
         with shardpack.open(path, read_ahead=True) as ds:

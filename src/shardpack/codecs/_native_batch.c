@@ -203,13 +203,16 @@ static void *pool_thread(void *unused) {
  * none and none can be started. */
 static int pool_submit(Pending *p, int wanted) {
     pthread_mutex_lock(&pool_lock);
-    pthread_attr_t detached;
-    pthread_attr_init(&detached);
-    pthread_attr_setdetachstate(&detached, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    while (pool_size < wanted && pthread_create(&thread, &detached, pool_thread, NULL) == 0)
-        pool_size++;
-    pthread_attr_destroy(&detached);
+    if (pool_size < wanted) { /* once the pool has grown, a batch only queues and wakes */
+        pthread_attr_t detached;
+        pthread_attr_init(&detached);
+        pthread_attr_setdetachstate(&detached, PTHREAD_CREATE_DETACHED);
+        pthread_t thread;
+        while (pool_size < wanted &&
+               pthread_create(&thread, &detached, pool_thread, NULL) == 0)
+            pool_size++;
+        pthread_attr_destroy(&detached);
+    }
     int queued = pool_size > 0;
     if (queued) {
         p->wanted = wanted;

@@ -44,19 +44,6 @@ class NativeBatch:
         return views
 
 
-def start_native(
-    codec_id: str, start: Callable[[Any], Any], out: Any, raw_sizes: Sequence[int]
-) -> PendingBlocks:
-    """A batch started by ``start(the C module)``; its refusals as CodecError."""
-    if _native_batch is None:
-        raise NotImplementedError(f"{codec_id} read-ahead needs the C module, which is not built")
-    try:
-        pending = start(_native_batch)
-    except ValueError as exc:  # a size the stored bytes could never hold
-        raise CodecError(str(exc)) from None
-    return NativeBatch(codec_id, pending, out, raw_sizes)
-
-
 class NativeReadAhead:
     """``Codec.start_batch`` and ``Codec.start_read`` on the C module, for a codec it knows by
     its id ("lz4", "zstd"), which says how many threads a batch gets and which dictionary it
@@ -76,8 +63,7 @@ class NativeReadAhead:
     def start_batch(
         self, stored: Sequence[bytes | memoryview], raw_sizes: Sequence[int], out: Any = None
     ) -> PendingBlocks:
-        return start_native(
-            self.codec_id,
+        return self._started(
             lambda c: c.start(
                 self._native_id(c),
                 list(stored),
@@ -101,8 +87,7 @@ class NativeReadAhead:
         checksums: list[int] | None,
         out: Any,
     ) -> PendingBlocks:
-        return start_native(
-            self.codec_id,
+        return self._started(
             lambda c: c.read(
                 self._native_id(c),
                 fd,
@@ -119,6 +104,20 @@ class NativeReadAhead:
             out,
             raw_sizes,
         )
+
+    def _started(
+        self, start: Callable[[Any], Any], out: Any, raw_sizes: Sequence[int]
+    ) -> PendingBlocks:
+        """A batch started by ``start(the C module)``; its refusals as CodecError."""
+        if _native_batch is None:
+            raise NotImplementedError(
+                f"{self.codec_id} read-ahead needs the C module, which is not built"
+            )
+        try:
+            pending = start(_native_batch)
+        except ValueError as exc:  # a size the stored bytes could never hold
+            raise CodecError(str(exc)) from None
+        return NativeBatch(self.codec_id, pending, out, raw_sizes)
 
     def _native_id(self, module: Any) -> int:
         return int(getattr(module, self.codec_id.upper()))

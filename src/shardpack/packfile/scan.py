@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
@@ -175,43 +175,55 @@ class _Job:
             self.done.set()
 
 
-class _NativeJob:
-    """One batch on the codec's own native thread (``Codec.start_batch``): no worker needed,
-    and the scanning thread never waits for one to take the GIL."""
+class _Started:
+    """A batch handed to the codec's native threads: its raw blocks, or the codec's error, once
+    waited for."""
 
-    __slots__ = ("_pending", "batch", "blocks", "error")
+    __slots__ = ("_pending", "blocks", "error")
 
-    def __init__(self, codec: Codec, batch: StoredBatch, out: bytearray | None) -> None:
-        """``out``: a buffer the raw blocks are written into (reused by the batch after next)."""
-        self.batch = batch
+    def __init__(self, start: Callable[[], PendingBlocks] | None) -> None:
+        """``start``: hands the batch over (None: nothing to hand over)."""
         self.blocks: list[Any] = []
         self.error: CodecError | None = None
         self._pending: PendingBlocks | None = None
-        if batch.stored:
+        if start is not None:
             try:
-                self._pending = codec.start_batch(batch.stored, batch.raw_sizes, out)
+                self._pending = start()
             except CodecError as exc:
                 self.error = exc
-
-    @property
-    def first(self) -> int:
-        return self.batch.first
 
     def wait(self) -> None:
         if self._pending is not None:
             self.blocks, self.error = _outcome(self._pending)
             self._pending = None
 
+
+class _NativeJob(_Started):
+    """One batch on the codec's own native threads (``Codec.start_batch``): no worker needed,
+    and the scanning thread never waits for one to take the GIL."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, codec: Codec, batch: StoredBatch, out: bytearray | None) -> None:
+        """``out``: a buffer the raw blocks are written into (reused by the batch after next)."""
+        self.batch = batch
+        stored, raw_sizes = batch.stored, batch.raw_sizes
+        super().__init__((lambda: codec.start_batch(stored, raw_sizes, out)) if stored else None)
+
+    @property
+    def first(self) -> int:
+        return self.batch.first
+
     def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
         return _one_by_one(packed, self.batch)
 
 
-class _FileJob:
-    """One batch of a local file read, checked and decompressed on the codec's native thread
+class _FileJob(_Started):
+    """One batch of a local file read, checked and decompressed on the codec's native threads
     (``Codec.start_read``): the scanning thread neither reads nor hashes it. A fault is named
     by reading the batch again block by block (``one_by_one``)."""
 
-    __slots__ = ("_pending", "blocks", "end", "error", "first")
+    __slots__ = ("end", "first")
 
     def __init__(
         self, packed: PackedFile, fd: int, blocks: range, stored: memoryview, out: bytearray
@@ -220,14 +232,11 @@ class _FileJob:
         (``_together``); ``out``: room for their raw bytes."""
         first, end = blocks.start, blocks.stop
         self.first, self.end = first, end
-        self.blocks: list[Any] = []
-        self.error: CodecError | None = None
-        self._pending: PendingBlocks | None = None
         offsets, sizes = packed.block_offsets, packed.block_stored_sizes
         base = offsets[first]
         checksums = list(packed.block_checksums[first:end]) if packed.verify else None
-        try:
-            self._pending = packed.codec.start_read(
+        super().__init__(
+            lambda: packed.codec.start_read(
                 fd,
                 base,
                 stored,
@@ -237,13 +246,7 @@ class _FileJob:
                 checksums,
                 out,
             )
-        except CodecError as exc:
-            self.error = exc
-
-    def wait(self) -> None:
-        if self._pending is not None:
-            self.blocks, self.error = _outcome(self._pending)
-            self._pending = None
+        )
 
     def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
         for block in range(self.first, self.end):
