@@ -176,13 +176,12 @@ class _Job:
 
 
 class _Started:
-    """A batch handed to the codec's native threads: its raw blocks, or the codec's error, once
-    waited for."""
+    """A batch handed to the codec's native threads by ``start`` (None: nothing to hand over):
+    its raw blocks, or the codec's error, once waited for."""
 
     __slots__ = ("_pending", "blocks", "error")
 
     def __init__(self, start: Callable[[], PendingBlocks] | None) -> None:
-        """``start``: hands the batch over (None: nothing to hand over)."""
         self.blocks: list[Any] = []
         self.error: CodecError | None = None
         self._pending: PendingBlocks | None = None
@@ -202,17 +201,13 @@ class _NativeJob(_Started):
     """One batch on the codec's own native threads (``Codec.start_batch``): no worker needed,
     and the scanning thread never waits for one to take the GIL."""
 
-    __slots__ = ("batch",)
+    __slots__ = ("batch", "first")
 
     def __init__(self, codec: Codec, batch: StoredBatch, out: bytearray | None) -> None:
         """``out``: a buffer the raw blocks are written into (reused by the batch after next)."""
-        self.batch = batch
+        self.batch, self.first = batch, batch.first
         stored, raw_sizes = batch.stored, batch.raw_sizes
         super().__init__((lambda: codec.start_batch(stored, raw_sizes, out)) if stored else None)
-
-    @property
-    def first(self) -> int:
-        return self.batch.first
 
     def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
         return _one_by_one(packed, self.batch)
