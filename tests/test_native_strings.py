@@ -281,6 +281,87 @@ def test_c_decoder_on_mutated_bytes_raises_value_errors_only(value: Any, data: A
     assert got == expected or msgspec.msgpack.encode(got) == msgspec.msgpack.encode(expected)
 
 
+def _msgpack_str(data: bytes) -> bytes:
+    """``data`` under a msgpack str32 header, whatever its bytes."""
+    return b"\xdb" + struct.pack(">I", len(data)) + data
+
+
+def _expect_like_cpython(data: bytes) -> None:
+    """The C decoder reads ``data`` (as a str value and as a map key) as CPython's strict UTF-8
+    decoder does: the same str, in the same kind (str equality compares kinds), or a ValueError
+    where CPython refuses the bytes."""
+    try:
+        expected: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        expected = None
+    for payload, unwrap in (
+        (_msgpack_str(data), lambda got: got),
+        (b"\x81" + _msgpack_str(data) + b"\xc0", lambda got: next(iter(got))),
+    ):
+        if expected is None:
+            with pytest.raises(ValueError):
+                _c_decode(payload)
+        else:
+            got = unwrap(_c_decode(payload))
+            assert got == expected  # CPython's str equality holds only between equal kinds
+
+
+# UTF-8's edges: each refused form, and the first and last of each length
+UTF8_EDGES = [
+    *(b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\x9f\xbf", b"\xf0\x80\x80\x80"),  # overlong
+    *(b"\xf0\x8f\xbf\xbf", b"\xed\xa0\x80", b"\xed\xbf\xbf"),  # overlong, surrogates
+    *(b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xff", b"\x80", b"\xbf"),  # past U+10FFFF, stray
+    *(b"\xe2\x80", b"\xf0\x9f\x98", b"\xc3", b"\xc3\x28", b"\xe2\x28\xa1"),  # cut short, bad
+    *(b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xed\x9f\xbf", b"\xee\x80\x80"),  # valid
+    *(b"\xef\xbf\xbf", b"\xf0\x90\x80\x80", b"\xf4\x8f\xbf\xbf", b"\xc3\xa9"),
+]
+
+
+@pytest.mark.skipif(not BUILT, reason="the C module is not built here")
+@pytest.mark.parametrize("edge", UTF8_EDGES, ids=lambda edge: edge.hex())
+@pytest.mark.parametrize("ascii_before", [0, 1, 7, 8, 9, 23])
+def test_c_utf8_edges_read_as_cpython_reads_them(edge: bytes, ascii_before: int) -> None:
+    # runs of ASCII around the edge: the decoder copies ASCII 8 bytes at a time
+    _expect_like_cpython(b"q" * ascii_before + edge)
+    _expect_like_cpython(b"q" * ascii_before + edge + b"r" * 11)
+    _expect_like_cpython(edge + "’".encode() + b"s" * ascii_before)
+
+
+@pytest.mark.skipif(not BUILT, reason="the C module is not built here")
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.lists(st.text(max_size=12) | st.sampled_from(["x" * 9, "’", "é", "😀"])).map("".join),
+    data=st.data(),
+)
+def test_c_utf8_strings_read_as_cpython_reads_them(text: str, data: Any) -> None:
+    encoded = bytearray(text.encode())
+    _expect_like_cpython(bytes(encoded))
+    if encoded:  # and the same text with a byte changed: valid or not, read as CPython reads it
+        encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
+        _expect_like_cpython(bytes(encoded))
+
+
+@pytest.mark.skipif(not BUILT, reason="the C module is not built here")
+def test_c_decoder_keys_that_differ_in_one_byte_are_told_apart() -> None:
+    # short keys come from a cache of 512 slots read a word at a time: keys alike but for one
+    # byte, at every place and of every cached length, are each their own key, and 1,200 keys of
+    # one length share slots
+    alphabet = [chr(c) for c in range(33, 127)]
+    for length in range(1, 34):
+        keys = ["k" * length]
+        keys += [("k" * at + "j" + "k" * (length - at - 1)) for at in range(length)]
+        keys += list(
+            dict.fromkeys(
+                f"k{a}{b}{'k' * length}"[: length - 1] + "k" for a in alphabet for b in alphabet
+            )
+        )[:1200]
+        keys = list(dict.fromkeys(keys))
+        record = {key: i for i, key in enumerate(keys)}
+        for _ in range(2):  # the second time from the cache
+            got = _c_decode(msgspec.msgpack.encode(record))
+            assert got == record and list(got) == keys
+
+
 @pytest.mark.skipif(not BUILT, reason="the C module is not built here")
 def test_c_decoder_bounds_nesting_and_lengths() -> None:
     deep = b"\x91" * 5000 + b"\xc0"

@@ -22,6 +22,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if !PY_LITTLE_ENDIAN
 #error "native strings are little-endian: big-endian machines use the pure-Python fallback"
@@ -29,7 +32,8 @@
 
 #define EXT_NATIVE_STR 4
 #define MAX_DEPTH 1024 /* decoding; the writer's own limit is far lower (bounds.py) */
-#define KEY_SLOTS 512  /* direct-mapped cache of short ASCII map keys */
+#define KEY_SLOT_BITS 9
+#define KEY_SLOTS (1 << KEY_SLOT_BITS) /* direct-mapped cache of short ASCII map keys */
 #define KEY_MAX 32
 
 typedef struct {
@@ -76,52 +80,231 @@ static inline const unsigned char *take(Reader *r, Py_ssize_t n) {
     return at;
 }
 
-/* UTF-8 -> str. ASCII (most text) is copied while it is checked, in one pass. */
+/* The characters and widest code point of UTF-8 text: the strict decoder's rules (no overlong
+ * forms, surrogates or points past U+10FFFF), so that bad bytes are an error and never a bad
+ * string. -1: malformed. */
+static int utf8_measure(const unsigned char *s, Py_ssize_t n, Py_ssize_t *chars, uint32_t *widest) {
+    Py_ssize_t i = 0, count = 0;
+    uint32_t max = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        uint32_t point;
+        if (b < 0x80) {
+            /* a run of ASCII, 8 bytes at a time */
+            uint64_t word;
+            while (i + 8 <= n && (memcpy(&word, s + i, 8), (word & 0x8080808080808080ULL) == 0)) {
+                i += 8;
+                count += 8;
+            }
+            while (i < n && s[i] < 0x80) {
+                i++;
+                count++;
+            }
+            continue;
+        } else if (b >= 0xC2 && b < 0xE0 && i + 2 <= n && (s[i + 1] & 0xC0) == 0x80) {
+            point = (uint32_t)(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
+            i += 2;
+        } else if (b >= 0xE0 && b < 0xF0 && i + 3 <= n && (s[i + 1] & 0xC0) == 0x80 &&
+                   (s[i + 2] & 0xC0) == 0x80) {
+            point = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
+            if (point < 0x800 || (point >= 0xD800 && point <= 0xDFFF)) return -1;
+            i += 3;
+        } else if (b >= 0xF0 && b < 0xF5 && i + 4 <= n && (s[i + 1] & 0xC0) == 0x80 &&
+                   (s[i + 2] & 0xC0) == 0x80 && (s[i + 3] & 0xC0) == 0x80) {
+            point = (uint32_t)(b & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 |
+                    (uint32_t)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+            if (point < 0x10000 || point > 0x10FFFF) return -1;
+            i += 4;
+        } else {
+            return -1;
+        }
+        if (point > max) max = point;
+        count++;
+    }
+    *chars = count;
+    *widest = max;
+    return 0;
+}
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+/* Well-formed UTF-8 (utf8_measure said so) written as `kind`-byte characters, little-endian;
+ * inlined once per kind, so that each loop is compiled for its own width. */
+static ALWAYS_INLINE void transcode_as(const unsigned char *s, Py_ssize_t n, const int kind,
+                                       unsigned char *dest) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        uint32_t point;
+        uint64_t word;
+        if (b < 0x80 && i + 8 <= n && (memcpy(&word, s + i, 8), (word & 0x8080808080808080ULL) == 0)) {
+            /* 8 ASCII characters: mostly-English text with a curly quote is mostly this */
+            if (kind == 1) {
+                memcpy(dest, s + i, 8);
+            } else {
+#if defined(__SSE2__)
+                const __m128i zero = _mm_setzero_si128();
+                __m128i units = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(s + i)), zero);
+                if (kind == 2) {
+                    _mm_storeu_si128((__m128i *)dest, units);
+                } else {
+                    _mm_storeu_si128((__m128i *)dest, _mm_unpacklo_epi16(units, zero));
+                    _mm_storeu_si128((__m128i *)(dest + 16), _mm_unpackhi_epi16(units, zero));
+                }
+#else
+                for (int k = 0; k < 8; k++) { /* memcpy: the writer's dest is not aligned */
+                    uint16_t unit = s[i + k];
+                    uint32_t wide = s[i + k];
+                    if (kind == 2) memcpy(dest + 2 * k, &unit, 2);
+                    else memcpy(dest + 4 * k, &wide, 4);
+                }
+#endif
+            }
+            dest += 8 * kind;
+            i += 8;
+            continue;
+        }
+        if (b < 0x80) {
+            point = b;
+            i += 1;
+        } else if (b < 0xE0) {
+            point = (uint32_t)(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
+            i += 2;
+        } else if (b < 0xF0) {
+            point = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
+            i += 3;
+        } else {
+            point = (uint32_t)(b & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 |
+                    (uint32_t)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+            i += 4;
+        }
+        if (kind == 1) {
+            *dest++ = (unsigned char)point;
+        } else if (kind == 2) {
+            uint16_t unit = (uint16_t)point;
+            memcpy(dest, &unit, 2);
+            dest += 2;
+        } else {
+            memcpy(dest, &point, 4);
+            dest += 4;
+        }
+    }
+}
+
+static void utf8_transcode(const unsigned char *s, Py_ssize_t n, int kind, unsigned char *dest) {
+    if (kind == 1) transcode_as(s, n, 1, dest);
+    else if (kind == 2) transcode_as(s, n, 2, dest);
+    else transcode_as(s, n, 4, dest);
+}
+
+/* UTF-8 -> str. ASCII (most text) is copied while it is checked, in one pass; other text is
+ * measured, then written in the kind CPython would pick (str equality compares kinds). */
 static PyObject *str_from_utf8(const unsigned char *s, Py_ssize_t n) {
     PyObject *text = PyUnicode_New(n, 127);
     if (text == NULL) return NULL;
     unsigned char *to = PyUnicode_1BYTE_DATA(text);
-    uint64_t acc = 0, a, b, c, d;
-    Py_ssize_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        memcpy(&a, s + i, 8);
-        memcpy(&b, s + i + 8, 8);
-        memcpy(&c, s + i + 16, 8);
-        memcpy(&d, s + i + 24, 8);
-        acc |= a | b | c | d;
-        memcpy(to + i, s + i, 32);
+    int ascii;
+#if defined(__SSE2__)
+    if (n >= 16) { /* 16 bytes a step; the last step overlaps the one before, not a byte loop */
+        __m128i acc = _mm_setzero_si128(), v;
+        for (Py_ssize_t i = 0; i + 16 <= n; i += 16) {
+            v = _mm_loadu_si128((const __m128i *)(s + i));
+            acc = _mm_or_si128(acc, v);
+            _mm_storeu_si128((__m128i *)(to + i), v);
+        }
+        v = _mm_loadu_si128((const __m128i *)(s + n - 16));
+        acc = _mm_or_si128(acc, v);
+        _mm_storeu_si128((__m128i *)(to + n - 16), v);
+        ascii = _mm_movemask_epi8(acc) == 0;
+    } else
+#endif
+    {
+        uint64_t acc = 0, word;
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&word, s + i, 8);
+            acc |= word;
+            memcpy(to + i, &word, 8);
+        }
+        for (; i < n; i++) {
+            acc |= s[i];
+            to[i] = s[i];
+        }
+        ascii = (acc & 0x8080808080808080ULL) == 0;
     }
-    for (; i < n; i++) {
-        acc |= s[i];
-        to[i] = s[i];
-    }
-    if ((acc & 0x8080808080808080ULL) == 0) return text;
+    if (ascii) return text;
     Py_DECREF(text);
-    return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    Py_ssize_t chars;
+    uint32_t widest;
+    if (utf8_measure(s, n, &chars, &widest) < 0) /* CPython's decoder names the fault */
+        return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    text = PyUnicode_New(chars, widest);
+    if (text == NULL) return NULL;
+    utf8_transcode(s, n, PyUnicode_KIND(text), PyUnicode_DATA(text));
+    return text;
 }
 
-/* A short ASCII string from `cache` (one of the tables below), made and cached on a miss: map
- * keys, and short values that repeat (roles, languages, sources) are one object each. */
+static inline uint64_t word_at(const unsigned char *s) {
+    uint64_t word;
+    memcpy(&word, s, 8);
+    return word;
+}
+
+/* A slot for s[0:n], n <= KEY_MAX, from its bytes read a word at a time (the last word overlaps
+ * the one before where n is not a multiple of 8): a byte-wise hash cost more than the lookup */
+static inline size_t short_slot(const unsigned char *s, Py_ssize_t n) {
+    const uint64_t mix = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = (uint64_t)n * mix;
+    if (n >= 8) {
+        for (Py_ssize_t i = 0; i + 8 < n; i += 8) h = (h ^ word_at(s + i)) * mix;
+        h = (h ^ word_at(s + n - 8)) * mix;
+    } else if (n >= 4) {
+        uint32_t head, tail;
+        memcpy(&head, s, 4);
+        memcpy(&tail, s + n - 4, 4);
+        h = (h ^ ((uint64_t)head << 32 | tail)) * mix;
+    } else if (n > 0) {
+        h = (h ^ (uint64_t)(s[0] | s[n / 2] << 8 | s[n - 1] << 16)) * mix;
+    }
+    return (size_t)(h >> (64 - KEY_SLOT_BITS));
+}
+
+/* s[0:n] == t[0:n] for short n, in words rather than a libc call */
+static inline int same_short(const unsigned char *s, const unsigned char *t, Py_ssize_t n) {
+    if (n >= 8) {
+        for (Py_ssize_t i = 0; i + 8 < n; i += 8)
+            if (word_at(s + i) != word_at(t + i)) return 0;
+        return word_at(s + n - 8) == word_at(t + n - 8);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] != t[i]) return 0;
+    return 1;
+}
+
+/* A short string from `cache` (one of the tables below): map keys, and short values that repeat
+ * (roles, languages, sources) are one object each. Only ASCII is cached, so a hit needs no
+ * ASCII check; a miss caches the string when it is ASCII. */
 static PyObject *cached_str(PyObject **cache, const unsigned char *s, Py_ssize_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
-    PyObject **slot = &cache[h & (KEY_SLOTS - 1)];
+    PyObject **slot = &cache[short_slot(s, n)];
     PyObject *cached = *slot;
     if (cached != NULL && PyUnicode_GET_LENGTH(cached) == n &&
-        memcmp(PyUnicode_1BYTE_DATA(cached), s, n) == 0) {
+        same_short(PyUnicode_1BYTE_DATA(cached), s, n)) {
         Py_INCREF(cached);
         return cached;
     }
-    PyObject *key = str_from_utf8(s, n);
-    if (key == NULL) return NULL;
-    Py_INCREF(key);
-    Py_XSETREF(*slot, key);
-    return key;
+    PyObject *text = str_from_utf8(s, n);
+    if (text == NULL || !PyUnicode_IS_ASCII(text)) return text;
+    Py_INCREF(text);
+    Py_XSETREF(*slot, text);
+    return text;
 }
 
 static PyObject *key_from_utf8(const unsigned char *s, Py_ssize_t n) {
-    if (n > KEY_MAX || !is_ascii(s, n)) return str_from_utf8(s, n);
-    return cached_str(key_cache, s, n);
+    return n > KEY_MAX ? str_from_utf8(s, n) : cached_str(key_cache, s, n);
 }
 
 /* A native string's characters -> str. Refuses what the writer never makes and CPython cannot
@@ -170,8 +353,7 @@ static PyObject *decode_value(Reader *r, int depth);
 static PyObject *decode_str(Reader *r, Py_ssize_t n) {
     const unsigned char *s = take(r, n);
     if (s == NULL) return NULL;
-    if (n <= VALUE_MAX && is_ascii(s, n)) return cached_str(value_cache, s, n);
-    return str_from_utf8(s, n);
+    return n <= VALUE_MAX ? cached_str(value_cache, s, n) : str_from_utf8(s, n);
 }
 
 static PyObject *decode_bin(Reader *r, Py_ssize_t n) {
@@ -449,84 +631,6 @@ static int out_ext_header(Out *out, Py_ssize_t n) {
     }
     head[used++] = EXT_NATIVE_STR;
     return out_put(out, head, used);
-}
-
-/* The characters and widest code point of UTF-8 text (msgspec's own output, so well formed;
- * checked anyway, cheaply, so that bad input is an error and never a bad string). -1: malformed. */
-static int utf8_measure(const unsigned char *s, Py_ssize_t n, Py_ssize_t *chars, uint32_t *widest) {
-    Py_ssize_t i = 0, count = 0;
-    uint32_t max = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        uint32_t point;
-        if (b < 0x80) {
-            /* a run of ASCII, 8 bytes at a time */
-            uint64_t word;
-            while (i + 8 <= n && (memcpy(&word, s + i, 8), (word & 0x8080808080808080ULL) == 0)) {
-                i += 8;
-                count += 8;
-            }
-            while (i < n && s[i] < 0x80) {
-                i++;
-                count++;
-            }
-            continue;
-        } else if (b >= 0xC2 && b < 0xE0 && i + 2 <= n && (s[i + 1] & 0xC0) == 0x80) {
-            point = (uint32_t)(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
-            i += 2;
-        } else if (b >= 0xE0 && b < 0xF0 && i + 3 <= n && (s[i + 1] & 0xC0) == 0x80 &&
-                   (s[i + 2] & 0xC0) == 0x80) {
-            point = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
-            if (point < 0x800 || (point >= 0xD800 && point <= 0xDFFF)) return -1;
-            i += 3;
-        } else if (b >= 0xF0 && b < 0xF5 && i + 4 <= n && (s[i + 1] & 0xC0) == 0x80 &&
-                   (s[i + 2] & 0xC0) == 0x80 && (s[i + 3] & 0xC0) == 0x80) {
-            point = (uint32_t)(b & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 |
-                    (uint32_t)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
-            if (point < 0x10000 || point > 0x10FFFF) return -1;
-            i += 4;
-        } else {
-            return -1;
-        }
-        if (point > max) max = point;
-        count++;
-    }
-    *chars = count;
-    *widest = max;
-    return 0;
-}
-
-/* Well-formed UTF-8 (utf8_measure said so) written as `kind`-byte characters, little-endian. */
-static void utf8_transcode(const unsigned char *s, Py_ssize_t n, int kind, unsigned char *dest) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        uint32_t point;
-        if (b < 0x80) {
-            point = b;
-            i += 1;
-        } else if (b < 0xE0) {
-            point = (uint32_t)(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
-            i += 2;
-        } else if (b < 0xF0) {
-            point = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
-            i += 3;
-        } else {
-            point = (uint32_t)(b & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 |
-                    (uint32_t)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
-            i += 4;
-        }
-        if (kind == 1) {
-            *dest++ = (unsigned char)point;
-        } else if (kind == 2) {
-            uint16_t unit = (uint16_t)point;
-            memcpy(dest, &unit, 2);
-            dest += 2;
-        } else {
-            memcpy(dest, &point, 4);
-            dest += 4;
-        }
-    }
 }
 
 /* A non-ASCII str value: native if that takes at most 1.5 times its UTF-8 bytes. 1 if it is
