@@ -350,11 +350,10 @@ def test_c_decoder_keys_that_differ_in_one_byte_are_told_apart() -> None:
     for length in range(1, 34):
         keys = ["k" * length]
         keys += [("k" * at + "j" + "k" * (length - at - 1)) for at in range(length)]
-        keys += list(
-            dict.fromkeys(
-                f"k{a}{b}{'k' * length}"[: length - 1] + "k" for a in alphabet for b in alphabet
-            )
-        )[:1200]
+        pairs = [a + b for a in alphabet for b in alphabet][:1200]
+        if length >= 2:  # two bytes that vary, at the start and at the end
+            keys += [(pair + "k" * length)[:length] for pair in pairs]
+            keys += [("k" * length + pair)[-length:] for pair in pairs]
         keys = list(dict.fromkeys(keys))
         record = {key: i for i, key in enumerate(keys)}
         for _ in range(2):  # the second time from the cache

@@ -90,8 +90,14 @@ static int utf8_measure(const unsigned char *s, Py_ssize_t n, Py_ssize_t *chars,
         unsigned char b = s[i];
         uint32_t point;
         if (b < 0x80) {
-            /* a run of ASCII, 8 bytes at a time */
+            /* a run of ASCII, 16 or 8 bytes at a time */
             uint64_t word;
+#if defined(__SSE2__)
+            while (i + 16 <= n && _mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(s + i))) == 0) {
+                i += 16;
+                count += 16;
+            }
+#endif
             while (i + 8 <= n && (memcpy(&word, s + i, 8), (word & 0x8080808080808080ULL) == 0)) {
                 i += 8;
                 count += 8;
@@ -279,6 +285,14 @@ static inline int same_short(const unsigned char *s, const unsigned char *t, Py_
         for (Py_ssize_t i = 0; i + 8 < n; i += 8)
             if (word_at(s + i) != word_at(t + i)) return 0;
         return word_at(s + n - 8) == word_at(t + n - 8);
+    }
+    if (n >= 4) {
+        uint32_t a, b, c, d;
+        memcpy(&a, s, 4);
+        memcpy(&b, t, 4);
+        memcpy(&c, s + n - 4, 4);
+        memcpy(&d, t + n - 4, 4);
+        return a == b && c == d;
     }
     for (Py_ssize_t i = 0; i < n; i++)
         if (s[i] != t[i]) return 0;
