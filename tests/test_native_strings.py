@@ -26,6 +26,7 @@ from shardpack.format import decode, strings
 from shardpack.format.block import BlockView
 from shardpack.format.decode import ArenaCursor
 from shardpack.format.dtypes import EXT_NATIVE_STR, EXT_RAW_STR
+from shardpack.format.projection import Projection
 from shardpack.format.records import RecordEncoder
 
 from .conftest import golden_script
@@ -359,6 +360,70 @@ def test_c_decoder_keys_that_differ_in_one_byte_are_told_apart() -> None:
         for _ in range(2):  # the second time from the cache
             got = _c_decode(msgspec.msgpack.encode(record))
             assert got == record and list(got) == keys
+
+
+def _c_block(records: list[Any]) -> bytes:
+    return raw_block([strings.nativize(msgspec.msgpack.encode(r)) for r in records])
+
+
+def _c_projected(raw: bytes, count: int, wanted: set[str]) -> Any:
+    decode_block = strings.c_block_decoder()
+    assert decode_block is not None
+    return decode_block(raw, count, ArenaCursor(b"", 0, 0).ext_hook, frozenset(wanted))
+
+
+records_of_objects = st.lists(
+    st.dictionaries(st.sampled_from(["q", "answer", "id", "中", "k" * 40]), json_values),
+    min_size=1,
+    max_size=10,
+)
+
+
+@pytest.mark.skipif(not BUILT, reason="the C module is not built here")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=records_of_objects, wanted=st.sets(st.sampled_from(["q", "id", "中", "k" * 40, "no"]))
+)
+def test_c_projection_keeps_what_the_python_projection_keeps(
+    records: list[dict[str, Any]], wanted: set[str]
+) -> None:
+    # columns= on text: C keeps the asked keys of each record, in its order, and steps over the
+    # other values (nested, native strings, every msgpack width) without building them
+    raw = _c_block(records)
+    got = _c_projected(raw, len(records), wanted)
+    expected = BlockView(raw, len(records)).records(Projection(sorted(wanted)))
+    assert got == expected == [{k: v for k, v in r.items() if k in wanted} for r in records]
+    assert [list(r) for r in got] == [list(r) for r in expected]
+
+
+@pytest.mark.skipif(not BUILT, reason="the C module is not built here")
+def test_c_projection_refuses_a_record_that_is_no_object() -> None:
+    raw = _c_block([{"q": 1}, [1, 2]])
+    with pytest.raises(ValueError, match="not an object"):
+        _c_projected(raw, 2, {"q"})
+    with pytest.raises(ValueError, match="inconsistent block header"):
+        _c_projected(raw, 3, {"q"})
+    # a left-out value nested past the decoder's bound is refused, not stepped through
+    deep = raw_block([b"\x81\xa4skip" + b"\x91" * 5000 + b"\xc0"])
+    with pytest.raises(ValueError, match="nested too deep"):
+        _c_projected(deep, 1, {"q"})
+
+
+@pytest.mark.skipif(not BUILT, reason="the C module is not built here")
+@settings(max_examples=300, deadline=None)
+@given(records=records_of_objects, data=st.data())
+def test_c_projection_on_mutated_bytes_raises_value_errors_only(
+    records: list[dict[str, Any]], data: Any
+) -> None:
+    raw = bytearray(_c_block(records))
+    region = 8 + 8 * (len(records) + 1)
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(region, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        got = _c_projected(bytes(raw), len(records), {"q", "中"})
+    except (ValueError, TypeError, RecursionError):
+        return
+    assert got is None or len(got) == len(records)
 
 
 @pytest.mark.skipif(not BUILT, reason="the C module is not built here")

@@ -7,8 +7,10 @@
  *     blocks without arrays (text): bounds-checked at every read, as the bytes may be hostile.
  *     Map keys and short ASCII values come from small caches (one object each).
  *
- * decode_block(raw, count, hook): the records of a raw block (format/block.py's layout) in one
- *     call, or None for a block with an arena (arrays: BlockView and msgspec decode those).
+ * decode_block(raw, count, hook[, wanted]): the records of a raw block (format/block.py's
+ *     layout) in one call, or None for a block with an arena (arrays: BlockView and msgspec
+ *     decode those). With `wanted` (a set of keys), each record keeps only those keys, the
+ *     other values stepped over unbuilt (`columns=`).
  *     ValueError for anything inconsistent: the reader then decodes the block through
  *     BlockView, which names the fault.
  *
@@ -545,8 +547,10 @@ static inline uint32_t le32(const unsigned char *p) {
 /* One raw block's records (format/block.py's layout), or Py_None for a block with an arena
  * (arrays: BlockView decodes it). ValueError for anything inconsistent: the caller then decodes
  * the block the slow way, which names the fault as BlockView does. */
+static PyObject *projected_records(Reader *r, Py_ssize_t count, PyObject *wanted);
+
 static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssize_t expected,
-                               PyObject *hook) {
+                               PyObject *hook, PyObject *wanted) {
     if (size < 8) return truncated();
     Py_ssize_t count = le32(raw), arena_offset = le32(raw + 4);
     Py_ssize_t region_start = 8 + 8 * (count + 1);
@@ -561,7 +565,7 @@ static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssi
         return NULL;
     }
     Reader r = {raw + region_start, raw + end, hook};
-    PyObject *records = decode_value(&r, 0);
+    PyObject *records = wanted != NULL ? projected_records(&r, count, wanted) : decode_value(&r, 0);
     if (records != NULL && (r.p != r.end || !PyList_CheckExact(records) ||
                             PyList_GET_SIZE(records) != count)) {
         Py_CLEAR(records);
@@ -570,17 +574,141 @@ static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssi
     return records;
 }
 
-/* decode_block(raw, count, hook): a raw block's records, or None for one with arrays. */
+/* Step over one msgpack value without building it (bounds-checked, nesting bounded), as
+ * msgspec steps over a field a projection leaves out: its contents are not checked further. */
+static int skip_value(Reader *r, int depth) {
+    if (depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "msgpack data nested too deep");
+        return -1;
+    }
+    if (r->p >= r->end) return truncated(), -1;
+    unsigned char tag = *r->p++;
+    const unsigned char *s;
+    Py_ssize_t n = 0, items = 0;
+    if (tag <= 0x7f || tag >= 0xe0) return 0;
+    if ((tag & 0xe0) == 0xa0) n = tag & 0x1f;
+    else if ((tag & 0xf0) == 0x90) items = tag & 0x0f;
+    else if ((tag & 0xf0) == 0x80) items = 2 * (tag & 0x0f);
+    else {
+        switch (tag) {
+        case 0xc0: case 0xc2: case 0xc3: return 0;
+        case 0xc4: case 0xd9: if (!(s = take(r, 1))) return -1; n = s[0]; break;
+        case 0xc5: case 0xda: if (!(s = take(r, 2))) return -1; n = be16(s); break;
+        case 0xc6: case 0xdb: if (!(s = take(r, 4))) return -1; n = (Py_ssize_t)be32(s); break;
+        case 0xc7: if (!(s = take(r, 2))) return -1; n = s[0]; break; /* ext: length, then type */
+        case 0xc8: if (!(s = take(r, 3))) return -1; n = be16(s); break;
+        case 0xc9: if (!(s = take(r, 5))) return -1; n = (Py_ssize_t)be32(s); break;
+        case 0xca: case 0xce: case 0xd2: n = 4; break;
+        case 0xcb: case 0xcf: case 0xd3: n = 8; break;
+        case 0xcc: case 0xd0: n = 1; break;
+        case 0xcd: case 0xd1: n = 2; break;
+        case 0xd4: n = 2; break; /* fixext: type, then 1, 2, 4, 8 or 16 bytes */
+        case 0xd5: n = 3; break;
+        case 0xd6: n = 5; break;
+        case 0xd7: n = 9; break;
+        case 0xd8: n = 17; break;
+        case 0xdc: if (!(s = take(r, 2))) return -1; items = be16(s); break;
+        case 0xdd: if (!(s = take(r, 4))) return -1; items = (Py_ssize_t)be32(s); break;
+        case 0xde: if (!(s = take(r, 2))) return -1; items = 2 * (Py_ssize_t)be16(s); break;
+        case 0xdf: if (!(s = take(r, 4))) return -1; items = 2 * (Py_ssize_t)be32(s); break;
+        default:
+            PyErr_Format(PyExc_ValueError, "invalid msgpack type byte 0x%02x", tag);
+            return -1;
+        }
+    }
+    if (items > r->end - r->p) return truncated(), -1; /* each item takes a byte */
+    for (Py_ssize_t i = 0; i < items; i++)
+        if (skip_value(r, depth + 1) < 0) return -1;
+    return take(r, n) == NULL ? -1 : 0;
+}
+
+/* A record cut to the keys in `wanted` (a set of str); ValueError for a record that is not a
+ * map (the reader then names it, as the Python projection does). */
+static PyObject *decode_projected(Reader *r, PyObject *wanted) {
+    if (r->p >= r->end) return truncated();
+    unsigned char tag = *r->p++;
+    const unsigned char *s;
+    Py_ssize_t n;
+    if ((tag & 0xf0) == 0x80) n = tag & 0x0f;
+    else if (tag == 0xde && (s = take(r, 2)) != NULL) n = be16(s);
+    else if (tag == 0xdf && (s = take(r, 4)) != NULL) n = (Py_ssize_t)be32(s);
+    else {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a record is not an object");
+        return NULL;
+    }
+    if (n > (r->end - r->p) / 2) return truncated();
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = decode_key(r);
+        if (key == NULL) goto fail;
+        int keep = PySet_Contains(wanted, key);
+        if (keep <= 0) {
+            Py_DECREF(key);
+            if (keep < 0 || skip_value(r, 2) < 0) goto fail;
+            continue;
+        }
+        PyObject *value = decode_value(r, 2);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        int failed = PyDict_SetItem(dict, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed) goto fail;
+    }
+    return dict;
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+/* The records of a block without an arena, each cut to `wanted`. */
+static PyObject *projected_records(Reader *r, Py_ssize_t count, PyObject *wanted) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    if (r->p >= r->end) return truncated();
+    unsigned char tag = *r->p++;
+    if ((tag & 0xf0) == 0x90) n = tag & 0x0f;
+    else if (tag == 0xdc && (s = take(r, 2)) != NULL) n = be16(s);
+    else if (tag == 0xdd && (s = take(r, 4)) != NULL) n = (Py_ssize_t)be32(s);
+    else n = -1;
+    if (n != count) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "block payload region does not hold its records");
+        return NULL;
+    }
+    PyObject *records = PyList_New(n);
+    if (records == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *record = decode_projected(r, wanted);
+        if (record == NULL) {
+            Py_DECREF(records);
+            return NULL;
+        }
+        PyList_SET_ITEM(records, i, record);
+    }
+    return records;
+}
+
+/* decode_block(raw, count, hook[, wanted]): a raw block's records (only the keys in the set
+ * `wanted` of each, where given and not None), or None for one with arrays. */
 static PyObject *py_decode_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "decode_block(raw, count, hook)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decode_block(raw, count, hook[, wanted])");
+        return NULL;
+    }
+    PyObject *wanted = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
+    if (wanted != NULL && !PyAnySet_Check(wanted)) {
+        PyErr_SetString(PyExc_TypeError, "wanted must be a set or frozenset of keys");
         return NULL;
     }
     Py_ssize_t expected = PyLong_AsSsize_t(args[1]);
     if (expected == -1 && PyErr_Occurred()) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *records = block_records(view.buf, view.len, expected, args[2]);
+    PyObject *records = block_records(view.buf, view.len, expected, args[2], wanted);
     PyBuffer_Release(&view);
     return records;
 }

@@ -6,7 +6,11 @@ from typing import Any
 def decode(buffer: Any, begin: int, end: int, hook: Callable[[int, bytes], Any], /) -> Any: ...
 def nativize(payload: bytes, /) -> bytes: ...
 def decode_block(
-    raw: Any, count: int, hook: Callable[[int, bytes], Any], /
+    raw: Any,
+    count: int,
+    hook: Callable[[int, bytes], Any],
+    wanted: frozenset[str] | set[str] | None = None,
+    /,
 ) -> list[Any] | None: ...
 def index_fits(
     index: Any,

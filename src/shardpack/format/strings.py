@@ -25,7 +25,7 @@ from .dtypes import EXT_NATIVE_STR
 Ext = msgspec.msgpack.Ext
 ExtHook = Callable[[int, Any], Any]
 RegionDecoder = Callable[[Any, int, int, ExtHook], Any]
-BlockDecoder = Callable[[Any, int, ExtHook], list[Any] | None]
+BlockDecoder = Callable[[Any, int, ExtHook, frozenset[str] | None], list[Any] | None]
 
 
 class Speedups(NamedTuple):
@@ -121,9 +121,11 @@ def c_decoder() -> RegionDecoder | None:
 
 def c_block_decoder() -> BlockDecoder | None:
     """The C decoder of a whole raw block, or None where it is not built:
-    ``decode_block(raw, count, ext_hook)`` is the block's records, or None for a block with an
-    arena (arrays: ``BlockView`` decodes those). ValueError for any inconsistency: the caller
-    decodes the block again through ``BlockView``, which names the fault."""
+    ``decode_block(raw, count, ext_hook, wanted)`` is the block's records (each cut to the keys
+    in ``wanted`` unless it is None, the other values stepped over unbuilt), or None for a block
+    with an arena (arrays: ``BlockView`` decodes those). ValueError for any inconsistency,
+    a record that is no object included: the caller decodes the block again through
+    ``BlockView``, which names the fault."""
     return None if speedups is None else speedups.decode_block
 
 

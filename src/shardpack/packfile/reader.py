@@ -323,8 +323,10 @@ class PackedFile:
         else:  # one generator less per block
             batches = ((b, [self.read_raw_block(b)]) for b in range(start_block, self.block_count))
         # a text block in one C call, where it is built (a block at a time: a whole batch's
-        # records alive at once cost more in cache misses than the calls they would save)
-        decode_block = c_block_decoder() if projection is None and not self._promote else None
+        # records alive at once cost more in cache misses than the calls they would save); with
+        # columns=, each record cut to them there, the other values stepped over unbuilt
+        decode_block = c_block_decoder() if not self._promote else None
+        wanted = frozenset(projection.columns) if projection is not None else None
         hook = ArenaCursor(b"", 0, 0).ext_hook  # text blocks hold no arena to hand arrays from
         counts = self._counts
         for first, raws in batches:
@@ -334,7 +336,7 @@ class PackedFile:
                     # a fault: decoded again below, to name it as BlockView does (try, not
                     # contextlib.suppress: that is two Python calls a block)
                     try:
-                        records = decode_block(raw, counts[block], hook)
+                        records = decode_block(raw, counts[block], hook, wanted)
                     except (ValueError, TypeError, RecursionError):
                         records = None
                 if records is None:
