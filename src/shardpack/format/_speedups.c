@@ -425,7 +425,11 @@ static PyObject *decode_key(Reader *r) {
     return key_from_utf8(s, n);
 }
 
-static PyObject *decode_map(Reader *r, Py_ssize_t n, int depth) {
+static int skip_value(Reader *r, int depth);
+
+/* A map of n pairs; with `wanted` (a set of str, else NULL) only the keys in it, the other
+ * values stepped over unbuilt. */
+static PyObject *decode_map(Reader *r, Py_ssize_t n, int depth, PyObject *wanted) {
     if (n > (r->end - r->p) / 2) return truncated();
 #if PY_VERSION_HEX < 0x030D0000
     PyObject *dict = _PyDict_NewPresized(n);
@@ -436,6 +440,14 @@ static PyObject *decode_map(Reader *r, Py_ssize_t n, int depth) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *key = decode_key(r);
         if (key == NULL) goto fail;
+        if (wanted != NULL) {
+            int keep = PySet_Contains(wanted, key);
+            if (keep <= 0) {
+                Py_DECREF(key);
+                if (keep < 0 || skip_value(r, depth + 1) < 0) goto fail;
+                continue;
+            }
+        }
         PyObject *value = decode_value(r, depth + 1);
         if (value == NULL) {
             Py_DECREF(key);
@@ -464,7 +476,7 @@ static PyObject *decode_value(Reader *r, int depth) {
     if (tag >= 0xe0) return PyLong_FromLong((int8_t)tag);
     if ((tag & 0xe0) == 0xa0) return decode_str(r, tag & 0x1f);
     if ((tag & 0xf0) == 0x90) return decode_array(r, tag & 0x0f, depth);
-    if ((tag & 0xf0) == 0x80) return decode_map(r, tag & 0x0f, depth);
+    if ((tag & 0xf0) == 0x80) return decode_map(r, tag & 0x0f, depth, NULL);
     switch (tag) {
     case 0xc0: Py_RETURN_NONE;
     case 0xc2: Py_RETURN_FALSE;
@@ -507,8 +519,8 @@ static PyObject *decode_value(Reader *r, int depth) {
     case 0xdb: return (s = take(r, 4)) ? decode_str(r, (Py_ssize_t)be32(s)) : NULL;
     case 0xdc: return (s = take(r, 2)) ? decode_array(r, be16(s), depth) : NULL;
     case 0xdd: return (s = take(r, 4)) ? decode_array(r, (Py_ssize_t)be32(s), depth) : NULL;
-    case 0xde: return (s = take(r, 2)) ? decode_map(r, be16(s), depth) : NULL;
-    case 0xdf: return (s = take(r, 4)) ? decode_map(r, (Py_ssize_t)be32(s), depth) : NULL;
+    case 0xde: return (s = take(r, 2)) ? decode_map(r, be16(s), depth, NULL) : NULL;
+    case 0xdf: return (s = take(r, 4)) ? decode_map(r, (Py_ssize_t)be32(s), depth, NULL) : NULL;
     }
     PyErr_Format(PyExc_ValueError, "invalid msgpack type byte 0x%02x", tag);
     return NULL;
@@ -636,32 +648,7 @@ static PyObject *decode_projected(Reader *r, PyObject *wanted) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a record is not an object");
         return NULL;
     }
-    if (n > (r->end - r->p) / 2) return truncated();
-    PyObject *dict = PyDict_New();
-    if (dict == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *key = decode_key(r);
-        if (key == NULL) goto fail;
-        int keep = PySet_Contains(wanted, key);
-        if (keep <= 0) {
-            Py_DECREF(key);
-            if (keep < 0 || skip_value(r, 2) < 0) goto fail;
-            continue;
-        }
-        PyObject *value = decode_value(r, 2);
-        if (value == NULL) {
-            Py_DECREF(key);
-            goto fail;
-        }
-        int failed = PyDict_SetItem(dict, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (failed) goto fail;
-    }
-    return dict;
-fail:
-    Py_DECREF(dict);
-    return NULL;
+    return decode_map(r, n, 1, wanted);
 }
 
 /* The records of a block without an arena, each cut to `wanted`. */
