@@ -13,7 +13,6 @@ import re
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from itertools import chain
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,8 +20,10 @@ import numpy as np
 
 from ..errors import ManifestError, OptionError
 from ..format.metadata import DatasetMetadata, DatasetStats
+from ..format.strings import BlockColumns
 from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile
 from ..storage.urls import is_remote, is_url
+from .columns import column_batches
 from .identity import check_pinned
 from .manifest import Manifest, combined_content_hash
 from .shards import ShardSlots
@@ -104,6 +105,15 @@ class Dataset:
             for packed in files:
                 yield from packed.iter_block_records(columns=self.columns)
 
+    def _iter_block_columns(self) -> Iterator[list[Any] | BlockColumns]:
+        """``_iter_blocks``, a block as columns where the C decoder can make them."""
+        if self.columns is not None:  # projected records: cut to their columns first
+            yield from self._iter_blocks()
+            return
+        with closing(self._slots.scan(self._remote)) as files:
+            for packed in files:
+                yield from packed.iter_block_columns()
+
     def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
         """Remote data: fetch these blocks, ``(file number, block number)`` in the order they
         will be read, ahead of their reads (up to ``RemoteOptions.readahead_bytes`` ahead).
@@ -136,8 +146,9 @@ class Dataset:
         ``batch_columns``)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        batches = self._record_batches(batch_size, drop_last)
-        return map(batch_columns, batches) if as_columns else batches
+        if as_columns:
+            return column_batches(self._iter_block_columns(), batch_size, drop_last)
+        return self._record_batches(batch_size, drop_last)
 
     def _record_batches(self, batch_size: int, drop_last: bool) -> Iterator[list[Any]]:
         # whole blocks are sliced into batches: no Python step per record
@@ -229,41 +240,6 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"Dataset(records={self._length}, files={len(self._slots)})"
-
-
-def batch_columns(records: list[Any]) -> dict[str, Any]:
-    """A batch of object records as one dict of columns: each field (in order of first
-    appearance) -> its values, None where a record lacks the field. A column of numpy arrays of
-    one shape and dtype is stacked into one array; every other column is a list."""
-    if not records:
-        return {}
-    if set(map(type, records)) != {dict}:
-        kinds = sorted({type(r).__name__ for r in records} - {"dict"})
-        raise OptionError(f"as_columns needs object records, got {', '.join(kinds)}")
-    keys = list(records[0])
-    columns: dict[str, Any]
-    # one record shape (the common case): every record has the first one's keys and no more
-    if sum(map(len, records)) == len(records) * len(keys):
-        try:
-            columns = {key: list(map(itemgetter(key), records)) for key in keys}
-        except KeyError:
-            columns = _ragged_columns(records)
-    else:
-        columns = _ragged_columns(records)
-    for key, values in list(columns.items()):
-        if type(values[0]) is np.ndarray:
-            first = values[0]
-            if all(
-                type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype
-                for v in values
-            ):
-                columns[key] = np.stack(values)  # type: ignore[assignment]
-    return columns
-
-
-def _ragged_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    keys = list(dict.fromkeys(chain.from_iterable(records)))
-    return {key: [record.get(key) for record in records] for key in keys}
 
 
 def _check_columns(columns: Sequence[str] | None) -> tuple[str, ...] | None:

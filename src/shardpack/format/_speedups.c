@@ -11,6 +11,10 @@
  *     layout) in one call, or None for a block with an arena (arrays: BlockView and msgspec
  *     decode those). With `wanted` (a set of keys), each record keeps only those keys, the
  *     other values stepped over unbuilt (`columns=`).
+ *
+ * decode_block_columns(raw, count, hook): the same block as (keys, [each key's values]) where
+ *     every record is a map of the same keys in the same order, no dict made
+ *     (`iter_batches(as_columns=True)`); None for any other block.
  *     ValueError for anything inconsistent: the reader then decodes the block through
  *     BlockView, which names the fault.
  *
@@ -559,10 +563,13 @@ static inline uint32_t le32(const unsigned char *p) {
 /* One raw block's records (format/block.py's layout), or Py_None for a block with an arena
  * (arrays: BlockView decodes it). ValueError for anything inconsistent: the caller then decodes
  * the block the slow way, which names the fault as BlockView does. */
-static PyObject *projected_records(Reader *r, Py_ssize_t count, PyObject *wanted);
+/* What a block's record region is read into: its records, or their columns. */
+typedef PyObject *(*RegionReader)(Reader *r, Py_ssize_t count, PyObject *wanted);
 
+/* The region of a raw block (format/block.py's layout) read by `read`, or None for a block
+ * with an arena (arrays: BlockView and msgspec decode those). */
 static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssize_t expected,
-                               PyObject *hook, PyObject *wanted) {
+                               PyObject *hook, RegionReader read, PyObject *wanted) {
     if (size < 8) return truncated();
     Py_ssize_t count = le32(raw), arena_offset = le32(raw + 4);
     Py_ssize_t region_start = 8 + 8 * (count + 1);
@@ -577,13 +584,12 @@ static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssi
         return NULL;
     }
     Reader r = {raw + region_start, raw + end, hook};
-    PyObject *records = wanted != NULL ? projected_records(&r, count, wanted) : decode_value(&r, 0);
-    if (records != NULL && (r.p != r.end || !PyList_CheckExact(records) ||
-                            PyList_GET_SIZE(records) != count)) {
-        Py_CLEAR(records);
+    PyObject *read_out = read(&r, count, wanted);
+    if (read_out != NULL && read_out != Py_None && r.p != r.end) {
+        Py_CLEAR(read_out);
         PyErr_SetString(PyExc_ValueError, "block payload region does not hold its records");
     }
-    return records;
+    return read_out;
 }
 
 /* Step over one msgpack value without building it (bounds-checked, nesting bounded), as
@@ -634,28 +640,11 @@ static int skip_value(Reader *r, int depth) {
     return take(r, n) == NULL ? -1 : 0;
 }
 
-/* A record cut to the keys in `wanted` (a set of str); ValueError for a record that is not a
- * map (the reader then names it, as the Python projection does). */
-static PyObject *decode_projected(Reader *r, PyObject *wanted) {
-    if (r->p >= r->end) return truncated();
-    unsigned char tag = *r->p++;
+/* The region's list header, which must count the block's records. */
+static int records_header(Reader *r, Py_ssize_t count) {
     const unsigned char *s;
     Py_ssize_t n;
-    if ((tag & 0xf0) == 0x80) n = tag & 0x0f;
-    else if (tag == 0xde && (s = take(r, 2)) != NULL) n = be16(s);
-    else if (tag == 0xdf && (s = take(r, 4)) != NULL) n = (Py_ssize_t)be32(s);
-    else {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a record is not an object");
-        return NULL;
-    }
-    return decode_map(r, n, 1, wanted);
-}
-
-/* The records of a block without an arena, each cut to `wanted`. */
-static PyObject *projected_records(Reader *r, Py_ssize_t count, PyObject *wanted) {
-    const unsigned char *s;
-    Py_ssize_t n;
-    if (r->p >= r->end) return truncated();
+    if (r->p >= r->end) return truncated(), -1;
     unsigned char tag = *r->p++;
     if ((tag & 0xf0) == 0x90) n = tag & 0x0f;
     else if (tag == 0xdc && (s = take(r, 2)) != NULL) n = be16(s);
@@ -664,12 +653,44 @@ static PyObject *projected_records(Reader *r, Py_ssize_t count, PyObject *wanted
     if (n != count) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "block payload region does not hold its records");
-        return NULL;
+        return -1;
     }
-    PyObject *records = PyList_New(n);
+    if (n > r->end - r->p) return truncated(), -1; /* each record takes a byte: bounds the list */
+    return 0;
+}
+
+/* A map's pair count, taken from the reader; -2 (nothing taken, no error) where the next value
+ * is no map; -1 with the error set where the bytes end. */
+static Py_ssize_t map_header(Reader *r) {
+    const unsigned char *s;
+    if (r->p >= r->end) return truncated(), -1;
+    unsigned char tag = *r->p;
+    if ((tag & 0xf0) == 0x80) {
+        r->p++;
+        return tag & 0x0f;
+    }
+    if (tag != 0xde && tag != 0xdf) return -2;
+    r->p++;
+    if (tag == 0xde) return (s = take(r, 2)) != NULL ? be16(s) : -1;
+    return (s = take(r, 4)) != NULL ? (Py_ssize_t)be32(s) : -1;
+}
+
+/* The block's records; with `wanted` (a set of str, else NULL) each cut to those keys, and
+ * ValueError for a record that is not a map (the reader then names it, as the Python
+ * projection does). */
+static PyObject *record_list(Reader *r, Py_ssize_t count, PyObject *wanted) {
+    if (records_header(r, count) < 0) return NULL;
+    PyObject *records = PyList_New(count);
     if (records == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *record = decode_projected(r, wanted);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record;
+        if (wanted == NULL) {
+            record = decode_value(r, 1);
+        } else {
+            Py_ssize_t n = map_header(r);
+            if (n == -2) PyErr_SetString(PyExc_ValueError, "a record is not an object");
+            record = n < 0 ? NULL : decode_map(r, n, 1, wanted);
+        }
         if (record == NULL) {
             Py_DECREF(records);
             return NULL;
@@ -677,6 +698,70 @@ static PyObject *projected_records(Reader *r, Py_ssize_t count, PyObject *wanted
         PyList_SET_ITEM(records, i, record);
     }
     return records;
+}
+
+/* The records as columns, (keys, [each key's values]), where every record is a map of the same
+ * keys in the same order (no dict is made); None where one is not (the caller then builds the
+ * records). */
+static PyObject *column_records(Reader *r, Py_ssize_t count, PyObject *unused) {
+    if (records_header(r, count) < 0) return NULL;
+    PyObject *keys = NULL, *columns = NULL;
+    Py_ssize_t width = -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = map_header(r);
+        if (n == -2 || (i > 0 && n != width)) goto not_columns;
+        if (n < 0) goto fail;
+        if (i == 0) {
+            if (n > (r->end - r->p) / 2) { /* each pair takes two bytes */
+                truncated();
+                goto fail;
+            }
+            /* count records of n pairs take 2 * n * count bytes: bounds the lists made below */
+            if (n > 0 && count > (r->end - r->p) / (2 * n) + 1) goto not_columns;
+            width = n;
+            if ((keys = PyTuple_New(n)) == NULL || (columns = PyList_New(n)) == NULL) goto fail;
+            for (Py_ssize_t k = 0; k < n; k++) {
+                PyObject *column = PyList_New(count); /* items filled below, NULL until then */
+                if (column == NULL) goto fail;
+                PyList_SET_ITEM(columns, k, column);
+            }
+        }
+        for (Py_ssize_t k = 0; k < width; k++) {
+            PyObject *key = decode_key(r);
+            if (key == NULL) goto fail;
+            if (i == 0) {
+                for (Py_ssize_t j = 0; j < k; j++) { /* a repeated key: a dict keeps one */
+                    int repeated = PyUnicode_Compare(key, PyTuple_GET_ITEM(keys, j)) == 0;
+                    if (repeated) {
+                        Py_DECREF(key);
+                        goto not_columns;
+                    }
+                }
+                PyTuple_SET_ITEM(keys, k, key);
+            } else {
+                PyObject *first = PyTuple_GET_ITEM(keys, k);
+                int same = key == first || PyUnicode_Compare(key, first) == 0;
+                Py_DECREF(key);
+                if (!same) goto not_columns;
+            }
+            PyObject *value = decode_value(r, 2);
+            if (value == NULL) goto fail;
+            PyList_SET_ITEM(PyList_GET_ITEM(columns, k), i, value);
+        }
+    }
+    if (width <= 0) goto not_columns; /* no records, or records of no keys: no rows to count */
+    PyObject *result = PyTuple_Pack(2, keys, columns);
+    Py_DECREF(keys);
+    Py_DECREF(columns);
+    return result;
+not_columns:
+    Py_XDECREF(keys);
+    Py_XDECREF(columns);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(keys);
+    Py_XDECREF(columns);
+    return NULL;
 }
 
 /* decode_block(raw, count, hook[, wanted]): a raw block's records (only the keys in the set
@@ -695,9 +780,26 @@ static PyObject *py_decode_block(PyObject *module, PyObject *const *args, Py_ssi
     if (expected == -1 && PyErr_Occurred()) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *records = block_records(view.buf, view.len, expected, args[2], wanted);
+    PyObject *records = block_records(view.buf, view.len, expected, args[2], record_list, wanted);
     PyBuffer_Release(&view);
     return records;
+}
+
+/* decode_block_columns(raw, count, hook): (keys, [each key's values]) of a raw block whose
+ * records are maps of the same keys in the same order; None for any other block. */
+static PyObject *py_decode_block_columns(PyObject *module, PyObject *const *args,
+                                         Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode_block_columns(raw, count, hook)");
+        return NULL;
+    }
+    Py_ssize_t expected = PyLong_AsSsize_t(args[1]);
+    if (expected == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *columns = block_records(view.buf, view.len, expected, args[2], column_records, NULL);
+    PyBuffer_Release(&view);
+    return columns;
 }
 
 /* ---- nativize: the writer's side ---- */
@@ -938,6 +1040,8 @@ static PyMethodDef methods[] = {
      "decode(buffer, begin, end, hook): the msgpack value in buffer[begin:end]"},
     {"decode_block", (PyCFunction)(void (*)(void))py_decode_block, METH_FASTCALL,
      "decode_block(raw, count, hook): a raw block's records, None for one with arrays"},
+    {"decode_block_columns", (PyCFunction)(void (*)(void))py_decode_block_columns, METH_FASTCALL,
+     "decode_block_columns(raw, count, hook): a block's records as (keys, columns), or None"},
     {"index_fits", (PyCFunction)(void (*)(void))py_index_fits, METH_FASTCALL,
      "index_fits(index, data_end, record_count, max_raw_size, *limits): whether the block "
      "index passes every check"},

@@ -12,6 +12,9 @@ def decode_block(
     wanted: frozenset[str] | set[str] | None = None,
     /,
 ) -> list[Any] | None: ...
+def decode_block_columns(
+    raw: Any, count: int, hook: Callable[[int, bytes], Any], /
+) -> tuple[tuple[str, ...], list[list[Any]]] | None: ...
 def index_fits(
     index: Any,
     data_end: int,

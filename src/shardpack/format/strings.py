@@ -26,13 +26,18 @@ Ext = msgspec.msgpack.Ext
 ExtHook = Callable[[int, Any], Any]
 RegionDecoder = Callable[[Any, int, int, ExtHook], Any]
 BlockDecoder = Callable[[Any, int, ExtHook, frozenset[str] | None], list[Any] | None]
+# a block's records as (keys, each key's values), where all are objects of those keys in order
+BlockColumns = tuple[tuple[str, ...], list[list[Any]]]
+ColumnsDecoder = Callable[[Any, int, ExtHook], BlockColumns | None]
 
 
 class Speedups(NamedTuple):
-    """The C module's functions (see ``c_decoder``, ``c_block_decoder`` and ``nativize``)."""
+    """The C module's functions (see ``c_decoder``, ``c_block_decoder``,
+    ``c_columns_decoder`` and ``nativize``)."""
 
     decode: RegionDecoder
     decode_block: BlockDecoder
+    decode_block_columns: ColumnsDecoder
     nativize: Callable[[bytes], bytes]
 
 
@@ -42,7 +47,9 @@ try:
 except ImportError:  # built without a C compiler: the fallbacks below
     speedups = None
 else:
-    speedups = Speedups(_speedups.decode, _speedups.decode_block, _speedups.nativize)
+    speedups = Speedups(
+        _speedups.decode, _speedups.decode_block, _speedups.decode_block_columns, _speedups.nativize
+    )
 
 
 def speedups_built() -> bool:
@@ -127,6 +134,14 @@ def c_block_decoder() -> BlockDecoder | None:
     a record that is no object included: the caller decodes the block again through
     ``BlockView``, which names the fault."""
     return None if speedups is None else speedups.decode_block
+
+
+def c_columns_decoder() -> ColumnsDecoder | None:
+    """The C decoder of a whole raw block into columns, or None where it is not built:
+    ``decode_block_columns(raw, count, ext_hook)`` is ``(keys, each key's values)`` where every
+    record is an object of the same keys in the same order (no dict made), else None (a block
+    with an arena too). ValueError for any inconsistency, as ``c_block_decoder``."""
+    return None if speedups is None else speedups.decode_block_columns
 
 
 def _keep_ext(code: int, data: memoryview) -> Ext:

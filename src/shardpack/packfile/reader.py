@@ -11,7 +11,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..format.layout import (
 )
 from ..format.metadata import FileMetadata, decode_file_metadata, widest_dtypes
 from ..format.projection import NotAnObject, Projection
-from ..format.strings import c_block_decoder
+from ..format.strings import BlockColumns, c_block_decoder, c_columns_decoder
 from .blockcache import CACHE_MAX_BYTES, DecodedBlocks
 from .local import LocalSource
 from .scan import iter_raw_batches, reads_ahead
@@ -317,6 +317,17 @@ class PackedFile:
     ) -> Iterator[list[Any]]:
         """Each block's records from ``start_block`` on, in file order: a full scan, reading
         many blocks per call (see ``scan``)."""
+        return cast(Iterator[list[Any]], self._iter_blocks(start_block, columns, as_columns=False))
+
+    def iter_block_columns(self) -> Iterator[list[Any] | BlockColumns]:
+        """Each block in file order as ``(keys, each key's values)`` where its records are
+        objects of the same keys in the same order (the C decoder makes no dict for them), else
+        as its records."""
+        return self._iter_blocks(0, None, as_columns=True)
+
+    def _iter_blocks(
+        self, start_block: int, columns: Sequence[str] | None, as_columns: bool
+    ) -> Iterator[list[Any] | BlockColumns]:
         projection = self.projection(columns)
         if self.read_ahead and reads_ahead(self.codec):
             batches: Iterator[tuple[int, list[Any]]] = iter_raw_batches(self, start_block)
@@ -327,11 +338,20 @@ class PackedFile:
         # columns=, each record cut to them there, the other values stepped over unbuilt
         decode_block = c_block_decoder() if not self._promote else None
         wanted = frozenset(projection.columns) if projection is not None else None
+        decode_columns = c_columns_decoder() if as_columns and decode_block is not None else None
         hook = ArenaCursor(b"", 0, 0).ext_hook  # text blocks hold no arena to hand arrays from
         counts = self._counts
         for first, raws in batches:
             for block, raw in enumerate(raws, first):
                 records = None
+                if decode_columns is not None:
+                    try:
+                        found = decode_columns(raw, counts[block], hook)
+                    except (ValueError, TypeError, RecursionError):
+                        found = None
+                    if found is not None:
+                        yield found
+                        continue
                 if decode_block is not None:
                     # a fault: decoded again below, to name it as BlockView does (try, not
                     # contextlib.suppress: that is two Python calls a block)
