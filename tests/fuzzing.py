@@ -229,10 +229,16 @@ EDITS = [
 
 
 def read_everything(ds: Any) -> None:
-    """A scan, reads at the start, middle and end, and one past the end (an IndexError)."""
+    """A scan, batches as columns, reads at the start, middle and end, and one past the end (an
+    IndexError)."""
     count = len(ds)
     for _ in ds:
         pass
+    try:  # batches as columns: the C decoder's columns, or records
+        for _ in ds.iter_batches(7, as_columns=True):
+            pass
+    except shardpack.OptionError as exc:  # records that are no objects
+        assert "as_columns needs object records" in str(exc), exc
     for i in {0, count // 2, count - 1} if count else ():
         ds[i]
     try:
