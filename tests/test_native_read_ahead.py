@@ -11,6 +11,7 @@ import base64
 import gc
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,31 @@ def test_batches_reuse_the_pools_threads(text_packed: Path, compression: str) ->
     for _ in range(10):
         scan_twice()
     assert len(os.listdir("/proc/self/task")) == threads
+
+
+def test_scans_on_several_python_threads_at_once(
+    text_packed: Path, text_jsonl: Path, compression: str
+) -> None:
+    """Python threads scanning at once share the pool, and the scanning threads that help with
+    their batches take and give back one kept zstd context among them: every scan reads its
+    records whole."""
+    expected = _lines(text_jsonl)
+    failures: list[BaseException] = []
+
+    def scans() -> None:
+        try:
+            for _ in range(4):
+                with shardpack.open(text_packed, read_ahead=True) as ds:
+                    assert list(ds) == expected
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=scans) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
 
 
 @pytest.mark.skipif(
