@@ -560,14 +560,13 @@ static inline uint32_t le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* One raw block's records (format/block.py's layout), or Py_None for a block with an arena
- * (arrays: BlockView decodes it). ValueError for anything inconsistent: the caller then decodes
- * the block the slow way, which names the fault as BlockView does. */
 /* What a block's record region is read into: its records, or their columns. */
 typedef PyObject *(*RegionReader)(Reader *r, Py_ssize_t count, PyObject *wanted);
 
 /* The region of a raw block (format/block.py's layout) read by `read`, or None for a block
- * with an arena (arrays: BlockView and msgspec decode those). */
+ * with an arena (arrays: BlockView and msgspec decode those). ValueError for anything
+ * inconsistent: the caller then decodes the block the slow way, which names the fault as
+ * BlockView does. */
 static PyObject *block_records(const unsigned char *raw, Py_ssize_t size, Py_ssize_t expected,
                                PyObject *hook, RegionReader read, PyObject *wanted) {
     if (size < 8) return truncated();
@@ -764,6 +763,17 @@ fail:
     return NULL;
 }
 
+/* The block args[0] of args[1] records (read by `read`), the hook args[2] for extensions. */
+static PyObject *read_block(PyObject *const *args, RegionReader read, PyObject *wanted) {
+    Py_ssize_t expected = PyLong_AsSsize_t(args[1]);
+    if (expected == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *read_out = block_records(view.buf, view.len, expected, args[2], read, wanted);
+    PyBuffer_Release(&view);
+    return read_out;
+}
+
 /* decode_block(raw, count, hook[, wanted]): a raw block's records (only the keys in the set
  * `wanted` of each, where given and not None), or None for one with arrays. */
 static PyObject *py_decode_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -776,13 +786,7 @@ static PyObject *py_decode_block(PyObject *module, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "wanted must be a set or frozenset of keys");
         return NULL;
     }
-    Py_ssize_t expected = PyLong_AsSsize_t(args[1]);
-    if (expected == -1 && PyErr_Occurred()) return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *records = block_records(view.buf, view.len, expected, args[2], record_list, wanted);
-    PyBuffer_Release(&view);
-    return records;
+    return read_block(args, record_list, wanted);
 }
 
 /* decode_block_columns(raw, count, hook): (keys, [each key's values]) of a raw block whose
@@ -793,13 +797,7 @@ static PyObject *py_decode_block_columns(PyObject *module, PyObject *const *args
         PyErr_SetString(PyExc_TypeError, "decode_block_columns(raw, count, hook)");
         return NULL;
     }
-    Py_ssize_t expected = PyLong_AsSsize_t(args[1]);
-    if (expected == -1 && PyErr_Occurred()) return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *columns = block_records(view.buf, view.len, expected, args[2], column_records, NULL);
-    PyBuffer_Release(&view);
-    return columns;
+    return read_block(args, column_records, NULL);
 }
 
 /* ---- nativize: the writer's side ---- */
