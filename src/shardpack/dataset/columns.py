@@ -56,6 +56,12 @@ def _ragged_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [record.get(key) for record in records] for key in keys}
 
 
+def cut_batches(records: list[Any], batch_size: int) -> tuple[list[list[Any]], list[Any]]:
+    """The full batches of ``batch_size`` at the start of ``records``, and the records after."""
+    full = len(records) - len(records) % batch_size
+    return [records[i : i + batch_size] for i in range(0, full, batch_size)], records[full:]
+
+
 def _as_records(keys: tuple[str, ...], columns: list[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
 
@@ -90,10 +96,8 @@ def column_batches(
             records = _as_records(keys, [column[start:] for column in columns])
             keys, columns, start = None, [], 0
         records += _as_records(*block) if type(block) is tuple else block
-        full = len(records) - len(records) % batch_size
-        for first in range(0, full, batch_size):
-            yield batch_columns(records[first : first + batch_size])
-        records = records[full:]
+        batches, records = cut_batches(records, batch_size)
+        yield from map(batch_columns, batches)
     if drop_last:
         return
     if keys is not None and start < len(columns[0]):

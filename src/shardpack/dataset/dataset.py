@@ -23,7 +23,7 @@ from ..format.metadata import DatasetMetadata, DatasetStats
 from ..format.strings import BlockColumns
 from ..packfile.reader import DEFAULT_CACHE_BLOCKS, PackedFile
 from ..storage.urls import is_remote, is_url
-from .columns import column_batches
+from .columns import column_batches, cut_batches
 from .identity import check_pinned
 from .manifest import Manifest, combined_content_hash
 from .shards import ShardSlots
@@ -107,12 +107,9 @@ class Dataset:
 
     def _iter_block_columns(self) -> Iterator[list[Any] | BlockColumns]:
         """``_iter_blocks``, a block as columns where the C decoder can make them."""
-        if self.columns is not None:  # projected records: cut to their columns first
-            yield from self._iter_blocks()
-            return
         with closing(self._slots.scan(self._remote)) as files:
             for packed in files:
-                yield from packed.iter_block_columns()
+                yield from packed.iter_block_columns(columns=self.columns)
 
     def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
         """Remote data: fetch these blocks, ``(file number, block number)`` in the order they
@@ -155,11 +152,8 @@ class Dataset:
         pending: list[Any] = []
         for values in self._iter_blocks():
             pending += values
-            if len(pending) >= batch_size:
-                full = len(pending) - len(pending) % batch_size
-                for start in range(0, full, batch_size):
-                    yield pending[start : start + batch_size]
-                pending = pending[full:]
+            batches, pending = cut_batches(pending, batch_size)
+            yield from batches
         if pending and not drop_last:
             yield pending
 

@@ -319,11 +319,12 @@ class PackedFile:
         many blocks per call (see ``scan``)."""
         return cast(Iterator[list[Any]], self._iter_blocks(start_block, columns, as_columns=False))
 
-    def iter_block_columns(self) -> Iterator[list[Any] | BlockColumns]:
+    def iter_block_columns(
+        self, columns: Sequence[str] | None = None
+    ) -> Iterator[list[Any] | BlockColumns]:
         """Each block in file order as ``(keys, each key's values)`` where its records are
-        objects of the same keys in the same order (the C decoder makes no dict for them), else
-        as its records."""
-        return self._iter_blocks(0, None, as_columns=True)
+        objects of one key order (no dict made), else (and always with ``columns``) its records."""
+        return self._iter_blocks(0, columns, as_columns=columns is None)
 
     def _iter_blocks(
         self, start_block: int, columns: Sequence[str] | None, as_columns: bool
