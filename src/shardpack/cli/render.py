@@ -8,7 +8,7 @@ from typing import Any
 from ..format.metadata import DatasetMetadata, DatasetStats, LengthSummary, Provenance
 from .output import stdout_console
 
-SMALL_SCAN_SECONDS = 0.02  # below it, parts timed apart do not add up to the whole
+SMALL_SCAN_SECONDS = 0.005  # below it, parts timed apart do not add up to the whole
 
 
 def render_info(facts: dict[str, Any], meta: DatasetMetadata) -> None:
