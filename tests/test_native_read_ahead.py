@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import gc
+import itertools
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from shardpack import CorruptBlockError, DatasetPacker
 from shardpack.codecs import Codec, native
 from shardpack.codecs import lz4 as lz4_codec
 from shardpack.codecs import zstd as zstd_codec
-from shardpack.packfile import scan
+from shardpack.packfile import batches, scan
 from shardpack.packfile.reader import PackedFile
 
 from .conftest import assert_a_forked_child_finishes, write_jsonl
@@ -185,7 +187,7 @@ def test_a_scan_left_early_waits_for_its_batch_in_flight(
     """Its buffers go back to the pool (for the next scan to write into) only once no native
     thread writes into them."""
     events: list[tuple[str, int]] = []
-    for job_type in (scan._FileJob, scan._NativeJob):
+    for job_type in (batches.FileJob, batches.NativeJob):
         started, waited = job_type.__init__, job_type.wait
 
         def init(self: Any, *args: Any, _started: Any = started) -> None:
@@ -466,7 +468,119 @@ def test_zstd_read_ahead_uses_the_files_dictionary(
         raise AssertionError("the native threads refused a batch")
 
     monkeypatch.setattr(zstd_codec.ZstdCodec, "start_read", recording)
-    monkeypatch.setattr(scan._FileJob, "one_by_one", refuse)  # not decoded again in Python
+    monkeypatch.setattr(batches.FileJob, "one_by_one", refuse)  # not decoded again in Python
     with shardpack.open(out, read_ahead=True) as ds:
         assert list(ds) == records
     assert sum(started) > 0
+
+
+def test_a_scan_takes_each_block_as_soon_as_it_is_there(
+    text_packed: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A native batch's blocks become records one at a time, each asked for only once the
+    block before it has given its records, and the threads are waited for after the batch's
+    last block: the last blocks of a batch are still being decompressed while its first give
+    records, rather than the whole batch awaited first."""
+    events: list[str] = []
+    asked, waited = native.NativeBatch.block, native.NativeBatch.result
+
+    def block(self: Any, index: int) -> Any:
+        events.append(f"block {index}")
+        return asked(self, index)
+
+    def result(self: Any) -> Any:
+        events.append("done")
+        return waited(self)
+
+    monkeypatch.setattr(native.NativeBatch, "block", block)
+    monkeypatch.setattr(native.NativeBatch, "result", result)
+    records = []
+    with shardpack.open(text_packed, read_ahead=True) as ds:
+        for record in ds:
+            events.append("record")
+            records.append(record)
+    assert records == _lines(text_jsonl)
+    batches_seen = [batch.split(",") for batch in ",".join(events).split(",done")]
+    assert len(batches_seen) > 3
+    for batch in batches_seen[:-1]:
+        steps = [step for step in batch if step]
+        asks = [step for step in steps if step.startswith("block")]
+        assert asks == [f"block {j}" for j in range(len(asks))] and len(asks) > 1
+        # every block after the first is asked for after the one before gave records
+        for before, after in itertools.pairwise(steps):
+            assert not (before.startswith("block") and after.startswith("block"))
+
+
+def _frames(compression: str, blocks: list[bytes]) -> list[bytes]:
+    if compression == "zstd":
+        return [zstandard.ZstdCompressor(level=1).compress(raw) for raw in blocks]
+    codec = lz4_codec.LZ4Codec()
+    return [bytes(codec.encode(raw)) for raw in blocks]
+
+
+def _started(compression: str, blocks: list[bytes], frames: list[bytes], threads: int) -> Any:
+    module = native._native_batch
+    out = bytearray(sum(map(len, blocks)))
+    codec_id = getattr(module, compression.upper())
+    pending = module.start(codec_id, frames, [len(raw) for raw in blocks], out, threads, None)
+    return pending, out
+
+
+def test_wait_block_gives_any_block_in_any_order(compression: str) -> None:
+    """The C module's ``wait_block(j)``: block j in place in ``out`` when it returns, asked for
+    last to first (the caller decompressing the blocks no thread has taken), the rest of the
+    batch still right afterwards; an index outside the batch refused."""
+    rng = np.random.default_rng(5)
+    blocks = [bytes(rng.integers(97, 100, 3000 + 500 * j, dtype=np.uint8)) for j in range(12)]
+    frames = _frames(compression, blocks)
+    for order in (range(12), range(11, -1, -1)):
+        pending, out = _started(compression, blocks, frames, 2)
+        starts = np.cumsum([0] + [len(raw) for raw in blocks])
+        for j in order:
+            assert pending.wait_block(j) is None
+            assert bytes(out[starts[j] : starts[j + 1]]) == blocks[j]
+        assert pending.result() is None and bytes(out) == b"".join(blocks)
+    with pytest.raises(IndexError):
+        pending.wait_block(12)
+    with pytest.raises(IndexError):
+        pending.wait_block(-1)
+
+
+def test_wait_block_names_the_first_damaged_block(compression: str) -> None:
+    """Blocks before a damaged one come whole; that block and every later one name it."""
+    blocks = [f"block {j} ".encode() * 400 for j in range(10)]
+    frames = _frames(compression, blocks)
+    frames[6] = frames[6][:-8] if compression == "lz4" else b"\x00" * len(frames[6])
+    pending, out = _started(compression, blocks, frames, 1)
+    for j in range(6):
+        pending.wait_block(j)
+    for j in (6, 9, 7):
+        with pytest.raises(ValueError, match=r"^block 6: "):
+            pending.wait_block(j)
+    with pytest.raises(ValueError, match=r"^block 6: "):
+        pending.result()
+    assert bytes(out[: sum(map(len, blocks[:6]))]) == b"".join(blocks[:6])
+
+
+def test_wait_block_sleeps_until_its_block_is_done() -> None:
+    """A block a pool thread is still decompressing after the caller's polling gives up (a
+    32 MB block: tens of milliseconds), with no block left for the caller to take: the caller
+    sleeps and is woken with the block in place. (That the thread wakes it as soon as the block
+    is done, not once it leaves the batch, is a matter of speed: measured, not asserted.)"""
+    rng = np.random.default_rng(9)
+    big = bytes(rng.integers(97, 123, 32 << 20, dtype=np.uint8))
+    frames = _frames("zstd", [big])
+    outcome: list[Any] = []
+
+    def wait() -> None:
+        pending, out = _started("zstd", [big], frames, 1)
+        time.sleep(0.002)  # the pool thread has taken the block by now
+        pending.wait_block(0)
+        outcome.append(bytes(out) == big)
+        pending.result()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive(), "wait_block was never woken"
+    assert outcome == [True]

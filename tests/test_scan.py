@@ -16,7 +16,7 @@ import pytest
 import shardpack
 from shardpack import CorruptBlockError, DatasetPacker, OptionError
 from shardpack.codecs import zstd as zstd_codec
-from shardpack.packfile import scan
+from shardpack.packfile import batches, scan
 from shardpack.packfile.reader import PackedFile
 
 from .conftest import assert_a_forked_child_finishes, write_jsonl
@@ -54,18 +54,18 @@ def _damaged_copy(source: Path, tmp_path: Path, block: int) -> tuple[Path, int]:
 def test_zstd_scan_runs_in_batches_on_a_worker(
     zstd_packed: Path, text_jsonl: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches: list[int] = []
-    original = scan._Job.run
+    sizes: list[int] = []
+    original = batches.WorkerJob.run
 
     def recording(self: Any, codec: Any) -> None:
-        batches.append(len(self.batch.stored))
+        sizes.append(len(self.batch.stored))
         assert threading.current_thread().name == "shardpack-scan"
         original(self, codec)
 
-    monkeypatch.setattr(scan._Job, "run", recording)
+    monkeypatch.setattr(batches.WorkerJob, "run", recording)
     with shardpack.open(zstd_packed, read_ahead=True) as ds:
         assert list(ds) == _lines(text_jsonl)
-        assert len(batches) > 1 and sum(batches) == ds.files[0].block_count
+        assert len(sizes) > 1 and sum(sizes) == ds.files[0].block_count
 
 
 def _scan_workers() -> list[threading.Thread]:

@@ -18,6 +18,11 @@
  *     ...") for the first block that does not decompress to its size, or (read) cannot be read
  *     or fails its checksum (J counts from 0 in the batch). A Pending dropped unread stops its
  *     threads after the blocks they hold.
+ * Pending.wait_block(j) -> None: waits until block j is decompressed (into `out`), taking
+ *     blocks no thread has taken yet meanwhile; the same ValueError where a block up to j
+ *     failed. A scan turns each block into records as soon as it is there, rather than
+ *     waiting for the whole batch: the batch's last blocks then overlap its first records.
+ *     result() after it still waits for the threads to leave.
  *
  * The batch's blocks are shared among `threads` threads (and result()'s caller), each taking
  * the next block not yet taken. zstd takes longer to decompress a block than a scan takes to
@@ -34,6 +39,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vendor/lz4/lz4.h"
@@ -68,6 +74,8 @@ typedef struct Pending_ {
     uint64_t *checksums;   /* NULL: not checked */
     /* the outcome: block j's, written only by the thread that took it */
     Py_ssize_t failed;     /* the lowest block that failed, or -1 (atomic) */
+    unsigned char *done;   /* done[j]: block j decompressed or failed (atomic) */
+    int sleepers;          /* scanning threads asleep in wait_block (atomic) */
     long long *results;    /* the codec's answer for a block that failed (or -1) */
     const char **failures; /* what went wrong there */
     int running;           /* handed to the pool (or its threads) and not yet joined */
@@ -106,7 +114,7 @@ static int read_range(int fd, char *into, Py_ssize_t length, off_t offset) {
 }
 
 /* Block j: read, checked, decompressed. 1, or 0 when it failed. */
-static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
+static int decompress_one(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
     const char *in;
     Py_ssize_t length, size = p->sizes[j];
     if (p->fd >= 0) {
@@ -136,6 +144,23 @@ static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
                      : ZSTD_decompressDCtx(dctx, p->targets[j], (size_t)size, in, (size_t)length);
     if (ZSTD_isError(got)) return fail(p, j, -1, "zstd decompression failed");
     return got == (size_t)size ? 1 : fail(p, j, (long long)got, "zstd decompression failed");
+}
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_left = PTHREAD_COND_INITIALIZER; /* a thread left a job or a block */
+
+/* Block j decompressed (or failed) and marked done, a sleeping wait_block woken. Every block
+ * a thread takes goes through here, so a taken block is always marked. */
+static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
+    int ok = decompress_one(p, dctx, j);
+    /* seq_cst with wait_block's sleepers count: either it sees done, or this sees it asleep */
+    __atomic_store_n(&p->done[j], 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&pool_lock);
+        pthread_cond_broadcast(&pool_left);
+        pthread_mutex_unlock(&pool_lock);
+    }
+    return ok;
 }
 
 /* One thread's share: the next block not yet taken, until none is left or one failed. */
@@ -169,9 +194,7 @@ static void run(Pending *p) {
  * tenth of a text scan's time besides decoding; a pool thread is woken instead. Threads are
  * added as batches ask for more (up to MAX_THREADS) and never leave; a forked child starts
  * with none (pool_after_fork). */
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER; /* a job was queued */
-static pthread_cond_t pool_left = PTHREAD_COND_INITIALIZER; /* a thread left a job */
 static Pending *pool_queue = NULL; /* jobs still taking threads, oldest first */
 static int pool_size = 0;          /* threads started in this process */
 
@@ -203,7 +226,8 @@ static void *pool_thread(void *unused) {
         if (p->codec == CODEC_ZSTD && dctx == NULL) dctx = ZSTD_createDCtx();
         if (p->codec != CODEC_ZSTD || dctx != NULL) work(p, dctx);
         pthread_mutex_lock(&pool_lock);
-        if (--p->active == 0) pthread_cond_broadcast(&pool_left);
+        if (__atomic_sub_fetch(&p->active, 1, __ATOMIC_RELEASE) == 0)
+            pthread_cond_broadcast(&pool_left);
     }
     return NULL;
 }
@@ -237,21 +261,49 @@ static int pool_submit(Pending *p, int wanted) {
     return queued;
 }
 
+/* Up to SPIN_NS spent polling until the pool threads working on `p` are done: by then they are
+ * on their last block (none is left to take), and waking from a sleep costs more. */
+#define SPIN_NS 200000
+static void spin_until_left(Pending *p) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        for (int i = 0; i < 256; i++) {
+            if (__atomic_load_n(&p->active, __ATOMIC_ACQUIRE) == 0) return;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > SPIN_NS)
+            return;
+    }
+}
+
 /* Wait until no pool thread works on `p` or can still join it; `help`: first take the blocks
  * none has taken yet, rather than wait idle (the scanning thread waits only when it has
  * nothing else to do). */
-static void join(Pending *p, int help) {
+static void forget_if_forked(Pending *p) {
     if (p->running && getpid() != p->owner) {
         p->running = 0; /* forked while they ran: the copy of its outputs may be half written */
         p->results[0] = -1;
         p->failures[0] = "started before a fork";
         p->failed = 0;
     }
+}
+
+static void join(Pending *p, int help) {
+    forget_if_forked(p);
     if (p->running) {
         Py_BEGIN_ALLOW_THREADS
         if (help) run(p);
         pthread_mutex_lock(&pool_lock);
         unqueue(p);
+        if (p->active > 0) {
+            pthread_mutex_unlock(&pool_lock);
+            spin_until_left(p);
+            pthread_mutex_lock(&pool_lock);
+        }
         while (p->active > 0) pthread_cond_wait(&pool_left, &pool_lock);
         pthread_mutex_unlock(&pool_lock);
         Py_END_ALLOW_THREADS
@@ -286,7 +338,15 @@ static void pending_dealloc(Pending *p) {
     PyMem_Free(p->checksums);
     PyMem_Free(p->results);
     PyMem_Free(p->failures);
+    PyMem_Free(p->done);
     Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyObject *failed_block(Pending *p) {
+    Py_ssize_t j = p->failed;
+    PyErr_Format(PyExc_ValueError, "block %zd: %s (%lld of %zd bytes)", j, p->failures[j],
+                 p->results[j], p->sizes[j]);
+    return NULL;
 }
 
 static PyObject *pending_result(Pending *p, PyObject *unused) {
@@ -295,12 +355,7 @@ static PyObject *pending_result(Pending *p, PyObject *unused) {
         PyErr_SetString(PyExc_RuntimeError, "result() was taken already");
         return NULL;
     }
-    if (p->failed >= 0) {
-        Py_ssize_t j = p->failed;
-        PyErr_Format(PyExc_ValueError, "block %zd: %s (%lld of %zd bytes)", j, p->failures[j],
-                     p->results[j], p->sizes[j]);
-        return NULL;
-    }
+    if (p->failed >= 0) return failed_block(p);
     if (p->has_out) {
         PyMem_Free(p->outputs);
         p->outputs = NULL;
@@ -317,8 +372,80 @@ static PyObject *pending_result(Pending *p, PyObject *unused) {
     return list;
 }
 
+/* Until block j is done or a block up to j failed: taking blocks none has taken yet (after
+ * j only while none failed: the threads stop taking at a failure), else polling for SPIN_NS,
+ * else asleep until a thread marks a block. */
+static void wait_for(Pending *p, Py_ssize_t j) {
+    ZSTD_DCtx *dctx = NULL;
+    int have_context = p->codec != CODEC_ZSTD;
+    struct timespec start = {0, 0}, now;
+    int polls = 0;
+    for (;;) {
+        if (__atomic_load_n(&p->done[j], __ATOMIC_ACQUIRE)) break;
+        Py_ssize_t failed = __atomic_load_n(&p->failed, __ATOMIC_ACQUIRE);
+        if (failed >= 0 && failed <= j) break;
+        Py_ssize_t next = __atomic_load_n(&p->next, __ATOMIC_ACQUIRE);
+        if (next < p->count && (next <= j || failed < 0)) {
+            if (!have_context) {
+                dctx = __atomic_exchange_n(&spare_dctx, NULL, __ATOMIC_ACQ_REL);
+                if (dctx == NULL) dctx = ZSTD_createDCtx();
+                have_context = 1;
+            }
+            Py_ssize_t k = __atomic_fetch_add(&p->next, 1, __ATOMIC_ACQ_REL);
+            if (k >= p->count) continue;
+            if (dctx == NULL && p->codec == CODEC_ZSTD) {
+                fail(p, k, -1, "zstd decompression failed: no memory for a context");
+                __atomic_store_n(&p->done[k], 1, __ATOMIC_SEQ_CST);
+            } else {
+                decompress_block(p, dctx, k);
+            }
+            continue;
+        }
+        /* block j is being decompressed by a pool thread */
+        if (polls == 0) clock_gettime(CLOCK_MONOTONIC, &start);
+        if (++polls % 256 != 0) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < SPIN_NS)
+            continue;
+        pthread_mutex_lock(&pool_lock);
+        __atomic_fetch_add(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+        while (!__atomic_load_n(&p->done[j], __ATOMIC_SEQ_CST))
+            pthread_cond_wait(&pool_left, &pool_lock);
+        __atomic_fetch_sub(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&pool_lock);
+    }
+    if (dctx != NULL) ZSTD_freeDCtx(__atomic_exchange_n(&spare_dctx, dctx, __ATOMIC_ACQ_REL));
+}
+
+static PyObject *pending_wait_block(Pending *p, PyObject *arg) {
+    Py_ssize_t j = PyLong_AsSsize_t(arg);
+    if (j == -1 && PyErr_Occurred()) return NULL;
+    if (j < 0 || j >= p->count) {
+        PyErr_Format(PyExc_IndexError, "block %zd of a batch of %zd", j, p->count);
+        return NULL;
+    }
+    forget_if_forked(p);
+    /* also when no pool thread ran it: a block left untaken for want of a context is taken
+     * (and named) here */
+    if (!__atomic_load_n(&p->done[j], __ATOMIC_ACQUIRE)) {
+        Py_BEGIN_ALLOW_THREADS
+        wait_for(p, j);
+        Py_END_ALLOW_THREADS
+    }
+    Py_ssize_t failed = __atomic_load_n(&p->failed, __ATOMIC_ACQUIRE);
+    if (failed >= 0 && failed <= j) return failed_block(p);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef pending_methods[] = {
     {"result", (PyCFunction)pending_result, METH_NOARGS, "The raw blocks (waits for the threads)."},
+    {"wait_block", (PyCFunction)pending_wait_block, METH_O,
+     "wait_block(j): wait until block j is decompressed (helping meanwhile)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -345,6 +472,7 @@ static Pending *pending_new(Py_ssize_t count) {
     p->stored_sizes = NULL;
     p->checksums = NULL;
     p->failed = -1;
+    p->sleepers = 0;
     p->running = 0;
     p->queued_next = NULL;
     p->queued = p->wanted = p->joined = p->active = 0;
@@ -360,7 +488,8 @@ static Pending *pending_new(Py_ssize_t count) {
     p->sizes = PyMem_Calloc(n, sizeof(Py_ssize_t));
     p->results = PyMem_Calloc(n, sizeof(long long));
     p->failures = PyMem_Calloc(n, sizeof(const char *));
-    if (p->inputs == NULL || p->outputs == NULL || p->targets == NULL || p->sizes == NULL ||
+    p->done = PyMem_Calloc(n, 1);
+    if (p->done == NULL || p->inputs == NULL || p->outputs == NULL || p->targets == NULL || p->sizes == NULL ||
         p->results == NULL || p->failures == NULL) {
         Py_DECREF(p);
         PyErr_NoMemory();

@@ -9,6 +9,7 @@ MAX_THREADS: int
 
 class Pending:
     def result(self) -> list[bytes] | None: ...
+    def wait_block(self, index: int, /) -> None: ...
 
 def start(
     codec: int,

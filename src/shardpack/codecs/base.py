@@ -28,6 +28,12 @@ class PendingBlocks(Protocol):
         damaged."""
         ...
 
+    def block(self, index: int) -> Any:
+        """Raw block ``index`` as soon as it is decoded (waits without the GIL, decoding blocks
+        no thread has taken yet meanwhile); ``CodecError`` if a block up to it is damaged.
+        ``result()`` afterwards still waits for the threads to be done with the batch."""
+        ...
+
 
 class Codec(ABC):
     """Compresses and decompresses whole blocks."""

@@ -22,13 +22,15 @@ BUILT = _native_batch is not None
 class NativeBatch:
     """A batch on its native threads; the C module's errors as CodecError."""
 
-    __slots__ = ("_codec_id", "_out", "_pending", "_sizes")
+    __slots__ = ("_blocks", "_codec_id", "_out", "_pending", "_sizes", "_starts")
 
     def __init__(self, codec_id: str, pending: Any, out: Any, sizes: Sequence[int]) -> None:
         self._codec_id = codec_id
         self._pending = pending
         self._out = out
         self._sizes = sizes
+        self._starts: list[int] | None = None  # where each block lies in out
+        self._blocks: list[Any] | None = None  # without out: result()'s, once taken
 
     def result(self) -> list[Any]:
         try:
@@ -37,11 +39,29 @@ class NativeBatch:
             raise CodecError(f"{self._codec_id} batch failed: {exc}") from None
         if blocks is not None:
             return blocks
-        whole, views, start = memoryview(self._out), [], 0
-        for size in self._sizes:
-            views.append(whole[start : start + size])
-            start += size
-        return views
+        whole, starts = memoryview(self._out), self._block_starts()
+        return [whole[starts[j] : starts[j] + size] for j, size in enumerate(self._sizes)]
+
+    def block(self, index: int) -> Any:
+        if self._out is None:  # blocks of their own come all at once
+            if self._blocks is None:
+                self._blocks = self.result()
+            return self._blocks[index]
+        try:
+            self._pending.wait_block(index)
+        except ValueError as exc:
+            raise CodecError(f"{self._codec_id} batch failed: {exc}") from None
+        start = self._block_starts()[index]
+        return memoryview(self._out)[start : start + self._sizes[index]]
+
+    def _block_starts(self) -> list[int]:
+        if self._starts is None:
+            starts, start = [], 0
+            for size in self._sizes:
+                starts.append(start)
+                start += size
+            self._starts = starts
+        return self._starts
 
 
 class NativeReadAhead:
