@@ -104,6 +104,34 @@ def test_read_ahead_scans_in_native_batches(
     assert len(started) == batches
 
 
+def test_shuffled_arrays_are_restored_into_memory_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zstd block stored as byte planes is restored into new memory, which its arrays view:
+    no further copy, and arrays kept from the first batch hold their values after later
+    batches have gone through the reused buffers."""
+    rng = np.random.default_rng(8)
+    records = [
+        {"id": i, "ids": rng.integers(0, 9, 300).tolist(), "logp": rng.random(200).tolist()}
+        for i in range(600)
+    ]
+    out = tmp_path / "kd.zstd"
+    source = write_jsonl(tmp_path / "kd.jsonl", records)
+    DatasetPacker().pack(source, out, compression="zstd", block_size="16K", shuffle=True)
+    with PackedFile(out) as packed:
+        assert len(scan.batch_ranges(packed)) > 3 and all(
+            packed.index[block]["flags"] for block in range(packed.block_count)
+        )
+    outs = _outs_given(monkeypatch, "zstd")
+    with shardpack.open(out, read_ahead=True) as ds:
+        kept = list(ds)
+    assert len(outs) > 3 and all(out is not None for out in outs)  # the reused buffer
+    gc.collect()
+    for got, want in zip(kept, records, strict=True):
+        assert got["ids"].tolist() == want["ids"]
+        assert np.allclose(got["logp"], want["logp"])
+
+
 def test_blocks_not_from_a_local_file_take_start_batch(
     text_packed: Path, text_jsonl: Path, compression: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,14 +150,33 @@ def test_blocks_not_from_a_local_file_take_start_batch(
         assert len(started) > 2 and sum(started) == ds.files[0].block_count
 
 
-def test_arrays_never_view_a_reused_buffer(kd_packed: tuple[Path, list[Any]]) -> None:
-    """Blocks with arrays get bytes of their own: arrays kept from the first batch must hold
-    their values after later batches have gone through the buffers."""
+def _outs_given(monkeypatch: pytest.MonkeyPatch, compression: str) -> list[Any]:
+    """The ``out`` of every batch read ahead, as ``start_read`` gets it."""
+    outs: list[Any] = []
+    codec = CODECS[compression]
+    original = codec.start_read
+
+    def recording(self: Any, *args: Any) -> Any:
+        outs.append(args[7])
+        return original(self, *args)
+
+    monkeypatch.setattr(codec, "start_read", recording)
+    return outs
+
+
+def test_arrays_never_view_a_reused_buffer(
+    kd_packed: tuple[Path, list[Any]], compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks with arrays (not stored as byte planes) are decompressed into bytes of their own,
+    not the reused buffer: arrays kept from the first batch must hold their values after later
+    batches have gone through the buffers."""
     path, records = kd_packed
     with PackedFile(path) as packed:
         assert len(scan.batch_ranges(packed)) > 3
+    outs = _outs_given(monkeypatch, compression)
     with shardpack.open(path, read_ahead=True) as ds:
         kept = list(ds)
+    assert len(outs) > 3 and all(out is None for out in outs)
     gc.collect()
     for got, want in zip(kept, records, strict=True):
         assert got["ids"].tolist() == want["ids"]

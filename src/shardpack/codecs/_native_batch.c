@@ -18,7 +18,8 @@
  *     ...") for the first block that does not decompress to its size, or (read) cannot be read
  *     or fails its checksum (J counts from 0 in the batch). A Pending dropped unread stops its
  *     threads after the blocks they hold.
- * Pending.wait_block(j) -> None: waits until block j is decompressed (into `out`), taking
+ * Pending.wait_block(j) -> None (with `out`) or block j's bytes: waits until block j is
+ *     decompressed, taking
  *     blocks no thread has taken yet meanwhile; the same ValueError where a block up to j
  *     failed. A scan turns each block into records as soon as it is there, rather than
  *     waiting for the whole batch: the batch's last blocks then overlap its first records.
@@ -439,7 +440,12 @@ static PyObject *pending_wait_block(Pending *p, PyObject *arg) {
     }
     Py_ssize_t failed = __atomic_load_n(&p->failed, __ATOMIC_ACQUIRE);
     if (failed >= 0 && failed <= j) return failed_block(p);
-    Py_RETURN_NONE;
+    if (p->has_out) Py_RETURN_NONE;
+    if (p->outputs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "result() was taken already");
+        return NULL;
+    }
+    return Py_NewRef(p->outputs[j]);
 }
 
 static PyMethodDef pending_methods[] = {

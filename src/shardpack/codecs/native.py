@@ -22,7 +22,7 @@ BUILT = _native_batch is not None
 class NativeBatch:
     """A batch on its native threads; the C module's errors as CodecError."""
 
-    __slots__ = ("_blocks", "_codec_id", "_out", "_pending", "_sizes", "_starts")
+    __slots__ = ("_codec_id", "_out", "_pending", "_sizes", "_starts")
 
     def __init__(self, codec_id: str, pending: Any, out: Any, sizes: Sequence[int]) -> None:
         self._codec_id = codec_id
@@ -30,7 +30,6 @@ class NativeBatch:
         self._out = out
         self._sizes = sizes
         self._starts: list[int] | None = None  # where each block lies in out
-        self._blocks: list[Any] | None = None  # without out: result()'s, once taken
 
     def result(self) -> list[Any]:
         try:
@@ -43,14 +42,12 @@ class NativeBatch:
         return [whole[starts[j] : starts[j] + size] for j, size in enumerate(self._sizes)]
 
     def block(self, index: int) -> Any:
-        if self._out is None:  # blocks of their own come all at once
-            if self._blocks is None:
-                self._blocks = self.result()
-            return self._blocks[index]
         try:
-            self._pending.wait_block(index)
+            own = self._pending.wait_block(index)  # bytes of its own, where no out was given
         except ValueError as exc:
             raise CodecError(f"{self._codec_id} batch failed: {exc}") from None
+        if own is not None:
+            return own
         start = self._block_starts()[index]
         return memoryview(self._out)[start : start + self._sizes[index]]
 

@@ -139,14 +139,12 @@ class Started:
                 self.error = exc
 
     def block(self, index: int) -> Any:
-        """Raw block ``index`` of the batch; CodecError where a block up to it is damaged."""
+        """Raw block ``index`` of the batch (a view of the reused buffer, where there is one);
+        CodecError where a block up to it is damaged."""
         if self.error is not None:
             raise self.error
         assert self._pending is not None
-        raw = self._pending.block(index)
-        # a block with arrays hands out views of its bytes: those must outlive the reused
-        # buffer, so such a block (never in a text pack) gets bytes of its own
-        return bytes(raw) if type(raw) is memoryview and has_arena(raw) else raw
+        return self._pending.block(index)
 
     def wait(self) -> None:
         """Until no thread writes into the batch's buffers (its outcome is the blocks')."""
@@ -163,7 +161,8 @@ class NativeJob(Started):
     __slots__ = ("batch", "first")
 
     def __init__(self, codec: Codec, batch: StoredBatch, out: bytearray | None) -> None:
-        """``out``: a buffer the raw blocks are written into (reused by the batch after next)."""
+        """``out``: a buffer the raw blocks are written into (reused by the batch after next;
+        None: bytes of their own each)."""
         self.batch, self.first = batch, batch.first
         stored, raw_sizes = batch.stored, batch.raw_sizes
         super().__init__(
@@ -182,10 +181,15 @@ class FileJob(Started):
     __slots__ = ("end", "first")
 
     def __init__(
-        self, packed: PackedFile, fd: int, blocks: range, stored: memoryview, out: bytearray
+        self,
+        packed: PackedFile,
+        fd: int,
+        blocks: range,
+        stored: memoryview,
+        out: bytearray | None,
     ) -> None:
         """``blocks`` of the file open as ``fd``; ``stored``: as many bytes as they span
-        (``together``); ``out``: room for their raw bytes."""
+        (``together``); ``out``: room for their raw bytes (None: bytes of their own each)."""
         first, end = blocks.start, blocks.stop
         self.first, self.end = first, end
         offsets, sizes = packed.block_offsets, packed.block_stored_sizes
@@ -232,7 +236,14 @@ def streamed(packed: PackedFile, job: NativeJob | FileJob) -> Iterator[tuple[int
         except CodecError:  # find and name the damaged block, one block at a time
             yield from job.one_by_one(packed, j)
             return
-        yield first + j, [packed.unshuffled(first + j, memoryview(raw))]
+        block = first + j
+        restored = packed.unshuffled(block, raw)
+        if restored is raw and type(raw) is memoryview and has_arena(raw):
+            # a block with arrays hands out views of its bytes: those must outlive the reused
+            # buffer, so such a block (never in a text pack) gets bytes of its own (a shuffled
+            # one was restored into memory of its own already)
+            restored = bytes(raw)
+        yield block, [restored]
     job.wait()
     if isinstance(job, NativeJob) and job.batch.error is not None:
         raise job.batch.error
