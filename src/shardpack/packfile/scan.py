@@ -16,9 +16,9 @@ which happens only every few milliseconds (the interpreter's switch interval). S
 takes a batch of blocks per call, and the scanning thread waits until the worker is inside that
 call before it goes on: it hands the GIL over once per batch.
 
-Read-ahead is opt-in (``read_ahead=True``): on a machine whose other core is busy the threads
-share one core, and an lz4 scan of GSM8K measured 35-45% slower than without
-(docs/BENCHMARKS.md section 6).
+Read-ahead is opt-in (``read_ahead=True``): with a core free it took scans 25-40% less time,
+but with the other core of two busy the threads share one core, and scans measured 3-17% slower
+than without (35-45% before blocks were taken one at a time; docs/BENCHMARKS.md section 6).
 """
 
 from __future__ import annotations
