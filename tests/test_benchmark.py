@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,13 @@ def test_bench_json_has_every_figure(kd_packed: Path, kd_jsonl: Path, tmp_path: 
     assert report["token_field"] == "input_ids" and report["tokens"] > records
 
     packed = report["packed"]
-    for key in ("open_seconds", "first_batch_seconds", "scan_seconds", "scan_unverified_seconds"):
+    for key in (
+        "open_seconds",
+        "first_batch_seconds",
+        "scan_seconds",
+        "scan_unverified_seconds",
+        "scan_read_ahead_seconds",
+    ):
         assert 0 < packed[key] < 60, key
     assert packed["records_per_s"] == pytest.approx(records / packed["scan_seconds"], rel=1e-6)
     assert packed["json_mb_per_s"] == pytest.approx(
@@ -93,6 +100,27 @@ def test_bench_table_by_default(kd_packed: Path, kd_jsonl: Path) -> None:
     assert "read " in where and "decode " in where, where
     (ceilings,) = [line for line in lines if "machine ceilings" in line]
     assert "memcpy" in ceilings, ceilings
+    (read_ahead,) = [line for line in lines if "read_ahead=True" in line]
+    assert "x the scan above" in read_ahead, read_ahead
+
+
+def test_the_read_ahead_figure_is_a_read_ahead_scan(
+    kd_packed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scan_read_ahead_seconds`` times scans opened with ``read_ahead=True``, the others not."""
+    from shardpack.bench import loading
+
+    opened: list[bool] = []
+    original = loading.open_dataset
+
+    def recording(path: Any, **options: Any) -> Any:
+        opened.append(bool(options.get("read_ahead")))
+        return original(path, **options)
+
+    monkeypatch.setattr(loading, "open_dataset", recording)
+    assert loading.scan_packed(str(kd_packed), read_ahead=True) > 0
+    assert loading.scan_packed(str(kd_packed)) > 0
+    assert opened == [True, False]
 
 
 def test_benchmark_loading_spelling(kd_packed: Path) -> None:

@@ -72,10 +72,10 @@ def count_tokens(path: str, field_name: str | None, metadata: FileMetadata | Non
     return total
 
 
-def scan_packed(path: str, *, verify: bool = True) -> int:
+def scan_packed(path: str, *, verify: bool = True, read_ahead: bool = False) -> int:
     """Read every record once, in order; returns the record count."""
     count = 0
-    with open_dataset(path, verify=verify) as ds, gc_paused():
+    with open_dataset(path, verify=verify, read_ahead=read_ahead) as ds, gc_paused():
         for batch in ds.iter_batches(1024):
             count += len(batch)
     return count
@@ -346,6 +346,10 @@ def benchmark_loading(
         "first_batch_seconds": time_to_first_batch(path, batch_size),
         **_rates(scan, records, json_bytes, tokens),
         "scan_unverified_seconds": median_seconds(lambda: scan_packed(path, verify=False), repeats),
+        # what open(..., read_ahead=True) gives on this machine, now (a free core, or none)
+        "scan_read_ahead_seconds": median_seconds(
+            lambda: scan_packed(path, read_ahead=True), repeats
+        ),
         "random_access_p50_us": float(np.percentile(latencies, 50) * 1e6),
         "random_access_p99_us": float(np.percentile(latencies, 99) * 1e6),
         "dataloader_batches_per_s": dataloader_batches_per_second(path, batch_size, num_workers),

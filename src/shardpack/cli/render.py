@@ -191,6 +191,7 @@ def render_bench(result: dict[str, Any]) -> None:
         ("open", _fmt(packed["open_seconds"] * 1e3, " ms", 2)),
         ("time to first batch", _fmt(packed["first_batch_seconds"] * 1e3, " ms", 2)),
         ("scan without checksums", _fmt(packed["scan_unverified_seconds"], " s", 3)),
+        ("scan with read_ahead=True", _read_ahead(packed["scan_read_ahead_seconds"], scan)),
         (
             "random access p50 / p99",
             f"{packed['random_access_p50_us']:.0f} / {packed['random_access_p99_us']:.0f} µs",
@@ -216,6 +217,13 @@ def render_bench(result: dict[str, Any]) -> None:
     for key, value in lines:
         details.add_row(key, value)
     console.print(details)
+
+
+def _read_ahead(seconds: float, scan: float) -> str:
+    """The read-ahead scan's time, and how it compares with the scan above."""
+    if not seconds or not scan:
+        return _fmt(seconds, " s", 3)
+    return f"{_fmt(seconds, ' s', 3)} ({scan / seconds:.1f}x the scan above)"
 
 
 def plot_bench(result: dict[str, Any], path: str) -> None:
