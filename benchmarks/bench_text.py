@@ -19,6 +19,8 @@ and pass it with ``--mix FILE``):
   worker thread;
 - ``decode only``: the blocks' records decoded from raw blocks already in memory: the floor a
   scan cannot go below (building the Python objects);
+- ``none scan``: the scan of the same data packed without compression (``-c none``), on one
+  thread: what a text scan costs with nothing to decompress, at about the JSON's size;
 - ``marshal per record``: ``marshal.loads`` of each record, dropped one by one as orjson's
   are: CPython's own C reader of these objects (no parsing beyond type tags and lengths), a
   reference for what building the same dicts and strings costs one record per call.
@@ -212,6 +214,12 @@ def bench_text(name: str, jsonl: Path, field: str, workdir: Path, rounds: int) -
         runs[f"{codec} columns"] = batches(out, as_columns=True)
         runs[f"{codec} project {field}"] = scan(out, columns=[field])
         runs[f"{codec} decode only"] = decode_only(out)
+    # no compression: the size of the JSON (msgpack is about as large), nothing to decompress
+    out = workdir / f"{name}.none"
+    result = shardpack.DatasetPacker().pack(jsonl, out, compression="none", workers=1)
+    sizes["none"] = result.output_bytes / jsonl.stat().st_size
+    check_equal(out, lines)
+    runs["none scan"] = scan(out)
     rows = summarise(interleaved(runs, rounds), "orjson")
     return {
         "dataset": name,
