@@ -228,25 +228,25 @@ def test_a_scan_left_early_gives_its_buffers_back(text_packed: Path, text_jsonl:
         assert list(ds) == _lines(text_jsonl)
 
 
-def test_a_scan_left_early_waits_for_its_batch_in_flight(
+def test_a_scan_left_early_stops_its_batches_in_flight(
     text_packed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its buffers go back to the pool (for the next scan to write into) only once no native
-    thread writes into them."""
+    """Its batches in flight are stopped, not finished, and its buffers go back to the pool
+    (for the next scan to write into) only once no native thread writes into them."""
     events: list[tuple[str, int]] = []
     for job_type in (batches.FileJob, batches.NativeJob):
-        started, waited = job_type.__init__, job_type.wait
+        started, stopped = job_type.__init__, job_type.stop
 
         def init(self: Any, *args: Any, _started: Any = started) -> None:
             _started(self, *args)
             events.append(("start", id(self)))
 
-        def wait(self: Any, _waited: Any = waited) -> None:
-            events.append(("wait", id(self)))
-            _waited(self)
+        def stop(self: Any, _stopped: Any = stopped) -> None:
+            events.append(("stop", id(self)))
+            _stopped(self)
 
         monkeypatch.setattr(job_type, "__init__", init)
-        monkeypatch.setattr(job_type, "wait", wait)
+        monkeypatch.setattr(job_type, "stop", stop)
     give_back = scan._give_back
     monkeypatch.setattr(
         scan, "_give_back", lambda pairs: (events.append(("give back", 0)), give_back(pairs))
@@ -259,7 +259,22 @@ def test_a_scan_left_early_waits_for_its_batch_in_flight(
     back = events.index(("give back", 0))
     started = {job for what, job in events if what == "start"}
     assert len(started) == 2
-    assert started <= {job for what, job in events[:back] if what == "wait"}
+    assert started <= {job for what, job in events[:back] if what == "stop"}
+
+
+def test_stop_takes_no_more_blocks() -> None:
+    """``stop()`` returns once the threads are done with the blocks they hold, and the blocks
+    none has taken are left undecompressed (a scan left early does not finish its batches)."""
+    rng = np.random.default_rng(4)
+    blocks = [bytes(rng.integers(97, 123, 2 << 20, dtype=np.uint8)) for _ in range(16)]
+    frames = _frames("zstd", blocks)
+    pending, out = _started("zstd", blocks, frames, 1)
+    pending.stop()  # ~2 ms a block: the thread has taken one or two
+    size = len(blocks[0])
+    untouched = [bytes(out[j * size : (j + 1) * size]) == bytes(size) for j in range(16)]
+    assert all(untouched[12:]), untouched
+    done = untouched.index(True)  # the blocks before it were taken and finished whole
+    assert all(bytes(out[j * size : (j + 1) * size]) == blocks[j] for j in range(done))
 
 
 def _broken(source: Path, tmp_path: Path, block: int, stored: bytes) -> tuple[Path, int]:

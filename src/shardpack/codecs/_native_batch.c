@@ -24,6 +24,8 @@
  *     failed. A scan turns each block into records as soon as it is there, rather than
  *     waiting for the whole batch: the batch's last blocks then overlap its first records.
  *     result() after it still waits for the threads to leave.
+ * Pending.stop(): no thread takes another block, and it returns once none works on the batch
+ *     (a scan left early); the blocks not taken are left as they were.
  *
  * The batch's blocks are shared among `threads` threads (and result()'s caller), each taking
  * the next block not yet taken. zstd takes longer to decompress a block than a scan takes to
@@ -448,7 +450,17 @@ static PyObject *pending_wait_block(Pending *p, PyObject *arg) {
     return Py_NewRef(p->outputs[j]);
 }
 
+/* No thread takes another block; returns once none works on the batch (a scan left early:
+ * the blocks it will not ask for are not decompressed, and its buffers can be reused). */
+static PyObject *pending_stop(Pending *p, PyObject *unused) {
+    __atomic_store_n(&p->next, p->count, __ATOMIC_RELEASE);
+    join(p, 0);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef pending_methods[] = {
+    {"stop", (PyCFunction)pending_stop, METH_NOARGS,
+     "Take no more blocks; wait until no thread works on the batch."},
     {"result", (PyCFunction)pending_result, METH_NOARGS, "The raw blocks (waits for the threads)."},
     {"wait_block", (PyCFunction)pending_wait_block, METH_O,
      "wait_block(j): wait until block j is decompressed (helping meanwhile)."},

@@ -34,6 +34,10 @@ class PendingBlocks(Protocol):
         ``result()`` afterwards still waits for the threads to be done with the batch."""
         ...
 
+    def stop(self) -> None:
+        """No more blocks decoded; returns once no thread writes into the batch's buffers."""
+        ...
+
 
 class Codec(ABC):
     """Compresses and decompresses whole blocks."""

@@ -51,6 +51,9 @@ class NativeBatch:
         start = self._block_starts()[index]
         return memoryview(self._out)[start : start + self._sizes[index]]
 
+    def stop(self) -> None:
+        self._pending.stop()
+
     def _block_starts(self) -> list[int]:
         if self._starts is None:
             starts, start = [], 0

@@ -106,6 +106,10 @@ class WorkerJob:
     def wait(self) -> None:
         self.done.wait()
 
+    def stop(self) -> None:
+        """The worker decodes its batch in one call: wait for it."""
+        self.done.wait()
+
     def one_by_one(self, packed: PackedFile) -> Iterator[tuple[int, list[Any]]]:
         return one_by_one_stored(packed, self.batch)
 
@@ -151,6 +155,12 @@ class Started:
         if self._pending is not None:
             with contextlib.suppress(CodecError):
                 self._pending.result()
+            self._pending = None
+
+    def stop(self) -> None:
+        """No more of the batch decompressed; returns once no thread writes into its buffers."""
+        if self._pending is not None:
+            self._pending.stop()
             self._pending = None
 
 

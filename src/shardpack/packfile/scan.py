@@ -180,7 +180,8 @@ def _pipelined(
                 worker.jobs.put(None)
             if buffers is not None:
                 # a scan left early may have a batch still being written into its buffers:
-                # they go back to the pool only once no thread writes into them
+                # its threads take no more blocks, and the buffers go back to the pool only
+                # once no thread writes into them
                 for job in in_flight:
-                    job.wait()
+                    job.stop()
                 _give_back(buffers)
