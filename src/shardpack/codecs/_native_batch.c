@@ -19,11 +19,10 @@
  *     or fails its checksum (J counts from 0 in the batch). A Pending dropped unread stops its
  *     threads after the blocks they hold.
  * Pending.wait_block(j) -> None (with `out`) or block j's bytes: waits until block j is
- *     decompressed, taking
- *     blocks no thread has taken yet meanwhile; the same ValueError where a block up to j
- *     failed. A scan turns each block into records as soon as it is there, rather than
- *     waiting for the whole batch: the batch's last blocks then overlap its first records.
- *     result() after it still waits for the threads to leave.
+ *     decompressed, taking blocks no thread has taken yet meanwhile; the same ValueError
+ *     where a block up to j failed. A scan turns each block into records as soon as it is
+ *     there, rather than waiting for the whole batch: the batch's last blocks then overlap its
+ *     first records. result() after it still waits for the threads to leave.
  * Pending.stop(): no thread takes another block, and it returns once none works on the batch
  *     (a scan left early); the blocks not taken are left as they were.
  *
@@ -283,9 +282,7 @@ static void spin_until_left(Pending *p) {
     }
 }
 
-/* Wait until no pool thread works on `p` or can still join it; `help`: first take the blocks
- * none has taken yet, rather than wait idle (the scanning thread waits only when it has
- * nothing else to do). */
+/* A batch started before this process was forked: its threads are not in this process. */
 static void forget_if_forked(Pending *p) {
     if (p->running && getpid() != p->owner) {
         p->running = 0; /* forked while they ran: the copy of its outputs may be half written */
@@ -295,6 +292,9 @@ static void forget_if_forked(Pending *p) {
     }
 }
 
+/* Wait until no pool thread works on `p` or can still join it; `help`: first take the blocks
+ * none has taken yet, rather than wait idle (the scanning thread waits only when it has
+ * nothing else to do). */
 static void join(Pending *p, int help) {
     forget_if_forked(p);
     if (p->running) {
