@@ -249,9 +249,10 @@ def streamed(packed: PackedFile, job: NativeJob | FileJob) -> Iterator[tuple[int
         block = first + j
         restored = packed.unshuffled(block, raw)
         if restored is raw and type(raw) is memoryview and has_arena(raw):
-            # a block with arrays hands out views of its bytes: those must outlive the reused
-            # buffer, so such a block (never in a text pack) gets bytes of its own (a shuffled
-            # one was restored into memory of its own already)
+            # a block with arrays hands out views of its bytes, which must outlive the reused
+            # buffer: bytes of its own. Seldom here: a file with arrays left as they are has
+            # its blocks decompressed into bytes of their own (scan.py), and a shuffled block
+            # was restored into memory of its own already
             restored = bytes(raw)
         yield block, [restored]
     job.wait()
