@@ -151,10 +151,9 @@ static int decompress_one(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_left = PTHREAD_COND_INITIALIZER; /* a thread left a job or a block */
 
-/* Block j decompressed (or failed) and marked done, a sleeping wait_block woken. Every block
- * a thread takes goes through here, so a taken block is always marked. */
-static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
-    int ok = decompress_one(p, dctx, j);
+/* Block j done (decompressed or failed), a sleeping wait_block woken. Every block a thread
+ * takes is marked, so a taken block is never waited for in vain. */
+static void mark_done(Pending *p, Py_ssize_t j) {
     /* seq_cst with wait_block's sleepers count: either it sees done, or this sees it asleep */
     __atomic_store_n(&p->done[j], 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST) > 0) {
@@ -162,6 +161,11 @@ static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
         pthread_cond_broadcast(&pool_left);
         pthread_mutex_unlock(&pool_lock);
     }
+}
+
+static int decompress_block(Pending *p, ZSTD_DCtx *dctx, Py_ssize_t j) {
+    int ok = decompress_one(p, dctx, j);
+    mark_done(p, j);
     return ok;
 }
 
@@ -173,22 +177,30 @@ static void work(Pending *p, ZSTD_DCtx *dctx) {
     }
 }
 
-/* The scanning thread helping, or a batch run where no thread can be had. A zstd context of
- * its own while it runs; without one it leaves the blocks to the others. */
 /* One zstd context kept between the batches a scanning thread helps with (any thread may take
  * it; one that finds none makes its own, and the last one back is kept): a context per batch
  * cost a few microseconds and ~100 KB of memory touched afresh. */
 static ZSTD_DCtx *spare_dctx = NULL;
 
+/* The kept context, else a new one (NULL: no memory for one). */
+static ZSTD_DCtx *take_context(void) {
+    ZSTD_DCtx *dctx = __atomic_exchange_n(&spare_dctx, NULL, __ATOMIC_ACQ_REL);
+    return dctx != NULL ? dctx : ZSTD_createDCtx();
+}
+
+/* `dctx` kept for the next batch (the one kept before it freed). */
+static void keep_context(ZSTD_DCtx *dctx) {
+    if (dctx != NULL) ZSTD_freeDCtx(__atomic_exchange_n(&spare_dctx, dctx, __ATOMIC_ACQ_REL));
+}
+
+/* The scanning thread helping, or a batch run where no thread can be had. A zstd context of
+ * its own while it runs; without one it leaves the blocks to the others. */
 static void run(Pending *p) {
     if (__atomic_load_n(&p->next, __ATOMIC_ACQUIRE) >= p->count) return; /* none left to take */
     ZSTD_DCtx *dctx = NULL;
-    if (p->codec == CODEC_ZSTD) {
-        dctx = __atomic_exchange_n(&spare_dctx, NULL, __ATOMIC_ACQ_REL);
-        if (dctx == NULL && (dctx = ZSTD_createDCtx()) == NULL) return;
-    }
+    if (p->codec == CODEC_ZSTD && (dctx = take_context()) == NULL) return;
     work(p, dctx);
-    if (dctx != NULL) ZSTD_freeDCtx(__atomic_exchange_n(&spare_dctx, dctx, __ATOMIC_ACQ_REL));
+    keep_context(dctx);
 }
 
 /* ---- the pool: threads kept between batches ----
@@ -263,22 +275,31 @@ static int pool_submit(Pending *p, int wanted) {
     return queued;
 }
 
-/* Up to SPIN_NS spent polling until the pool threads working on `p` are done: by then they are
- * on their last block (none is left to take), and waking from a sleep costs more. */
+/* A waiting thread polls for up to SPIN_NS before it sleeps: what it waits for is a block a
+ * thread is on, and waking from a sleep costs more. */
 #define SPIN_NS 200000
-static void spin_until_left(Pending *p) {
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        for (int i = 0; i < 256; i++) {
-            if (__atomic_load_n(&p->active, __ATOMIC_ACQUIRE) == 0) return;
+
+/* One poll of a wait (`polls` counts them, from 0; `start` is set at the first): a pause, and
+ * every 256th a look at the clock. 0 once SPIN_NS have passed since the first. */
+static int poll_again(struct timespec *start, int *polls) {
+    if ((*polls)++ == 0) clock_gettime(CLOCK_MONOTONIC, start);
+    if (*polls % 256 != 0) {
 #if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > SPIN_NS)
-            return;
+        return 1;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000000000L + (now.tv_nsec - start->tv_nsec) < SPIN_NS;
+}
+
+/* Polling until the pool threads working on `p` are done (they are on their last blocks: none
+ * is left to take), for up to SPIN_NS. */
+static void spin_until_left(Pending *p) {
+    struct timespec start;
+    int polls = 0;
+    while (__atomic_load_n(&p->active, __ATOMIC_ACQUIRE) > 0 && poll_again(&start, &polls)) {
     }
 }
 
@@ -381,7 +402,7 @@ static PyObject *pending_result(Pending *p, PyObject *unused) {
 static void wait_for(Pending *p, Py_ssize_t j) {
     ZSTD_DCtx *dctx = NULL;
     int have_context = p->codec != CODEC_ZSTD;
-    struct timespec start = {0, 0}, now;
+    struct timespec start;
     int polls = 0;
     for (;;) {
         if (__atomic_load_n(&p->done[j], __ATOMIC_ACQUIRE)) break;
@@ -390,31 +411,20 @@ static void wait_for(Pending *p, Py_ssize_t j) {
         Py_ssize_t next = __atomic_load_n(&p->next, __ATOMIC_ACQUIRE);
         if (next < p->count && (next <= j || failed < 0)) {
             if (!have_context) {
-                dctx = __atomic_exchange_n(&spare_dctx, NULL, __ATOMIC_ACQ_REL);
-                if (dctx == NULL) dctx = ZSTD_createDCtx();
+                dctx = take_context();
                 have_context = 1;
             }
             Py_ssize_t k = __atomic_fetch_add(&p->next, 1, __ATOMIC_ACQ_REL);
             if (k >= p->count) continue;
             if (dctx == NULL && p->codec == CODEC_ZSTD) {
                 fail(p, k, -1, "zstd decompression failed: no memory for a context");
-                __atomic_store_n(&p->done[k], 1, __ATOMIC_SEQ_CST);
+                mark_done(p, k);
             } else {
                 decompress_block(p, dctx, k);
             }
             continue;
         }
-        /* block j is being decompressed by a pool thread */
-        if (polls == 0) clock_gettime(CLOCK_MONOTONIC, &start);
-        if (++polls % 256 != 0) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-            continue;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < SPIN_NS)
-            continue;
+        if (poll_again(&start, &polls)) continue; /* block j is being decompressed by a thread */
         pthread_mutex_lock(&pool_lock);
         __atomic_fetch_add(&p->sleepers, 1, __ATOMIC_SEQ_CST);
         while (!__atomic_load_n(&p->done[j], __ATOMIC_SEQ_CST))
@@ -422,7 +432,7 @@ static void wait_for(Pending *p, Py_ssize_t j) {
         __atomic_fetch_sub(&p->sleepers, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&pool_lock);
     }
-    if (dctx != NULL) ZSTD_freeDCtx(__atomic_exchange_n(&spare_dctx, dctx, __ATOMIC_ACQ_REL));
+    keep_context(dctx);
 }
 
 static PyObject *pending_wait_block(Pending *p, PyObject *arg) {
@@ -507,8 +517,8 @@ static Pending *pending_new(Py_ssize_t count) {
     p->results = PyMem_Calloc(n, sizeof(long long));
     p->failures = PyMem_Calloc(n, sizeof(const char *));
     p->done = PyMem_Calloc(n, 1);
-    if (p->done == NULL || p->inputs == NULL || p->outputs == NULL || p->targets == NULL || p->sizes == NULL ||
-        p->results == NULL || p->failures == NULL) {
+    if (p->inputs == NULL || p->outputs == NULL || p->targets == NULL || p->sizes == NULL ||
+        p->results == NULL || p->failures == NULL || p->done == NULL) {
         Py_DECREF(p);
         PyErr_NoMemory();
         return NULL;
