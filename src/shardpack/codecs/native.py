@@ -6,6 +6,7 @@ no native read-ahead (zstd then falls back to a Python worker thread)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any, ClassVar
 
 from ..errors import CodecError
@@ -56,11 +57,7 @@ class NativeBatch:
 
     def _block_starts(self) -> list[int]:
         if self._starts is None:
-            starts, start = [], 0
-            for size in self._sizes:
-                starts.append(start)
-                start += size
-            self._starts = starts
+            self._starts = list(accumulate(self._sizes, initial=0))
         return self._starts
 
 

@@ -57,7 +57,10 @@ def _ragged_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def cut_batches(records: list[Any], batch_size: int) -> tuple[list[list[Any]], list[Any]]:
-    """The full batches of ``batch_size`` at the start of ``records``, and the records after."""
+    """The full batches of ``batch_size`` at the start of ``records``, and the records after
+    (``records`` itself where no batch is full yet: no copy while records wait)."""
+    if len(records) < batch_size:
+        return [], records
     full = len(records) - len(records) % batch_size
     return [records[i : i + batch_size] for i in range(0, full, batch_size)], records[full:]
 

@@ -152,9 +152,8 @@ class Dataset:
         pending: list[Any] = []
         for values in self._iter_blocks():
             pending += values
-            if len(pending) >= batch_size:  # else nothing to cut: the records wait
-                batches, pending = cut_batches(pending, batch_size)
-                yield from batches
+            batches, pending = cut_batches(pending, batch_size)
+            yield from batches
         if pending and not drop_last:
             yield pending
 
